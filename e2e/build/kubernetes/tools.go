@@ -1,0 +1,13 @@
+//go:build tools
+
+// Package tools records the commands this module builds, so that `go mod tidy`
+// keeps their dependencies. The build itself names the packages explicitly.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# The local Kubernetes cluster: real etcd, kube-apiserver,
+# kube-controller-manager and kube-scheduler on 127.0.0.1, with kwok
+# simulating the nodes and the kubelets.
+#
+#   cluster.sh up       build what is missing, start everything, wait until ready
+#   cluster.sh down     stop everything and drop the cluster's data
+#   cluster.sh status   say what runs and how to reach it
+#   cluster.sh env      print the export line for KUBECONFIG and PATH
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+PKI=$STATE_DIR/pki
+LOGS=$STATE_DIR/logs
+PIDS=$STATE_DIR/pids
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+ports_of() {
+    case $1 in
+        etcd) echo "$ETCD_PORT $ETCD_PEER_PORT" ;;
+        kube-apiserver) echo "$APISERVER_PORT" ;;
+        kube-controller-manager) echo "$KCM_PORT" ;;
+        kube-scheduler) echo "$SCHEDULER_PORT" ;;
+        kwok) echo "$KWOK_PORT" ;;
+    esac
+}
+
+pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
+running() { local pid; pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+
+# Certificates: one CA, a serving certificate for the API server, a client
+# certificate per component, and the service-account signing key.
+make_pki() {
+    [[ -f $PKI/done ]] && return 0
+    log "generating certificates in $PKI"
+    rm -rf "$PKI" && mkdir -p "$PKI"
+    (
+        cd "$PKI"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+            -subj "/CN=sre-space-local-ca" 2>/dev/null
+        cert() { # name CN O usage [SAN]
+            local ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$4"
+            [[ -n ${5:-} ]] && ext+="\nsubjectAltName=$5"
+            local subj="/CN=$2"
+            [[ -n $3 ]] && subj+="/O=$3"
+            openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$subj" 2>/dev/null
+            openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+                -out "$1.crt" -extfile <(printf '%b' "$ext") 2>/dev/null
+            rm -f "$1.csr"
+        }
+        cert apiserver kube-apiserver "" serverAuth \
+            "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+        cert admin sre-space-admin system:masters clientAuth
+        cert kube-controller-manager system:kube-controller-manager "" clientAuth
+        cert kube-scheduler system:kube-scheduler "" clientAuth
+        cert kwok kwok-controller system:masters clientAuth
+        openssl genrsa -out sa.key 2048 2>/dev/null
+        openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+        touch done
+    )
+}
+
+kubeconfig() { # user file
+    cat >"$2" <<YAML
+apiVersion: v1
+kind: Config
+clusters:
+- name: sre-space-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $PKI/$1.crt
+    client-key: $PKI/$1.key
+contexts:
+- name: sre-space-local
+  context:
+    cluster: sre-space-local
+    user: $1
+current-context: sre-space-local
+YAML
+}
+
+port_in_use() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+start() { # name command...
+    local name=$1; shift
+    if running "$name"; then return 0; fi
+    local port
+    for port in $(ports_of "$name"); do
+        port_in_use "$port" && die "port $port for $name is taken by another process (another clone's cluster? run its 'make cluster-down', or set the port variables in e2e/cluster/lib.sh)"
+    done
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/$name"
+}
+
+wait_for() { # what seconds command...
+    local what=$1 seconds=$2; shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            log "$what not ready after ${seconds}s; last log lines:"
+            tail -n 20 "$LOGS/$what.log" >&2 2>/dev/null || true
+            die "$what did not become ready"
+        fi
+        sleep 0.5
+    done
+}
+
+healthz() { # port path
+    curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+        "https://127.0.0.1:$1$2"
+}
+
+# The controller manager and scheduler serve /healthz with a self-signed
+# certificate of their own, on loopback.
+local_healthz() { # port
+    curl -fsSk --max-time 2 "https://127.0.0.1:$1/healthz"
+}
+
+kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+nodes_yaml() {
+    for i in $(seq 0 $((KWOK_NODES - 1))); do
+        cat <<YAML
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    node.alpha.kubernetes.io/ttl: "0"
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+    topology.kubernetes.io/zone: zone-$((i % 3))
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  nodeInfo: {architecture: amd64, operatingSystem: linux, kubeletVersion: fake, kubeProxyVersion: fake}
+YAML
+    done
+}
+
+# kwok's stages (how simulated nodes and pods move through their lives) are
+# the defaults kwokctl uses, taken from the pinned kwok module itself.
+kwok_config() {
+    local dir
+    dir=$(cd "$E2E_DIR/build/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+    [[ -d $dir/kustomize/stage ]] || die "kwok module source not found (run: cd e2e/build/kwok && go mod download)"
+    local f
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+        pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+        echo "---"
+        cat "$dir/kustomize/stage/$f"
+    done
+}
+
+cmd_up() {
+    local start_time=$SECONDS
+    "$E2E_DIR/cluster/build.sh"
+    mkdir -p "$LOGS" "$PIDS"
+    if cmd_status >/dev/null 2>&1 && healthz "$APISERVER_PORT" /readyz >/dev/null 2>&1; then
+        log "already running"
+        cmd_status
+        return 0
+    fi
+    make_pki
+    kwok_config >"$STATE_DIR/kwok.yaml"
+    kubeconfig admin "$KUBECONFIG_PATH"
+    for c in kube-controller-manager kube-scheduler kwok; do kubeconfig "$c" "$STATE_DIR/$c.kubeconfig"; done
+
+    start etcd "$ETCD_BIN/etcd" \
+        --name local --data-dir "$STATE_DIR/etcd" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
+        --quota-backend-bytes 4294967296 --unsafe-no-fsync --log-level warn
+    wait_for etcd 60 curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
+
+    start kube-apiserver "$K8S_BIN/kube-apiserver" \
+        --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+        --cert-dir "$STATE_DIR/apiserver-certs" \
+        --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+        --client-ca-file "$PKI/ca.crt" \
+        --service-account-issuer https://kubernetes.default.svc.cluster.local \
+        --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+        --service-cluster-ip-range 10.96.0.0/16 \
+        --authorization-mode RBAC --allow-privileged=true \
+        --endpoint-reconciler-type none \
+        --profiling=false --v 1
+    wait_for kube-apiserver 120 healthz "$APISERVER_PORT" /readyz
+
+    start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+        --kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" \
+        --authentication-kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" \
+        --authorization-kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" \
+        --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+        --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+        --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+        --use-service-account-credentials=true --leader-elect=false \
+        --profiling=false --v 1
+    start kube-scheduler "$K8S_BIN/kube-scheduler" \
+        --kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" \
+        --authentication-kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" \
+        --authorization-kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" \
+        --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false \
+        --profiling=false --v 1
+    wait_for kube-controller-manager 60 local_healthz "$KCM_PORT"
+    wait_for kube-scheduler 60 local_healthz "$SCHEDULER_PORT"
+
+    start kwok "$KWOK_BIN/kwok" \
+        --kubeconfig "$STATE_DIR/kwok.kubeconfig" \
+        --manage-all-nodes=false \
+        --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+        --disregard-status-with-annotation-selector kwok.x-k8s.io/status=custom \
+        --node-ip 10.0.0.1 --cidr 10.0.0.1/16 \
+        --server-address "127.0.0.1:$KWOK_PORT" \
+        --node-lease-duration-seconds 40 \
+        --config "$STATE_DIR/kwok.yaml"
+    wait_for kwok 60 curl -fsS --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz"
+
+    nodes_yaml | kubectl_ apply -f - >/dev/null
+    wait_for kube-apiserver 60 kubectl_ wait --for=condition=Ready node --all --timeout=5s
+    # Pods are refused until the service-account controller made `default`.
+    wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
+    log "ready in $((SECONDS - start_time)) s"
+    cmd_status
+}
+
+cmd_down() {
+    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+        local c=${COMPONENTS[i]} pid
+        pid=$(pid_of "$c") || continue
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            kill -KILL -- "-$pid" 2>/dev/null || true
+            log "stopped $c"
+        fi
+        rm -f "$PIDS/$c"
+    done
+    # The next cluster starts from empty data; certificates are kept.
+    rm -rf "$STATE_DIR/etcd" "$LOGS"
+}
+
+cmd_status() {
+    local ok=0
+    for c in "${COMPONENTS[@]}"; do
+        if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
+        else printf '  %-24s stopped\n' "$c"; ok=1; fi
+    done
+    if ((ok == 0)); then
+        echo "  Kubernetes $K8S_VERSION at https://127.0.0.1:$APISERVER_PORT, $(kubectl_ get nodes --no-headers 2>/dev/null | wc -l) kwok nodes"
+        echo "  kubeconfig: $KUBECONFIG_PATH"
+        echo "  to use it:  $(cmd_env)"
+    fi
+    return $ok
+}
+
+cmd_env() {
+    echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$LOCAL_BIN:\$PATH"
+}
+
+case ${1:-} in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,42 @@
+# Shared settings of the local cluster scripts. Sourced, not run.
+# shellcheck shell=bash
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_DIR=$(cd "$E2E_DIR/.." && pwd)
+
+# Built binaries are cached outside the work tree, keyed by version, so that
+# every clone on this machine (and CI's fresh clone) reuses them.
+CACHE_DIR=${SRE_SPACE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sre-space}
+# Certificates, data, logs and the kubeconfig of the running cluster live in
+# the git-ignored .local/ of this work tree.
+STATE_DIR=${SRE_SPACE_STATE:-$REPO_DIR/.local/cluster}
+
+ETCD_PORT=${ETCD_PORT:-12379}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-12380}
+APISERVER_PORT=${APISERVER_PORT:-16443}
+KCM_PORT=${KCM_PORT:-10257}
+SCHEDULER_PORT=${SCHEDULER_PORT:-10259}
+KWOK_PORT=${KWOK_PORT:-10247}
+KWOK_NODES=${KWOK_NODES:-3}
+
+KUBECONFIG_PATH=$STATE_DIR/kubeconfig
+LOCAL_BIN=$REPO_DIR/.local/bin
+
+# The pinned version of a module, read from its go.mod under e2e/build/.
+module_version() { # dir module
+    awk -v m="$2" '$1 == "require" && $2 == m { print $3 } $1 == m && NF >= 2 { print $2 }' \
+        "$E2E_DIR/build/$1/go.mod" | head -n 1
+}
+
+K8S_VERSION=$(module_version kubernetes k8s.io/kubernetes)
+ETCD_VERSION=$(module_version etcd go.etcd.io/etcd/server/v3)
+KWOK_VERSION=$(module_version kwok sigs.k8s.io/kwok)
+HELM_VERSION=$(module_version helm helm.sh/helm/v4)
+
+K8S_BIN=$CACHE_DIR/bin/kubernetes-$K8S_VERSION
+ETCD_BIN=$CACHE_DIR/bin/etcd-$ETCD_VERSION
+KWOK_BIN=$CACHE_DIR/bin/kwok-$KWOK_VERSION
+HELM_BIN=$CACHE_DIR/bin/helm-$HELM_VERSION
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }

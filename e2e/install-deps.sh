@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the build and the local cluster need and a new machine may
+# lack. Toolchains (Go, Rust) come with the machine; this checks for them.
+set -euo pipefail
+missing=()
+for tool in openssl curl setsid; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "[deps] installing ${missing[*]}" >&2
+    packages=()
+    for tool in "${missing[@]}"; do
+        case $tool in
+            setsid) packages+=(util-linux) ;;
+            *) packages+=("$tool") ;;
+        esac
+    done
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+for tool in go cargo; do
+    command -v "$tool" >/dev/null || { echo "[deps] error: $tool is not installed" >&2; exit 1; }
+done

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make test`: the unit tests, then the cluster tests against a local cluster
+# that this run starts (unless one is already up) and stops again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cluster=e2e/cluster/cluster.sh
+
+echo "== unit tests"
+cargo test --workspace
+
+started=0
+if ! $cluster status >/dev/null 2>&1; then
+    echo "== starting the local cluster"
+    $cluster up
+    started=1
+fi
+stop() { if ((started)); then echo "== stopping the local cluster"; $cluster down; fi; }
+trap stop EXIT
+
+eval "$($cluster env)"
+echo "== cluster tests (KUBECONFIG=$KUBECONFIG)"
+cargo test -p sre-space-e2e --features cluster -- --test-threads 4
