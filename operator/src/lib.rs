@@ -1,4 +1,22 @@
 //! SRE-Space: a Kubernetes operator that detects, diagnoses, remediates and
 //! verifies workload incidents within the guardrails of a RemediationPolicy.
+//!
+//! Each stage is a module with its inputs passed in; `controller` only
+//! sequences them.
 
+pub mod brain;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod fixer;
+pub mod memory;
+pub mod policy;
+pub mod quantity;
+pub mod scout;
+pub mod workload;
+
+pub use error::{Error, Result};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "sre-space";

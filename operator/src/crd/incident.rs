@@ -111,6 +111,10 @@ pub struct IncidentStatus {
     /// When the signal was last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
+    /// When the current episode began. A problem that returns after its
+    /// incident was resolved reopens the same incident as a new episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
     /// The latest observation of the signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_signal: Option<SignalObservation>,
@@ -156,6 +160,9 @@ pub struct SignalObservation {
     pub message: String,
     /// When it was observed.
     pub observed_at: Time,
+    /// Identity of the observation, so each one is counted once.
+    #[serde(default)]
+    pub key: String,
 }
 
 /// A root-cause analysis: ranked hypotheses, each resting on evidence.
@@ -251,9 +258,27 @@ pub struct ActionRecord {
     pub type_: ActionType,
     /// Where the action is.
     pub state: ActionState,
-    /// What exactly it does or did (object, field, from and to values).
+    /// What it does or did, or why it was not taken.
     #[serde(default)]
     pub detail: String,
+    /// The object it acts on, fixed when it is recorded (for example
+    /// `Pod/web-7f9c` or `Deployment/web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The UID of that object, so a replayed action cannot hit a newer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_uid: Option<String>,
+    /// The container it acts on, where it acts on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The value before the action (a memory limit, a replica count, a
+    /// revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The value the action sets, fixed when it is recorded so that replaying
+    /// the action sets the same value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// When it was recorded.
     pub recorded_at: Time,
     /// When it finished.

@@ -1,0 +1,429 @@
+//! The Brain: gathers evidence about an incident and diagnoses its root
+//! cause with deterministic rules. `gather` reads the cluster; `diagnose` is
+//! pure and unit-tested per category.
+
+mod gather;
+pub mod postmortem;
+pub mod rollout;
+
+pub use gather::gather;
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{
+    ActionType, Category, Diagnosis, Evidence, EvidenceKind, Hypothesis, IncidentMemorySpec,
+    SignalKind, SignalObservation, WorkloadRef,
+};
+use rollout::TemplateChange;
+
+/// The analyser name recorded in diagnoses made by the rules.
+pub const RULES: &str = "rules";
+
+/// The latest rollout of a Deployment: what changed from the previous
+/// revision, and whether the failing pod runs the new one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollout {
+    pub revision: i64,
+    pub previous_revision: i64,
+    pub at: Option<Timestamp>,
+    pub changes: Vec<TemplateChange>,
+    /// The failing pod belongs to the newest revision.
+    pub failing_pod_is_new: bool,
+}
+
+/// A container's memory settings in the workload's template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerResources {
+    pub container: String,
+    pub memory_limit: Option<String>,
+    pub memory_request: Option<String>,
+}
+
+/// Everything the rules look at, gathered from the cluster.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub namespace: String,
+    pub target: WorkloadRef,
+    pub signal: SignalKind,
+    pub observation: Option<SignalObservation>,
+    /// The pod the signal came from, if it still exists.
+    pub pod: Option<Pod>,
+    /// Events about that pod, oldest first.
+    pub events: Vec<Event>,
+    pub owner_chain: Vec<String>,
+    pub rollout: Option<Rollout>,
+    pub resources: Vec<ContainerResources>,
+    pub memory: Option<IncidentMemorySpec>,
+}
+
+/// Numbers evidence as `e1`, `e2`, ... as it is added.
+#[derive(Default)]
+struct EvidenceLog(Vec<Evidence>);
+
+impl EvidenceLog {
+    fn add(
+        &mut self,
+        kind: EvidenceKind,
+        source: String,
+        summary: String,
+        at: Option<Timestamp>,
+    ) -> String {
+        let id = format!("e{}", self.0.len() + 1);
+        // Text copied from the cluster is data; keep it bounded.
+        let mut summary = summary;
+        if summary.len() > 600 {
+            let mut end = 600;
+            while !summary.is_char_boundary(end) {
+                end -= 1;
+            }
+            summary.truncate(end);
+            summary.push('…');
+        }
+        self.0.push(Evidence {
+            id: id.clone(),
+            kind,
+            source,
+            summary,
+            observed_at: at.map(Time),
+        });
+        id
+    }
+}
+
+fn hypothesis(
+    category: Category,
+    statement: String,
+    confidence: f64,
+    evidence: Vec<String>,
+    action: Option<ActionType>,
+) -> Hypothesis {
+    Hypothesis {
+        category,
+        statement,
+        confidence,
+        evidence,
+        proposed_action: action,
+    }
+}
+
+/// Diagnoses the incident from the facts.
+pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
+    let mut log = EvidenceLog::default();
+    let target = &facts.target;
+    let container = facts.observation.as_ref().and_then(|o| o.container.clone());
+    let pod_name = facts.observation.as_ref().and_then(|o| o.pod.clone());
+    let pod_source = |c: &Option<String>| match (&pod_name, c) {
+        (Some(p), Some(c)) => format!("pod/{p}/container/{c}"),
+        (Some(p), None) => format!("pod/{p}"),
+        _ => target.to_string(),
+    };
+
+    // The signal itself.
+    let signal_ev = facts.observation.as_ref().map(|o| {
+        log.add(
+            EvidenceKind::ContainerState,
+            pod_source(&o.container),
+            o.message.clone(),
+            Some(o.observed_at.0),
+        )
+    });
+    // The failing container's last termination, when the pod is still there.
+    let termination_ev = facts.pod.as_ref().and_then(|pod| {
+        let cs = pod
+            .status
+            .as_ref()?
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|cs| Some(&cs.name) == container.as_ref())?;
+        let t = cs
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .or(cs.state.as_ref().and_then(|s| s.terminated.as_ref()))?;
+        let message = t
+            .message
+            .as_deref()
+            .map(|m| format!("; termination message: {m:?}"))
+            .unwrap_or_default();
+        Some(log.add(
+            EvidenceKind::ContainerState,
+            pod_source(&container),
+            format!(
+                "last terminated with exit code {} (reason {}), {} restarts{message}",
+                t.exit_code,
+                t.reason.as_deref().unwrap_or("none"),
+                cs.restart_count
+            ),
+            t.finished_at.as_ref().map(|f| f.0),
+        ))
+    });
+    let event_evs: Vec<String> = facts
+        .events
+        .iter()
+        .rev()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .take(3)
+        .map(|e| {
+            let at = e
+                .last_timestamp
+                .as_ref()
+                .or(e.first_timestamp.as_ref())
+                .map(|t| t.0);
+            log.add(
+                EvidenceKind::Event,
+                format!("event/{}", e.metadata.name.clone().unwrap_or_default()),
+                format!(
+                    "{} ({}x): {}",
+                    e.reason.as_deref().unwrap_or(""),
+                    e.count.unwrap_or(1),
+                    e.message.as_deref().unwrap_or("")
+                ),
+                at,
+            )
+        })
+        .collect();
+    if !facts.owner_chain.is_empty() {
+        log.add(
+            EvidenceKind::OwnerChain,
+            target.to_string(),
+            facts.owner_chain.join(" → "),
+            None,
+        );
+    }
+    let limit = facts
+        .resources
+        .iter()
+        .find(|r| Some(&r.container) == container.as_ref());
+    let resources_ev = limit.map(|r| {
+        log.add(
+            EvidenceKind::Resources,
+            format!("{target}/container/{}", r.container),
+            format!(
+                "memory limit {}, request {}",
+                r.memory_limit.as_deref().unwrap_or("(none)"),
+                r.memory_request.as_deref().unwrap_or("(none)")
+            ),
+            None,
+        )
+    });
+    let rollout_ev = facts
+        .rollout
+        .as_ref()
+        .filter(|r| !r.changes.is_empty())
+        .map(|r| {
+            let changes: Vec<String> = r.changes.iter().map(ToString::to_string).collect();
+            log.add(
+                EvidenceKind::Rollout,
+                target.to_string(),
+                format!(
+                    "rollout from revision {} to {}{}: {}",
+                    r.previous_revision,
+                    r.revision,
+                    if r.failing_pod_is_new {
+                        " (the failing pod runs the new revision)"
+                    } else {
+                        ""
+                    },
+                    changes.join("; ")
+                ),
+                r.at,
+            )
+        });
+    let history = facts.memory.as_ref().filter(|m| !m.occurrences.is_empty());
+    let history_ev = history.map(|m| {
+        let tallies: Vec<String> = m
+            .actions
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} worked {}x, failed {}x",
+                    a.type_.as_str(),
+                    a.effective,
+                    a.ineffective
+                )
+            })
+            .collect();
+        log.add(
+            EvidenceKind::History,
+            format!(
+                "incidentmemory/{}",
+                crate::workload::incident_name(target, facts.signal)
+            ),
+            format!(
+                "seen {} time(s) before{}",
+                m.occurrences.len(),
+                if tallies.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", tallies.join(", "))
+                }
+            ),
+            None,
+        )
+    });
+
+    let cite = |ids: &[&Option<String>]| -> Vec<String> {
+        ids.iter().filter_map(|i| (*i).clone()).collect()
+    };
+    let with_events = |mut ids: Vec<String>| {
+        ids.extend(event_evs.iter().cloned());
+        ids
+    };
+    let rollout = facts
+        .rollout
+        .as_ref()
+        .filter(|r| r.failing_pod_is_new && !r.changes.is_empty());
+    let describe_changes = |r: &Rollout| {
+        let fields: Vec<&str> = r.changes.iter().map(|c| c.field.as_str()).collect();
+        format!("revision {} changed {}", r.revision, fields.join(", "))
+    };
+    let container_name = container.clone().unwrap_or_else(|| "the container".into());
+
+    let mut hypotheses = Vec::new();
+    match facts.signal {
+        SignalKind::OOMKilled => {
+            let limit = limit
+                .and_then(|r| r.memory_limit.clone())
+                .unwrap_or_else(|| "its limit".into());
+            hypotheses.push(hypothesis(
+                Category::OutOfMemory,
+                format!("{container_name} of {target} needs more memory than {limit}: the kernel killed it (OOMKilled)"),
+                0.9,
+                with_events(cite(&[&signal_ev, &termination_ev, &resources_ev])),
+                Some(ActionType::RaiseMemoryLimit),
+            ));
+            if let Some(r) = rollout {
+                hypotheses.push(hypothesis(
+                    Category::BadRollout,
+                    format!(
+                        "the rollout to {} made {container_name} use or get less memory",
+                        describe_changes(r)
+                    ),
+                    0.4,
+                    cite(&[&rollout_ev]),
+                    Some(ActionType::Rollback),
+                ));
+            }
+        }
+        SignalKind::CrashLoopBackOff => {
+            if let Some(r) = rollout {
+                hypotheses.push(hypothesis(
+                    Category::BadRollout,
+                    format!(
+                        "the rollout to {} and the new pods crash",
+                        describe_changes(r)
+                    ),
+                    0.85,
+                    with_events(cite(&[&rollout_ev, &signal_ev, &termination_ev])),
+                    Some(ActionType::Rollback),
+                ));
+            }
+            hypotheses.push(hypothesis(
+                Category::CrashLoop,
+                format!(
+                    "{container_name} of {target} exits repeatedly; a restart may clear a bad state"
+                ),
+                if rollout.is_some() { 0.3 } else { 0.6 },
+                with_events(cite(&[&signal_ev, &termination_ev])),
+                Some(ActionType::RestartPod),
+            ));
+        }
+        SignalKind::ImagePullBackOff => {
+            let image_change =
+                rollout.filter(|r| r.changes.iter().any(|c| c.field.ends_with(".image")));
+            if let Some(r) = image_change {
+                hypotheses.push(hypothesis(
+                    Category::BadRollout,
+                    format!(
+                        "the rollout to {} and the new image cannot be pulled",
+                        describe_changes(r)
+                    ),
+                    0.85,
+                    with_events(cite(&[&rollout_ev, &signal_ev])),
+                    Some(ActionType::Rollback),
+                ));
+            }
+            hypotheses.push(hypothesis(
+                Category::BadImage,
+                format!("the image of {container_name} does not exist or the registry refuses it"),
+                if image_change.is_some() { 0.5 } else { 0.85 },
+                with_events(cite(&[&signal_ev])),
+                Some(ActionType::Escalate),
+            ));
+        }
+        SignalKind::Unschedulable => {
+            hypotheses.push(hypothesis(
+                Category::Unschedulable,
+                format!("no node can take the pods of {target} (resources, affinity or taints)"),
+                0.85,
+                with_events(cite(&[&signal_ev])),
+                Some(ActionType::Escalate),
+            ));
+        }
+        SignalKind::ReadinessFailing => {
+            if let Some(r) = rollout {
+                hypotheses.push(hypothesis(
+                    Category::BadRollout,
+                    format!(
+                        "the rollout to {} and the new pods never become ready",
+                        describe_changes(r)
+                    ),
+                    0.6,
+                    with_events(cite(&[&rollout_ev, &signal_ev])),
+                    Some(ActionType::Rollback),
+                ));
+            }
+            hypotheses.push(hypothesis(
+                Category::ProbeFailure,
+                format!("{target} runs but fails its readiness probe"),
+                0.5,
+                with_events(cite(&[&signal_ev])),
+                Some(ActionType::RestartPod),
+            ));
+        }
+    }
+
+    // What worked before for this very problem outranks the rules' guess.
+    if let (Some(m), Some(id)) = (history, &history_ev) {
+        for h in &mut hypotheses {
+            let Some(action) = h.proposed_action else {
+                continue;
+            };
+            if let Some(t) = m.actions.iter().find(|t| t.type_ == action) {
+                if t.effective > 0 {
+                    h.confidence = (h.confidence + 0.05).min(1.0);
+                    h.evidence.push(id.clone());
+                } else if t.ineffective > 0 {
+                    h.confidence = (h.confidence - 0.2).max(0.05);
+                    h.evidence.push(id.clone());
+                }
+            }
+        }
+    }
+    hypotheses.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let lead = hypotheses.first().cloned().unwrap_or_else(|| {
+        hypothesis(
+            Category::Unknown,
+            "the evidence does not point to a known cause".into(),
+            0.1,
+            vec![],
+            None,
+        )
+    });
+    Diagnosis {
+        analyzer: RULES.into(),
+        category: lead.category,
+        root_cause: lead.statement.clone(),
+        confidence: lead.confidence,
+        proposed_action: lead.proposed_action,
+        hypotheses,
+        evidence: log.0,
+        diagnosed_at: Time(now),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The blameless post-mortem written when an incident ends. It states what
+//! happened to the system and what would prevent a repeat; it names no one.
+
+use std::fmt::Write;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{ActionState, Category, Incident, Outcome, Phase};
+
+/// The most a post-mortem may take in the Incident's status.
+pub const MAX_LEN: usize = 8 * 1024;
+
+fn prevention(category: Category) -> &'static str {
+    match category {
+        Category::OutOfMemory => {
+            "Size the memory limit from observed peak usage with headroom, and look for leaks if usage grows without bound; a load test before release shows both."
+        }
+        Category::BadRollout => {
+            "Gate rollouts on readiness and error-rate analysis (progressive delivery), and test configuration changes in a staging environment before production."
+        }
+        Category::BadImage => {
+            "Resolve and verify image references in CI (by digest), and make sure the cluster can pull from the registry before the rollout."
+        }
+        Category::Unschedulable => {
+            "Keep requests realistic and capacity ahead of demand (cluster autoscaling, quotas reviewed); check affinity and taints when adding constraints."
+        }
+        Category::CrashLoop => {
+            "Find why the process exits (logs, exit code, termination message) and handle the failing case; add a test that reproduces it."
+        }
+        Category::ProbeFailure => {
+            "Make the readiness probe test what the service needs to serve, with timeouts that fit its start-up and its dependencies."
+        }
+        Category::Unknown => {
+            "Add the missing signal or evidence so that the next occurrence can be diagnosed."
+        }
+    }
+}
+
+fn time(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
+    t.map(|t| t.0.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Renders the post-mortem of an incident that has ended.
+pub fn render(incident: &Incident, now: Timestamp) -> String {
+    let spec = &incident.spec;
+    let status = incident.status.clone().unwrap_or_default();
+    let ns = incident.metadata.namespace.as_deref().unwrap_or("");
+    let name = incident.metadata.name.as_deref().unwrap_or("");
+    let mut out = String::new();
+    let outcome = match status.phase {
+        Phase::Resolved => "resolved",
+        Phase::Escalated => "escalated to people",
+        _ => "closed",
+    };
+    let _ = writeln!(
+        out,
+        "# Post-mortem: {} {} in {ns}/{}\n",
+        spec.signal.as_str(),
+        spec.target,
+        spec.target.name
+    );
+    let started = status.detected_at.as_ref().or(status.first_seen.as_ref());
+    let duration = started
+        .map(|s| now.duration_since(s.0).as_secs())
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "**Summary.** {} of {ns}/{} was detected at {} and {outcome} after {duration} s. Incident `{name}`, {} occurrence(s) of the signal.\n",
+        spec.signal.as_str(),
+        spec.target,
+        time(started),
+        status.occurrences
+    );
+    let _ = writeln!(
+        out,
+        "**Impact.** {} was affected{}.\n",
+        spec.target,
+        status
+            .last_signal
+            .as_ref()
+            .and_then(|s| s.pod.as_ref())
+            .map(|p| format!(" (last seen on pod {p})"))
+            .unwrap_or_default()
+    );
+    if let Some(d) = &status.diagnosis {
+        let _ = writeln!(
+            out,
+            "**Root cause** ({:?}, confidence {:.0}%, analyser {}). {}\n",
+            d.category,
+            d.confidence * 100.0,
+            d.analyzer,
+            d.root_cause
+        );
+        let _ = writeln!(out, "## Hypotheses\n");
+        for h in &d.hypotheses {
+            let _ = writeln!(
+                out,
+                "- {:?} ({:.0}%): {} [evidence: {}]",
+                h.category,
+                h.confidence * 100.0,
+                h.statement,
+                h.evidence.join(", ")
+            );
+        }
+        let _ = writeln!(out, "\n## Evidence\n");
+        for e in &d.evidence {
+            let _ = writeln!(
+                out,
+                "- `{}` {:?} `{}`: {}",
+                e.id, e.kind, e.source, e.summary
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "## Timeline\n");
+    let _ = writeln!(
+        out,
+        "- {} detected: {}",
+        time(started),
+        status
+            .last_signal
+            .as_ref()
+            .map(|s| s.message.as_str())
+            .unwrap_or("")
+    );
+    if let Some(d) = &status.diagnosis {
+        let _ = writeln!(
+            out,
+            "- {} diagnosed: {:?}",
+            time(Some(&d.diagnosed_at)),
+            d.category
+        );
+    }
+    for a in &status.actions {
+        let outcome = match a.outcome {
+            Some(Outcome::Effective) => ", effective",
+            Some(Outcome::Ineffective) => ", ineffective",
+            None => "",
+        };
+        let _ = writeln!(
+            out,
+            "- {} {} {:?}{outcome}: {}",
+            time(Some(&a.recorded_at)),
+            a.type_.as_str(),
+            a.state,
+            a.detail
+        );
+    }
+    match status.phase {
+        Phase::Resolved => {
+            let _ = writeln!(
+                out,
+                "- {} resolved: the signal cleared and stayed clear",
+                time(status.resolved_at.as_ref())
+            );
+        }
+        Phase::Escalated => {
+            let _ = writeln!(
+                out,
+                "- {} escalated: {}",
+                now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                status.escalation_reason.as_deref().unwrap_or("")
+            );
+        }
+        _ => {}
+    }
+    let taken = status
+        .actions
+        .iter()
+        .filter(|a| a.state == ActionState::Succeeded)
+        .count();
+    let _ = writeln!(
+        out,
+        "\n## Actions\n\n{taken} action(s) taken, {} recorded.\n",
+        status.actions.len()
+    );
+    let category = status
+        .diagnosis
+        .as_ref()
+        .map(|d| d.category)
+        .unwrap_or(Category::Unknown);
+    let _ = writeln!(
+        out,
+        "## What would prevent a recurrence\n\n{}",
+        prevention(category)
+    );
+    if out.len() > MAX_LEN {
+        let mut end = MAX_LEN - 32;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str("\n\n(truncated)\n");
+    }
+    out
+}

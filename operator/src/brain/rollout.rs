@@ -1,0 +1,214 @@
+//! What a rollout changed: the difference between two pod templates, in the
+//! fields that break workloads (image, command, args, env, resources).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
+
+/// One changed field of a pod template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateChange {
+    /// Where, for example `containers[app].command`.
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl std::fmt::Display for TemplateChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changed from {} to {}",
+            self.field, self.from, self.to
+        )
+    }
+}
+
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+fn render_env(env: &EnvVar) -> String {
+    match (&env.value, &env.value_from) {
+        (Some(_), _) if looks_secret(&env.name) => "<redacted>".into(),
+        (Some(v), _) => format!("{v:?}"),
+        (None, Some(_)) => "<from a reference>".into(),
+        (None, None) => "\"\"".into(),
+    }
+}
+
+fn render_list(items: Option<&Vec<String>>) -> String {
+    match items {
+        None => "(unset)".into(),
+        Some(v) => format!("{v:?}"),
+    }
+}
+
+fn resources(c: &Container) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(r) = &c.resources {
+        for (kind, map) in [("limits", &r.limits), ("requests", &r.requests)] {
+            for (name, q) in map.iter().flatten() {
+                out.insert(format!("{kind}.{name}"), q.0.clone());
+            }
+        }
+    }
+    out
+}
+
+fn diff_container(prev: &Container, cur: &Container, out: &mut Vec<TemplateChange>) {
+    let at = |what: &str| format!("containers[{}].{what}", cur.name);
+    let mut push = |field: String, from: String, to: String| {
+        if from != to {
+            out.push(TemplateChange { field, from, to });
+        }
+    };
+    push(
+        at("image"),
+        prev.image.clone().unwrap_or_default(),
+        cur.image.clone().unwrap_or_default(),
+    );
+    push(
+        at("command"),
+        render_list(prev.command.as_ref()),
+        render_list(cur.command.as_ref()),
+    );
+    push(
+        at("args"),
+        render_list(prev.args.as_ref()),
+        render_list(cur.args.as_ref()),
+    );
+
+    let env = |c: &Container| -> BTreeMap<String, EnvVar> {
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect()
+    };
+    let (pe, ce) = (env(prev), env(cur));
+    for name in pe
+        .keys()
+        .chain(ce.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (p, c) = (pe.get(name), ce.get(name));
+        if p == c {
+            continue;
+        }
+        let render =
+            |e: Option<&EnvVar>| e.map(render_env).unwrap_or_else(|| "(unset)".to_string());
+        let (from, mut to) = (render(p), render(c));
+        if from == to {
+            // Redacted on both sides: say that it changed, not to what.
+            to.push_str(" (changed)");
+        }
+        push(at(&format!("env[{name}]")), from, to);
+    }
+    let (pr, cr) = (resources(prev), resources(cur));
+    for key in pr
+        .keys()
+        .chain(cr.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let unset = || "(unset)".to_string();
+        push(
+            at(&format!("resources.{key}")),
+            pr.get(key).cloned().unwrap_or_else(unset),
+            cr.get(key).cloned().unwrap_or_else(unset),
+        );
+    }
+}
+
+/// The changes from `prev` to `cur`, container by container.
+pub fn diff_templates(prev: &PodTemplateSpec, cur: &PodTemplateSpec) -> Vec<TemplateChange> {
+    let mut out = Vec::new();
+    let containers = |t: &PodTemplateSpec| {
+        t.spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default()
+    };
+    let (pc, cc) = (containers(prev), containers(cur));
+    for c in &cc {
+        match pc.iter().find(|p| p.name == c.name) {
+            Some(p) => diff_container(p, c, &mut out),
+            None => out.push(TemplateChange {
+                field: format!("containers[{}]", c.name),
+                from: "(absent)".into(),
+                to: "added".into(),
+            }),
+        }
+    }
+    for p in pc.iter().filter(|p| !cc.iter().any(|c| c.name == p.name)) {
+        out.push(TemplateChange {
+            field: format!("containers[{}]", p.name),
+            from: "present".into(),
+            to: "(removed)".into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(v: serde_json::Value) -> PodTemplateSpec {
+        serde_json::from_value(serde_json::json!({ "spec": { "containers": v } })).unwrap()
+    }
+
+    #[test]
+    fn names_the_changed_command_and_nothing_else() {
+        let prev =
+            template(serde_json::json!([{ "name": "app", "image": "web:1", "command": ["/web"] }]));
+        let cur = template(
+            serde_json::json!([{ "name": "app", "image": "web:1", "command": ["/web", "--crash"] }]),
+        );
+        let changes = diff_templates(&prev, &cur);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].field, "containers[app].command");
+        assert_eq!(changes[0].to, r#"["/web", "--crash"]"#);
+    }
+
+    #[test]
+    fn secret_looking_env_values_are_redacted() {
+        let prev = template(
+            serde_json::json!([{ "name": "app", "env": [{ "name": "DB_PASSWORD", "value": "hunter2" }] }]),
+        );
+        let cur = template(
+            serde_json::json!([{ "name": "app", "env": [{ "name": "DB_PASSWORD", "value": "swordfish" }] }]),
+        );
+        let changes = diff_templates(&prev, &cur);
+        assert_eq!(
+            changes.len(),
+            1,
+            "a rotated secret is a change worth seeing"
+        );
+        assert_eq!(changes[0].to, "<redacted> (changed)");
+        assert!(!format!("{changes:?}").contains("swordfish"));
+        let cur = template(
+            serde_json::json!([{ "name": "app", "env": [{ "name": "MODE", "value": "fast" }] }]),
+        );
+        let text = format!("{:?}", diff_templates(&prev, &cur));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn resource_changes_are_reported_per_key() {
+        let prev = template(
+            serde_json::json!([{ "name": "app", "resources": { "limits": { "memory": "256Mi" } } }]),
+        );
+        let cur = template(
+            serde_json::json!([{ "name": "app", "resources": { "limits": { "memory": "64Mi" } } }]),
+        );
+        let changes = diff_templates(&prev, &cur);
+        assert_eq!(
+            changes[0].to_string(),
+            "containers[app].resources.limits.memory changed from 256Mi to 64Mi"
+        );
+    }
+}

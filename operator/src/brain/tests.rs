@@ -1,0 +1,187 @@
+use super::*;
+use crate::crd::{ActionTally, OccurrenceRecord, Outcome, WorkloadKind};
+
+fn now() -> Timestamp {
+    "2026-11-26T10:00:00Z".parse().unwrap()
+}
+
+fn facts(signal: SignalKind) -> Facts {
+    Facts {
+        namespace: "shop".into(),
+        target: WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "web".into(),
+        },
+        signal,
+        observation: Some(SignalObservation {
+            pod: Some("web-1".into()),
+            container: Some("app".into()),
+            reason: signal.as_str().into(),
+            message: format!("container app of pod web-1: {}", signal.as_str()),
+            observed_at: Time(now()),
+            key: "k".into(),
+        }),
+        pod: None,
+        events: vec![],
+        owner_chain: vec![
+            "Pod/web-1".into(),
+            "ReplicaSet/web-abc".into(),
+            "Deployment/web".into(),
+        ],
+        rollout: None,
+        resources: vec![ContainerResources {
+            container: "app".into(),
+            memory_limit: Some("64Mi".into()),
+            memory_request: Some("32Mi".into()),
+        }],
+        memory: None,
+    }
+}
+
+fn command_rollout() -> Rollout {
+    Rollout {
+        revision: 2,
+        previous_revision: 1,
+        at: Some(now()),
+        changes: vec![TemplateChange {
+            field: "containers[app].command".into(),
+            from: r#"["/web"]"#.into(),
+            to: r#"["/web", "--crash"]"#.into(),
+        }],
+        failing_pod_is_new: true,
+    }
+}
+
+fn cited_kinds(d: &Diagnosis, h: &Hypothesis) -> Vec<EvidenceKind> {
+    h.evidence
+        .iter()
+        .map(|id| {
+            d.evidence
+                .iter()
+                .find(|e| &e.id == id)
+                .expect("cited evidence exists")
+                .kind
+        })
+        .collect()
+}
+
+#[test]
+fn oom_kill_is_out_of_memory_citing_the_limit() {
+    let d = diagnose(&facts(SignalKind::OOMKilled), now());
+    assert_eq!(d.category, Category::OutOfMemory);
+    assert_eq!(d.proposed_action, Some(ActionType::RaiseMemoryLimit));
+    assert!(d.root_cause.contains("64Mi"), "{}", d.root_cause);
+    let kinds = cited_kinds(&d, &d.hypotheses[0]);
+    assert!(
+        kinds.contains(&EvidenceKind::ContainerState) && kinds.contains(&EvidenceKind::Resources)
+    );
+    assert_eq!(d.analyzer, "rules");
+}
+
+#[test]
+fn crash_loop_after_a_rollout_is_bad_rollout_naming_the_field() {
+    let mut f = facts(SignalKind::CrashLoopBackOff);
+    f.rollout = Some(command_rollout());
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::BadRollout);
+    assert_eq!(d.proposed_action, Some(ActionType::Rollback));
+    assert!(
+        d.root_cause.contains("containers[app].command"),
+        "{}",
+        d.root_cause
+    );
+    assert!(cited_kinds(&d, &d.hypotheses[0]).contains(&EvidenceKind::Rollout));
+    assert_eq!(
+        d.hypotheses[1].category,
+        Category::CrashLoop,
+        "the alternative is still shown"
+    );
+}
+
+#[test]
+fn crash_loop_without_a_rollout_is_a_crash_loop() {
+    let d = diagnose(&facts(SignalKind::CrashLoopBackOff), now());
+    assert_eq!(d.category, Category::CrashLoop);
+    assert_eq!(d.proposed_action, Some(ActionType::RestartPod));
+}
+
+#[test]
+fn a_rollout_the_failing_pod_does_not_run_is_not_blamed() {
+    let mut f = facts(SignalKind::CrashLoopBackOff);
+    f.rollout = Some(Rollout {
+        failing_pod_is_new: false,
+        ..command_rollout()
+    });
+    assert_eq!(diagnose(&f, now()).category, Category::CrashLoop);
+}
+
+#[test]
+fn image_pull_failure_after_an_image_change_is_bad_rollout() {
+    let mut f = facts(SignalKind::ImagePullBackOff);
+    assert_eq!(diagnose(&f, now()).category, Category::BadImage);
+    f.rollout = Some(Rollout {
+        changes: vec![TemplateChange {
+            field: "containers[app].image".into(),
+            from: "web:1".into(),
+            to: "web:does-not-exist".into(),
+        }],
+        ..command_rollout()
+    });
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::BadRollout);
+    assert!(d.root_cause.contains("containers[app].image"));
+}
+
+#[test]
+fn unschedulable_and_probe_failure_have_their_categories() {
+    assert_eq!(
+        diagnose(&facts(SignalKind::Unschedulable), now()).category,
+        Category::Unschedulable
+    );
+    let d = diagnose(&facts(SignalKind::ReadinessFailing), now());
+    assert_eq!(d.category, Category::ProbeFailure);
+    assert_eq!(d.proposed_action, Some(ActionType::RestartPod));
+}
+
+#[test]
+fn history_of_a_failed_action_lowers_it_and_is_cited() {
+    let mut f = facts(SignalKind::OOMKilled);
+    f.memory = Some(IncidentMemorySpec {
+        fingerprint: "x".into(),
+        target: f.target.clone(),
+        signal: SignalKind::OOMKilled,
+        occurrences: vec![OccurrenceRecord {
+            incident: "web-oomkilled".into(),
+            detected_at: Time(now()),
+            category: Some(Category::OutOfMemory),
+            actions: vec![ActionType::RaiseMemoryLimit],
+            outcome: Some(Outcome::Ineffective),
+            time_to_mitigate_seconds: None,
+        }],
+        actions: vec![ActionTally {
+            type_: ActionType::RaiseMemoryLimit,
+            effective: 0,
+            ineffective: 2,
+            last_tried: None,
+        }],
+        keywords: vec![],
+    });
+    let d = diagnose(&f, now());
+    let h = &d.hypotheses[0];
+    assert!(h.confidence < 0.9);
+    assert!(cited_kinds(&d, h).contains(&EvidenceKind::History));
+}
+
+#[test]
+fn hypotheses_are_ranked_and_cite_only_existing_evidence() {
+    let mut f = facts(SignalKind::CrashLoopBackOff);
+    f.rollout = Some(command_rollout());
+    let d = diagnose(&f, now());
+    for pair in d.hypotheses.windows(2) {
+        assert!(pair[0].confidence >= pair[1].confidence);
+    }
+    for h in &d.hypotheses {
+        assert!(!h.evidence.is_empty(), "every hypothesis rests on evidence");
+        cited_kinds(&d, h);
+    }
+}

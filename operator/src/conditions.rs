@@ -1,0 +1,90 @@
+//! Conditions in the Kubernetes API convention.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{Condition, ConditionStatus};
+
+/// Sets a condition, keeping its `lastTransitionTime` when the status does not
+/// change, as `kubectl wait` and people reading `describe` expect.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let message = message.into();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status;
+            c.reason = reason.to_string();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+            last_transition_time: Time(now),
+            observed_generation: generation,
+        }),
+    }
+}
+
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    get(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_changes_only_with_the_status() {
+        let t0 = Timestamp::from_second(1_000).unwrap();
+        let t1 = Timestamp::from_second(2_000).unwrap();
+        let mut c = Vec::new();
+        set(
+            &mut c,
+            "Ready",
+            ConditionStatus::False,
+            "Invalid",
+            "a",
+            Some(1),
+            t0,
+        );
+        set(
+            &mut c,
+            "Ready",
+            ConditionStatus::False,
+            "StillInvalid",
+            "b",
+            Some(2),
+            t1,
+        );
+        assert_eq!(c[0].last_transition_time, Time(t0));
+        assert_eq!(c[0].reason, "StillInvalid");
+        set(
+            &mut c,
+            "Ready",
+            ConditionStatus::True,
+            "Valid",
+            "",
+            Some(3),
+            t1,
+        );
+        assert_eq!(c[0].last_transition_time, Time(t1));
+        assert_eq!(c.len(), 1);
+    }
+}

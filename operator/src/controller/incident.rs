@@ -1,0 +1,686 @@
+//! The incident state machine: diagnose, plan within the guardrails, record,
+//! act, verify, resolve or escalate, remember. Each step is a stage module;
+//! this file only sequences them and writes the Incident's status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::PostParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::Context;
+use crate::brain::{self, postmortem};
+use crate::crd::{
+    ActionRecord, ActionState, ActionType, ApprovalDecision, ConditionStatus, Incident,
+    IncidentStatus, Mode, Outcome, Phase, RemediationPolicy,
+};
+use crate::fixer::{self, Budget, Plan, actions};
+use crate::scout::read_pod;
+use crate::{Error, FIELD_MANAGER, Result, conditions, memory};
+
+/// How often a verifying incident looks at its workload.
+const VERIFY_POLL: Duration = Duration::from_secs(2);
+
+struct Run {
+    ctx: Arc<Context>,
+    incident: Incident,
+    now: Timestamp,
+}
+
+impl Run {
+    fn status(&mut self) -> &mut IncidentStatus {
+        self.incident
+            .status
+            .get_or_insert_with(IncidentStatus::default)
+    }
+
+    fn condition(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let (generation, now) = (self.incident.metadata.generation, self.now);
+        conditions::set(
+            &mut self.status().conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+
+    fn ns(&self) -> String {
+        self.incident.namespace().unwrap_or_default()
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        self.ctx
+            .publish(&event, &self.incident.object_ref(&()))
+            .await;
+    }
+
+    /// Writes the status, keeping the resourceVersion check: if the Scout
+    /// wrote in between, this fails with a conflict and the reconcile runs
+    /// again on the fresh object.
+    async fn save(&mut self) -> Result<()> {
+        let generation = self.incident.metadata.generation;
+        let status = self.status();
+        status.last_action = status
+            .actions
+            .last()
+            .map(|a| format!("{} {:?}", a.type_.as_str(), a.state));
+        status.observed_generation = generation;
+        let api: Api<Incident> = Api::namespaced(self.ctx.client.clone(), &self.ns());
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        self.incident = api
+            .replace_status(&self.incident.name_any(), &pp, &self.incident)
+            .await?;
+        Ok(())
+    }
+
+    fn last_action(&mut self) -> Option<&mut ActionRecord> {
+        self.status().actions.last_mut()
+    }
+
+    /// The signals of the incident's kind now present in the workload's
+    /// pods, observed after `since`.
+    fn signals_since(
+        &self,
+        policy: &RemediationPolicy,
+        since: Timestamp,
+    ) -> Vec<crate::scout::Signal> {
+        let ns = self.ns();
+        let target = &self.incident.spec.target;
+        self.ctx
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|p| self.ctx.cached_owner_of(p).as_ref() == Some(target))
+            .flat_map(|p| read_pod(p, &policy.spec.triggers, self.now).signals)
+            .filter(|s| s.kind == self.incident.spec.signal && s.observed_at > since)
+            .collect()
+    }
+
+    fn budget(&self) -> Budget {
+        let ns = self.ns();
+        let policy = &self.incident.spec.policy;
+        let hour_ago = self.now - SignedDuration::from_hours(1);
+        let window_start = self.now
+            - SignedDuration::try_from(self.ctx.config.breaker_window)
+                .unwrap_or(SignedDuration::from_mins(10));
+        let (mut policy_count, mut global_count) = (0, 0);
+        for inc in self.ctx.incidents.state() {
+            let same_policy =
+                inc.namespace().as_deref() == Some(ns.as_str()) && &inc.spec.policy == policy;
+            for a in inc
+                .status
+                .iter()
+                .flat_map(|s| s.actions.iter())
+                .filter(|a| fixer::is_executed(a))
+            {
+                policy_count += usize::from(same_policy && a.recorded_at.0 > hour_ago);
+                global_count += usize::from(a.recorded_at.0 > window_start);
+            }
+        }
+        let key = format!("{ns}/{policy}");
+        let target = &self.incident.spec.target;
+        let pods_disrupted = self
+            .ctx
+            .pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(ns.as_str())
+                    && p.metadata.deletion_timestamp.is_some()
+            })
+            .filter(|p| self.ctx.cached_owner_of(p).as_ref() == Some(target))
+            .count();
+        Budget {
+            policy_actions_last_hour: policy_count.max(self.ctx.ledger_count(hour_ago, Some(&key))),
+            global_recent_actions: global_count.max(self.ctx.ledger_count(window_start, None)),
+            breaker_limit: self.ctx.config.breaker_limit,
+            pods_disrupted,
+        }
+    }
+
+    async fn diagnose(&mut self) -> Result<()> {
+        let ns = self.ns();
+        let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
+        let facts = brain::gather(&self.ctx.client, &self.incident, memory.map(|m| m.spec)).await?;
+        let d = brain::diagnose(&facts, self.now);
+        let note = format!(
+            "{:?} ({:.0}%): {}{}",
+            d.category,
+            d.confidence * 100.0,
+            d.root_cause,
+            d.proposed_action
+                .map(|a| format!("; proposed action {}", a.as_str()))
+                .unwrap_or_default()
+        );
+        self.condition(
+            "Diagnosed",
+            ConditionStatus::True,
+            &format!("{:?}", d.category),
+            d.root_cause.clone(),
+        );
+        self.status().diagnosis = Some(d);
+        self.status().phase = Phase::Diagnosing;
+        info!(incident = %self.incident.name_any(), %note, "diagnosed");
+        self.event(EventType::Normal, "Diagnosed", note).await;
+        Ok(())
+    }
+
+    async fn escalate(&mut self, reason: &str, message: String) -> Result<Action> {
+        let now = Time(self.now);
+        let id = format!("{}-escalate", self.status().actions.len() + 1);
+        self.status().actions.push(ActionRecord {
+            id,
+            type_: ActionType::Escalate,
+            state: ActionState::Succeeded,
+            detail: message.clone(),
+            target: None,
+            target_uid: None,
+            container: None,
+            from: None,
+            to: None,
+            recorded_at: now.clone(),
+            finished_at: Some(now),
+            outcome: None,
+        });
+        self.status().phase = Phase::Escalated;
+        self.status().escalation_reason = Some(message.clone());
+        self.condition("Escalated", ConditionStatus::True, reason, message.clone());
+        self.condition(
+            "Resolved",
+            ConditionStatus::False,
+            reason,
+            "handed to people; see the escalation reason",
+        );
+        self.finish().await?;
+        warn!(incident = %self.incident.name_any(), %message, "escalated");
+        self.event(EventType::Warning, "Escalated", message).await;
+        Ok(Action::await_change())
+    }
+
+    async fn resolve(&mut self) -> Result<Action> {
+        if let Some(a) = self.last_action() {
+            a.outcome = Some(Outcome::Effective);
+        }
+        self.status().phase = Phase::Resolved;
+        self.status().resolved_at = Some(Time(self.now));
+        let window = self
+            .status()
+            .actions
+            .last()
+            .map(|a| a.type_.as_str().to_string())
+            .unwrap_or_default();
+        self.condition(
+            "Resolved",
+            ConditionStatus::True,
+            "SignalCleared",
+            format!("the signal cleared after {window} and stayed clear"),
+        );
+        self.finish().await?;
+        info!(incident = %self.incident.name_any(), "resolved");
+        self.event(
+            EventType::Normal,
+            "Resolved",
+            "the signal cleared and stayed clear for the verification window".into(),
+        )
+        .await;
+        Ok(Action::await_change())
+    }
+
+    /// Writes the post-mortem and the memory, then the status. Memory goes
+    /// first: if the write of the status fails, the next run records the
+    /// episode again, which memory ignores.
+    async fn finish(&mut self) -> Result<()> {
+        let text = postmortem::render(&self.incident, self.now);
+        self.status().post_mortem = Some(text);
+        memory::remember(&self.ctx.client, &self.incident, self.now).await?;
+        self.save().await
+    }
+
+    /// Takes the recorded Pending action.
+    async fn execute_pending(&mut self, policy_key: String) -> Result<Action> {
+        let Some(record) = self.status().actions.last().cloned() else {
+            return Ok(Action::await_change());
+        };
+        let result = actions::execute(&self.ctx.client, &self.incident, &record).await;
+        let (state, detail) = match result {
+            Ok(done) => (done.state, done.detail),
+            // A refusal that retrying cannot fix fails the step; anything
+            // else (the API server away) is retried with the record kept.
+            Err(Error::Invalid(why)) => (ActionState::Failed, why),
+            Err(Error::Kube(kube::Error::Api(s)))
+                if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 =>
+            {
+                (
+                    ActionState::Failed,
+                    format!("the API server refused: {}", s.message),
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        let now = Time(self.now);
+        if let Some(a) = self.last_action() {
+            a.state = state;
+            a.detail = detail.clone();
+            a.finished_at = Some(now);
+        }
+        if state == ActionState::Succeeded || state == ActionState::Failed {
+            self.ctx.note_action(policy_key, self.now);
+        }
+        let (kind, reason) = match state {
+            ActionState::Succeeded => {
+                self.status().phase = Phase::Verifying;
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::True,
+                    "ActionTaken",
+                    detail.clone(),
+                );
+                (EventType::Normal, "ActionTaken")
+            }
+            ActionState::Blocked => {
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    "ActionBlocked",
+                    detail.clone(),
+                );
+                (EventType::Warning, "ActionBlocked")
+            }
+            _ => {
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    "ActionFailed",
+                    detail.clone(),
+                );
+                (EventType::Warning, "ActionFailed")
+            }
+        };
+        self.save().await?;
+        info!(incident = %self.incident.name_any(), action = record.type_.as_str(), ?state, %detail, "action finished");
+        self.event(kind, reason, format!("{}: {detail}", record.type_.as_str()))
+            .await;
+        Ok(Action::requeue(VERIFY_POLL))
+    }
+
+    /// Plans the next step and records it; in Automatic mode, takes it.
+    async fn plan(&mut self, policy: &RemediationPolicy) -> Result<Action> {
+        let ns = self.ns();
+        let category = self
+            .status()
+            .diagnosis
+            .as_ref()
+            .map(|d| d.category)
+            .unwrap_or(crate::crd::Category::Unknown);
+        let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any())
+            .await?
+            .map(|m| m.spec);
+        let budget = self.budget();
+        let actions = self.status().actions.clone();
+        let step = match fixer::plan(
+            &policy.spec,
+            category,
+            &actions,
+            memory.as_ref(),
+            &budget,
+            self.now,
+        ) {
+            Plan::Escalate { reason } => {
+                let why = if reason.contains("attempt") {
+                    "AttemptsExhausted"
+                } else {
+                    "LadderExhausted"
+                };
+                return self.escalate(why, reason).await;
+            }
+            Plan::Wait {
+                reason,
+                message,
+                retry_after,
+            } => {
+                let changed = conditions::get(&self.status().conditions, "Remediated")
+                    .map(|c| c.reason.as_str())
+                    != Some(reason);
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    reason,
+                    message.clone(),
+                );
+                if self.status().phase != Phase::Verifying {
+                    self.status().phase = if actions.is_empty() {
+                        Phase::Diagnosing
+                    } else {
+                        Phase::Remediating
+                    };
+                }
+                self.save().await?;
+                if changed {
+                    self.event(EventType::Normal, reason, message).await;
+                }
+                return Ok(Action::requeue(retry_after.max(Duration::from_millis(500))));
+            }
+            Plan::Act(step) => step,
+        };
+        let policy_conditions = policy
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        if conditions::get(policy_conditions, "Ready")
+            .is_some_and(|c| c.status == ConditionStatus::False)
+        {
+            let why = format!(
+                "policy {} is not Ready; it must be fixed before it may act",
+                policy.name_any()
+            );
+            self.condition("Remediated", ConditionStatus::False, "PolicyNotReady", why);
+            self.save().await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+
+        let prepared = actions::prepare(&self.ctx.client, &self.incident, &step).await?;
+        let id = format!(
+            "{}-{}",
+            actions.len() + 1,
+            step.type_.as_str().to_lowercase()
+        );
+        let mode = policy.spec.mode;
+        let state = match (&prepared.impossible, mode) {
+            (Some(_), _) => ActionState::Failed,
+            (None, Mode::DryRun) => ActionState::DryRun,
+            (None, Mode::Manual) => ActionState::AwaitingApproval,
+            (None, Mode::Automatic) => ActionState::Pending,
+        };
+        let now = Time(self.now);
+        let finished =
+            matches!(state, ActionState::Failed | ActionState::DryRun).then(|| now.clone());
+        let detail = prepared.detail.clone();
+        self.status().actions.push(ActionRecord {
+            id: id.clone(),
+            type_: step.type_,
+            state,
+            detail: detail.clone(),
+            target: prepared.target,
+            target_uid: prepared.target_uid,
+            container: prepared.container,
+            from: prepared.from,
+            to: prepared.to,
+            recorded_at: now,
+            finished_at: finished,
+            outcome: None,
+        });
+        let name = self.incident.name_any();
+        match state {
+            ActionState::Failed => {
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    "ActionImpossible",
+                    detail.clone(),
+                );
+                self.save().await?;
+                self.event(
+                    EventType::Warning,
+                    "ActionImpossible",
+                    format!("{}: {detail}", step.type_.as_str()),
+                )
+                .await;
+                Ok(Action::requeue(Duration::from_millis(100)))
+            }
+            ActionState::DryRun => {
+                self.status().phase = Phase::Verifying;
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    "DryRun",
+                    format!("dry run: would {detail}"),
+                );
+                self.save().await?;
+                self.event(EventType::Normal, "DryRun", format!("would {detail}"))
+                    .await;
+                Ok(Action::requeue(VERIFY_POLL))
+            }
+            ActionState::AwaitingApproval => {
+                self.status().phase = Phase::AwaitingApproval;
+                let how = format!(
+                    "{detail}: waiting for approval. Approve with: kubectl patch incident {name} -n {ns} --type merge \
+                     -p '{{\"spec\":{{\"approval\":{{\"actionId\":\"{id}\",\"decision\":\"Approve\"}}}}}}'"
+                );
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    "AwaitingApproval",
+                    how.clone(),
+                );
+                self.save().await?;
+                self.event(EventType::Normal, "ApprovalRequired", how).await;
+                Ok(Action::await_change())
+            }
+            _ => {
+                // Write-ahead: the intent is stored before anything changes.
+                self.status().phase = Phase::Remediating;
+                self.save().await?;
+                if self.ctx.config.crash_after_record {
+                    warn!(incident = %name, action = %id, "test hook: aborting after recording the action");
+                    std::process::abort();
+                }
+                self.execute_pending(format!("{ns}/{}", policy.name_any()))
+                    .await
+            }
+        }
+    }
+
+    /// Judges the last action: ineffective as soon as a new event of the
+    /// signal happens, or if the signal is still present when the window
+    /// ends; effective if it stayed clear for the whole window.
+    async fn verify(&mut self, policy: &RemediationPolicy) -> Result<Action> {
+        let Some(finished) = self
+            .status()
+            .actions
+            .last()
+            .and_then(|a| a.finished_at.clone())
+        else {
+            return Ok(Action::await_change());
+        };
+        let deadline = finished.0
+            + SignedDuration::from_secs(policy.spec.guardrails.verification_window_seconds);
+        let signals = self.signals_since(policy, finished.0);
+        let new_event = signals.iter().any(|s| !s.ongoing);
+        if new_event || (self.now >= deadline && !signals.is_empty()) {
+            let what = signals
+                .first()
+                .map(|s| s.message.clone())
+                .unwrap_or_default();
+            if let Some(a) = self.last_action() {
+                a.outcome = Some(Outcome::Ineffective);
+            }
+            let kind = self
+                .status()
+                .actions
+                .last()
+                .map(|a| a.type_.as_str())
+                .unwrap_or_default();
+            let message = format!("{kind} did not clear the signal: {what}");
+            self.condition(
+                "Remediated",
+                ConditionStatus::False,
+                "ActionIneffective",
+                message.clone(),
+            );
+            self.status().phase = Phase::Remediating;
+            self.event(EventType::Warning, "ActionIneffective", message)
+                .await;
+            return self.plan(policy).await;
+        }
+        if self.now >= deadline {
+            return self.resolve().await;
+        }
+        if self.status().phase != Phase::Verifying {
+            self.status().phase = Phase::Verifying;
+            self.save().await?;
+        }
+        let left = deadline.duration_since(self.now).unsigned_abs();
+        Ok(Action::requeue(left.min(VERIFY_POLL)))
+    }
+
+    /// A resolved incident whose signal came back: escalate when it came
+    /// back within the recurrence window, otherwise open a new episode.
+    async fn recur(&mut self, policy: Option<&RemediationPolicy>) -> Result<Action> {
+        let status = self.status().clone();
+        let (Some(resolved), Some(seen)) = (
+            status.resolved_at,
+            status.last_signal.map(|s| s.observed_at),
+        ) else {
+            return Ok(Action::await_change());
+        };
+        if seen.0 <= resolved.0 {
+            return Ok(Action::await_change());
+        }
+        let after = seen.0.duration_since(resolved.0).as_secs();
+        let window = policy
+            .map(|p| p.spec.guardrails.recurrence_window_seconds)
+            .unwrap_or(0);
+        let s = self.status();
+        s.detected_at = Some(seen.clone());
+        s.actions.clear();
+        s.diagnosis = None;
+        s.post_mortem = None;
+        s.resolved_at = None;
+        s.escalation_reason = None;
+        s.conditions.retain(|c| c.type_ == "Detected");
+        if window > 0 && after <= window {
+            let message = format!(
+                "the problem returned {after} s after it was resolved (recurrence window {window} s)"
+            );
+            return self.escalate("Recurred", message).await;
+        }
+        self.status().phase = Phase::Detected;
+        self.condition(
+            "Resolved",
+            ConditionStatus::False,
+            "Recurred",
+            format!("the problem returned {after} s after it was resolved"),
+        );
+        self.save().await?;
+        Ok(Action::requeue(Duration::from_millis(100)))
+    }
+}
+
+/// Moves an incident one or more steps along.
+pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action> {
+    let Some(phase) = incident
+        .status
+        .as_ref()
+        .filter(|s| s.occurrences > 0)
+        .map(|s| s.phase)
+    else {
+        // The Scout has not recorded the first observation yet.
+        return Ok(Action::await_change());
+    };
+    let ns = incident.namespace().unwrap_or_default();
+    let policy = ctx
+        .policies
+        .get(&ObjectRef::new(&incident.spec.policy).within(&ns));
+    let mut run = Run {
+        ctx: ctx.clone(),
+        incident: (*incident).clone(),
+        now: Timestamp::now(),
+    };
+    match phase {
+        Phase::Escalated | Phase::Failed => return Ok(Action::await_change()),
+        Phase::Resolved => return run.recur(policy.as_deref()).await,
+        _ => {}
+    }
+    let Some(policy) = policy else {
+        let why = format!(
+            "policy {} does not exist (any more); nothing will be done until it does",
+            incident.spec.policy
+        );
+        if conditions::get(&run.status().conditions, "Remediated").map(|c| c.reason.as_str())
+            != Some("PolicyNotFound")
+        {
+            run.condition("Remediated", ConditionStatus::False, "PolicyNotFound", why);
+            run.save().await?;
+        }
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    };
+    if run.status().diagnosis.is_none() {
+        run.diagnose().await?;
+    }
+    let policy_key = format!("{ns}/{}", policy.name_any());
+    let last = run.status().actions.last().cloned();
+    match last {
+        Some(a) if a.state == ActionState::Pending => run.execute_pending(policy_key).await,
+        Some(a) if a.state == ActionState::AwaitingApproval => {
+            let decision = incident
+                .spec
+                .approval
+                .as_ref()
+                .filter(|ap| ap.action_id == a.id)
+                .map(|ap| ap.decision);
+            match decision {
+                Some(ApprovalDecision::Approve) => {
+                    if let Some(r) = run.last_action() {
+                        r.state = ActionState::Pending;
+                    }
+                    run.status().phase = Phase::Remediating;
+                    run.save().await?;
+                    run.event(EventType::Normal, "Approved", format!("{} approved", a.id))
+                        .await;
+                    run.execute_pending(policy_key).await
+                }
+                Some(ApprovalDecision::Reject) => {
+                    let now = Time(run.now);
+                    if let Some(r) = run.last_action() {
+                        r.state = ActionState::Rejected;
+                        r.finished_at = Some(now);
+                    }
+                    run.event(EventType::Normal, "Rejected", format!("{} rejected", a.id))
+                        .await;
+                    run.plan(&policy).await
+                }
+                None => {
+                    // Diagnosis may have just been written.
+                    if run.incident.status != incident.status {
+                        run.save().await?;
+                    }
+                    Ok(Action::await_change())
+                }
+            }
+        }
+        Some(a)
+            if matches!(a.state, ActionState::Succeeded | ActionState::DryRun)
+                && a.outcome.is_none() =>
+        {
+            run.verify(&policy).await
+        }
+        _ => run.plan(&policy).await,
+    }
+}

@@ -1,0 +1,261 @@
+//! Sequences the stages: the Scout on pods, the incident state machine, and
+//! the policy controller, sharing one Context.
+
+mod incident;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::crd::{Incident, RemediationPolicy, WorkloadRef};
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// Settings of the operator process (not of a policy).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The global circuit breaker: at most this many actions ...
+    pub breaker_limit: usize,
+    /// ... in this window, across all policies.
+    pub breaker_window: Duration,
+    /// Test hook: abort the process right after an action is recorded and
+    /// before it is taken, to prove a restarted operator takes it once.
+    pub crash_after_record: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            breaker_limit: 20,
+            breaker_window: Duration::from_secs(600),
+            crash_after_record: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `SRE_SPACE_BREAKER_LIMIT`, `SRE_SPACE_BREAKER_WINDOW_SECONDS` and
+    /// the test hook `SRE_SPACE_TEST_CRASH_AFTER_RECORD`.
+    pub fn from_env() -> Result<Self> {
+        let mut c = Self::default();
+        let num = |name: &str| -> Result<Option<u64>> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| Error::Invalid(format!("{name}={v:?} is not a whole number"))),
+                Err(_) => Ok(None),
+            }
+        };
+        if let Some(n) = num("SRE_SPACE_BREAKER_LIMIT")? {
+            c.breaker_limit = n as usize;
+        }
+        if let Some(n) = num("SRE_SPACE_BREAKER_WINDOW_SECONDS")? {
+            c.breaker_window = Duration::from_secs(n);
+        }
+        c.crash_after_record =
+            std::env::var("SRE_SPACE_TEST_CRASH_AFTER_RECORD").is_ok_and(|v| v == "1");
+        Ok(c)
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub pods: Store<Pod>,
+    pub replicasets: Store<ReplicaSet>,
+    pub policies: Store<RemediationPolicy>,
+    pub incidents: Store<Incident>,
+    recorder: Recorder,
+    /// Actions this process took, newest last: (when, namespace/policy).
+    /// The incident store lags our own writes by a moment; this does not.
+    ledger: Mutex<Vec<(Timestamp, String)>>,
+}
+
+impl Context {
+    /// Publishes an event; failing to is logged, never fatal.
+    pub async fn publish(&self, event: &Event, on: &ObjectReference) {
+        if let Err(e) = self.recorder.publish(event, on).await {
+            warn!(error = %e, reason = %event.reason, "could not publish event");
+        }
+    }
+
+    /// The workload a pod belongs to, from the ReplicaSet store (or the API
+    /// when the store has not seen the ReplicaSet yet).
+    pub async fn owner_of(&self, pod: &Pod) -> Result<Option<WorkloadRef>> {
+        let ns = pod.namespace().unwrap_or_default();
+        let rs_name = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
+            .map(|o| o.name.clone());
+        let rs = match rs_name {
+            Some(name) => match self.replicasets.get(&ObjectRef::new(&name).within(&ns)) {
+                Some(rs) => Some((*rs).clone()),
+                None => {
+                    Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
+                        .get_opt(&name)
+                        .await?
+                }
+            },
+            None => None,
+        };
+        Ok(crate::workload::owner_of_pod(pod, |_| rs.clone()))
+    }
+
+    /// The workload a pod belongs to, from the stores only (for the hot
+    /// paths that look at many pods).
+    pub fn cached_owner_of(&self, pod: &Pod) -> Option<WorkloadRef> {
+        let ns = pod.namespace().unwrap_or_default();
+        crate::workload::owner_of_pod(pod, |name| {
+            self.replicasets
+                .get(&ObjectRef::new(name).within(&ns))
+                .map(|rs| (*rs).clone())
+        })
+    }
+
+    /// Notes an action taken, for the rate limit and the breaker.
+    pub fn note_action(&self, policy_key: String, at: Timestamp) {
+        if let Ok(mut l) = self.ledger.lock() {
+            l.push((at, policy_key));
+            let horizon = at - SignedDuration::from_hours(1);
+            l.retain(|(t, _)| *t > horizon);
+        }
+    }
+
+    /// Actions this process took since `since`, under one policy or all.
+    pub fn ledger_count(&self, since: Timestamp, policy_key: Option<&str>) -> usize {
+        self.ledger
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(t, p)| *t > since && policy_key.is_none_or(|k| k == p))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Spawns a reflector that keeps a store of `K` current.
+fn spawn_reflector<K>(api: Api<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(error = %e, "watch error; the watcher retries");
+            }
+        }
+    });
+    reader
+}
+
+/// Runs the operator until it is told to stop.
+pub async fn run(client: Client, config: Config) -> Result<()> {
+    let pods_controller =
+        Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .shutdown_on_signal();
+    let incidents_controller = Controller::new(
+        Api::<Incident>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal();
+    let policies_controller = Controller::new(
+        Api::<RemediationPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal();
+
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+        pods: pods_controller.store(),
+        replicasets: spawn_reflector(Api::<ReplicaSet>::all(client.clone())),
+        policies: policies_controller.store(),
+        incidents: incidents_controller.store(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(instance),
+            },
+        ),
+        ledger: Mutex::default(),
+    });
+
+    // The Scout needs the policies and the incident state machine needs the
+    // pods before either can judge anything.
+    let scout = {
+        let ctx = ctx.clone();
+        pods_controller.run(
+            move |pod, ctx: Arc<Context>| async move {
+                ctx.policies
+                    .wait_until_ready()
+                    .await
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                crate::scout::reconcile(pod, ctx).await
+            },
+            error_policy,
+            ctx,
+        )
+    };
+    let incidents = incidents_controller.run(
+        |inc, ctx: Arc<Context>| async move {
+            ctx.pods
+                .wait_until_ready()
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            ctx.policies
+                .wait_until_ready()
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            incident::reconcile(inc, ctx).await
+        },
+        error_policy,
+        ctx.clone(),
+    );
+    let policies = policies_controller.run(crate::policy::reconcile, error_policy, ctx.clone());
+
+    info!("sre-space operator started");
+    // Errors are logged by error_policy; the streams only need draining.
+    tokio::join!(
+        scout.for_each(|_| async {}),
+        incidents.for_each(|_| async {}),
+        policies.for_each(|_| async {}),
+    );
+    info!("sre-space operator stopped");
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! Taking actions. An action is first *prepared*: its target and the values
+//! it sets are fixed and written into the Incident before anything changes.
+//! *Executing* it is then idempotent: replaying a recorded action (after a
+//! crash between acting and recording the result) changes nothing more.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+
+use crate::crd::{
+    ActionRecord, ActionState, ActionStep, ActionType, Incident, WorkloadKind, WorkloadRef,
+};
+use crate::quantity::{format_bytes, parse_bytes};
+use crate::workload::{pod_template, replicasets_of, revision};
+use crate::{FIELD_MANAGER, Result};
+
+/// The annotation a rollout restart sets on the pod template.
+pub const RESTART_ANNOTATION: &str = "sre.space/restarted-by";
+
+/// What preparing found: the record's target fields, or why the action
+/// cannot be taken at all.
+pub struct Prepared {
+    pub target: Option<String>,
+    pub target_uid: Option<String>,
+    pub container: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub detail: String,
+    /// Set when the action cannot be taken; the record is Failed with it.
+    pub impossible: Option<String>,
+}
+
+impl Prepared {
+    fn new(detail: String) -> Self {
+        Self {
+            target: None,
+            target_uid: None,
+            container: None,
+            from: None,
+            to: None,
+            detail,
+            impossible: None,
+        }
+    }
+    fn impossible(reason: String) -> Self {
+        Self {
+            impossible: Some(reason.clone()),
+            ..Self::new(reason)
+        }
+    }
+}
+
+/// Computes the new memory limit: raised by the step's percentage, by at
+/// least its minimum increase, never above its cap.
+pub fn raised_limit(
+    current: u64,
+    percent: i32,
+    min_increase: Option<u64>,
+    cap: u64,
+) -> Option<u64> {
+    if current >= cap {
+        return None;
+    }
+    let by_percent = current + current * percent.max(0) as u64 / 100;
+    let by_step = current + min_increase.unwrap_or(0);
+    Some(by_percent.max(by_step).min(cap))
+}
+
+/// Fixes what an action will do.
+pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) -> Result<Prepared> {
+    let ns = incident.metadata.namespace.clone().unwrap_or_default();
+    let target = &incident.spec.target;
+    let signal = incident.status.as_ref().and_then(|s| s.last_signal.clone());
+    Ok(match step.type_ {
+        ActionType::RestartPod => {
+            let Some(pod_name) = signal.as_ref().and_then(|s| s.pod.clone()) else {
+                return Ok(Prepared::impossible(
+                    "the signal names no pod to restart".into(),
+                ));
+            };
+            match Api::<Pod>::namespaced(client.clone(), &ns)
+                .get_opt(&pod_name)
+                .await?
+            {
+                Some(pod) if pod.metadata.deletion_timestamp.is_none() => Prepared {
+                    target: Some(format!("Pod/{pod_name}")),
+                    target_uid: pod.metadata.uid.clone(),
+                    ..Prepared::new(format!(
+                        "evict pod {pod_name} so that its controller replaces it"
+                    ))
+                },
+                _ => Prepared::impossible(format!("pod {pod_name} is already gone")),
+            }
+        }
+        ActionType::RolloutRestart => Prepared {
+            target: Some(target.to_string()),
+            ..Prepared::new(format!("restart every pod of {target} by a rolling update"))
+        },
+        ActionType::Rollback => {
+            if target.kind != WorkloadKind::Deployment {
+                return Ok(Prepared::impossible(format!(
+                    "{target} is not a Deployment; only Deployments roll back"
+                )));
+            }
+            let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await?;
+            let owned = replicasets_of(&target.name, all.items);
+            match owned.as_slice() {
+                [current, previous, ..] => {
+                    let (from, to) = (
+                        revision(current).unwrap_or(0),
+                        revision(previous).unwrap_or(0),
+                    );
+                    Prepared {
+                        target: Some(target.to_string()),
+                        target_uid: previous.metadata.uid.clone(),
+                        from: Some(from.to_string()),
+                        to: Some(to.to_string()),
+                        ..Prepared::new(format!(
+                            "roll {target} back from revision {from} to revision {to}"
+                        ))
+                    }
+                }
+                _ => Prepared::impossible(format!(
+                    "{target} has no previous revision to roll back to"
+                )),
+            }
+        }
+        ActionType::Scale => {
+            let max = step.max_replicas.unwrap_or(1);
+            let current = current_replicas(client, &ns, target).await?;
+            match current {
+                None => Prepared::impossible(format!("{target} has no replica count to scale")),
+                Some(n) if n >= max => {
+                    Prepared::impossible(format!("{target} already runs {n} replicas, the maximum"))
+                }
+                Some(n) => {
+                    let to = (n * 2).max(n + 1).min(max);
+                    Prepared {
+                        target: Some(target.to_string()),
+                        from: Some(n.to_string()),
+                        to: Some(to.to_string()),
+                        ..Prepared::new(format!("scale {target} from {n} to {to} replicas"))
+                    }
+                }
+            }
+        }
+        ActionType::RaiseMemoryLimit => {
+            let Some(raise) = &step.memory else {
+                return Ok(Prepared::impossible(
+                    "the step has no memory settings".into(),
+                ));
+            };
+            let Some(template) = pod_template(client, &ns, target).await? else {
+                return Ok(Prepared::impossible(format!(
+                    "{target} has no pod template to change"
+                )));
+            };
+            let containers = template.spec.map(|s| s.containers).unwrap_or_default();
+            let wanted = signal.as_ref().and_then(|s| s.container.clone());
+            let Some(container) = containers
+                .iter()
+                .find(|c| Some(&c.name) == wanted.as_ref())
+                .or(containers.first())
+            else {
+                return Ok(Prepared::impossible(format!("{target} has no containers")));
+            };
+            let limit = container
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get("memory"))
+                .map(|q| q.0.clone());
+            let Some(current) = limit.as_deref().and_then(parse_bytes) else {
+                return Ok(Prepared::impossible(format!(
+                    "container {} of {target} has no memory limit to raise",
+                    container.name
+                )));
+            };
+            let (Some(cap), min) = (
+                parse_bytes(&raise.max),
+                raise.min_increase.as_deref().and_then(parse_bytes),
+            ) else {
+                return Ok(Prepared::impossible(format!(
+                    "memory.max {:?} is not a quantity",
+                    raise.max
+                )));
+            };
+            match raised_limit(current, raise.increase_percent, min, cap) {
+                None => Prepared::impossible(format!(
+                    "container {} of {target} is already at {} of memory, the policy's cap of {}",
+                    container.name,
+                    limit.clone().unwrap_or_default(),
+                    raise.max
+                )),
+                Some(new) => {
+                    let (from, to) = (limit.clone().unwrap_or_default(), format_bytes(new));
+                    Prepared {
+                        target: Some(target.to_string()),
+                        container: Some(container.name.clone()),
+                        from: Some(from.clone()),
+                        to: Some(to.clone()),
+                        ..Prepared::new(format!(
+                            "raise the memory limit of container {} of {target} from {from} to {to} (cap {})",
+                            container.name, raise.max
+                        ))
+                    }
+                }
+            }
+        }
+        ActionType::Escalate => Prepared::new("hand the problem to people".into()),
+    })
+}
+
+async fn current_replicas(client: &Client, ns: &str, target: &WorkloadRef) -> Result<Option<i32>> {
+    let c = client.clone();
+    Ok(match target.kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .and_then(|d| d.spec.replicas),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .and_then(|d| d.spec.replicas),
+        _ => None,
+    })
+}
+
+/// The result of executing an action.
+pub struct Executed {
+    pub state: ActionState,
+    pub detail: String,
+}
+
+fn done(detail: impl Into<String>) -> Executed {
+    Executed {
+        state: ActionState::Succeeded,
+        detail: detail.into(),
+    }
+}
+
+/// Patches the workload named by `target`.
+async fn patch_workload(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    patch: &Patch<serde_json::Value>,
+) -> Result<()> {
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let c = client.clone();
+    let name = &target.name;
+    match target.kind {
+        WorkloadKind::Deployment => drop(
+            Api::<Deployment>::namespaced(c, ns)
+                .patch(name, &pp, patch)
+                .await?,
+        ),
+        WorkloadKind::StatefulSet => drop(
+            Api::<StatefulSet>::namespaced(c, ns)
+                .patch(name, &pp, patch)
+                .await?,
+        ),
+        WorkloadKind::DaemonSet => drop(
+            Api::<DaemonSet>::namespaced(c, ns)
+                .patch(name, &pp, patch)
+                .await?,
+        ),
+        kind => {
+            return Err(crate::Error::Invalid(format!(
+                "cannot patch a {}",
+                kind.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes a recorded action. Safe to call again for the same record.
+pub async fn execute(
+    client: &Client,
+    incident: &Incident,
+    record: &ActionRecord,
+) -> Result<Executed> {
+    let ns = incident.metadata.namespace.clone().unwrap_or_default();
+    let target = &incident.spec.target;
+    let incident_name = incident.metadata.name.clone().unwrap_or_default();
+    match record.type_ {
+        ActionType::RestartPod => {
+            let pod = record
+                .target
+                .as_deref()
+                .and_then(|t| t.strip_prefix("Pod/"))
+                .unwrap_or_default();
+            let params = EvictParams {
+                delete_options: Some(DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: record.target_uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                }),
+                ..EvictParams::default()
+            };
+            match Api::<Pod>::namespaced(client.clone(), &ns)
+                .evict(pod, &params)
+                .await
+            {
+                Ok(_) => Ok(done(format!("evicted pod {pod}"))),
+                // Gone, or replaced by a pod with another UID: the restart
+                // already happened.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                    Ok(done(format!("pod {pod} was already gone")))
+                }
+                Err(kube::Error::Api(s)) if s.code == 429 => Ok(Executed {
+                    state: ActionState::Blocked,
+                    detail: format!(
+                        "eviction of pod {pod} refused: {} (a PodDisruptionBudget forbids it)",
+                        s.message
+                    ),
+                }),
+                Err(e) => Err(e.into()),
+            }
+        }
+        ActionType::RolloutRestart => {
+            let value = format!("{incident_name}/{}", record.id);
+            let patch = serde_json::json!({ "spec": { "template": { "metadata": { "annotations": { RESTART_ANNOTATION: value } } } } });
+            patch_workload(client, &ns, target, &Patch::Merge(patch)).await?;
+            Ok(done(format!("rolling restart of {target}")))
+        }
+        ActionType::Rollback => {
+            let to = record.to.clone().unwrap_or_default();
+            let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await?;
+            let rs = replicasets_of(&target.name, all.items)
+                .into_iter()
+                .find(|rs| rs.metadata.uid == record.target_uid)
+                .ok_or_else(|| {
+                    crate::Error::Invalid(format!("the ReplicaSet of revision {to} is gone"))
+                })?;
+            let mut template = rs
+                .spec
+                .template
+                .ok_or_else(|| crate::Error::Invalid("that ReplicaSet has no template".into()))?;
+            if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                labels.remove("pod-template-hash");
+            }
+            // Replacing the whole template with the old one is what
+            // `kubectl rollout undo` does; replaying it changes nothing.
+            let patch = serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]);
+            let patch: json_patch::Patch = serde_json::from_value(patch)?;
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .patch(
+                    &target.name,
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(patch),
+                )
+                .await?;
+            Ok(done(format!("rolled {target} back to revision {to}")))
+        }
+        ActionType::Scale => {
+            let to: i32 = record
+                .to
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(1);
+            patch_workload(
+                client,
+                &ns,
+                target,
+                &Patch::Merge(serde_json::json!({ "spec": { "replicas": to } })),
+            )
+            .await?;
+            Ok(done(format!("scaled {target} to {to} replicas")))
+        }
+        ActionType::RaiseMemoryLimit => {
+            let container = record.container.clone().unwrap_or_default();
+            let to = record.to.clone().unwrap_or_default();
+            let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [
+                { "name": container, "resources": { "limits": { "memory": to } } }
+            ] } } } });
+            patch_workload(client, &ns, target, &Patch::Strategic(patch)).await?;
+            Ok(done(format!(
+                "memory limit of container {container} of {target} set to {to}"
+            )))
+        }
+        ActionType::Escalate => Ok(done("escalated")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: u64 = 1024 * 1024;
+
+    #[test]
+    fn memory_is_raised_by_percent_or_step_and_never_past_the_cap() {
+        assert_eq!(raised_limit(64 * MI, 50, None, 1024 * MI), Some(96 * MI));
+        assert_eq!(
+            raised_limit(64 * MI, 10, Some(64 * MI), 1024 * MI),
+            Some(128 * MI)
+        );
+        assert_eq!(raised_limit(900 * MI, 50, None, 1024 * MI), Some(1024 * MI));
+        assert_eq!(raised_limit(1024 * MI, 50, None, 1024 * MI), None);
+    }
+}

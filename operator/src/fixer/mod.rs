@@ -1,0 +1,178 @@
+//! The Fixer: picks the next step of the policy's ladder within the
+//! guardrails (`plan`, pure), then prepares and takes it (`actions`).
+//!
+//! Where we decide whether to act: `plan`. Where we act: `actions::execute`.
+
+pub mod actions;
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::crd::{
+    ActionRecord, ActionState, ActionStep, ActionType, Category, IncidentMemorySpec, Outcome,
+    RemediationPolicySpec,
+};
+use crate::memory;
+
+/// How much of the shared budgets is already used, counted by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct Budget {
+    /// Actions taken in the last hour under the incident's policy.
+    pub policy_actions_last_hour: usize,
+    /// Actions taken in the breaker's window by the whole operator.
+    pub global_recent_actions: usize,
+    /// The global circuit breaker's limit for that window.
+    pub breaker_limit: usize,
+    /// Pods of the workload being disrupted now (terminating).
+    pub pods_disrupted: usize,
+}
+
+/// What the Fixer decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Take (or, per the mode, record) this step now.
+    Act(ActionStep),
+    /// A guardrail holds the next step back; look again after `retry_after`.
+    Wait {
+        reason: &'static str,
+        message: String,
+        retry_after: Duration,
+    },
+    /// Hand the problem to people.
+    Escalate { reason: String },
+}
+
+/// Records that count as an attempt to fix the problem.
+pub fn is_attempt(a: &ActionRecord) -> bool {
+    matches!(
+        a.state,
+        ActionState::Succeeded | ActionState::Failed | ActionState::Blocked | ActionState::DryRun
+    )
+}
+
+/// Records of actions that really changed (or tried to change) the cluster.
+pub fn is_executed(a: &ActionRecord) -> bool {
+    matches!(a.state, ActionState::Succeeded | ActionState::Failed)
+}
+
+fn disrupts_pods(action: ActionType) -> bool {
+    matches!(
+        action,
+        ActionType::RestartPod
+            | ActionType::RolloutRestart
+            | ActionType::Rollback
+            | ActionType::RaiseMemoryLimit
+    )
+}
+
+/// The next step on the ladder for this diagnosis: steps for other
+/// categories, steps already tried in this episode, and steps that only ever
+/// failed on this problem are skipped; a step that worked on this problem
+/// before goes first.
+pub fn next_step<'a>(
+    policy: &'a RemediationPolicySpec,
+    category: Category,
+    tried: &[ActionRecord],
+    memory: Option<&IncidentMemorySpec>,
+) -> Option<&'a ActionStep> {
+    let eligible: Vec<&ActionStep> = policy
+        .actions
+        .iter()
+        .filter(|s| s.on_categories.is_empty() || s.on_categories.contains(&category))
+        .filter(|s| !tried.iter().any(|a| a.type_ == s.type_))
+        .filter(|s| s.type_ == ActionType::Escalate || !memory::proved_ineffective(memory, s.type_))
+        .collect();
+    eligible
+        .iter()
+        .find(|s| s.type_ != ActionType::Escalate && memory::proved_effective(memory, s.type_))
+        .or(eligible.first())
+        .copied()
+}
+
+/// Decides what to do next for an incident whose last action (if any) has
+/// finished and been judged.
+pub fn plan(
+    policy: &RemediationPolicySpec,
+    category: Category,
+    actions: &[ActionRecord],
+    memory: Option<&IncidentMemorySpec>,
+    budget: &Budget,
+    now: Timestamp,
+) -> Plan {
+    let g = &policy.guardrails;
+    let failed: Vec<&ActionRecord> = actions
+        .iter()
+        .filter(|a| is_attempt(a) && a.outcome != Some(Outcome::Effective))
+        .collect();
+    if failed.len() >= g.escalate_after_attempts.max(1) as usize {
+        let tried: Vec<&str> = failed.iter().map(|a| a.type_.as_str()).collect();
+        return Plan::Escalate {
+            reason: format!(
+                "{} attempt(s) did not clear the signal: {}",
+                failed.len(),
+                tried.join(", ")
+            ),
+        };
+    }
+    let Some(step) = next_step(policy, category, actions, memory) else {
+        return Plan::Escalate {
+            reason: format!("no step of the policy's ladder is left for a {category:?} problem"),
+        };
+    };
+    if step.type_ == ActionType::Escalate {
+        return Plan::Escalate {
+            reason: "the policy's ladder reached Escalate".into(),
+        };
+    }
+    if budget.global_recent_actions >= budget.breaker_limit {
+        return Plan::Wait {
+            reason: "CircuitBreakerOpen",
+            message: format!(
+                "the operator took {} actions recently, its limit; automatic actions are paused",
+                budget.global_recent_actions
+            ),
+            retry_after: Duration::from_secs(30),
+        };
+    }
+    if budget.policy_actions_last_hour >= g.max_actions_per_hour.max(0) as usize {
+        return Plan::Wait {
+            reason: "RateLimited",
+            message: format!(
+                "{} action(s) in the last hour under this policy; maxActionsPerHour is {}",
+                budget.policy_actions_last_hour, g.max_actions_per_hour
+            ),
+            retry_after: Duration::from_secs(60),
+        };
+    }
+    let last_acted = actions
+        .iter()
+        .filter(|a| is_attempt(a))
+        .filter_map(|a| a.finished_at.as_ref())
+        .map(|t| t.0)
+        .max();
+    if let Some(last) = last_acted {
+        let ready_at = last + SignedDuration::from_secs(g.cooldown_seconds);
+        if now < ready_at {
+            return Plan::Wait {
+                reason: "CooldownActive",
+                message: format!("the last action finished at {last}; cooldown until {ready_at}"),
+                retry_after: ready_at.duration_since(now).unsigned_abs(),
+            };
+        }
+    }
+    if disrupts_pods(step.type_) && budget.pods_disrupted >= g.max_pods_disrupted.max(1) as usize {
+        return Plan::Wait {
+            reason: "TooManyPodsDisrupted",
+            message: format!(
+                "{} pod(s) of the workload are already going away; maxPodsDisrupted is {}",
+                budget.pods_disrupted, g.max_pods_disrupted
+            ),
+            retry_after: Duration::from_secs(5),
+        };
+    }
+    Plan::Act(step.clone())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::crd::{
+    ActionTally, Guardrails, MemoryRaise, Mode, SignalKind, WorkloadKind, WorkloadRef,
+    WorkloadSelector,
+};
+
+fn now() -> Timestamp {
+    "2026-11-26T10:00:00Z".parse().unwrap()
+}
+
+fn step(t: ActionType, on: &[Category]) -> ActionStep {
+    ActionStep {
+        type_: t,
+        on_categories: on.to_vec(),
+        max_replicas: None,
+        memory: (t == ActionType::RaiseMemoryLimit).then(|| MemoryRaise {
+            increase_percent: 50,
+            min_increase: None,
+            max: "1Gi".into(),
+        }),
+    }
+}
+
+fn policy() -> RemediationPolicySpec {
+    RemediationPolicySpec {
+        selector: WorkloadSelector::default(),
+        triggers: vec![],
+        actions: vec![
+            step(ActionType::RaiseMemoryLimit, &[Category::OutOfMemory]),
+            step(ActionType::Rollback, &[Category::BadRollout]),
+            step(ActionType::RestartPod, &[]),
+            step(ActionType::Escalate, &[]),
+        ],
+        mode: Mode::Automatic,
+        guardrails: Guardrails {
+            cooldown_seconds: 60,
+            escalate_after_attempts: 2,
+            ..Guardrails::default()
+        },
+    }
+}
+
+fn budget() -> Budget {
+    Budget {
+        breaker_limit: 20,
+        ..Budget::default()
+    }
+}
+
+fn record(
+    t: ActionType,
+    state: ActionState,
+    finished: &str,
+    outcome: Option<Outcome>,
+) -> ActionRecord {
+    ActionRecord {
+        id: format!("x-{}", t.as_str()),
+        type_: t,
+        state,
+        detail: String::new(),
+        target: None,
+        target_uid: None,
+        container: None,
+        from: None,
+        to: None,
+        recorded_at: Time(finished.parse().unwrap()),
+        finished_at: Some(Time(finished.parse().unwrap())),
+        outcome,
+    }
+}
+
+fn acts(plan: Plan) -> ActionType {
+    match plan {
+        Plan::Act(s) => s.type_,
+        other => panic!("expected an action, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_ladder_is_filtered_by_category_and_taken_in_order() {
+    let p = policy();
+    assert_eq!(
+        acts(plan(&p, Category::OutOfMemory, &[], None, &budget(), now())),
+        ActionType::RaiseMemoryLimit
+    );
+    assert_eq!(
+        acts(plan(&p, Category::BadRollout, &[], None, &budget(), now())),
+        ActionType::Rollback
+    );
+    assert_eq!(
+        acts(plan(&p, Category::CrashLoop, &[], None, &budget(), now())),
+        ActionType::RestartPod
+    );
+}
+
+#[test]
+fn an_action_outside_the_ladder_never_runs_whatever_is_proposed() {
+    let mut p = policy();
+    p.actions = vec![step(ActionType::Escalate, &[])];
+    assert!(matches!(
+        plan(&p, Category::OutOfMemory, &[], None, &budget(), now()),
+        Plan::Escalate { .. }
+    ));
+}
+
+#[test]
+fn a_tried_step_is_not_repeated_and_the_next_one_waits_for_the_cooldown() {
+    let p = policy();
+    let tried = [record(
+        ActionType::RaiseMemoryLimit,
+        ActionState::Succeeded,
+        "2026-11-26T09:59:30Z",
+        Some(Outcome::Ineffective),
+    )];
+    match plan(&p, Category::OutOfMemory, &tried, None, &budget(), now()) {
+        Plan::Wait {
+            reason,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(reason, "CooldownActive");
+            assert_eq!(retry_after, Duration::from_secs(30));
+        }
+        other => panic!("{other:?}"),
+    }
+    let later: Timestamp = "2026-11-26T10:01:00Z".parse().unwrap();
+    assert_eq!(
+        acts(plan(
+            &p,
+            Category::OutOfMemory,
+            &tried,
+            None,
+            &budget(),
+            later
+        )),
+        ActionType::RestartPod
+    );
+}
+
+#[test]
+fn escalates_after_the_configured_number_of_ineffective_attempts() {
+    let p = policy();
+    let tried = [
+        record(
+            ActionType::RaiseMemoryLimit,
+            ActionState::Succeeded,
+            "2026-11-26T09:50:00Z",
+            Some(Outcome::Ineffective),
+        ),
+        record(
+            ActionType::RestartPod,
+            ActionState::Succeeded,
+            "2026-11-26T09:55:00Z",
+            Some(Outcome::Ineffective),
+        ),
+    ];
+    match plan(&p, Category::OutOfMemory, &tried, None, &budget(), now()) {
+        Plan::Escalate { reason } => assert!(reason.contains("2 attempt(s)"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn rate_limit_and_circuit_breaker_hold_actions_back() {
+    let p = policy();
+    let b = Budget {
+        policy_actions_last_hour: 6,
+        ..budget()
+    };
+    assert!(matches!(
+        plan(&p, Category::CrashLoop, &[], None, &b, now()),
+        Plan::Wait {
+            reason: "RateLimited",
+            ..
+        }
+    ));
+    let b = Budget {
+        global_recent_actions: 20,
+        ..budget()
+    };
+    assert!(matches!(
+        plan(&p, Category::CrashLoop, &[], None, &b, now()),
+        Plan::Wait {
+            reason: "CircuitBreakerOpen",
+            ..
+        }
+    ));
+    let mut killed = policy();
+    killed.guardrails.max_actions_per_hour = 0;
+    assert!(matches!(
+        plan(&killed, Category::CrashLoop, &[], None, &budget(), now()),
+        Plan::Wait {
+            reason: "RateLimited",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn pods_already_going_away_hold_a_restart_back() {
+    let b = Budget {
+        pods_disrupted: 1,
+        ..budget()
+    };
+    assert!(matches!(
+        plan(&policy(), Category::CrashLoop, &[], None, &b, now()),
+        Plan::Wait {
+            reason: "TooManyPodsDisrupted",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn memory_skips_what_failed_and_prefers_what_worked() {
+    let mut p = policy();
+    p.actions = vec![
+        step(ActionType::RestartPod, &[]),
+        step(ActionType::RolloutRestart, &[]),
+        step(ActionType::Escalate, &[]),
+    ];
+    let mem = |restart: (i32, i32), rollout: (i32, i32)| IncidentMemorySpec {
+        fingerprint: "f".into(),
+        target: WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "web".into(),
+        },
+        signal: SignalKind::CrashLoopBackOff,
+        occurrences: vec![],
+        actions: vec![
+            ActionTally {
+                type_: ActionType::RestartPod,
+                effective: restart.0,
+                ineffective: restart.1,
+                last_tried: None,
+            },
+            ActionTally {
+                type_: ActionType::RolloutRestart,
+                effective: rollout.0,
+                ineffective: rollout.1,
+                last_tried: None,
+            },
+        ],
+        keywords: vec![],
+    };
+    let failed_restart = mem((0, 2), (0, 0));
+    assert_eq!(
+        acts(plan(
+            &p,
+            Category::CrashLoop,
+            &[],
+            Some(&failed_restart),
+            &budget(),
+            now()
+        )),
+        ActionType::RolloutRestart
+    );
+    let rollout_worked = mem((0, 0), (3, 0));
+    assert_eq!(
+        acts(plan(
+            &p,
+            Category::CrashLoop,
+            &[],
+            Some(&rollout_worked),
+            &budget(),
+            now()
+        )),
+        ActionType::RolloutRestart
+    );
+}

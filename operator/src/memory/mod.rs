@@ -1,0 +1,198 @@
+//! Memory: the history of each problem in an IncidentMemory, written when an
+//! incident ends, and read by the Brain and the Fixer.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use crate::crd::{
+    ActionState, ActionTally, ActionType, Incident, IncidentMemory, IncidentMemorySpec,
+    IncidentMemoryStatus, OccurrenceRecord, Outcome, Phase,
+};
+use crate::{FIELD_MANAGER, Result};
+
+/// Occurrences kept per problem; older ones are dropped.
+pub const MAX_OCCURRENCES: usize = 50;
+const MAX_KEYWORDS: usize = 64;
+
+/// Whether an action has only ever failed on this problem.
+pub fn proved_ineffective(memory: Option<&IncidentMemorySpec>, action: ActionType) -> bool {
+    memory
+        .and_then(|m| m.actions.iter().find(|t| t.type_ == action))
+        .is_some_and(|t| t.effective == 0 && t.ineffective > 0)
+}
+
+/// Whether an action has worked on this problem before.
+pub fn proved_effective(memory: Option<&IncidentMemorySpec>, action: ActionType) -> bool {
+    memory
+        .and_then(|m| m.actions.iter().find(|t| t.type_ == action))
+        .is_some_and(|t| t.effective > 0)
+}
+
+/// The memory with an ended incident's episode added, or None when that
+/// episode is already recorded (so a replayed write changes nothing).
+pub fn record(
+    existing: Option<&IncidentMemory>,
+    incident: &Incident,
+    now: Timestamp,
+) -> Option<(IncidentMemorySpec, IncidentMemoryStatus)> {
+    let status = incident.status.clone().unwrap_or_default();
+    let detected_at = status
+        .detected_at
+        .clone()
+        .or(status.first_seen.clone())
+        .unwrap_or(Time(now));
+    let name = incident.metadata.name.clone().unwrap_or_default();
+    let mut spec = existing
+        .map(|m| m.spec.clone())
+        .unwrap_or_else(|| IncidentMemorySpec {
+            fingerprint: incident.spec.fingerprint.clone(),
+            target: incident.spec.target.clone(),
+            signal: incident.spec.signal,
+            occurrences: vec![],
+            actions: vec![],
+            keywords: vec![],
+        });
+    if spec
+        .occurrences
+        .iter()
+        .any(|o| o.incident == name && o.detected_at == detected_at)
+    {
+        return None;
+    }
+    let mut total = existing
+        .and_then(|m| m.status.as_ref())
+        .map(|s| s.total_occurrences)
+        .unwrap_or(0);
+
+    let executed: Vec<_> = status
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.state,
+                ActionState::Succeeded | ActionState::Failed | ActionState::Blocked
+            )
+        })
+        .collect();
+    for a in &executed {
+        let tally = match spec.actions.iter_mut().position(|t| t.type_ == a.type_) {
+            Some(i) => &mut spec.actions[i],
+            None => {
+                spec.actions.push(ActionTally {
+                    type_: a.type_,
+                    effective: 0,
+                    ineffective: 0,
+                    last_tried: None,
+                });
+                spec.actions.last_mut()?
+            }
+        };
+        if a.outcome == Some(Outcome::Effective) {
+            tally.effective += 1;
+        } else {
+            tally.ineffective += 1;
+        }
+        tally.last_tried = Some(a.recorded_at.clone());
+    }
+    let resolved = status.phase == Phase::Resolved;
+    spec.occurrences.push(OccurrenceRecord {
+        incident: name,
+        detected_at: detected_at.clone(),
+        category: status.diagnosis.as_ref().map(|d| d.category),
+        actions: executed.iter().map(|a| a.type_).collect(),
+        outcome: Some(if resolved {
+            Outcome::Effective
+        } else {
+            Outcome::Ineffective
+        }),
+        time_to_mitigate_seconds: resolved
+            .then(|| {
+                status
+                    .resolved_at
+                    .as_ref()
+                    .map(|r| r.0.duration_since(detected_at.0).as_secs())
+            })
+            .flatten(),
+    });
+    total += 1;
+    let excess = spec.occurrences.len().saturating_sub(MAX_OCCURRENCES);
+    spec.occurrences.drain(..excess);
+
+    let mut keywords = spec.keywords.clone();
+    let mut add = |k: String| {
+        if !k.is_empty() && !keywords.contains(&k) {
+            keywords.push(k);
+        }
+    };
+    add(incident.spec.signal.as_str().to_lowercase());
+    if let Some(d) = &status.diagnosis {
+        add(format!("{:?}", d.category).to_lowercase());
+    }
+    if let Some(s) = &status.last_signal {
+        add(s.reason.to_lowercase());
+        if let Some(c) = &s.container {
+            add(format!("container:{c}"));
+        }
+    }
+    let excess = keywords.len().saturating_sub(MAX_KEYWORDS);
+    keywords.drain(..excess);
+    spec.keywords = keywords;
+
+    let best_action = spec
+        .actions
+        .iter()
+        .filter(|t| t.effective > 0)
+        .max_by_key(|t| t.effective)
+        .map(|t| t.type_);
+    let memory_status = IncidentMemoryStatus {
+        total_occurrences: total,
+        best_action,
+        last_seen: status.last_seen,
+    };
+    Some((spec, memory_status))
+}
+
+/// Reads the memory of a problem.
+pub async fn load(client: &Client, namespace: &str, name: &str) -> Result<Option<IncidentMemory>> {
+    Ok(Api::<IncidentMemory>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?)
+}
+
+/// Records an ended incident in its memory, creating the memory if needed.
+pub async fn remember(client: &Client, incident: &Incident, now: Timestamp) -> Result<()> {
+    let ns = incident.metadata.namespace.clone().unwrap_or_default();
+    let name = incident.metadata.name.clone().unwrap_or_default();
+    let api: Api<IncidentMemory> = Api::namespaced(client.clone(), &ns);
+    let existing = api.get_opt(&name).await?;
+    let Some((spec, status)) = record(existing.as_ref(), incident, now) else {
+        return Ok(());
+    };
+    let stored = match existing {
+        Some(mut m) => {
+            m.spec = spec;
+            api.replace(&name, &PostParams::default(), &m).await?
+        }
+        None => {
+            let m = IncidentMemory::new(&name, spec);
+            api.create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &m,
+            )
+            .await?
+        }
+    };
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        stored.metadata.name.as_deref().unwrap_or(&name),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! RemediationPolicy: validation beyond what the API server's schema can say,
+//! and the workloads a policy covers. Its status says whether it is in force
+//! and, when not, what to fix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::controller::Context;
+use crate::crd::{
+    ActionType, ConditionStatus, RemediationPolicy, RemediationPolicySpec, WorkloadKind,
+    WorkloadRef,
+};
+use crate::quantity::parse_bytes;
+use crate::workload::selector_matches;
+use crate::{Result, conditions};
+
+/// A reason a policy cannot be in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// PascalCase, for the Ready condition's reason.
+    pub reason: &'static str,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+/// Checks a policy against itself and the workloads it covers.
+pub fn validate(
+    spec: &RemediationPolicySpec,
+    covered: &[(WorkloadRef, PodTemplateSpec)],
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, t) in spec.triggers.iter().enumerate() {
+        if spec.triggers[..i].iter().any(|u| u.type_ == t.type_) {
+            problems.push(Problem {
+                reason: "DuplicateTrigger",
+                message: format!(
+                    "triggers[{i}]: {} is listed twice; keep one",
+                    t.type_.as_str()
+                ),
+            });
+        }
+    }
+    for (i, step) in spec.actions.iter().enumerate() {
+        if step.type_ == ActionType::Escalate && i + 1 < spec.actions.len() {
+            problems.push(Problem {
+                reason: "StepsAfterEscalate",
+                message: format!(
+                    "actions[{i}] is Escalate, so the steps after it never run; move it last"
+                ),
+            });
+        }
+        let Some(raise) = &step.memory else { continue };
+        let Some(cap) = parse_bytes(&raise.max) else {
+            continue;
+        };
+        for (workload, template) in covered {
+            for c in template.spec.iter().flat_map(|s| s.containers.iter()) {
+                let limit = c
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .and_then(|l| l.get("memory"));
+                if let Some(limit) = limit
+                    && parse_bytes(&limit.0).is_some_and(|l| l > cap)
+                {
+                    problems.push(Problem {
+                        reason: "CapBelowCurrentLimit",
+                        message: format!(
+                            "actions[{i}].memory.max is {} but container {} of {workload} already has a limit of {}; \
+                             raise memory.max above it or remove the step",
+                            raise.max, c.name, limit.0
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The workloads of a namespace and their pod templates.
+async fn workloads(client: &kube::Client, ns: &str) -> Result<Vec<(WorkloadRef, PodTemplateSpec)>> {
+    let lp = ListParams::default();
+    let mut out = Vec::new();
+    let named = |kind, name: Option<String>| WorkloadRef {
+        kind,
+        name: name.unwrap_or_default(),
+    };
+    for d in Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+    {
+        out.push((
+            named(WorkloadKind::Deployment, d.metadata.name),
+            d.spec.template,
+        ));
+    }
+    for s in Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+    {
+        out.push((
+            named(WorkloadKind::StatefulSet, s.metadata.name),
+            s.spec.template,
+        ));
+    }
+    for s in Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+    {
+        out.push((
+            named(WorkloadKind::DaemonSet, s.metadata.name),
+            s.spec.template,
+        ));
+    }
+    Ok(out)
+}
+
+/// How often a policy's matched workloads are recounted.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// Validates a policy and reports what it covers.
+pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let now = Timestamp::now();
+    let covered: Vec<(WorkloadRef, PodTemplateSpec)> = workloads(&ctx.client, &ns)
+        .await?
+        .into_iter()
+        .filter(|(_, t)| {
+            let labels = t
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            selector_matches(&policy.spec.selector, &labels)
+        })
+        .collect();
+    let problems = validate(&policy.spec, &covered);
+
+    let mut status = policy.status.clone().unwrap_or_default();
+    let generation = policy.metadata.generation;
+    let was_ready =
+        conditions::get(&status.conditions, "Ready").map(|c| (c.status, c.message.clone()));
+    let (ready, reason, message) = match problems.first() {
+        None if covered.is_empty() => (
+            ConditionStatus::True,
+            "Valid",
+            "the policy is valid; it covers no workload yet".to_string(),
+        ),
+        None => (
+            ConditionStatus::True,
+            "Valid",
+            format!(
+                "the policy is valid and covers {} workload(s)",
+                covered.len()
+            ),
+        ),
+        Some(p) => {
+            let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+            (ConditionStatus::False, p.reason, all.join("; "))
+        }
+    };
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    status.matched = covered.len() as i32;
+    status.matched_workloads = covered.iter().take(100).map(|(w, _)| w.clone()).collect();
+    status.observed_generation = generation;
+
+    if policy.status.as_ref() != Some(&status) {
+        let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+    }
+    if was_ready != Some((ready, message.clone())) {
+        let (type_, reason) = match ready {
+            ConditionStatus::True => (EventType::Normal, "PolicyValid"),
+            _ => (EventType::Warning, "PolicyInvalid"),
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(message),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        ctx.publish(&event, &policy.object_ref(&())).await;
+    }
+    Ok(Action::requeue(RECHECK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{
+        ActionStep, Guardrails, MemoryRaise, Mode, SignalKind, Trigger, WorkloadSelector,
+    };
+
+    fn spec(actions: Vec<ActionStep>, triggers: Vec<SignalKind>) -> RemediationPolicySpec {
+        RemediationPolicySpec {
+            selector: WorkloadSelector::default(),
+            triggers: triggers
+                .into_iter()
+                .map(|t| Trigger {
+                    type_: t,
+                    restart_threshold: None,
+                    grace_period_seconds: None,
+                })
+                .collect(),
+            actions,
+            mode: Mode::DryRun,
+            guardrails: Guardrails::default(),
+        }
+    }
+
+    fn raise(max: &str) -> ActionStep {
+        ActionStep {
+            type_: ActionType::RaiseMemoryLimit,
+            on_categories: vec![],
+            max_replicas: None,
+            memory: Some(MemoryRaise {
+                increase_percent: 50,
+                min_increase: None,
+                max: max.into(),
+            }),
+        }
+    }
+
+    fn workload(limit: &str) -> (WorkloadRef, PodTemplateSpec) {
+        let t: PodTemplateSpec =
+            serde_json::from_value(serde_json::json!({ "spec": { "containers": [
+                { "name": "app", "resources": { "limits": { "memory": limit } } }
+            ]}}))
+            .unwrap();
+        (
+            WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                name: "web".into(),
+            },
+            t,
+        )
+    }
+
+    #[test]
+    fn a_cap_below_a_covered_containers_limit_is_a_problem_that_says_what_to_do() {
+        let p = validate(
+            &spec(vec![raise("128Mi")], vec![SignalKind::OOMKilled]),
+            &[workload("256Mi")],
+        );
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].reason, "CapBelowCurrentLimit");
+        assert!(
+            p[0].message.contains("Deployment/web") && p[0].message.contains("256Mi"),
+            "{}",
+            p[0].message
+        );
+        assert!(
+            validate(
+                &spec(vec![raise("1Gi")], vec![SignalKind::OOMKilled]),
+                &[workload("256Mi")]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn duplicate_triggers_and_steps_after_escalate_are_problems() {
+        let escalate = ActionStep {
+            type_: ActionType::Escalate,
+            on_categories: vec![],
+            max_replicas: None,
+            memory: None,
+        };
+        let p = validate(
+            &spec(
+                vec![escalate, raise("1Gi")],
+                vec![SignalKind::OOMKilled, SignalKind::OOMKilled],
+            ),
+            &[],
+        );
+        let reasons: Vec<_> = p.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["DuplicateTrigger", "StepsAfterEscalate"]);
+    }
+}

@@ -1,0 +1,143 @@
+//! The Scout: watches pods, turns their status into signals, and signals into
+//! Incidents, one per problem (namespace, workload, signal kind). A repeat of
+//! a problem updates its incident; the Scout never decides what to do.
+
+pub mod signals;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{debug, info};
+
+use crate::controller::Context;
+use crate::crd::{
+    ConditionStatus, Incident, IncidentSpec, IncidentStatus, SignalObservation, WorkloadRef,
+};
+use crate::workload::{covering_policy, fingerprint, incident_name};
+use crate::{FIELD_MANAGER, Result, conditions};
+pub use signals::{Signal, read_pod};
+
+/// Looks at one pod.
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
+    if signals::is_churn(&pod) {
+        return Ok(Action::await_change());
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    let labels = pod.labels().clone();
+    let policies = ctx.policies.state();
+    let Some(policy) = covering_policy(policies.iter().map(|p| p.as_ref()), &ns, &labels) else {
+        return Ok(Action::await_change());
+    };
+    let reading = read_pod(&pod, &policy.spec.triggers, Timestamp::now());
+    if !reading.signals.is_empty() {
+        match ctx.owner_of(&pod).await? {
+            Some(workload) => {
+                for signal in &reading.signals {
+                    record_signal(&ctx, &ns, &workload, signal, &policy.name_any()).await?;
+                }
+            }
+            None => {
+                debug!(pod = %pod.name_any(), "pod's owner is not a workload SRE-Space manages")
+            }
+        }
+    }
+    Ok(match reading.recheck_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// Opens the incident for a signal, or counts the signal on the open one.
+pub async fn record_signal(
+    ctx: &Context,
+    ns: &str,
+    workload: &WorkloadRef,
+    signal: &Signal,
+    policy: &str,
+) -> Result<()> {
+    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), ns);
+    let name = incident_name(workload, signal.kind);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    let incident = match api.get_opt(&name).await? {
+        Some(i) => i,
+        None => {
+            let spec = IncidentSpec {
+                fingerprint: fingerprint(ns, workload, signal.kind),
+                target: workload.clone(),
+                signal: signal.kind,
+                policy: policy.to_string(),
+                approval: None,
+            };
+            let created = api.create(&pp, &Incident::new(&name, spec)).await?;
+            info!(incident = %name, namespace = ns, workload = %workload, signal = signal.kind.as_str(), "incident opened");
+            created
+        }
+    };
+    let mut status = incident.status.clone().unwrap_or_default();
+    if status
+        .last_signal
+        .as_ref()
+        .is_some_and(|s| s.key == signal.key)
+    {
+        return Ok(());
+    }
+    let first = status.occurrences == 0;
+    observe(&mut status, signal, incident.metadata.generation);
+    let mut updated = incident.clone();
+    updated.status = Some(status);
+    api.replace_status(&name, &pp, &updated).await?;
+    let (reason, note) = if first {
+        (
+            "Detected",
+            format!("{} of {workload}: {}", signal.kind.as_str(), signal.message),
+        )
+    } else {
+        ("Recurred", format!("seen again: {}", signal.message))
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Detect".into(),
+        secondary: None,
+    };
+    ctx.publish(&event, &incident.object_ref(&())).await;
+    Ok(())
+}
+
+/// Counts one observation in an incident's status.
+pub fn observe(status: &mut IncidentStatus, signal: &Signal, generation: Option<i64>) {
+    let at = Time(signal.observed_at);
+    status.occurrences += 1;
+    if status.first_seen.is_none() {
+        status.first_seen = Some(at.clone());
+        status.detected_at = Some(at.clone());
+        conditions::set(
+            &mut status.conditions,
+            "Detected",
+            ConditionStatus::True,
+            signal.kind.as_str(),
+            signal.message.clone(),
+            generation,
+            signal.observed_at,
+        );
+    }
+    status.last_seen = Some(at.clone());
+    status.last_signal = Some(SignalObservation {
+        pod: Some(signal.pod.clone()),
+        container: signal.container.clone(),
+        reason: signal.reason.clone(),
+        message: signal.message.clone(),
+        observed_at: at,
+        key: signal.key.clone(),
+    });
+}

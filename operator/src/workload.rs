@@ -1,0 +1,267 @@
+//! Workloads: which one a pod belongs to, how a problem with it is named, and
+//! which policy covers it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{
+    LabelOperator, RemediationPolicy, SignalKind, WorkloadKind, WorkloadRef, WorkloadSelector,
+};
+
+/// Whether labels satisfy a selector. An empty selector matches nothing:
+/// the API server refuses one, and this keeps a policy that slipped past from
+/// covering a whole namespace.
+pub fn selector_matches(selector: &WorkloadSelector, labels: &BTreeMap<String, String>) -> bool {
+    if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+        return false;
+    }
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_ok = selector.match_expressions.iter().all(|r| {
+        let value = labels.get(&r.key);
+        match r.operator {
+            LabelOperator::In => value.is_some_and(|v| r.values.contains(v)),
+            LabelOperator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+            LabelOperator::Exists => value.is_some(),
+            LabelOperator::DoesNotExist => value.is_none(),
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// The policy that covers pods with these labels: among the namespace's
+/// policies whose selector matches, the first by name, so the choice is
+/// stable when several match.
+pub fn covering_policy<'a>(
+    policies: impl IntoIterator<Item = &'a RemediationPolicy>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<&'a RemediationPolicy> {
+    policies
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| selector_matches(&p.spec.selector, labels))
+        .min_by(|a, b| a.metadata.name.cmp(&b.metadata.name))
+}
+
+/// Stable identity of a problem: namespace, workload and signal kind.
+pub fn fingerprint(namespace: &str, workload: &WorkloadRef, signal: SignalKind) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{workload}/{}", signal.as_str()));
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Incident (and IncidentMemory) name for a problem: readable, derived
+/// only from the fingerprint's parts, so a repeat finds the same object.
+pub fn incident_name(workload: &WorkloadRef, signal: SignalKind) -> String {
+    let mut name = match workload.kind {
+        WorkloadKind::Deployment => format!("{}-{}", workload.name, signal.as_str()),
+        kind => format!("{}-{}-{}", workload.name, kind.as_str(), signal.as_str()),
+    }
+    .to_lowercase();
+    // Object names are DNS subdomains: at most 253 characters.
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
+fn controller_of(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
+    owners?.iter().find(|o| o.controller == Some(true))
+}
+
+/// The workload that owns a pod: Pod → ReplicaSet → Deployment, or a
+/// StatefulSet, DaemonSet or Job directly; a pod without a controller is its
+/// own workload. `replicaset` looks a ReplicaSet up by name in the pod's
+/// namespace. Returns None for owners SRE-Space does not manage (a bare
+/// ReplicaSet, a custom controller).
+pub fn owner_of_pod(
+    pod: &Pod,
+    replicaset: impl Fn(&str) -> Option<ReplicaSet>,
+) -> Option<WorkloadRef> {
+    let name = pod.metadata.name.clone()?;
+    let Some(owner) = controller_of(pod.metadata.owner_references.as_ref()) else {
+        return Some(WorkloadRef {
+            kind: WorkloadKind::Pod,
+            name,
+        });
+    };
+    let kind = match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let rs = replicaset(&owner.name)?;
+            let deployment = controller_of(rs.metadata.owner_references.as_ref())?;
+            return (deployment.kind == "Deployment").then(|| WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                name: deployment.name.clone(),
+            });
+        }
+        "StatefulSet" => WorkloadKind::StatefulSet,
+        "DaemonSet" => WorkloadKind::DaemonSet,
+        "Job" => WorkloadKind::Job,
+        _ => return None,
+    };
+    Some(WorkloadRef {
+        kind,
+        name: owner.name.clone(),
+    })
+}
+
+/// The `deployment.kubernetes.io/revision` of a ReplicaSet.
+pub fn revision(rs: &ReplicaSet) -> Option<i64> {
+    rs.metadata
+        .annotations
+        .as_ref()?
+        .get("deployment.kubernetes.io/revision")?
+        .parse()
+        .ok()
+}
+
+/// The ReplicaSets of a Deployment, newest revision first.
+pub fn replicasets_of(
+    deployment: &str,
+    all: impl IntoIterator<Item = ReplicaSet>,
+) -> Vec<ReplicaSet> {
+    let mut owned: Vec<ReplicaSet> = all
+        .into_iter()
+        .filter(|rs| {
+            controller_of(rs.metadata.owner_references.as_ref())
+                .is_some_and(|o| o.kind == "Deployment" && o.name == deployment)
+        })
+        .collect();
+    owned.sort_by_key(|rs| std::cmp::Reverse(revision(rs).unwrap_or(0)));
+    owned
+}
+
+/// The pod template of a workload, or None when the workload is gone.
+pub async fn pod_template(
+    client: &kube::Client,
+    namespace: &str,
+    target: &WorkloadRef,
+) -> crate::Result<Option<k8s_openapi::api::core::v1::PodTemplateSpec>> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::Api;
+    let ns = namespace;
+    let c = client.clone();
+    Ok(match target.kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .map(|d| d.spec.template),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .map(|d| d.spec.template),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .map(|d| d.spec.template),
+        WorkloadKind::Job => Api::<Job>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .and_then(|d| d.spec.map(|s| s.template)),
+        WorkloadKind::Pod => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::LabelRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selector_matches_labels_and_expressions() {
+        let selector = WorkloadSelector {
+            match_labels: labels(&[("app", "web")]),
+            match_expressions: vec![LabelRequirement {
+                key: "tier".into(),
+                operator: LabelOperator::NotIn,
+                values: vec!["batch".into()],
+            }],
+        };
+        assert!(selector_matches(&selector, &labels(&[("app", "web")])));
+        assert!(selector_matches(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "front")])
+        ));
+        assert!(!selector_matches(
+            &selector,
+            &labels(&[("app", "web"), ("tier", "batch")])
+        ));
+        assert!(!selector_matches(&selector, &labels(&[("app", "api")])));
+    }
+
+    #[test]
+    fn empty_selector_matches_nothing() {
+        assert!(!selector_matches(
+            &WorkloadSelector::default(),
+            &labels(&[("app", "web")])
+        ));
+    }
+
+    #[test]
+    fn fingerprint_separates_workloads_and_signals_but_not_pods() {
+        let web = WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "web".into(),
+        };
+        let api = WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "api".into(),
+        };
+        let a = fingerprint("shop", &web, SignalKind::OOMKilled);
+        assert_eq!(a, fingerprint("shop", &web, SignalKind::OOMKilled));
+        assert_ne!(a, fingerprint("shop", &api, SignalKind::OOMKilled));
+        assert_ne!(a, fingerprint("shop", &web, SignalKind::CrashLoopBackOff));
+        assert_ne!(a, fingerprint("other", &web, SignalKind::OOMKilled));
+        assert_eq!(incident_name(&web, SignalKind::OOMKilled), "web-oomkilled");
+        let sts = WorkloadRef {
+            kind: WorkloadKind::StatefulSet,
+            name: "db".into(),
+        };
+        assert_eq!(
+            incident_name(&sts, SignalKind::CrashLoopBackOff),
+            "db-statefulset-crashloopbackoff"
+        );
+    }
+
+    #[test]
+    fn pod_of_a_replicaset_belongs_to_its_deployment() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web-abc-1", "ownerReferences": [
+                { "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "1", "controller": true }
+            ]}
+        }))
+        .unwrap();
+        let rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web-abc", "ownerReferences": [
+                { "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "2", "controller": true }
+            ]}
+        }))
+        .unwrap();
+        let owner = owner_of_pod(&pod, |name| (name == "web-abc").then(|| rs.clone()));
+        assert_eq!(
+            owner,
+            Some(WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                name: "web".into()
+            })
+        );
+        assert_eq!(
+            owner_of_pod(&pod, |_| None),
+            None,
+            "unknown ReplicaSet: not guessed"
+        );
+    }
+}
