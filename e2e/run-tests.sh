@@ -17,6 +17,9 @@ fi
 stop() { if ((started)); then echo "== stopping the local cluster"; $cluster down; fi; }
 trap stop EXIT
 
+# The scenario tests run the real operator binary.
+cargo build -p sre-space-operator -p sre-chaos --bins
+
 eval "$($cluster env)"
 echo "== cluster tests (KUBECONFIG=$KUBECONFIG)"
-cargo test -p sre-space-e2e --features cluster -- --test-threads 4
+cargo test -p sre-space-e2e --features cluster -- --test-threads 8

@@ -161,6 +161,11 @@ kwok_config() {
         echo "---"
         cat "$dir/kustomize/stage/$f"
     done
+    # Our own stages, which simulate the faults SRE-Space must handle.
+    for f in "$E2E_DIR"/cluster/stages/*.yaml; do
+        echo "---"
+        cat "$f"
+    done
 }
 
 cmd_up() {

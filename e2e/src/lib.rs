@@ -155,3 +155,178 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The operator binary the tests run: `SRE_SPACE_OPERATOR_BIN`, or the
+/// debug build in the cargo target folder.
+pub fn operator_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("SRE_SPACE_OPERATOR_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_dir().join("target"));
+    target.join("debug/sre-space")
+}
+
+/// A real operator process scoped to one namespace, killed when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(namespace: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let bin = operator_bin();
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: run `cargo build -p sre-space-operator`",
+            bin.display()
+        );
+        let log = std::env::temp_dir().join(format!(
+            "sre-space-{namespace}-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .env("SRE_SPACE_WATCH_NAMESPACE", namespace)
+            .env("RUST_LOG", "info,kube=warn")
+            .envs(env.iter().copied())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting the operator")?;
+        Ok(Self { child, log })
+    }
+
+    /// SIGKILL, as a node failure or an OOM kill of the operator would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the operator did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Deployment of simulated pods labelled as the example policy expects.
+pub fn deployment(
+    name: &str,
+    replicas: i32,
+    memory_limit: &str,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "strategy": { "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
+            "template": {
+                "metadata": { "labels": { "app": name, "sre.space/protected": "true" } },
+                "spec": { "containers": [{
+                    "name": "app",
+                    "image": format!("registry.local/{name}:1"),
+                    "args": ["--port=8080"],
+                    "resources": { "limits": { "memory": memory_limit }, "requests": { "memory": "16Mi" } }
+                }] }
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
+
+/// The example policy with `edit` applied, created in `ns`.
+pub async fn create_policy(
+    client: &Client,
+    ns: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<sre_space::crd::RemediationPolicy> {
+    let text = std::fs::read_to_string(repo_dir().join("examples/remediation-policy.yaml"))?;
+    let mut value: serde_json::Value = serde_yaml::from_str(&text)?;
+    edit(&mut value);
+    let policy: sre_space::crd::RemediationPolicy = serde_json::from_value(value)?;
+    Ok(Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &policy)
+        .await?)
+}
+
+/// Waits until a Deployment has `n` running, ready pods of its newest
+/// template and none going away.
+pub async fn wait_ready(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    wait_until(timeout, &format!("{n} ready pods of {name}"), || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&format!("app={name}")))
+            .await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        Ok(ready == n && list.items.len() == n)
+    })
+    .await
+}
+
+/// Waits for an incident to satisfy `check` and returns it.
+pub async fn wait_incident(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&sre_space::crd::Incident) -> bool,
+) -> Result<sre_space::crd::Incident> {
+    let api: Api<sre_space::crd::Incident> = Api::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let inc = api.get_opt(name).await?;
+        if let Some(inc) = inc.as_ref().filter(|i| check(i)) {
+            return Ok(inc.clone());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let status = inc
+                .and_then(|i| i.status)
+                .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+            bail!(
+                "timed out after {timeout:?} waiting for {what}; incident {ns}/{name} is now: {}",
+                status.unwrap_or_else(|| "absent".into())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

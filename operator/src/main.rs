@@ -13,7 +13,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         logs.init();
     }
     let config = Config::from_env()?;
-    let client = kube::Client::try_default().await?;
+    let mut kube_config = kube::Config::infer().await?;
+    // The reconcile loop is the retry mechanism: it records what happened
+    // and tries again with its own backoff. The client's built-in retry of
+    // 429s would instead wait minutes on an eviction that a
+    // PodDisruptionBudget refuses (also a 429), hiding why from the Incident.
+    kube_config.default_retry = false;
+    let client = kube::Client::try_from(kube_config)?;
     controller::run(client, config).await?;
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Config {
     /// Test hook: abort the process right after an action is recorded and
     /// before it is taken, to prove a restarted operator takes it once.
     pub crash_after_record: bool,
+    /// Watch and act in this namespace only; all namespaces when None.
+    pub namespace: Option<String>,
 }
 
 impl Default for Config {
@@ -38,13 +40,15 @@ impl Default for Config {
             breaker_limit: 20,
             breaker_window: Duration::from_secs(600),
             crash_after_record: false,
+            namespace: None,
         }
     }
 }
 
 impl Config {
-    /// Reads `SRE_SPACE_BREAKER_LIMIT`, `SRE_SPACE_BREAKER_WINDOW_SECONDS` and
-    /// the test hook `SRE_SPACE_TEST_CRASH_AFTER_RECORD`.
+    /// Reads `SRE_SPACE_WATCH_NAMESPACE`, `SRE_SPACE_BREAKER_LIMIT`,
+    /// `SRE_SPACE_BREAKER_WINDOW_SECONDS` and the test hook
+    /// `SRE_SPACE_TEST_CRASH_AFTER_RECORD`.
     pub fn from_env() -> Result<Self> {
         let mut c = Self::default();
         let num = |name: &str| -> Result<Option<u64>> {
@@ -64,7 +68,20 @@ impl Config {
         }
         c.crash_after_record =
             std::env::var("SRE_SPACE_TEST_CRASH_AFTER_RECORD").is_ok_and(|v| v == "1");
+        c.namespace = std::env::var("SRE_SPACE_WATCH_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty());
         Ok(c)
+    }
+
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
     }
 }
 
@@ -154,8 +171,20 @@ fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Spawns a reflector that keeps a store of `K` current.
-fn spawn_reflector<K>(api: Api<K>) -> Store<K>
+/// A watched kind: its store, the stream that keeps the store current (to
+/// drive a Controller or to be drained), and a readiness flag that any number
+/// of tasks may await. (The store's own readiness is a single-waiter channel,
+/// already awaited by the Controller it feeds.)
+struct Reflected<K: kube::Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq,
+{
+    store: Store<K>,
+    stream: futures::stream::BoxStream<'static, std::result::Result<K, watcher::Error>>,
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+fn reflect<K>(api: Api<K>) -> Reflected<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -165,46 +194,50 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
+    let (store, writer) = reflector::store();
+    let (flag, ready) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default()).default_backoff(),
     )
-    .touched_objects();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                warn!(error = %e, "watch error; the watcher retries");
-            }
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            flag.send_replace(true);
         }
-    });
-    reader
+    })
+    .touched_objects()
+    .boxed();
+    Reflected {
+        store,
+        stream,
+        ready,
+    }
+}
+
+async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) -> Result<()> {
+    ready
+        .wait_for(|r| *r)
+        .await
+        .map(|_| ())
+        .map_err(|_| Error::Invalid(format!("the {what} watch ended before it was ready")))
 }
 
 /// Runs the operator until it is told to stop.
 pub async fn run(client: Client, config: Config) -> Result<()> {
-    let pods_controller =
-        Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default())
+    let pods = reflect(config.api::<Pod>(&client));
+    let policies = reflect(config.api::<RemediationPolicy>(&client));
+    let replicasets = reflect(config.api::<ReplicaSet>(&client));
+    let incidents_controller =
+        Controller::new(config.api::<Incident>(&client), watcher::Config::default())
             .shutdown_on_signal();
-    let incidents_controller = Controller::new(
-        Api::<Incident>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .shutdown_on_signal();
-    let policies_controller = Controller::new(
-        Api::<RemediationPolicy>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .shutdown_on_signal();
 
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
     let ctx = Arc::new(Context {
         client: client.clone(),
         config,
-        pods: pods_controller.store(),
-        replicasets: spawn_reflector(Api::<ReplicaSet>::all(client.clone())),
-        policies: policies_controller.store(),
+        pods: pods.store.clone(),
+        replicasets: replicasets.store.clone(),
+        policies: policies.store.clone(),
         incidents: incidents_controller.store(),
         recorder: Recorder::new(
             client.clone(),
@@ -216,46 +249,44 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         ledger: Mutex::default(),
     });
 
-    // The Scout needs the policies and the incident state machine needs the
-    // pods before either can judge anything.
-    let scout = {
-        let ctx = ctx.clone();
-        pods_controller.run(
-            move |pod, ctx: Arc<Context>| async move {
-                ctx.policies
-                    .wait_until_ready()
-                    .await
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                crate::scout::reconcile(pod, ctx).await
-            },
-            error_policy,
-            ctx,
-        )
-    };
-    let incidents = incidents_controller.run(
-        |inc, ctx: Arc<Context>| async move {
-            ctx.pods
-                .wait_until_ready()
-                .await
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            ctx.policies
-                .wait_until_ready()
-                .await
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            incident::reconcile(inc, ctx).await
-        },
-        error_policy,
-        ctx.clone(),
-    );
-    let policies = policies_controller.run(crate::policy::reconcile, error_policy, ctx.clone());
+    // Started in the order the stages need each other: the Scout reads
+    // policies and owners; the incident state machine must see the pods
+    // before it judges whether a signal cleared.
+    let policy_controller = Controller::for_stream(policies.stream, policies.store)
+        .shutdown_on_signal()
+        .run(crate::policy::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let policy_task = tokio::spawn(policy_controller);
+    let mut rs_stream = replicasets.stream;
+    let rs_task = tokio::spawn(async move {
+        while let Some(item) = rs_stream.next().await {
+            if let Err(e) = item {
+                warn!(error = %e, "ReplicaSet watch error; the watcher retries");
+            }
+        }
+    });
+    until_ready(policies.ready, "policy").await?;
+    until_ready(replicasets.ready, "ReplicaSet").await?;
 
-    info!("sre-space operator started");
-    // Errors are logged by error_policy; the streams only need draining.
-    tokio::join!(
-        scout.for_each(|_| async {}),
-        incidents.for_each(|_| async {}),
-        policies.for_each(|_| async {}),
+    let scout = Controller::for_stream(pods.stream, pods.store)
+        .shutdown_on_signal()
+        .run(crate::scout::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let scout_task = tokio::spawn(scout);
+    until_ready(pods.ready, "pod").await?;
+
+    info!(
+        namespace = ctx.config.namespace.as_deref().unwrap_or("(all)"),
+        "sre-space operator started"
     );
+    // Errors are logged by error_policy; the streams only need draining.
+    incidents_controller
+        .run(incident::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {})
+        .await;
+    scout_task.abort();
+    policy_task.abort();
+    rs_task.abort();
     info!("sre-space operator stopped");
     Ok(())
 }

@@ -32,9 +32,11 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     let labels = pod.labels().clone();
     let policies = ctx.policies.state();
     let Some(policy) = covering_policy(policies.iter().map(|p| p.as_ref()), &ns, &labels) else {
+        debug!(pod = %pod.name_any(), policies = policies.len(), "no policy covers the pod");
         return Ok(Action::await_change());
     };
     let reading = read_pod(&pod, &policy.spec.triggers, Timestamp::now());
+    debug!(pod = %pod.name_any(), policy = %policy.name_any(), signals = reading.signals.len(), "pod read");
     if !reading.signals.is_empty() {
         match ctx.owner_of(&pod).await? {
             Some(workload) => {

@@ -1,0 +1,625 @@
+//! The detect → diagnose → fix → verify → learn loop on the real local
+//! cluster, each scenario with its own namespace and its own operator process.
+#![cfg(feature = "cluster")]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use sre_chaos::Target;
+use sre_space::crd::{
+    ActionState, ActionType, Category, Incident, IncidentMemory, Outcome, Phase, RemediationPolicy,
+};
+use sre_space_e2e::{
+    Operator, TestNamespace, client, create_policy, deployment, install_crds, kubectl_output,
+    wait_incident, wait_ready, wait_until,
+};
+
+const LONG: Duration = Duration::from_secs(90);
+
+struct Scenario {
+    client: Client,
+    ns: TestNamespace,
+}
+
+impl Scenario {
+    async fn new(prefix: &str) -> Result<Self> {
+        let client = client().await?;
+        install_crds(&client).await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        Ok(Self { client, ns })
+    }
+
+    fn name(&self) -> &str {
+        &self.ns.name
+    }
+
+    async fn deploy(&self, name: &str, replicas: i32, memory: &str) -> Result<()> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.name());
+        api.create(&PostParams::default(), &deployment(name, replicas, memory))
+            .await?;
+        wait_ready(&self.client, self.name(), name, replicas as usize, LONG).await
+    }
+
+    fn chaos(&self, deployment: &str) -> Target {
+        Target {
+            client: self.client.clone(),
+            namespace: self.name().to_string(),
+            deployment: deployment.into(),
+            dry_run: false,
+        }
+    }
+
+    async fn incidents(&self) -> Result<Vec<Incident>> {
+        Ok(
+            Api::<Incident>::namespaced(self.client.clone(), self.name())
+                .list(&ListParams::default())
+                .await?
+                .items,
+        )
+    }
+
+    async fn deployment(&self, name: &str) -> Result<Deployment> {
+        Ok(
+            Api::<Deployment>::namespaced(self.client.clone(), self.name())
+                .get(name)
+                .await?,
+        )
+    }
+
+    async fn pod_names(&self, app: &str) -> Result<BTreeSet<String>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), self.name());
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .collect())
+    }
+}
+
+fn phase(i: &Incident) -> Phase {
+    i.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn executed(i: &Incident) -> Vec<(ActionType, ActionState)> {
+    i.status
+        .iter()
+        .flat_map(|s| s.actions.iter())
+        .map(|a| (a.type_, a.state))
+        .collect()
+}
+
+fn fast(v: &mut serde_json::Value, cooldown: i64, window: i64) {
+    v["spec"]["guardrails"]["cooldownSeconds"] = cooldown.into();
+    v["spec"]["guardrails"]["verificationWindowSeconds"] = window.into();
+}
+
+#[tokio::test]
+async fn oom_kill_raises_memory_and_resolves_with_postmortem_and_memory() -> Result<()> {
+    let s = Scenario::new("e2e-oom").await?;
+    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
+    s.deploy("quote", 2, "64Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    s.chaos("quote").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "quote-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    // The condition users wait on works with kubectl itself.
+    kubectl_output(&[
+        "wait",
+        "-n",
+        s.name(),
+        "--for=condition=Resolved",
+        "incident/quote-oomkilled",
+        "--timeout=5s",
+    ])?;
+
+    let status = inc.status.clone().unwrap_or_default();
+    let diagnosis = status.diagnosis.clone().expect("diagnosed");
+    assert_eq!(diagnosis.category, Category::OutOfMemory);
+    assert!(
+        diagnosis.root_cause.contains("64Mi"),
+        "{}",
+        diagnosis.root_cause
+    );
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]
+    );
+    let action = &status.actions[0];
+    assert_eq!(
+        (action.from.as_deref(), action.to.as_deref()),
+        (Some("64Mi"), Some("96Mi"))
+    );
+    assert_eq!(action.outcome, Some(Outcome::Effective));
+    let limit = s
+        .deployment("quote")
+        .await?
+        .spec
+        .template
+        .spec
+        .expect("spec")
+        .containers[0]
+        .resources
+        .clone()
+        .and_then(|r| r.limits)
+        .and_then(|l| l.get("memory").cloned())
+        .map(|q| q.0);
+    assert_eq!(
+        limit.as_deref(),
+        Some("96Mi"),
+        "the workload really got more memory"
+    );
+    let pm = status.post_mortem.clone().expect("post-mortem written");
+    assert!(
+        pm.contains("Root cause") && pm.contains("OutOfMemory") && pm.contains("RaiseMemoryLimit"),
+        "{pm}"
+    );
+    assert_eq!(s.incidents().await?.len(), 1, "one problem, one incident");
+
+    let memory = Api::<IncidentMemory>::namespaced(s.client.clone(), s.name())
+        .get("quote-oomkilled")
+        .await?;
+    assert_eq!(memory.spec.occurrences.len(), 1);
+    assert_eq!(memory.spec.occurrences[0].outcome, Some(Outcome::Effective));
+    assert_eq!(
+        memory.status.and_then(|m| m.best_action),
+        Some(ActionType::RaiseMemoryLimit)
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_crash_looping_rollout_is_diagnosed_and_rolled_back() -> Result<()> {
+    let s = Scenario::new("e2e-rollout").await?;
+    create_policy(&s.client, s.name(), |v| fast(v, 5, 8)).await?;
+    s.deploy("policy", 2, "128Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    s.chaos("policy").bad_rollout().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "policy-crashloopbackoff",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    let status = inc.status.clone().unwrap_or_default();
+    let diagnosis = status.diagnosis.expect("diagnosed");
+    assert_eq!(diagnosis.category, Category::BadRollout);
+    assert!(
+        diagnosis.root_cause.contains("containers[app].args"),
+        "names the changed field: {}",
+        diagnosis.root_cause
+    );
+    assert_eq!(
+        executed(&inc)[0],
+        (ActionType::Rollback, ActionState::Succeeded)
+    );
+
+    let template = s.deployment("policy").await?.spec.template;
+    let args = template.spec.expect("spec").containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(args, ["--port=8080"], "the bad argument is gone");
+    let simulate = template
+        .metadata
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(sre_chaos::SIMULATE).cloned());
+    assert_eq!(simulate, None);
+    wait_ready(&s.client, s.name(), "policy", 2, LONG).await?;
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalates() -> Result<()> {
+    let s = Scenario::new("e2e-repeat").await?;
+    create_policy(&s.client, s.name(), |v| {
+        fast(v, 15, 4);
+        v["spec"]["guardrails"]["escalateAfterAttempts"] = 2.into();
+        v["spec"]["actions"] = serde_json::json!([{ "type": "RestartPod" }, { "type": "RolloutRestart" }, { "type": "Escalate" }]);
+    })
+    .await?;
+    s.deploy("user", 1, "64Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    // The fault keeps coming back, every two seconds, whatever is done.
+    let chaos = s.chaos("user");
+    let started = tokio::time::Instant::now();
+    let inc = loop {
+        let _ = chaos.oom().await;
+        let inc = Api::<Incident>::namespaced(s.client.clone(), s.name())
+            .get_opt("user-oomkilled")
+            .await?;
+        if let Some(inc) = inc.as_ref().filter(|i| phase(i) == Phase::Escalated) {
+            break inc.clone();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "not escalated in time: {inc:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let status = inc.status.clone().unwrap_or_default();
+    let taken: Vec<_> = status
+        .actions
+        .iter()
+        .filter(|a| a.state == ActionState::Succeeded && a.type_ != ActionType::Escalate)
+        .collect();
+    assert_eq!(
+        taken.iter().map(|a| a.type_).collect::<Vec<_>>(),
+        [ActionType::RestartPod, ActionType::RolloutRestart],
+        "one action per step, none repeated"
+    );
+    let gap = taken[1]
+        .recorded_at
+        .0
+        .duration_since(taken[0].finished_at.clone().expect("finished").0);
+    assert!(
+        gap.as_secs() >= 15,
+        "the second action waited for the cooldown, gap {gap:?}"
+    );
+    assert!(
+        status
+            .escalation_reason
+            .unwrap_or_default()
+            .contains("2 attempt(s)")
+    );
+    assert!(status.post_mortem.unwrap_or_default().contains("escalated"));
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
+    let s = Scenario::new("e2e-dryrun").await?;
+    create_policy(&s.client, s.name(), |v| {
+        v["spec"]["mode"] = "DryRun".into();
+        fast(v, 5, 5);
+    })
+    .await?;
+    s.deploy("front", 2, "64Mi").await?;
+    let before = s.deployment("front").await?;
+    let pods_before = s.pod_names("front").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    s.chaos("front").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "front-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RaiseMemoryLimit, ActionState::DryRun)]
+    );
+    let action = &inc.status.as_ref().expect("status").actions[0];
+    assert_eq!(
+        action.to.as_deref(),
+        Some("96Mi"),
+        "the dry run says what it would set"
+    );
+    let after = s.deployment("front").await?;
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "the Deployment was not changed"
+    );
+    assert_eq!(
+        s.pod_names("front").await?,
+        pods_before,
+        "no pod was touched"
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn manual_mode_waits_for_approval_then_acts_once() -> Result<()> {
+    let s = Scenario::new("e2e-manual").await?;
+    create_policy(&s.client, s.name(), |v| {
+        v["spec"]["mode"] = "Manual".into();
+        fast(v, 5, 5);
+    })
+    .await?;
+    s.deploy("ledger", 2, "64Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    s.chaos("ledger").crashloop(5).await?;
+    let pods_before = s.pod_names("ledger").await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "ledger-crashloopbackoff",
+        LONG,
+        "AwaitingApproval",
+        |i| phase(i) == Phase::AwaitingApproval,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        s.pod_names("ledger").await?,
+        pods_before,
+        "nothing happens without approval"
+    );
+    let waiting = inc
+        .status
+        .as_ref()
+        .and_then(|s| s.actions.last())
+        .expect("an action waits")
+        .clone();
+    assert_eq!(
+        (waiting.type_, waiting.state),
+        (ActionType::RestartPod, ActionState::AwaitingApproval)
+    );
+
+    let approval = serde_json::json!({ "spec": { "approval": { "actionId": waiting.id, "decision": "Approve", "by": "oncall" } } });
+    Api::<Incident>::namespaced(s.client.clone(), s.name())
+        .patch(
+            "ledger-crashloopbackoff",
+            &PatchParams::default(),
+            &Patch::Merge(approval),
+        )
+        .await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "ledger-crashloopbackoff",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RestartPod, ActionState::Succeeded)],
+        "acted once"
+    );
+    let after = s.pod_names("ledger").await?;
+    assert_eq!(
+        pods_before.difference(&after).count(),
+        1,
+        "exactly one pod was restarted"
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> Result<()> {
+    let s = Scenario::new("e2e-crash").await?;
+    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
+    s.deploy("billing", 3, "64Mi").await?;
+
+    // Every pod ever seen, to count replacements.
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), s.name());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::<String>::new()));
+    let watch = {
+        let seen = seen.clone();
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods
+                    .list(&ListParams::default().labels("app=billing"))
+                    .await
+                    && let Ok(mut s) = seen.lock()
+                {
+                    s.extend(list.items.iter().map(|p| p.name_any()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let mut first = Operator::start(s.name(), &[("SRE_SPACE_TEST_CRASH_AFTER_RECORD", "1")])?;
+    s.chaos("billing").crashloop(5).await?;
+    first.wait_exit(LONG).await?;
+    let inc = Api::<Incident>::namespaced(s.client.clone(), s.name())
+        .get("billing-crashloopbackoff")
+        .await?;
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RestartPod, ActionState::Pending)],
+        "the intent was recorded first"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        3,
+        "nothing was restarted before the crash"
+    );
+
+    let _second = Operator::start(s.name(), &[])?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "billing-crashloopbackoff",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RestartPod, ActionState::Succeeded)]
+    );
+    wait_ready(&s.client, s.name(), "billing", 3, LONG).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    watch.abort();
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        4,
+        "exactly one pod was replaced"
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_pod_disruption_budget_blocks_the_restart_and_the_incident_says_why() -> Result<()> {
+    let s = Scenario::new("e2e-pdb").await?;
+    create_policy(&s.client, s.name(), |v| {
+        fast(v, 1, 5);
+        v["spec"]["actions"] =
+            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+    })
+    .await?;
+    s.deploy("orders", 2, "64Mi").await?;
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "orders" },
+            "spec": { "minAvailable": 2, "selector": { "matchLabels": { "app": "orders" } } }
+        }))?;
+    Api::namespaced(s.client.clone(), s.name())
+        .create(&PostParams::default(), &pdb)
+        .await?;
+    let pods_before = s.pod_names("orders").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    s.chaos("orders").crashloop(5).await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "orders-crashloopbackoff",
+        LONG,
+        "Escalated",
+        |i| phase(i) == Phase::Escalated,
+    )
+    .await?;
+    let blocked = &inc.status.as_ref().expect("status").actions[0];
+    assert_eq!(
+        (blocked.type_, blocked.state),
+        (ActionType::RestartPod, ActionState::Blocked)
+    );
+    assert!(
+        blocked.detail.contains("PodDisruptionBudget"),
+        "{}",
+        blocked.detail
+    );
+    assert_eq!(
+        s.pod_names("orders").await?,
+        pods_before,
+        "no pod was evicted"
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn normal_churn_opens_no_incident() -> Result<()> {
+    let s = Scenario::new("e2e-noop").await?;
+    create_policy(&s.client, s.name(), |v| {
+        v["spec"]["triggers"] = serde_json::json!([
+            { "type": "OOMKilled" }, { "type": "CrashLoopBackOff" }, { "type": "ImagePullBackOff" },
+            { "type": "Unschedulable", "gracePeriodSeconds": 10 }, { "type": "ReadinessFailing", "gracePeriodSeconds": 10 }
+        ]);
+    })
+    .await?;
+    s.deploy("catalog", 3, "64Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), s.name());
+
+    // A rolling update to a new image.
+    let image = serde_json::json!({ "spec": { "template": { "spec": { "containers": [
+        { "name": "app", "image": "registry.local/catalog:2" }
+    ] } } } });
+    deployments
+        .patch("catalog", &PatchParams::default(), &Patch::Strategic(image))
+        .await?;
+    wait_until(LONG, "the rollout to finish", || async {
+        let d = deployments.get("catalog").await?;
+        let st = d.status.unwrap_or_default();
+        Ok(
+            st.updated_replicas == Some(3)
+                && st.ready_replicas == Some(3)
+                && st.replicas == Some(3),
+        )
+    })
+    .await?;
+    // Scale to zero and back.
+    for replicas in [0, 3] {
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        deployments
+            .patch("catalog", &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        wait_ready(&s.client, s.name(), "catalog", replicas as usize, LONG).await?;
+    }
+    // A Job that completes.
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "nightly" },
+        "spec": { "template": {
+            "metadata": { "labels": { "sre.space/protected": "true" } },
+            "spec": { "restartPolicy": "Never", "containers": [{ "name": "run", "image": "registry.local/batch:1" }] }
+        } }
+    }))?;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(s.client.clone(), s.name());
+    jobs.create(&PostParams::default(), &job).await?;
+    wait_until(LONG, "the job to complete", || async {
+        Ok(jobs.get("nightly").await?.status.and_then(|s| s.succeeded) == Some(1))
+    })
+    .await?;
+    // Past the grace periods, still nothing.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let incidents = s.incidents().await?;
+    assert!(
+        incidents.is_empty(),
+        "churn opened incidents: {:?}",
+        incidents.iter().map(|i| i.name_any()).collect::<Vec<_>>()
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_policy_whose_cap_is_below_a_current_limit_is_not_ready_and_says_what_to_fix()
+-> Result<()> {
+    let s = Scenario::new("e2e-cap").await?;
+    s.deploy("search", 1, "2Gi").await?;
+    create_policy(&s.client, s.name(), |_| {}).await?;
+    let _operator = Operator::start(s.name(), &[])?;
+    let api: Api<RemediationPolicy> = Api::namespaced(s.client.clone(), s.name());
+    let ready_condition = |p: RemediationPolicy| {
+        p.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+    };
+    wait_until(LONG, "Ready=False", || async {
+        Ok(ready_condition(api.get("demo-services").await?)
+            .is_some_and(|c| c.reason == "CapBelowCurrentLimit"))
+    })
+    .await?;
+    let last = ready_condition(api.get("demo-services").await?);
+    let ready = last.expect("a Ready condition");
+    assert_eq!(ready.status, sre_space::crd::ConditionStatus::False);
+    assert!(
+        ready.message.contains("Deployment/search") && ready.message.contains("2Gi"),
+        "{}",
+        ready.message
+    );
+    let events = kubectl_output(&[
+        "get",
+        "events",
+        "-n",
+        s.name(),
+        "--field-selector",
+        "reason=PolicyInvalid",
+        "-o",
+        "name",
+    ])?;
+    assert!(!events.trim().is_empty(), "a Warning event is published");
+    s.ns.cleanup().await
+}
