@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: start the local cluster, install SRE-Space's CRDs and the
-# example policy, and show what a user sees. The cluster keeps running
-# afterwards so you can look around; `make cluster-down` stops it.
+# `make demo`: start the local cluster, install SRE-Space, break a service
+# the way a memory leak does, and watch SRE-Space detect, diagnose, fix and
+# verify it. The cluster and the operator keep running afterwards so you can
+# look around; `make cluster-down` stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source e2e/cluster/lib.sh
 cluster=e2e/cluster/cluster.sh
+target=${CARGO_TARGET_DIR:-target}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Starting the local cluster (first run builds Kubernetes: ~15 min on 2 cores)"
+step "Starting the local cluster (the first run builds Kubernetes: ~15 min on 2 cores)"
 $cluster up
 eval "$($cluster env)"
 
@@ -16,14 +19,49 @@ step "Installing the CRDs"
 kubectl apply --server-side -f crds/
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
-step "Applying the example RemediationPolicy (examples/remediation-policy.yaml)"
-kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+step "A fresh demo namespace with the example policy and a protected service"
+kubectl delete namespace demo --ignore-not-found --wait=true >/dev/null
+kubectl create namespace demo >/dev/null
+until kubectl get serviceaccount default -n demo >/dev/null 2>&1; do sleep 0.5; done
 kubectl apply -n demo -f examples/remediation-policy.yaml
+kubectl apply -n demo -f examples/demo-workload.yaml
+kubectl rollout status -n demo deployment/policy-service --timeout=120s
 
-step "kubectl get rp,inc -n demo -o wide"
-kubectl get rp,inc -n demo -o wide
+ln -sfn "$PWD/$target/debug/sre-chaos" "$LOCAL_BIN/sre-chaos"
 
-step "The cluster is still running"
+step "Starting the operator (log: $STATE_DIR/logs/sre-space.log)"
+mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids"
+if [[ -f $STATE_DIR/pids/sre-space ]]; then kill "$(cat "$STATE_DIR/pids/sre-space")" 2>/dev/null || true; fi
+setsid "$target/debug/sre-space" >>"$STATE_DIR/logs/sre-space.log" 2>&1 </dev/null &
+echo $! >"$STATE_DIR/pids/sre-space"
+until grep -q "operator started" "$STATE_DIR/logs/sre-space.log" 2>/dev/null; do sleep 0.5; done
+kubectl get rp -n demo -o wide
+
+step "Injecting the fault: sre-chaos oom -n demo -t policy-service"
+start=$(date +%s)
+"$target/debug/sre-chaos" oom -n demo -t policy-service
+
+step "Waiting for the incident (detected → diagnosed → fixed → verified)"
+until kubectl get incident -n demo policy-service-oomkilled >/dev/null 2>&1; do sleep 0.5; done
+kubectl get incident -n demo -o wide
+kubectl wait -n demo --for=condition=Resolved incident/policy-service-oomkilled --timeout=300s
+took=$(($(date +%s) - start))
+
+step "kubectl get inc,incmem -n demo -o wide"
+kubectl get inc,incmem -n demo -o wide
+
+step "The timeline (kubectl describe incident: events)"
+kubectl describe incident -n demo policy-service-oomkilled | sed -n '/^Events:/,$p'
+
+step "The fix: the memory limit now"
+kubectl get deployment -n demo policy-service -o jsonpath='{.spec.template.spec.containers[0].resources.limits.memory}{"\n"}'
+
+step "The post-mortem (status.postMortem)"
+kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.postMortem}'
+
+step "Fault to Resolved in ${took} s (of which the policy's verification window is 30 s)"
+echo "  The cluster and the operator are still running:"
 echo "  $($cluster env)"
-echo "  kubectl get incidents -A        # watch incidents"
-echo "  make cluster-down               # stop it"
+echo "  sre-chaos crashloop -n demo -t policy-service   # another fault"
+echo "  kubectl get incidents -A -w                      # watch"
+echo "  make cluster-down                                # stop everything"

@@ -242,6 +242,15 @@ cmd_up() {
 }
 
 cmd_down() {
+    # The operator started by `make demo`, if any, goes first.
+    local extra
+    for extra in "$PIDS"/*; do
+        [[ -f $extra ]] || continue
+        local name=${extra##*/}
+        [[ " ${COMPONENTS[*]} " == *" $name "* ]] && continue
+        kill -TERM "$(cat "$extra")" 2>/dev/null && log "stopped $name"
+        rm -f "$extra"
+    done
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         local c=${COMPONENTS[i]} pid
         pid=$(pid_of "$c") || continue

@@ -55,10 +55,9 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
     };
     let _ = writeln!(
         out,
-        "# Post-mortem: {} {} in {ns}/{}\n",
+        "# Post-mortem: {} of {} in namespace {ns}\n",
         spec.signal.as_str(),
-        spec.target,
-        spec.target.name
+        spec.target
     );
     let started = status.detected_at.as_ref().or(status.first_seen.as_ref());
     let duration = started
@@ -66,7 +65,7 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
         .unwrap_or(0);
     let _ = writeln!(
         out,
-        "**Summary.** {} of {ns}/{} was detected at {} and {outcome} after {duration} s. Incident `{name}`, {} occurrence(s) of the signal.\n",
+        "**Summary.** {} of {} in namespace {ns} was detected at {} and {outcome} after {duration} s. Incident `{name}`, {} occurrence(s) of the signal.\n",
         spec.signal.as_str(),
         spec.target,
         time(started),
