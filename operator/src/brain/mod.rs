@@ -2,6 +2,7 @@
 //! cause with deterministic rules. `gather` reads the cluster; `diagnose` is
 //! pure and unit-tested per category.
 
+pub mod advisor;
 mod gather;
 pub mod postmortem;
 pub mod rollout;

@@ -30,6 +30,9 @@ fn prevention(category: Category) -> &'static str {
         Category::ProbeFailure => {
             "Make the readiness probe test what the service needs to serve, with timeouts that fit its start-up and its dependencies."
         }
+        Category::Dependency => {
+            "Give calls to dependencies timeouts, retries with backoff and a circuit breaker, and alert on the dependency's own health."
+        }
         Category::Unknown => {
             "Add the missing signal or evidence so that the next occurrence can be diagnosed."
         }

@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::Context;
-use crate::brain::{self, postmortem};
+use crate::brain::{self, advisor, postmortem};
 use crate::crd::{
     ActionRecord, ActionState, ActionType, ApprovalDecision, ConditionStatus, Incident,
     IncidentStatus, Mode, Outcome, Phase, RemediationPolicy,
@@ -168,7 +168,47 @@ impl Run {
         let ns = self.ns();
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
         let facts = brain::gather(&self.ctx.client, &self.incident, memory.map(|m| m.spec)).await?;
-        let d = brain::diagnose(&facts, self.now);
+        let mut d = brain::diagnose(&facts, self.now);
+        if let Some((model, config)) = &self.ctx.model {
+            let name = self.incident.name_any();
+            let signal = self.incident.spec.signal.as_str();
+            let kind = self.incident.spec.target.kind.as_str();
+            let tokens = &self.ctx.tokens;
+            let outcome =
+                advisor::consult(model.as_ref(), config, tokens, &name, signal, kind, &d).await;
+            let reason = match &outcome {
+                Ok(_) => "Answered",
+                Err(f) => f.reason(),
+            };
+            if let Ok(mut counts) = self.ctx.model_outcomes.lock() {
+                *counts.entry(reason).or_default() += 1;
+            }
+            match outcome {
+                Ok((merged, spent)) => {
+                    let lead = if merged.category == d.category {
+                        "agrees with the rules"
+                    } else {
+                        "leads with its own hypothesis"
+                    };
+                    self.condition(
+                        "ModelConsulted",
+                        ConditionStatus::True,
+                        "Answered",
+                        format!("the model ({spent} tokens) {lead}"),
+                    );
+                    d = merged;
+                }
+                Err(failure) => {
+                    warn!(incident = %name, %failure, "the model's answer is not used; the rules' diagnosis stands");
+                    self.condition(
+                        "ModelConsulted",
+                        ConditionStatus::False,
+                        failure.reason(),
+                        format!("{failure}; the rules' diagnosis stands"),
+                    );
+                }
+            }
+        }
         let note = format!(
             "{:?} ({:.0}%): {}{}",
             d.category,

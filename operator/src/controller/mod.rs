@@ -93,6 +93,11 @@ pub struct Context {
     pub replicasets: Store<ReplicaSet>,
     pub policies: Store<RemediationPolicy>,
     pub incidents: Store<Incident>,
+    /// The language model the Brain may consult, if one is configured.
+    pub model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
+    pub tokens: crate::llm::TokenLedger,
+    /// Outcomes of model consultations by reason, for metrics.
+    pub model_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     recorder: Recorder,
     /// Actions this process took, newest last: (when, namespace/policy).
     /// The incident store lags our own writes by a moment; this does not.
@@ -224,6 +229,17 @@ async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) 
 
 /// Runs the operator until it is told to stop.
 pub async fn run(client: Client, config: Config) -> Result<()> {
+    let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> =
+        match crate::llm::LlmConfig::from_env()? {
+            Some(c) => {
+                info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
+                Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
+            }
+            None => {
+                info!("no language model configured; the Brain uses its rules");
+                None
+            }
+        };
     let pods = reflect(config.api::<Pod>(&client));
     let policies = reflect(config.api::<RemediationPolicy>(&client));
     let replicasets = reflect(config.api::<ReplicaSet>(&client));
@@ -247,6 +263,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
             },
         ),
         ledger: Mutex::default(),
+        model,
+        tokens: crate::llm::TokenLedger::default(),
+        model_outcomes: Mutex::default(),
     });
 
     // Started in the order the stages need each other: the Scout reads

@@ -166,6 +166,8 @@ pub enum Category {
     CrashLoop,
     /// The process runs but fails its probes or health checks.
     ProbeFailure,
+    /// A dependency the workload calls is slow or failing.
+    Dependency,
     /// The evidence does not point to a known category.
     Unknown,
 }
