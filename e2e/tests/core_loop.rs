@@ -623,3 +623,89 @@ async fn a_policy_whose_cap_is_below_a_current_limit_is_not_ready_and_says_what_
     assert!(!events.trim().is_empty(), "a Warning event is published");
     s.ns.cleanup().await
 }
+
+#[tokio::test]
+async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop() -> Result<()> {
+    use sre_space_e2e::fake_openai::{Behaviour, FakeOpenAi};
+    let s = Scenario::new("e2e-llm").await?;
+    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
+    s.deploy("pricing", 1, "64Mi").await?;
+    s.deploy("tax", 1, "64Mi").await?;
+    let (fake, url) = FakeOpenAi::start().await;
+    let agrees = serde_json::json!({ "hypotheses": [{
+        "category": "OutOfMemory", "statement": "pricing leaks memory under load", "confidence": 0.8,
+        "evidence": ["e1"], "proposed_action": "RaiseMemoryLimit"
+    }]});
+    fake.then(Behaviour::Answer(agrees.to_string()));
+    for _ in 0..4 {
+        fake.then(Behaviour::Fail {
+            status: 503,
+            retry_after: Some(0),
+        });
+    }
+    let env = [
+        ("SRE_SPACE_LLM_BASE_URL", url.as_str()),
+        ("SRE_SPACE_LLM_MODEL", "fake"),
+        ("SRE_SPACE_LLM_TIMEOUT_SECONDS", "5"),
+    ];
+    let _operator = Operator::start(s.name(), &env)?;
+
+    s.chaos("pricing").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "pricing-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    let status = inc.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.diagnosis.as_ref().map(|d| d.analyzer.as_str()),
+        Some("rules+llm")
+    );
+    let consulted = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ModelConsulted")
+        .expect("condition");
+    assert_eq!(
+        (consulted.status, consulted.reason.as_str()),
+        (sre_space::crd::ConditionStatus::True, "Answered")
+    );
+
+    // The model's server now fails: the rules' diagnosis stands and the
+    // incident is still fixed.
+    s.chaos("tax").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "tax-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    let status = inc.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.diagnosis.as_ref().map(|d| d.analyzer.as_str()),
+        Some("rules")
+    );
+    let consulted = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ModelConsulted")
+        .expect("condition");
+    assert_eq!(consulted.status, sre_space::crd::ConditionStatus::False);
+    assert_eq!(
+        consulted.reason, "ModelServerError",
+        "{}",
+        consulted.message
+    );
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]
+    );
+    s.ns.cleanup().await
+}

@@ -1,25 +1,123 @@
-//! The SRE-Space operator: builds the context and runs the controllers.
+//! The SRE-Space operator, and its offline tools.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use sre_space::brain::{self, eval};
 use sre_space::controller::{self, Config};
+use sre_space::crd::{Category, Incident};
+use sre_space::llm::{ChatModel, LlmConfig, OpenAiModel};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A Kubernetes operator that detects, diagnoses, fixes and verifies incidents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (the default).
+    Run,
+    /// Run the diagnosis evaluation over the scenario suite and print the
+    /// table. With SRE_SPACE_LLM_* set, the model is evaluated too.
+    Eval {
+        /// The folder of scenario files.
+        #[arg(long, default_value = "scenarios")]
+        scenarios: PathBuf,
+    },
+    /// Save the facts of an incident in the cluster as an evaluation scenario.
+    Capture {
+        #[arg(long, short)]
+        namespace: String,
+        /// The Incident's name.
+        #[arg(long)]
+        incident: String,
+        /// The category a correct diagnosis gives.
+        #[arg(long)]
+        expect: String,
+        /// A sentence saying what the scenario is.
+        #[arg(long)]
+        description: String,
+        /// Where to write it.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+fn kube_config_without_retries(mut c: kube::Config) -> kube::Config {
+    // The reconcile loop is the retry mechanism: it records what happened
+    // and tries again with its own backoff. The client's built-in retry of
+    // 429s would instead wait minutes on an eviction that a
+    // PodDisruptionBudget refuses (also a 429), hiding why from the Incident.
+    c.default_retry = false;
+    c
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // One TLS crypto provider for the Kubernetes and the model clients alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SRE_SPACE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().init();
     } else {
         logs.init();
     }
-    let config = Config::from_env()?;
-    let mut kube_config = kube::Config::infer().await?;
-    // The reconcile loop is the retry mechanism: it records what happened
-    // and tries again with its own backoff. The client's built-in retry of
-    // 429s would instead wait minutes on an eviction that a
-    // PodDisruptionBudget refuses (also a 429), hiding why from the Incident.
-    kube_config.default_retry = false;
-    let client = kube::Client::try_from(kube_config)?;
-    controller::run(client, config).await?;
+    match Cli::parse().command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let config = Config::from_env()?;
+            let client =
+                kube::Client::try_from(kube_config_without_retries(kube::Config::infer().await?))?;
+            controller::run(client, config).await?;
+        }
+        Command::Eval { scenarios } => {
+            let suite = eval::load(&scenarios)?;
+            let model: Option<(Arc<dyn ChatModel>, LlmConfig)> = match LlmConfig::from_env()? {
+                Some(c) => Some((Arc::new(OpenAiModel::new(&c)?), c)),
+                None => None,
+            };
+            let rows = eval::run(&suite, model.as_ref().map(|(m, c)| (m.as_ref(), c))).await;
+            print!("{}", eval::render(&rows));
+        }
+        Command::Capture {
+            namespace,
+            incident,
+            expect,
+            description,
+            out,
+        } => {
+            let expected: Category =
+                serde_json::from_value(serde_json::Value::String(expect.clone()))
+                    .map_err(|_| format!("--expect {expect:?} is not a category"))?;
+            let client = kube::Client::try_default().await?;
+            let api: kube::Api<Incident> = kube::Api::namespaced(client.clone(), &namespace);
+            let inc = api.get(&incident).await?;
+            let memory = sre_space::memory::load(&client, &namespace, &incident)
+                .await?
+                .map(|m| m.spec);
+            let facts = brain::gather(&client, &inc, memory).await?;
+            let scenario = eval::Scenario {
+                name: out
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or(incident.clone()),
+                description,
+                expected_category: expected,
+                expected_workload: inc.spec.target.name.clone(),
+                facts,
+            };
+            std::fs::write(&out, serde_json::to_string_pretty(&scenario)? + "\n")?;
+            eprintln!("wrote {}", out.display());
+        }
+    }
     Ok(())
 }

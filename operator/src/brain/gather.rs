@@ -113,7 +113,7 @@ pub async fn gather(
                 rollout = Some(Rollout {
                     revision: revision(current).unwrap_or(0),
                     previous_revision: revision(previous).unwrap_or(0),
-                    at: current.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    at: current.metadata.creation_timestamp.clone(),
                     changes: diff_templates(&prev, &cur),
                     failing_pod_is_new: pod_hash.is_some() && pod_hash == hash_of(current),
                 });

@@ -3,6 +3,7 @@
 //! pure and unit-tested per category.
 
 pub mod advisor;
+pub mod eval;
 mod gather;
 pub mod postmortem;
 pub mod rollout;
@@ -24,26 +25,27 @@ pub const RULES: &str = "rules";
 
 /// The latest rollout of a Deployment: what changed from the previous
 /// revision, and whether the failing pod runs the new one.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rollout {
     pub revision: i64,
     pub previous_revision: i64,
-    pub at: Option<Timestamp>,
+    pub at: Option<Time>,
     pub changes: Vec<TemplateChange>,
     /// The failing pod belongs to the newest revision.
     pub failing_pod_is_new: bool,
 }
 
 /// A container's memory settings in the workload's template.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerResources {
     pub container: String,
     pub memory_limit: Option<String>,
     pub memory_request: Option<String>,
 }
 
-/// Everything the rules look at, gathered from the cluster.
-#[derive(Clone, Debug)]
+/// Everything the rules look at, gathered from the cluster. Serialisable, so
+/// that captured incidents become evaluation scenarios.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Facts {
     pub namespace: String,
     pub target: WorkloadRef,
@@ -230,7 +232,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                     },
                     changes.join("; ")
                 ),
-                r.at,
+                r.at.as_ref().map(|t| t.0),
             )
         });
     let history = facts.memory.as_ref().filter(|m| !m.occurrences.is_empty());
@@ -300,7 +302,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 hypotheses.push(hypothesis(
                     Category::BadRollout,
                     format!(
-                        "the rollout to {} made {container_name} use or get less memory",
+                        "the rollout of {target} to {} made {container_name} use or get less memory",
                         describe_changes(r)
                     ),
                     0.4,
@@ -314,7 +316,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 hypotheses.push(hypothesis(
                     Category::BadRollout,
                     format!(
-                        "the rollout to {} and the new pods crash",
+                        "the rollout of {target} to {} and the new pods crash",
                         describe_changes(r)
                     ),
                     0.85,
@@ -339,7 +341,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 hypotheses.push(hypothesis(
                     Category::BadRollout,
                     format!(
-                        "the rollout to {} and the new image cannot be pulled",
+                        "the rollout of {target} to {} and the new image cannot be pulled",
                         describe_changes(r)
                     ),
                     0.85,
@@ -349,7 +351,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
             }
             hypotheses.push(hypothesis(
                 Category::BadImage,
-                format!("the image of {container_name} does not exist or the registry refuses it"),
+                format!("the image of {container_name} of {target} does not exist or the registry refuses it"),
                 if image_change.is_some() { 0.5 } else { 0.85 },
                 with_events(cite(&[&signal_ev])),
                 Some(ActionType::Escalate),
@@ -369,7 +371,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 hypotheses.push(hypothesis(
                     Category::BadRollout,
                     format!(
-                        "the rollout to {} and the new pods never become ready",
+                        "the rollout of {target} to {} and the new pods never become ready",
                         describe_changes(r)
                     ),
                     0.6,

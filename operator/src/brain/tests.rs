@@ -42,7 +42,7 @@ fn command_rollout() -> Rollout {
     Rollout {
         revision: 2,
         previous_revision: 1,
-        at: Some(now()),
+        at: Some(Time(now())),
         changes: vec![TemplateChange {
             field: "containers[app].command".into(),
             from: r#"["/web"]"#.into(),

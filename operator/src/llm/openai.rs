@@ -20,6 +20,9 @@ pub struct OpenAiModel {
 
 impl OpenAiModel {
     pub fn new(config: &LlmConfig) -> crate::Result<Self> {
+        // The same TLS crypto provider as the Kubernetes client; installing
+        // it again is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut c = OpenAIConfig::new().with_api_base(config.base_url.trim_end_matches('/'));
         // A local server needs no key; the client then sends none.
         c = c.with_api_key(config.api_key.clone().unwrap_or_default());

@@ -1,8 +1,6 @@
 //! The Brain consulting a model, driven through the real async-openai client
 //! against a stateful OpenAI-compatible test server.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -14,7 +12,7 @@ use sre_space::crd::{
 };
 use sre_space::fixer::{self, Budget, Plan};
 use sre_space::llm::{LlmConfig, ModelFailure, OpenAiModel, TokenLedger};
-use support::fake_openai::{Behaviour, FakeOpenAi};
+use sre_space_e2e::fake_openai::{Behaviour, FakeOpenAi};
 
 fn config(base_url: String) -> LlmConfig {
     LlmConfig {
