@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests, which run against the local
 //! cluster started by `e2e/cluster/cluster.sh up` (see `make test`).
 
+pub mod fake_github;
 pub mod fake_openai;
 
 use std::path::PathBuf;

@@ -709,3 +709,103 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
     );
     s.ns.cleanup().await
 }
+
+#[tokio::test]
+async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() -> Result<()> {
+    use sre_space_e2e::fake_github::FakeGitHub;
+    let values = "policyService:\n  resources:\n    limits:\n      memory: 64Mi\n";
+    let (fake, url) = FakeGitHub::start().await;
+    fake.seed("acme/deploy", &[("deploy/values.yaml", values)]);
+    let s = Scenario::new("e2e-gitops").await?;
+    create_policy(&s.client, s.name(), |v| {
+        fast(v, 5, 5);
+        v["spec"]["github"] = serde_json::json!({
+            "repository": "acme/deploy",
+            "gitops": { "path": "deploy/values.yaml", "valuesKey": "policyService.resources.limits.memory" }
+        });
+    })
+    .await?;
+    s.deploy("checkout", 1, "64Mi").await?;
+    let env = [
+        ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
+        ("SRE_SPACE_GITHUB_API_URL", url.as_str()),
+    ];
+    let _operator = Operator::start(s.name(), &env)?;
+
+    s.chaos("checkout").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "checkout-oomkilled",
+        LONG,
+        "a pull request",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.actions.last())
+                .is_some_and(|a| a.state == ActionState::AwaitingMerge)
+        },
+    )
+    .await?;
+    let pr = inc
+        .status
+        .as_ref()
+        .and_then(|s| s.actions.last())
+        .and_then(|a| a.pull_request.clone())
+        .expect("pr");
+    let branch_file = fake
+        .file("acme/deploy", &pr.branch, "deploy/values.yaml")
+        .expect("branch");
+    assert_eq!(branch_file, values.replace("64Mi", "96Mi"));
+    let limit = |d: Deployment| {
+        d.spec
+            .template
+            .spec
+            .and_then(|s| s.containers[0].resources.clone())
+            .and_then(|r| r.limits)
+            .and_then(|l| l.get("memory").cloned())
+            .map(|q| q.0)
+    };
+    assert_eq!(
+        limit(s.deployment("checkout").await?).as_deref(),
+        Some("64Mi"),
+        "GitOps: the cluster is not patched"
+    );
+
+    fake.merge("acme/deploy", pr.number);
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "checkout-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    let link = inc
+        .status
+        .as_ref()
+        .and_then(|s| s.github.clone())
+        .expect("linked to its issue");
+    wait_until(LONG, "the issue to be closed", || {
+        let fake = fake.clone();
+        async move {
+            Ok(fake
+                .issues("acme/deploy")
+                .first()
+                .is_some_and(|i| i.state == "closed"))
+        }
+    })
+    .await?;
+    let issues = fake.issues("acme/deploy");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(Some(issues[0].number), link.issue_number);
+    assert!(issues[0].labels.contains(&"Status: Fixed".to_string()));
+    assert!(issues[0].comments.iter().any(|c| c.contains("Diagnosis")));
+    assert!(issues[0].comments.iter().any(|c| c.contains("Post-mortem")));
+    assert!(
+        fake.requests().iter().all(|r| !r.contains("/merge")),
+        "the operator never merges"
+    );
+    s.ns.cleanup().await
+}

@@ -108,6 +108,7 @@ fn policy(ladder: &[ActionType]) -> RemediationPolicySpec {
             .collect(),
         mode: Mode::Automatic,
         guardrails: Guardrails::default(),
+        github: None,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod fixer;
+pub mod github;
 pub mod llm;
 pub mod memory;
 pub mod policy;

@@ -21,6 +21,7 @@ use crate::crd::{
     IncidentStatus, Mode, Outcome, Phase, RemediationPolicy,
 };
 use crate::fixer::{self, Budget, Plan, actions};
+use crate::github::GitHubError;
 use crate::scout::read_pod;
 use crate::{Error, FIELD_MANAGER, Result, conditions, memory};
 
@@ -247,6 +248,8 @@ impl Run {
             recorded_at: now.clone(),
             finished_at: Some(now),
             outcome: None,
+            pull_request: None,
+            diff: None,
         });
         self.status().phase = Phase::Escalated;
         self.status().escalation_reason = Some(message.clone());
@@ -303,10 +306,19 @@ impl Run {
     }
 
     /// Takes the recorded Pending action.
-    async fn execute_pending(&mut self, policy_key: String) -> Result<Action> {
+    async fn execute_pending(&mut self, policy: &RemediationPolicy) -> Result<Action> {
+        let policy_key = format!("{}/{}", self.ns(), policy.name_any());
         let Some(record) = self.status().actions.last().cloned() else {
             return Ok(Action::await_change());
         };
+        let gitops = policy
+            .spec
+            .github
+            .as_ref()
+            .and_then(|g| g.gitops.as_ref().map(|o| (g, o)));
+        if let (ActionType::RaiseMemoryLimit, Some((repo, target))) = (record.type_, gitops) {
+            return self.propose(policy_key, &record, repo, target).await;
+        }
         let result = actions::execute(&self.ctx.client, &self.incident, &record).await;
         let (state, detail) = match result {
             Ok(done) => (done.state, done.detail),
@@ -367,6 +379,123 @@ impl Run {
         self.event(kind, reason, format!("{}: {detail}", record.type_.as_str()))
             .await;
         Ok(Action::requeue(VERIFY_POLL))
+    }
+
+    /// Proposes the recorded memory change as a pull request.
+    async fn propose(
+        &mut self,
+        policy_key: String,
+        record: &ActionRecord,
+        repo: &crate::crd::GitHubTarget,
+        target: &crate::crd::GitOpsTarget,
+    ) -> Result<Action> {
+        let gh = self.ctx.github.clone();
+        let proposal =
+            match fixer::gitops::propose(gh.as_ref(), repo, target, &self.incident, record).await {
+                Ok(p) => p,
+                Err(e @ (GitHubError::RateLimited(_) | GitHubError::Unavailable(_))) => {
+                    // The record stays Pending and is proposed when GitHub is back.
+                    let msg = format!("{e}; the pull request will be opened when GitHub answers");
+                    self.condition("Remediated", ConditionStatus::False, e.reason(), msg);
+                    self.save().await?;
+                    return Ok(Action::requeue(e.retry_after()));
+                }
+                Err(e) => fixer::gitops::Proposal {
+                    state: ActionState::Failed,
+                    detail: e.to_string(),
+                    pull_request: None,
+                    diff: None,
+                },
+            };
+        let now = Time(self.now);
+        let state = proposal.state;
+        if let Some(a) = self.last_action() {
+            a.state = proposal.state;
+            a.detail = proposal.detail.clone();
+            a.pull_request = proposal.pull_request.clone();
+            a.diff = proposal.diff.clone();
+            if state != ActionState::AwaitingMerge {
+                a.finished_at = Some(now);
+            }
+        }
+        let (reason, kind) = match state {
+            ActionState::AwaitingMerge => ("AwaitingMerge", EventType::Normal),
+            ActionState::Succeeded => ("ActionTaken", EventType::Normal),
+            ActionState::Blocked => ("ActionBlocked", EventType::Warning),
+            _ => ("ActionFailed", EventType::Warning),
+        };
+        if state == ActionState::Succeeded {
+            self.status().phase = Phase::Verifying;
+            self.ctx.note_action(policy_key, self.now);
+        }
+        self.condition(
+            "Remediated",
+            if state == ActionState::Succeeded {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            },
+            reason,
+            proposal.detail.clone(),
+        );
+        self.save().await?;
+        self.event(kind, reason, proposal.detail).await;
+        Ok(Action::requeue(Duration::from_secs(2)))
+    }
+
+    /// Follows a proposed pull request: merged, the change is on its way and
+    /// is verified; closed unmerged, the next step of the ladder runs.
+    async fn follow_pull(
+        &mut self,
+        policy: &RemediationPolicy,
+        record: &ActionRecord,
+    ) -> Result<Action> {
+        let (Some(gh), Some(pr), Some(repo)) = (
+            self.ctx.github.clone(),
+            record.pull_request.clone(),
+            policy.spec.github.as_ref().map(|g| g.repository.clone()),
+        ) else {
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        };
+        let pull = match gh.pull(&repo, pr.number).await {
+            Ok(p) => p,
+            Err(e) => return Ok(Action::requeue(e.retry_after())),
+        };
+        let now = Time(self.now);
+        if pull.merged_at.is_some() {
+            if let Some(a) = self.last_action() {
+                a.state = ActionState::Succeeded;
+                a.detail = format!(
+                    "pull request #{} was merged; the change reaches the cluster through GitOps",
+                    pr.number
+                );
+                a.finished_at = Some(now);
+            }
+            self.ctx
+                .note_action(format!("{}/{}", self.ns(), policy.name_any()), self.now);
+            self.status().phase = Phase::Verifying;
+            self.condition(
+                "Remediated",
+                ConditionStatus::True,
+                "PullRequestMerged",
+                format!("{} was merged", pr.url),
+            );
+            self.save().await?;
+            self.event(EventType::Normal, "PullRequestMerged", pr.url.clone())
+                .await;
+            return Ok(Action::requeue(VERIFY_POLL));
+        }
+        if pull.state == "closed" {
+            if let Some(a) = self.last_action() {
+                a.state = ActionState::Failed;
+                a.detail = format!("pull request #{} was closed without merging", pr.number);
+                a.finished_at = Some(now);
+            }
+            self.event(EventType::Warning, "PullRequestClosed", pr.url.clone())
+                .await;
+            return self.plan(policy).await;
+        }
+        Ok(Action::requeue(Duration::from_secs(20)))
     }
 
     /// Plans the next step and records it; in Automatic mode, takes it.
@@ -475,6 +604,8 @@ impl Run {
             recorded_at: now,
             finished_at: finished,
             outcome: None,
+            pull_request: None,
+            diff: None,
         });
         let name = self.incident.name_any();
         match state {
@@ -531,8 +662,7 @@ impl Run {
                     warn!(incident = %name, action = %id, "test hook: aborting after recording the action");
                     std::process::abort();
                 }
-                self.execute_pending(format!("{ns}/{}", policy.name_any()))
-                    .await
+                self.execute_pending(policy).await
             }
         }
     }
@@ -674,10 +804,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     if run.status().diagnosis.is_none() {
         run.diagnose().await?;
     }
-    let policy_key = format!("{ns}/{}", policy.name_any());
     let last = run.status().actions.last().cloned();
     match last {
-        Some(a) if a.state == ActionState::Pending => run.execute_pending(policy_key).await,
+        Some(a) if a.state == ActionState::Pending => run.execute_pending(&policy).await,
+        Some(a) if a.state == ActionState::AwaitingMerge => run.follow_pull(&policy, &a).await,
         Some(a) if a.state == ActionState::AwaitingApproval => {
             let decision = incident
                 .spec
@@ -694,7 +824,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                     run.save().await?;
                     run.event(EventType::Normal, "Approved", format!("{} approved", a.id))
                         .await;
-                    run.execute_pending(policy_key).await
+                    run.execute_pending(&policy).await
                 }
                 Some(ApprovalDecision::Reject) => {
                     let now = Time(run.now);

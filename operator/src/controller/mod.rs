@@ -2,6 +2,7 @@
 //! the policy controller, sharing one Context.
 
 mod incident;
+mod report;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub struct Context {
     /// The language model the Brain may consult, if one is configured.
     pub model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
     pub tokens: crate::llm::TokenLedger,
+    /// GitHub, when credentials are configured.
+    pub github: Option<crate::github::GitHub>,
     /// Outcomes of model consultations by reason, for metrics.
     pub model_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     recorder: Recorder,
@@ -240,6 +243,16 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
                 None
             }
         };
+    let github = match crate::github::GitHubConfig::from_env()? {
+        Some(c) => {
+            info!(api = %c.api_url, "incidents are reported to GitHub");
+            Some(crate::github::GitHub::new(&c)?)
+        }
+        None => {
+            info!("no GitHub credentials; issues and pull requests are previewed in the Incidents");
+            None
+        }
+    };
     let pods = reflect(config.api::<Pod>(&client));
     let policies = reflect(config.api::<RemediationPolicy>(&client));
     let replicasets = reflect(config.api::<ReplicaSet>(&client));
@@ -265,6 +278,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         ledger: Mutex::default(),
         model,
         tokens: crate::llm::TokenLedger::default(),
+        github,
         model_outcomes: Mutex::default(),
     });
 
@@ -294,6 +308,15 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let scout_task = tokio::spawn(scout);
     until_ready(pods.ready, "pod").await?;
 
+    let reporter = Controller::new(
+        ctx.config.api::<Incident>(&client),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(report::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let report_task = tokio::spawn(reporter);
+
     info!(
         namespace = ctx.config.namespace.as_deref().unwrap_or("(all)"),
         "sre-space operator started"
@@ -306,6 +329,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     scout_task.abort();
     policy_task.abort();
     rs_task.abort();
+    report_task.abort();
     info!("sre-space operator stopped");
     Ok(())
 }

@@ -134,6 +134,9 @@ pub struct IncidentStatus {
     /// When the incident was resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Time>,
+    /// The incident's GitHub issue, and which of its comments are posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubStatus>,
     /// A blameless post-mortem in Markdown, written once the incident is
     /// resolved or escalated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,6 +290,44 @@ pub struct ActionRecord {
     /// Whether the signal cleared after it, once verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The pull request that carries the change, for a GitOps action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
+    /// The change as a unified diff, for a GitOps action (also when it could
+    /// not be proposed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// A pull request the operator opened.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestRef {
+    pub number: i64,
+    pub url: String,
+    /// The branch it proposes.
+    pub branch: String,
+}
+
+/// The link between an Incident and its GitHub issue. The issue body also
+/// carries a hidden marker with the incident's identity, so a restarted
+/// operator finds the issue again even if this status was lost.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubStatus {
+    /// `owner/name`.
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_number: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_url: Option<String>,
+    /// Keys of the comments already posted, so each is posted once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<String>,
+    /// Without GitHub credentials: the issue that would have been opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 /// The state of an action.
@@ -306,6 +347,8 @@ pub enum ActionState {
     DryRun,
     /// Not taken because a person rejected it.
     Rejected,
+    /// Proposed as a pull request; waits until it is merged or closed.
+    AwaitingMerge,
 }
 
 /// Whether an action fixed the problem.

@@ -49,6 +49,63 @@ pub struct RemediationPolicySpec {
     /// Limits on how much and how often the operator may act.
     #[serde(default)]
     pub guardrails: Guardrails,
+    /// Where incidents are reported and configuration changes proposed. The
+    /// operator reaches GitHub with the token or GitHub App of its own
+    /// configuration (a Secret); without one, the would-be issue and pull
+    /// request are kept in the Incident's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubTarget>,
+}
+
+/// A GitHub repository for incident issues and GitOps pull requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubTarget {
+    /// `owner/name` of the repository.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$')").message("repository must be owner/name"))]
+    #[schemars(length(max = 200))]
+    pub repository: String,
+    /// Labels added to every incident issue, beside `sre-space`, the
+    /// severity and the status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub labels: Vec<String>,
+    /// Where configuration changes go: RaiseMemoryLimit then opens a pull
+    /// request against this file instead of patching the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOpsTarget>,
+}
+
+/// The file that holds a workload's memory limit in the GitOps repository.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.valuesKey) != has(self.container)").message("set exactly one of valuesKey (a Helm values file) and container (a manifest)"))]
+pub struct GitOpsTarget {
+    /// Path of the file in the repository. Never under `.github/`: the
+    /// operator does not touch CI workflows.
+    #[x_kube(validation = Rule::new("!self.startsWith('.github/') && !self.contains('/.github/') && !self.contains('..')").message("path may not be under .github/ or contain '..'"))]
+    #[schemars(length(min = 1, max = 300))]
+    pub path: String,
+    /// The branch pull requests are opened against.
+    #[serde(default = "GitOpsTarget::default_base_branch")]
+    #[schemars(length(max = 100))]
+    pub base_branch: String,
+    /// In a Helm values file: the dotted key of the memory limit, e.g.
+    /// `policyService.resources.limits.memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub values_key: Option<String>,
+    /// In a manifest: the name of the container whose
+    /// `resources.limits.memory` is raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub container: Option<String>,
+}
+
+impl GitOpsTarget {
+    fn default_base_branch() -> String {
+        "main".into()
+    }
 }
 
 /// A label selector over the pods of a workload, as in a Deployment's

@@ -4,6 +4,7 @@
 //! Where we decide whether to act: `plan`. Where we act: `actions::execute`.
 
 pub mod actions;
+pub mod gitops;
 
 use std::time::Duration;
 

@@ -39,6 +39,7 @@ fn policy() -> RemediationPolicySpec {
             escalate_after_attempts: 2,
             ..Guardrails::default()
         },
+        github: None,
     }
 }
 
@@ -68,6 +69,8 @@ fn record(
         recorded_at: Time(finished.parse().unwrap()),
         finished_at: Some(Time(finished.parse().unwrap())),
         outcome,
+        pull_request: None,
+        diff: None,
     }
 }
 

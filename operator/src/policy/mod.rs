@@ -229,6 +229,7 @@ mod tests {
             actions,
             mode: Mode::DryRun,
             guardrails: Guardrails::default(),
+            github: None,
         }
     }
 

@@ -1,0 +1,179 @@
+//! RaiseMemoryLimit through Git: a branch, a commit that changes the one
+//! value, and a pull request for people to review and merge. Each step finds
+//! what an earlier, interrupted attempt already did (the branch, the commit,
+//! the pull request) and goes on from there, so one action opens one pull
+//! request however often the operator restarts. The operator never merges.
+
+use crate::crd::{ActionRecord, ActionState, GitHubTarget, GitOpsTarget, Incident, PullRequestRef};
+use crate::github::gitops::{find_container_memory, find_key, replace, unified_diff};
+use crate::github::{GitHub, GitHubError, check_path};
+
+/// What proposing the change did.
+pub struct Proposal {
+    pub state: ActionState,
+    pub detail: String,
+    pub pull_request: Option<PullRequestRef>,
+    pub diff: Option<String>,
+}
+
+fn pull_body(
+    incident: &Incident,
+    record: &ActionRecord,
+    target: &GitOpsTarget,
+    diff: &str,
+) -> String {
+    let status = incident.status.clone().unwrap_or_default();
+    let mut body = format!(
+        "SRE-Space proposes raising the memory limit of `{}` (container `{}`) from `{}` to `{}`, \
+         within the policy's cap.\n\n",
+        incident.spec.target,
+        record.container.as_deref().unwrap_or("?"),
+        record.from.as_deref().unwrap_or("?"),
+        record.to.as_deref().unwrap_or("?")
+    );
+    if let Some(d) = &status.diagnosis {
+        body.push_str(&format!(
+            "### Root cause\n\n**{:?}** ({:.0}%): {}\n\n### Evidence\n\n",
+            d.category,
+            d.confidence * 100.0,
+            d.root_cause
+        ));
+        for e in d.evidence.iter().take(8) {
+            body.push_str(&format!(
+                "- `{}` {}: {}\n",
+                e.id,
+                e.source,
+                e.summary.replace('\n', " ")
+            ));
+        }
+    }
+    body.push_str(&format!(
+        "\n### Change\n\n```diff\n{diff}```\n\n### Rolling back\n\n"
+    ));
+    body.push_str(&format!(
+        "Revert this pull request, or set `{}` in `{}` back to `{}`.\n\n",
+        target
+            .values_key
+            .clone()
+            .or(target
+                .container
+                .clone()
+                .map(|c| format!("{c}: resources.limits.memory")))
+            .unwrap_or_default(),
+        target.path,
+        record.from.as_deref().unwrap_or("?")
+    ));
+    body.push_str(&format!(
+        "Incident `{}/{}`. This pull request is a proposal: SRE-Space never merges it. Once your GitOps tool applies it, \
+         SRE-Space verifies that the signal clears.\n",
+        incident.metadata.namespace.as_deref().unwrap_or(""),
+        incident.metadata.name.as_deref().unwrap_or("")
+    ));
+    body
+}
+
+/// Proposes the recorded memory change.
+pub async fn propose(
+    gh: Option<&GitHub>,
+    repo: &GitHubTarget,
+    target: &GitOpsTarget,
+    incident: &Incident,
+    record: &ActionRecord,
+) -> Result<Proposal, GitHubError> {
+    check_path(&target.path)?;
+    let to = record.to.clone().unwrap_or_default();
+    let where_ = target
+        .values_key
+        .clone()
+        .unwrap_or_else(|| format!("container {}", target.container.clone().unwrap_or_default()));
+    let Some(gh) = gh else {
+        let diff = format!(
+            "--- a/{path}\n+++ b/{path}\n-{where_}: {}\n+{where_}: {to}\n",
+            record.from.as_deref().unwrap_or("?"),
+            path = target.path
+        );
+        return Ok(Proposal {
+            state: ActionState::Blocked,
+            detail: format!(
+                "no GitHub credentials: the change to {} is kept in this record's diff",
+                target.path
+            ),
+            pull_request: None,
+            diff: Some(diff),
+        });
+    };
+    let repo_name = &repo.repository;
+    let (base_text, _) = gh
+        .file(repo_name, &target.path, &target.base_branch)
+        .await?;
+    let locate = |text: &str| match (&target.values_key, &target.container) {
+        (Some(key), _) => find_key(text, key),
+        (None, Some(c)) => find_container_memory(text, c),
+        (None, None) => Err("the policy names neither valuesKey nor container".into()),
+    };
+    let at =
+        locate(&base_text).map_err(|e| GitHubError::Refused(format!("{}: {e}", target.path)))?;
+    let new_text = replace(&base_text, &at, &to);
+    let diff = unified_diff(&target.path, &base_text, &new_text);
+    if at.value == to {
+        return Ok(Proposal {
+            state: ActionState::Succeeded,
+            detail: format!(
+                "{} already sets {where_} to {to} on {}",
+                target.path, target.base_branch
+            ),
+            pull_request: None,
+            diff: None,
+        });
+    }
+    let name = incident.metadata.name.clone().unwrap_or_default();
+    let branch = format!("sre-space/{name}-{}", record.id);
+    if gh.branch_sha(repo_name, &branch).await?.is_none() {
+        let base_sha = gh
+            .branch_sha(repo_name, &target.base_branch)
+            .await?
+            .ok_or_else(|| {
+                GitHubError::Refused(format!("base branch {} does not exist", target.base_branch))
+            })?;
+        gh.create_branch(repo_name, &branch, &base_sha).await?;
+    }
+    let (branch_text, blob) = gh.file(repo_name, &target.path, &branch).await?;
+    if branch_text != new_text {
+        let message = format!(
+            "Raise the memory limit of {} to {to} ({})",
+            incident.spec.target, name
+        );
+        gh.write_file(repo_name, &target.path, &branch, &new_text, &blob, &message)
+            .await?;
+    }
+    let pull = match gh.pull_for_branch(repo_name, &branch).await? {
+        Some(p) => p,
+        None => {
+            let title = format!(
+                "[SRE-Space] Raise the memory limit of {} to {to}",
+                incident.spec.target
+            );
+            gh.create_pull(
+                repo_name,
+                &branch,
+                &target.base_branch,
+                &title,
+                &pull_body(incident, record, target, &diff),
+            )
+            .await?
+        }
+    };
+    Ok(Proposal {
+        state: ActionState::AwaitingMerge,
+        detail: format!(
+            "proposed in pull request #{}: {where_} in {} from {} to {to}",
+            pull.number, target.path, at.value
+        ),
+        pull_request: Some(PullRequestRef {
+            number: pull.number,
+            url: pull.html_url,
+            branch,
+        }),
+        diff: Some(diff),
+    })
+}
