@@ -24,9 +24,11 @@ lint:
 fmt:
 	cargo fmt --all
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types, and the chart's copy of them
 crds:
 	cargo run -q -p sre-space-operator --bin crdgen -- --out-dir crds
+	rm -f charts/sre-space/files/crds/*.yaml
+	cp crds/*.yaml charts/sre-space/files/crds/
 
 build:
 	cargo build --workspace --bins
