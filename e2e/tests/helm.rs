@@ -446,6 +446,25 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
     ns.cleanup().await
 }
 
+/// Uninstalls a release when dropped, so that a failing test leaves no
+/// cluster-scoped objects (the ClusterRole and its binding) behind.
+struct Uninstall {
+    release: String,
+    namespace: String,
+}
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = helm_run(&[
+            "uninstall",
+            &self.release,
+            "-n",
+            &self.namespace,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
 /// Labels a namespace to enforce (and warn about) the `restricted` level.
 async fn restrict(client: &Client, ns: &str) -> Result<()> {
     let labels = serde_json::json!({ "metadata": { "labels": {
@@ -506,6 +525,10 @@ async fn the_chart_installs_into_a_restricted_namespace_and_its_pods_are_admitte
         "60s",
     ])?;
     assert!(out.success, "helm install failed: {}", out.stderr);
+    let _uninstall = Uninstall {
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
     assert!(
         !out.stderr.contains("PodSecurity"),
         "no Pod Security warning: {}",
@@ -649,6 +672,10 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
         "--timeout",
         "60s",
     ])?;
+    let _uninstall = Uninstall {
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
     let account = format!("{release}-sre-space");
 
     // The operator, out of the cluster, with nothing but the chart's
