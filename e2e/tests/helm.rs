@@ -149,6 +149,7 @@ async fn both_charts_lint_clean_with_default_and_edge_values() -> Result<()> {
         }
         helm_output(&args)?;
     }
+    std::fs::remove_file(&edge)?;
     Ok(())
 }
 
@@ -278,9 +279,8 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
 #[tokio::test]
 async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> Result<()> {
     let edge = edge_values("render")?;
-    // Edge values: stopped, one namespace, an existing account, no CRDs,
-    // numbers too big for a float's default format, secrets referenced.
     let edge_objects = template(&["-f", &edge])?;
+    std::fs::remove_file(&edge)?;
     assert_eq!(
         kinds(&edge_objects),
         BTreeMap::from(
@@ -788,6 +788,7 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     ] {
         assert_eq!(can_i(&sa, &ns.name, args)?, allowed, "can-i {args:?}");
     }
+    std::fs::remove_file(&kubeconfig)?;
     helm_output(&["uninstall", &release, "-n", &ns.name, "--wait"])?;
     ns.cleanup().await
 }
