@@ -2,7 +2,13 @@
 SHELL := /bin/bash
 CLUSTER := e2e/cluster/cluster.sh
 
-.PHONY: demo test unit-test e2e-test lint fmt crds build cluster-up cluster-down cluster-status deps
+.PHONY: demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status deps
+
+# The images `make images` builds: $(IMAGE_REPO)/operator and
+# $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
+# installs by default).
+IMAGE_REPO ?= sre-space
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/sre-space/Chart.yaml)
 
 ## demo: set everything up, start the local cluster, install SRE-Space, show it working
 demo: deps build
@@ -24,12 +30,20 @@ lint:
 fmt:
 	cargo fmt --all
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types, and the chart's copy of them
 crds:
 	cargo run -q -p sre-space-operator --bin crdgen -- --out-dir crds
+	rm -f charts/sre-space/files/crds/*.yaml
+	cp crds/*.yaml charts/sre-space/files/crds/
 
 build:
 	cargo build --workspace --bins
+
+## images: build the operator and sre-chaos container images (needs a Docker engine)
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine (docker build); see docs/helm.md" >&2; exit 1; }
+	docker build -f images/operator.Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .
+	docker build -f images/chaos.Dockerfile -t $(IMAGE_REPO)/chaos:$(IMAGE_TAG) .
 
 ## deps: install the system packages the build and the cluster need
 deps:

@@ -60,6 +60,74 @@ pub fn kubectl_output(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// The helm built for the local cluster (not whatever is on PATH).
+pub fn helm() -> Command {
+    Command::new(repo_dir().join(".local/bin/helm"))
+}
+
+/// What a finished command printed, and whether it succeeded.
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs helm and returns what it printed, whether or not it succeeded (the
+/// tests check helm's refusals too).
+pub fn helm_run(args: &[&str]) -> Result<Output> {
+    let out = helm().args(args).output().context("running helm")?;
+    Ok(Output {
+        success: out.status.success(),
+        stdout: String::from_utf8(out.stdout)?,
+        stderr: String::from_utf8(out.stderr)?,
+    })
+}
+
+/// Runs helm and returns its standard output; fails with its standard error
+/// when it exits non-zero.
+pub fn helm_output(args: &[&str]) -> Result<String> {
+    let out = helm_run(args)?;
+    if !out.success {
+        bail!("helm {} failed: {}", args.join(" "), out.stderr);
+    }
+    Ok(out.stdout)
+}
+
+/// Writes a kubeconfig that reaches the cluster of `$KUBECONFIG` (same
+/// server, same CA) as ServiceAccount `namespace/name`, with a token from
+/// `kubectl create token`, and returns its path: what a process running in a
+/// pod with that ServiceAccount would be allowed to do, it can do, no more.
+pub fn service_account_kubeconfig(namespace: &str, name: &str) -> Result<PathBuf> {
+    let admin = std::env::var("KUBECONFIG").context("KUBECONFIG is not set")?;
+    let config =
+        kube::config::Kubeconfig::read_from(&admin).with_context(|| format!("reading {admin}"))?;
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| Some(&c.name) == config.current_context.as_ref())
+        .and_then(|c| c.context.as_ref())
+        .with_context(|| format!("{admin} has no current context"))?;
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.clone())
+        .with_context(|| format!("{admin} has no cluster {}", context.cluster))?;
+    let token = kubectl_output(&["create", "token", name, "-n", namespace, "--duration=1h"])?;
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "local", "cluster": cluster }],
+        "users": [{ "name": user, "user": { "token": token.trim() } }],
+        "contexts": [{ "name": "local", "context": { "cluster": "local", "user": user } }],
+        "current-context": "local",
+    });
+    let path = std::env::temp_dir().join(format!("sre-space-{namespace}-{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
+    Ok(path)
+}
+
 /// Installs the checked-in CRDs by server-side apply, as a user's
 /// `kubectl apply -f crds/` would, and waits until each is Established.
 pub async fn install_crds(client: &Client) -> Result<()> {
@@ -169,6 +237,18 @@ pub fn operator_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_dir().join("target"));
     target.join("debug/sre-space")
+}
+
+/// The sre-chaos binary the tests run: `SRE_SPACE_CHAOS_BIN`, or the debug
+/// build in the cargo target folder.
+pub fn chaos_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("SRE_SPACE_CHAOS_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_dir().join("target"));
+    target.join("debug/sre-chaos")
 }
 
 /// A real operator process scoped to one namespace, killed when dropped.

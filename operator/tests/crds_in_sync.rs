@@ -1,5 +1,6 @@
 //! The CRDs checked in under `crds/` are what users install; they must be
-//! exactly what the Rust types generate.
+//! exactly what the Rust types generate, and the Helm chart must carry the
+//! same files.
 
 use std::path::Path;
 
@@ -27,4 +28,39 @@ fn checked_in_crds_match_crdgen_output() {
         on_disk, expected,
         "crds/ holds a file crdgen does not generate"
     );
+}
+
+/// The Helm chart installs its own copy of the CRDs (a chart cannot read
+/// files outside its folder); it must be the same as crds/.
+#[test]
+fn the_charts_crds_are_the_checked_in_crds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let yaml_files = |dir: &Path| -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{} is missing ({e})", dir.display()))
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let source = yaml_files(&root.join("crds"));
+    let chart = yaml_files(&root.join("charts/sre-space/files/crds"));
+    let names = |f: &[(String, String)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&chart),
+        names(&source),
+        "charts/sre-space/files/crds/ must hold the files of crds/; run `make crds`"
+    );
+    for ((name, in_chart), (_, in_crds)) in chart.iter().zip(&source) {
+        assert!(
+            in_chart == in_crds,
+            "charts/sre-space/files/crds/{name} differs from crds/{name}; run `make crds` and commit"
+        );
+    }
 }

@@ -1,0 +1,947 @@
+//! The Helm charts and the sre-chaos CLI on the real local cluster: the
+//! charts render, their schemas refuse bad values naming the field, the
+//! operator's chart installs into a namespace that enforces the `restricted`
+//! Pod Security level, its RBAC lets the operator do its whole job and
+//! nothing more, and every chaos command is undone by `revert`.
+#![cfg(feature = "cluster")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::Value;
+use sre_chaos::Target;
+use sre_space::crd::{ActionState, ActionType, Incident, IncidentMemory, Phase, RemediationPolicy};
+use sre_space_e2e::{
+    Operator, TestNamespace, chaos_bin, client, create_policy, deployment, helm_output, helm_run,
+    install_crds, kubectl, kubectl_output, repo_dir, service_account_kubeconfig, wait_incident,
+    wait_ready, wait_until,
+};
+
+const CHART: &str = "charts/sre-space";
+const DEMO_CHART: &str = "charts/demo-services";
+const LONG: Duration = Duration::from_secs(60);
+
+fn chart(path: &str) -> String {
+    repo_dir().join(path).to_string_lossy().into_owned()
+}
+
+/// The objects of a rendered chart, one JSON value per YAML document.
+fn objects(yaml: &str) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(doc).context("parsing helm's output")?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn kinds(objects: &[Value]) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for o in objects {
+        *count
+            .entry(o["kind"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    count
+}
+
+/// The operator container's environment: name → value (or the source of a
+/// value taken from elsewhere, as JSON).
+fn operator_env(objects: &[Value]) -> BTreeMap<String, String> {
+    let deployments = of_kind(objects, "Deployment");
+    assert_eq!(deployments.len(), 1, "one operator Deployment");
+    let container = &deployments[0]["spec"]["template"]["spec"]["containers"][0];
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let value = match &e["value"] {
+                Value::String(v) => v.clone(),
+                _ => e["valueFrom"].to_string(),
+            };
+            (e["name"].as_str().unwrap_or_default().to_string(), value)
+        })
+        .collect()
+}
+
+/// `helm template rel charts/sre-space --namespace ops ARGS...`, parsed.
+fn template(args: &[&str]) -> Result<Vec<Value>> {
+    let path = chart(CHART);
+    let mut all = vec!["template", "rel", path.as_str(), "--namespace", "ops"];
+    all.extend_from_slice(args);
+    objects(&helm_output(&all)?)
+}
+
+/// The checked-in CRD files, parsed.
+fn checked_in_crds() -> Result<BTreeMap<String, Value>> {
+    let mut crds = BTreeMap::new();
+    for entry in std::fs::read_dir(repo_dir().join("crds"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            for crd in objects(&std::fs::read_to_string(&path)?)? {
+                crds.insert(
+                    crd["metadata"]["name"].as_str().unwrap_or_default().into(),
+                    crd,
+                );
+            }
+        }
+    }
+    Ok(crds)
+}
+
+/// Values at the edges of what the schema allows: stopped, one namespace,
+/// an existing account, no CRDs, numbers too big for a float's default
+/// format, the reserved secrets referenced. Returns the path of a file of
+/// the caller's own (`test`).
+fn edge_values(test: &str) -> Result<String> {
+    let edge = std::env::temp_dir().join(format!(
+        "sre-space-edge-values-{}-{test}.yaml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &edge,
+        r#"
+replicaCount: 0
+fullnameOverride: ops-watcher
+image: {repository: registry.example/sre-space, tag: "1.2.3", pullPolicy: Always}
+serviceAccount: {create: false, name: existing-account}
+crds: {enabled: false}
+operator:
+  watchNamespace: team-a
+  logFormat: text
+  logLevel: debug
+  breaker: {limit: 1, windowSeconds: 86400000}
+github: {tokenSecret: {name: github-token}}
+llm: {apiKeySecret: {name: llm, key: openai}}
+resources: {requests: {cpu: "1", memory: 1Gi}, limits: {cpu: 1500m, memory: 2Gi}}
+"#,
+    )?;
+    Ok(edge.to_string_lossy().into_owned())
+}
+
+#[tokio::test]
+async fn both_charts_lint_clean_with_default_and_edge_values() -> Result<()> {
+    let edge = edge_values("lint")?;
+    for (path, extra) in [
+        (CHART, None),
+        (CHART, Some(edge.as_str())),
+        (DEMO_CHART, None),
+    ] {
+        let path = chart(path);
+        let mut args = vec!["lint", "--strict", path.as_str()];
+        if let Some(values) = extra {
+            args.extend(["-f", values]);
+        }
+        helm_output(&args)?;
+    }
+    std::fs::remove_file(&edge)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_checked_in_crds()
+-> Result<()> {
+    // Defaults: everything, hardened, with the CRDs of crds/ kept on
+    // uninstall.
+    let all = template(&[])?;
+    assert_eq!(
+        kinds(&all),
+        BTreeMap::from(
+            [
+                ("ClusterRole", 1),
+                ("ClusterRoleBinding", 1),
+                ("CustomResourceDefinition", 3),
+                ("Deployment", 1),
+                ("Role", 1),
+                ("RoleBinding", 1),
+                ("ServiceAccount", 1),
+            ]
+            .map(|(k, n)| (k.to_string(), n))
+        ),
+        "no metrics Service: the operator serves no metrics yet"
+    );
+    let d = of_kind(&all, "Deployment")[0];
+    assert_eq!(
+        d["spec"]["replicas"], 1,
+        "one replica: no leader election yet"
+    );
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rel-sre-space");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "sre-space/operator:0.1.0");
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                container["resources"][kind][resource].is_string(),
+                "resources.{kind}.{resource} is set"
+            );
+        }
+    }
+    let env = operator_env(&all);
+    assert_eq!(env["SRE_SPACE_LOG_FORMAT"], "json");
+    assert_eq!(env["RUST_LOG"], "info,kube=warn");
+    assert_eq!(env["SRE_SPACE_BREAKER_LIMIT"], "20");
+    assert_eq!(env["SRE_SPACE_BREAKER_WINDOW_SECONDS"], "600");
+    assert!(
+        env["POD_NAME"].contains("metadata.name"),
+        "{}",
+        env["POD_NAME"]
+    );
+    for absent in [
+        "SRE_SPACE_WATCH_NAMESPACE",
+        "SRE_SPACE_GITHUB_TOKEN",
+        "SRE_SPACE_LLM_API_KEY",
+    ] {
+        assert!(!env.contains_key(absent), "{absent} is unset by default");
+    }
+
+    let role = of_kind(&all, "ClusterRole")[0];
+    let rules = role["rules"].as_array().context("ClusterRole rules")?;
+    for rule in rules {
+        for field in ["apiGroups", "resources", "verbs"] {
+            for item in rule[field].as_array().context("a list")? {
+                let item = item.as_str().unwrap_or_default();
+                assert!(!item.contains('*'), "no wildcards: {rule}");
+                assert!(item != "secrets", "no Secrets: {rule}");
+                assert!(
+                    item != "delete" && item != "deletecollection",
+                    "no deletes: {rule}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        of_kind(&all, "ClusterRoleBinding")[0]["subjects"][0],
+        serde_json::json!({ "kind": "ServiceAccount", "name": "rel-sre-space", "namespace": "ops" })
+    );
+    let leases = of_kind(&all, "Role")[0];
+    assert_eq!(leases["metadata"]["namespace"], "ops");
+    assert_eq!(
+        leases["rules"][0]["resources"],
+        serde_json::json!(["leases"])
+    );
+
+    // The chart's CRDs are exactly crds/, plus the keep annotation.
+    let expected = checked_in_crds()?;
+    let rendered = of_kind(&all, "CustomResourceDefinition");
+    assert_eq!(rendered.len(), expected.len());
+    for crd in rendered {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name} is kept on uninstall"
+        );
+        let mut bare = crd.clone();
+        let meta = bare["metadata"].as_object_mut().context("metadata")?;
+        meta.remove("annotations");
+        meta.remove("labels");
+        assert!(
+            Some(&bare) == expected.get(name),
+            "the chart's {name} differs from crds/: run `make crds`"
+        );
+    }
+    let unkept = template(&["--set", "crds.keep=false"])?;
+    for crd in of_kind(&unkept, "CustomResourceDefinition") {
+        assert!(
+            crd["metadata"]["annotations"].is_null(),
+            "{}",
+            crd["metadata"]
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> Result<()> {
+    let edge = edge_values("render")?;
+    let edge_objects = template(&["-f", &edge])?;
+    std::fs::remove_file(&edge)?;
+    assert_eq!(
+        kinds(&edge_objects),
+        BTreeMap::from(
+            [
+                ("ClusterRole", 1),
+                ("Deployment", 1),
+                ("Role", 1),
+                ("RoleBinding", 2)
+            ]
+            .map(|(k, n)| (k.to_string(), n))
+        ),
+        "no CRDs, no ServiceAccount, and a RoleBinding instead of the ClusterRoleBinding"
+    );
+    let binding = of_kind(&edge_objects, "RoleBinding")
+        .into_iter()
+        .find(|b| b["roleRef"]["kind"] == "ClusterRole")
+        .context("the ClusterRole bound in the watched namespace")?;
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    assert_eq!(binding["subjects"][0]["name"], "existing-account");
+    let d = of_kind(&edge_objects, "Deployment")[0];
+    assert_eq!(d["metadata"]["name"], "ops-watcher");
+    assert_eq!(d["spec"]["replicas"], 0);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/sre-space:1.2.3");
+    assert_eq!(container["imagePullPolicy"], "Always");
+    assert_eq!(container["resources"]["limits"]["memory"], "2Gi");
+    let env = operator_env(&edge_objects);
+    assert_eq!(env["SRE_SPACE_WATCH_NAMESPACE"], "team-a");
+    assert_eq!(env["SRE_SPACE_LOG_FORMAT"], "text");
+    assert_eq!(env["RUST_LOG"], "debug");
+    assert_eq!(env["SRE_SPACE_BREAKER_LIMIT"], "1");
+    assert_eq!(env["SRE_SPACE_BREAKER_WINDOW_SECONDS"], "86400000");
+    let secret = |name: &str| -> Result<Value> { Ok(serde_json::from_str(&env[name])?) };
+    assert_eq!(
+        secret("SRE_SPACE_GITHUB_TOKEN")?["secretKeyRef"],
+        serde_json::json!({ "name": "github-token", "key": "token" })
+    );
+    assert_eq!(
+        secret("SRE_SPACE_LLM_API_KEY")?["secretKeyRef"],
+        serde_json::json!({ "name": "llm", "key": "openai" })
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_demo_chart_keeps_each_memory_limit_on_its_own_line() -> Result<()> {
+    // The demo chart: each service's memory limit on a line of its own, the
+    // line a GitOps pull request changes.
+    let values = std::fs::read_to_string(repo_dir().join(DEMO_CHART).join("values.yaml"))?;
+    let lines: Vec<&str> = values.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("policyService:"))
+        .context("policyService in the demo values")?;
+    assert!(
+        lines[at..].iter().any(|l| l.trim() == "memory: 64Mi"),
+        "policyService.resources.limits.memory on its own line"
+    );
+    let demo_path = chart(DEMO_CHART);
+    let demo = objects(&helm_output(&[
+        "template",
+        "demo",
+        &demo_path,
+        "--set",
+        "policyService.resources.limits.memory=96Mi",
+    ])?)?;
+    let d = of_kind(&demo, "Deployment")[0];
+    assert_eq!(d["metadata"]["name"], "policy-service");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"]["sre.space/protected"],
+        "true"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "96Mi"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
+    let (operator, demo) = (chart(CHART), chart(DEMO_CHART));
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            &operator,
+            "replicaCount=-1",
+            "at '/replicaCount': minimum: got -1, want 0",
+        ),
+        (
+            &operator,
+            "replicaCount=2",
+            "at '/replicaCount': maximum: got 2, want 1",
+        ),
+        (
+            &operator,
+            "operator.logFormat=yaml",
+            "at '/operator/logFormat': value must be one of 'json', 'text'",
+        ),
+        (
+            &operator,
+            "operator.breaker.limit=0",
+            "at '/operator/breaker/limit'",
+        ),
+        (
+            &operator,
+            "operator.watchNamespace=Team_A",
+            "at '/operator/watchNamespace'",
+        ),
+        (
+            &operator,
+            "replicas=3",
+            "additional properties 'replicas' not allowed",
+        ),
+        (
+            &demo,
+            "policyService.resources.limits.memory=lots",
+            "at '/policyService/resources/limits/memory'",
+        ),
+    ];
+    for (path, set, message) in cases {
+        let out = helm_run(&["template", "rel", path, "--set", set])?;
+        assert!(!out.success, "helm template --set {set} must fail");
+        assert!(
+            out.stderr
+                .contains("values don't meet the specifications of the schema")
+                && out.stderr.contains(message),
+            "--set {set}: stderr names the field: {}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.trim().is_empty(),
+            "nothing rendered: {}",
+            out.stdout
+        );
+    }
+
+    // `helm install` refuses before anything reaches the cluster.
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "e2e-helm-schema").await?;
+    let out = helm_run(&[
+        "install",
+        "bad",
+        &operator,
+        "-n",
+        &ns.name,
+        "--set",
+        "replicaCount=-1",
+        "--set",
+        "crds.enabled=false",
+    ])?;
+    assert!(!out.success);
+    assert!(out.stderr.contains("at '/replicaCount'"), "{}", out.stderr);
+    let status = helm_run(&["status", "bad", "-n", &ns.name])?;
+    assert!(
+        !status.success && status.stderr.contains("not found"),
+        "no release recorded: {}",
+        status.stdout
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await?;
+    assert!(deployments.items.is_empty(), "nothing created");
+    ns.cleanup().await
+}
+
+/// Uninstalls a release when dropped, so that a failing test leaves no
+/// cluster-scoped objects (the ClusterRole and its binding) behind.
+struct Uninstall {
+    release: String,
+    namespace: String,
+}
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = helm_run(&[
+            "uninstall",
+            &self.release,
+            "-n",
+            &self.namespace,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// Labels a namespace to enforce (and warn about) the `restricted` level.
+async fn restrict(client: &Client, ns: &str) -> Result<()> {
+    let labels = serde_json::json!({ "metadata": { "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+    } } });
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(labels))
+        .await?;
+    Ok(())
+}
+
+async fn pod_security_refusals(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields("reason=FailedCreate"))
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter_map(|e| e.message)
+        .filter(|m| m.contains("PodSecurity"))
+        .collect())
+}
+
+#[tokio::test]
+async fn the_chart_installs_into_a_restricted_namespace_and_its_pods_are_admitted() -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "e2e-helm-psa").await?;
+    restrict(&client, &ns.name).await?;
+    let release = ns.name.clone();
+    let path = chart(CHART);
+
+    // The namespace really enforces the level: an unhardened pod is refused.
+    let plain: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "plain" },
+        "spec": { "containers": [{ "name": "app", "image": "registry.local/app:1" }] }
+    }))?;
+    let refused = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &plain)
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("violates PodSecurity")),
+        "{refused:?}"
+    );
+
+    // The CRDs may already be in the cluster (applied from crds/ by other
+    // tests, as a user may have done): the release adopts them.
+    let out = helm_run(&[
+        "install",
+        &release,
+        &path,
+        "-n",
+        &ns.name,
+        "--take-ownership",
+        "--wait",
+        "--timeout",
+        "60s",
+    ])?;
+    assert!(out.success, "helm install failed: {}", out.stderr);
+    let _uninstall = Uninstall {
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
+    assert!(
+        !out.stderr.contains("PodSecurity"),
+        "no Pod Security warning: {}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("kubectl get inc -A -w"),
+        "NOTES: {}",
+        out.stdout
+    );
+
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let sets = Api::<ReplicaSet>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    assert_eq!(sets.items.len(), 1);
+    let status = sets.items[0].status.clone().unwrap_or_default();
+    assert_eq!((status.replicas, status.ready_replicas), (1, Some(1)));
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    assert_eq!(pods.items.len(), 1, "the ReplicaSet created its pod");
+    assert_eq!(
+        pods.items[0]
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+    assert_eq!(
+        pod_security_refusals(&client, &ns.name).await?,
+        Vec::<String>::new()
+    );
+
+    // The check above can fail: the same chart with one hardening setting
+    // undone is warned about at install, and its pods are refused.
+    let loose = helm_run(&[
+        "install",
+        "loose",
+        &path,
+        "-n",
+        &ns.name,
+        "--set",
+        "securityContext.allowPrivilegeEscalation=true",
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        "rbac.create=false",
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=default",
+    ])?;
+    assert!(loose.success, "{}", loose.stderr);
+    assert!(
+        loose.stderr.contains("would violate PodSecurity"),
+        "{}",
+        loose.stderr
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the loosened pods refused",
+        || async { Ok(!pod_security_refusals(&client, &ns.name).await?.is_empty()) },
+    )
+    .await?;
+
+    // The CRDs are the release's, kept on uninstall with what they hold.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let names = [
+        "incidents.sre.space",
+        "remediationpolicies.sre.space",
+        "incidentmemories.sre.space",
+    ];
+    for name in names {
+        let crd = crds.get(name).await?;
+        assert_eq!(
+            crd.annotations()
+                .get("helm.sh/resource-policy")
+                .map(String::as_str),
+            Some("keep"),
+            "{name}"
+        );
+    }
+    create_policy(&client, &ns.name, |_| {}).await?;
+    helm_output(&["uninstall", "loose", "-n", &ns.name])?;
+    let out = helm_output(&["uninstall", &release, "-n", &ns.name, "--wait"])?;
+    assert!(out.contains("kept due to the resource policy"), "{out}");
+    for name in names {
+        assert!(crds.get_opt(name).await?.is_some(), "{name} kept");
+    }
+    assert!(
+        Api::<RemediationPolicy>::namespaced(client.clone(), &ns.name)
+            .get_opt("demo-services")
+            .await?
+            .is_some(),
+        "the policy survives the uninstall"
+    );
+    assert!(
+        Api::<ClusterRole>::all(client.clone())
+            .get_opt(&format!("{release}-sre-space"))
+            .await?
+            .is_none(),
+        "the release's own objects are gone"
+    );
+    ns.cleanup().await
+}
+
+/// `kubectl auth can-i VERB RESOURCE... --as ServiceAccount`: true for yes.
+fn can_i(account: &str, ns: &str, args: &[&str]) -> Result<bool> {
+    let out = kubectl()
+        .args(["auth", "can-i", "--as", account, "-n", ns])
+        .args(args)
+        .output()?;
+    let answer = String::from_utf8(out.stdout)?;
+    match answer.trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => anyhow::bail!(
+            "kubectl auth can-i {args:?}: {other:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do_no_more()
+-> Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-helm-rbac").await?;
+    let release = ns.name.clone();
+    helm_output(&[
+        "install",
+        &release,
+        &chart(CHART),
+        "-n",
+        &ns.name,
+        "--set",
+        "crds.enabled=false",
+        "--wait",
+        "--timeout",
+        "60s",
+    ])?;
+    let _uninstall = Uninstall {
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
+    let account = format!("{release}-sre-space");
+
+    // The operator, out of the cluster, with nothing but the chart's
+    // ServiceAccount's rights.
+    let kubeconfig = service_account_kubeconfig(&ns.name, &account)?;
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let mut operator = Operator::start(&ns.name, &[("KUBECONFIG", kubeconfig.as_str())])?;
+    create_policy(&client, &ns.name, |v| {
+        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+        v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
+    })
+    .await?;
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &deployment("quote", 2, "64Mi"))
+        .await?;
+    wait_ready(&client, &ns.name, "quote", 2, LONG).await?;
+    Target {
+        client: client.clone(),
+        namespace: ns.name.clone(),
+        deployment: "quote".into(),
+        dry_run: false,
+    }
+    .oom()
+    .await?;
+
+    let inc = wait_incident(
+        &client,
+        &ns.name,
+        "quote-oomkilled",
+        Duration::from_secs(90),
+        "Resolved",
+        |i: &Incident| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Resolved)
+        },
+    )
+    .await?;
+    let actions: Vec<(ActionType, ActionState)> = inc
+        .status
+        .iter()
+        .flat_map(|s| s.actions.iter())
+        .map(|a| (a.type_, a.state))
+        .collect();
+    assert_eq!(
+        actions,
+        [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]
+    );
+    let limit = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .get("quote")
+        .await?
+        .spec
+        .template
+        .spec
+        .and_then(|s| s.containers[0].resources.clone())
+        .and_then(|r| r.limits)
+        .and_then(|l| l.get("memory").map(|q| q.0.clone()));
+    assert_eq!(limit.as_deref(), Some("96Mi"));
+    // What each of the other rules is for happened too: the memory was
+    // written, the policy's status, and the events.
+    let memory = Api::<IncidentMemory>::namespaced(client.clone(), &ns.name)
+        .get("quote-oomkilled")
+        .await?;
+    assert!(memory.status.is_some_and(|s| s.total_occurrences == 1));
+    let policy = Api::<RemediationPolicy>::namespaced(client.clone(), &ns.name)
+        .get("demo-services")
+        .await?;
+    assert!(
+        policy
+            .status
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready")),
+        "the policy's status was written"
+    );
+    let reasons = kubectl_output(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "regarding.name=quote-oomkilled",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])?;
+    for reason in ["Detected", "Diagnosed", "ActionTaken", "Resolved"] {
+        assert!(
+            reasons.split(' ').any(|r| r == reason),
+            "event {reason} in: {reasons}"
+        );
+    }
+    operator.kill();
+    let log = operator.output();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{log}"
+    );
+
+    // And nothing more than its job.
+    let sa = format!("system:serviceaccount:{}:{account}", ns.name);
+    for (allowed, args) in [
+        (false, &["list", "secrets"][..]),
+        (false, &["get", "secrets", "--all-namespaces"]),
+        (false, &["delete", "namespaces"]),
+        (false, &["create", "deployments"]),
+        (false, &["delete", "pods"]),
+        (false, &["update", "incidents"]),
+        (true, &["create", "pods", "--subresource=eviction"]),
+        (true, &["patch", "deployments"]),
+        (true, &["watch", "pods", "--all-namespaces"]),
+        (true, &["update", "incidents", "--subresource=status"]),
+    ] {
+        assert_eq!(can_i(&sa, &ns.name, args)?, allowed, "can-i {args:?}");
+    }
+    std::fs::remove_file(&kubeconfig)?;
+    helm_output(&["uninstall", &release, "-n", &ns.name, "--wait"])?;
+    ns.cleanup().await
+}
+
+/// The parts of the demo service a fault may change: the pod template, and
+/// how many of its pods are running, ready and not going away.
+async fn service_state(client: &Client, ns: &str) -> Result<(Value, usize, usize)> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("policy-service")
+        .await?;
+    let template = serde_json::to_value(d.spec.template)?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("app=policy-service"))
+        .await?;
+    let live: Vec<&Pod> = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let healthy = live
+        .iter()
+        .filter(|p| {
+            let s = p.status.as_ref();
+            s.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && s.and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                && s.and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().all(|c| {
+                            c.last_state
+                                .as_ref()
+                                .and_then(|l| l.terminated.as_ref())
+                                .is_none()
+                        })
+                    })
+        })
+        .count();
+    Ok((template, healthy, live.len()))
+}
+
+fn sre_chaos(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(chaos_bin())
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", chaos_bin().display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sre-chaos {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Installs the demo chart, injects `fault` with the CLI, checks it took
+/// effect, reverts it, and checks the service is as it was.
+async fn fault_then_revert(
+    prefix: &str,
+    fault: &str,
+    took_effect: impl Fn(&Pod) -> bool,
+) -> Result<()> {
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, prefix).await?;
+    helm_output(&[
+        "install",
+        "demo",
+        &chart(DEMO_CHART),
+        "-n",
+        &ns.name,
+        "--wait",
+        "--timeout",
+        "60s",
+    ])?;
+    wait_ready(&client, &ns.name, "policy-service", 2, LONG).await?;
+    let before = service_state(&client, &ns.name).await?;
+    assert_eq!((before.1, before.2), (2, 2));
+
+    let said = sre_chaos(&[fault, "-n", &ns.name, "-t", "policy-service"])?;
+    assert!(said.starts_with("changed: "), "{said}");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    wait_until(LONG, &format!("the {fault} fault in a pod"), || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=policy-service"))
+            .await?;
+        Ok(list.items.iter().any(&took_effect))
+    })
+    .await?;
+
+    let said = sre_chaos(&["revert", "-n", &ns.name, "-t", "policy-service"])?;
+    assert!(said.starts_with("changed: "), "{said}");
+    wait_until(LONG, "the service as it was before the fault", || async {
+        let now = service_state(&client, &ns.name).await?;
+        Ok(now == before)
+    })
+    .await
+    .with_context(|| format!("after {fault} and revert"))?;
+    let annotations = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .get("policy-service")
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(sre_chaos::SAVED_TEMPLATE),
+        "revert leaves no trace: {annotations:?}"
+    );
+    let again = sre_chaos(&["revert", "-n", &ns.name, "-t", "policy-service"])?;
+    assert!(again.contains("nothing to revert"), "{again}");
+    ns.cleanup().await
+}
+
+fn last_terminated(p: &Pod) -> Vec<String> {
+    p.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref()?.reason.clone())
+        .collect()
+}
+
+fn waiting(p: &Pod) -> Vec<String> {
+    p.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn chaos_oom_then_revert_leaves_the_service_as_it_was() -> Result<()> {
+    fault_then_revert("e2e-chaos-oom", "oom", |p| {
+        last_terminated(p).iter().any(|r| r == "OOMKilled")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn chaos_crashloop_then_revert_leaves_the_service_as_it_was() -> Result<()> {
+    fault_then_revert("e2e-chaos-crash", "crashloop", |p| {
+        waiting(p).iter().any(|r| r == "CrashLoopBackOff")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn chaos_bad_rollout_then_revert_leaves_the_service_as_it_was() -> Result<()> {
+    fault_then_revert("e2e-chaos-rollout", "bad-rollout", |p| {
+        let new_args = p.spec.as_ref().is_some_and(|s| {
+            s.containers[0]
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a.starts_with("--config="))
+        });
+        new_args && waiting(p).iter().any(|r| r == "CrashLoopBackOff")
+    })
+    .await
+}
