@@ -67,10 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var("SRE_SPACE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        logs.json().init();
-    } else {
-        logs.init();
+    match std::env::var("SRE_SPACE_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(_) => logs.init(),
+        Ok(other) => return Err(format!("SRE_SPACE_LOG_FORMAT={other:?}: use json or text").into()),
     }
     match Cli::parse().command.unwrap_or(Command::Run) {
         Command::Run => {

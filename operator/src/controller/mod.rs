@@ -62,6 +62,12 @@ impl Config {
             }
         };
         if let Some(n) = num("SRE_SPACE_BREAKER_LIMIT")? {
+            if n == 0 {
+                // A policy's maxActionsPerHour: 0 is the way to stop actions.
+                return Err(Error::Invalid(
+                    "SRE_SPACE_BREAKER_LIMIT=0 would pause every action forever; use at least 1 (to stop one policy, set its maxActionsPerHour to 0)".into(),
+                ));
+            }
             c.breaker_limit = n as usize;
         }
         if let Some(n) = num("SRE_SPACE_BREAKER_WINDOW_SECONDS")? {

@@ -358,7 +358,10 @@ pub async fn execute(
             Api::<Deployment>::namespaced(client.clone(), &ns)
                 .patch(
                     &target.name,
-                    &PatchParams::default(),
+                    &PatchParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..PatchParams::default()
+                    },
                     &Patch::<()>::Json(patch),
                 )
                 .await?;

@@ -140,18 +140,23 @@ pub fn record(
     keywords.drain(..excess);
     spec.keywords = keywords;
 
+    let memory_status = summary(&spec, total, incident);
+    Some((spec, memory_status))
+}
+
+/// The summary in the memory's status.
+fn summary(spec: &IncidentMemorySpec, total: i64, incident: &Incident) -> IncidentMemoryStatus {
     let best_action = spec
         .actions
         .iter()
         .filter(|t| t.effective > 0)
         .max_by_key(|t| t.effective)
         .map(|t| t.type_);
-    let memory_status = IncidentMemoryStatus {
-        total_occurrences: total,
+    IncidentMemoryStatus {
+        total_occurrences: total.max(spec.occurrences.len() as i64),
         best_action,
-        last_seen: status.last_seen,
-    };
-    Some((spec, memory_status))
+        last_seen: incident.status.as_ref().and_then(|s| s.last_seen.clone()),
+    }
 }
 
 /// Reads the memory of a problem.
@@ -167,32 +172,39 @@ pub async fn remember(client: &Client, incident: &Incident, now: Timestamp) -> R
     let name = incident.metadata.name.clone().unwrap_or_default();
     let api: Api<IncidentMemory> = Api::namespaced(client.clone(), &ns);
     let existing = api.get_opt(&name).await?;
-    let Some((spec, status)) = record(existing.as_ref(), incident, now) else {
-        return Ok(());
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
     };
-    let stored = match existing {
-        Some(mut m) => {
-            m.spec = spec;
-            api.replace(&name, &PostParams::default(), &m).await?
+    let (stored, status) = match record(existing.as_ref(), incident, now) {
+        Some((spec, status)) => {
+            let stored = match existing {
+                Some(mut m) => {
+                    m.spec = spec;
+                    api.replace(&name, &pp, &m).await?
+                }
+                None => api.create(&pp, &IncidentMemory::new(&name, spec)).await?,
+            };
+            (stored, status)
         }
-        None => {
-            let m = IncidentMemory::new(&name, spec);
-            api.create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &m,
-            )
-            .await?
-        }
+        // Already recorded; its summary may still be missing if writing it
+        // failed last time, so it is written again (it is idempotent).
+        None => match existing {
+            Some(m) => {
+                let total = m.status.as_ref().map(|s| s.total_occurrences).unwrap_or(0);
+                let status = summary(&m.spec, total, incident);
+                (m, status)
+            }
+            None => return Ok(()),
+        },
     };
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(
-        stored.metadata.name.as_deref().unwrap_or(&name),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    if stored.status.as_ref() != Some(&status) {
+        let patch = serde_json::json!({ "status": status });
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&name, &pp, &Patch::Merge(&patch)).await?;
+    }
     Ok(())
 }

@@ -184,9 +184,13 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
 
     if policy.status.as_ref() != Some(&status) {
         let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        let pp = PatchParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
         api.patch_status(
             &name,
-            &PatchParams::default(),
+            &pp,
             &Patch::Merge(serde_json::json!({ "status": status })),
         )
         .await?;
