@@ -809,3 +809,130 @@ async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() 
     );
     s.ns.cleanup().await
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let s = Scenario::new("e2e-leader").await?;
+    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
+    s.deploy("ads", 1, "64Mi").await?;
+    s.deploy("search", 1, "64Mi").await?;
+    let ports = [free_port(), free_port()];
+    let start = |id: &str, port: u16| {
+        let addr = format!("127.0.0.1:{port}");
+        let env = [
+            ("SRE_SPACE_LEASE_NAMESPACE", s.name()),
+            ("SRE_SPACE_LEASE_DURATION_SECONDS", "6"),
+            ("POD_NAME", id),
+            ("SRE_SPACE_HTTP_ADDR", addr.as_str()),
+        ];
+        Operator::start(s.name(), &env)
+    };
+    let mut a = start("replica-a", ports[0])?;
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), s.name());
+    wait_until(LONG, "replica-a to lead", || async {
+        Ok(leases
+            .get_opt("sre-space")
+            .await?
+            .and_then(|l| l.spec?.holder_identity)
+            .as_deref()
+            == Some("replica-a"))
+    })
+    .await?;
+    let mut b = start("replica-b", ports[1])?;
+    wait_until(LONG, "the follower to serve /readyz", || async {
+        Ok(http_get(ports[1], "/readyz")
+            .await
+            .is_ok_and(|r| r.contains("200")))
+    })
+    .await?;
+
+    s.chaos("ads").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "ads-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)],
+        "acted once, by the leader"
+    );
+    let metrics = http_get(ports[0], "/metrics").await?;
+    assert!(
+        metrics
+            .contains("sre_space_actions_total{type=\"RaiseMemoryLimit\",result=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sre_space_leader 1"), "{metrics}");
+    let follower = http_get(ports[1], "/metrics").await?;
+    assert!(
+        follower.contains("sre_space_leader 0"),
+        "the follower does not lead: {follower}"
+    );
+
+    // The leader dies; the follower takes the Lease once it expires and
+    // handles the next fault.
+    a.kill();
+    let killed = tokio::time::Instant::now();
+    wait_until(LONG, "replica-b to lead", || async {
+        Ok(leases
+            .get_opt("sre-space")
+            .await?
+            .and_then(|l| l.spec?.holder_identity)
+            .as_deref()
+            == Some("replica-b"))
+    })
+    .await?;
+    let failover = killed.elapsed();
+    println!("failover after SIGKILL: {failover:?} (lease 6 s)");
+    assert!(
+        failover < Duration::from_secs(15),
+        "took over within the lease and a renewal: {failover:?}"
+    );
+    s.chaos("search").oom().await?;
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        "search-oomkilled",
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
+    .await?;
+    assert_eq!(
+        executed(&inc),
+        [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]
+    );
+    let before = Api::<Incident>::namespaced(s.client.clone(), s.name())
+        .get("ads-oomkilled")
+        .await?;
+    assert_eq!(
+        executed(&before),
+        [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)],
+        "the new leader repeated nothing"
+    );
+    b.kill();
+    s.ns.cleanup().await
+}

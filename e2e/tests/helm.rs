@@ -169,18 +169,19 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
                 ("Deployment", 1),
                 ("Role", 1),
                 ("RoleBinding", 1),
+                ("Service", 1),
                 ("ServiceAccount", 1),
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
-        "no metrics Service: the operator serves no metrics yet"
+        "the operator, its RBAC, its CRDs and its metrics Service"
     );
     let d = of_kind(&all, "Deployment")[0];
-    assert_eq!(
-        d["spec"]["replicas"], 1,
-        "one replica: no leader election yet"
-    );
-    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(d["spec"]["replicas"], 2, "a leader and a standby");
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "rel-sre-space");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -371,8 +372,8 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
         ),
         (
             &operator,
-            "replicaCount=2",
-            "at '/replicaCount': maximum: got 2, want 1",
+            "replicaCount=6",
+            "at '/replicaCount': maximum: got 6, want 5",
         ),
         (
             &operator,
@@ -546,7 +547,7 @@ async fn the_chart_installs_into_a_restricted_namespace_and_its_pods_are_admitte
         .await?;
     assert_eq!(sets.items.len(), 1);
     let status = sets.items[0].status.clone().unwrap_or_default();
-    assert_eq!((status.replicas, status.ready_replicas), (1, Some(1)));
+    assert_eq!((status.replicas, status.ready_replicas), (2, Some(2)));
     let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
         .list(&ListParams::default().labels(&selector))
         .await?;

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod policy;
 pub mod quantity;
 pub mod scout;
+pub mod telemetry;
 pub mod workload;
 
 pub use error::{Error, Result};

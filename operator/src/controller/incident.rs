@@ -165,6 +165,14 @@ impl Run {
         }
     }
 
+    fn count_action(&self, action: ActionType, state: ActionState) {
+        let labels = crate::telemetry::ActionLabels {
+            r#type: action.as_str().into(),
+            result: format!("{state:?}"),
+        };
+        self.ctx.metrics.actions.get_or_create(&labels).inc();
+    }
+
     async fn diagnose(&mut self) -> Result<()> {
         let ns = self.ns();
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
@@ -181,9 +189,11 @@ impl Run {
                 Ok(_) => "Answered",
                 Err(f) => f.reason(),
             };
-            if let Ok(mut counts) = self.ctx.model_outcomes.lock() {
-                *counts.entry(reason).or_default() += 1;
-            }
+            let labels = crate::telemetry::CallLabels {
+                system: "llm".into(),
+                result: reason.into(),
+            };
+            self.ctx.metrics.outside_calls.get_or_create(&labels).inc();
             match outcome {
                 Ok((merged, spent)) => {
                     let lead = if merged.category == d.category {
@@ -272,6 +282,10 @@ impl Run {
         }
         self.status().phase = Phase::Resolved;
         self.status().resolved_at = Some(Time(self.now));
+        if let Some(started) = self.status().detected_at.clone() {
+            let seconds = self.now.duration_since(started.0).as_secs_f64();
+            self.ctx.metrics.time_to_mitigate.observe(seconds.max(0.0));
+        }
         let window = self
             .status()
             .actions
@@ -307,6 +321,12 @@ impl Run {
 
     /// Takes the recorded Pending action.
     async fn execute_pending(&mut self, policy: &RemediationPolicy) -> Result<Action> {
+        // Fencing: a replica that may have been deposed does not act; the
+        // recorded action waits for the leader.
+        if !self.ctx.leadership.is_held() {
+            warn!(incident = %self.incident.name_any(), "not acting: this replica does not hold the Lease");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
         let policy_key = format!("{}/{}", self.ns(), policy.name_any());
         let Some(record) = self.status().actions.last().cloned() else {
             return Ok(Action::await_change());
@@ -341,6 +361,7 @@ impl Run {
             a.detail = detail.clone();
             a.finished_at = Some(now);
         }
+        self.count_action(record.type_, state);
         if state == ActionState::Succeeded || state == ActionState::Failed {
             self.ctx.note_action(policy_key, self.now);
         }
@@ -409,6 +430,7 @@ impl Run {
             };
         let now = Time(self.now);
         let state = proposal.state;
+        self.count_action(record.type_, state);
         if let Some(a) = self.last_action() {
             a.state = proposal.state;
             a.detail = proposal.detail.clone();
@@ -533,6 +555,14 @@ impl Run {
                 message,
                 retry_after,
             } => {
+                let labels = crate::telemetry::ReasonLabels {
+                    reason: reason.into(),
+                };
+                self.ctx
+                    .metrics
+                    .guardrail_blocks
+                    .get_or_create(&labels)
+                    .inc();
                 let changed = conditions::get(&self.status().conditions, "Remediated")
                     .map(|c| c.reason.as_str())
                     != Some(reason);

@@ -2,6 +2,7 @@
 //! the policy controller, sharing one Context.
 
 mod incident;
+pub mod lease;
 mod report;
 
 use std::sync::{Arc, Mutex};
@@ -105,8 +106,9 @@ pub struct Context {
     pub tokens: crate::llm::TokenLedger,
     /// GitHub, when credentials are configured.
     pub github: Option<crate::github::GitHub>,
-    /// Outcomes of model consultations by reason, for metrics.
-    pub model_outcomes: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Whether this replica may act (the Lease is ours).
+    pub leadership: lease::Leadership,
     recorder: Recorder,
     /// Actions this process took, newest last: (when, namespace/policy).
     /// The incident store lags our own writes by a moment; this does not.
@@ -177,7 +179,34 @@ impl Context {
     }
 }
 
-fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Runs a reconcile and records how long it took.
+async fn timed(
+    ctx: Arc<Context>,
+    controller: &'static str,
+    reconcile: impl std::future::Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let labels = crate::telemetry::ControllerLabels {
+        controller: controller.into(),
+    };
+    ctx.metrics
+        .reconcile_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let kind = std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::telemetry::ControllerLabels { controller: kind })
+        .inc();
     if error.is_conflict() {
         return Action::requeue(Duration::from_millis(200));
     }
@@ -259,12 +288,27 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
             None
         }
     };
-    let pods = reflect(config.api::<Pod>(&client));
-    let policies = reflect(config.api::<RemediationPolicy>(&client));
-    let replicasets = reflect(config.api::<ReplicaSet>(&client));
+    let metrics = Arc::new(crate::telemetry::Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default())
             .shutdown_on_signal();
+    if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
+        let served = crate::telemetry::Served {
+            metrics: metrics.clone(),
+            incidents: incidents_controller.store(),
+        };
+        crate::telemetry::serve(addr, Arc::new(served)).await?;
+    }
+    // A follower is a healthy standby: ready, not acting.
+    metrics.set_ready();
+    let leadership = match lease::LeaseConfig::from_env()? {
+        Some(cfg) => lease::lead(client.clone(), cfg).await?,
+        None => lease::Leadership::sole(),
+    };
+    metrics.set_leader(true);
+    let pods = reflect(config.api::<Pod>(&client));
+    let policies = reflect(config.api::<RemediationPolicy>(&client));
+    let replicasets = reflect(config.api::<ReplicaSet>(&client));
 
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
     let ctx = Arc::new(Context {
@@ -285,7 +329,8 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         model,
         tokens: crate::llm::TokenLedger::default(),
         github,
-        model_outcomes: Mutex::default(),
+        metrics: metrics.clone(),
+        leadership,
     });
 
     // Started in the order the stages need each other: the Scout reads
@@ -293,7 +338,11 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     // before it judges whether a signal cleared.
     let policy_controller = Controller::for_stream(policies.stream, policies.store)
         .shutdown_on_signal()
-        .run(crate::policy::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c: Arc<Context>| timed(c.clone(), "policy", crate::policy::reconcile(o, c)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let policy_task = tokio::spawn(policy_controller);
     let mut rs_stream = replicasets.stream;
@@ -309,7 +358,11 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
 
     let scout = Controller::for_stream(pods.stream, pods.store)
         .shutdown_on_signal()
-        .run(crate::scout::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c: Arc<Context>| timed(c.clone(), "scout", crate::scout::reconcile(o, c)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let scout_task = tokio::spawn(scout);
     until_ready(pods.ready, "pod").await?;

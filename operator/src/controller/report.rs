@@ -50,6 +50,12 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         }
         Some(gh) => {
             let (st, err) = sync::sync(gh, &target.repository, &incident, &target.labels).await;
+            let result = err.as_ref().map(|e| e.reason()).unwrap_or("Synced");
+            let labels = crate::telemetry::CallLabels {
+                system: "github".into(),
+                result: result.into(),
+            };
+            ctx.metrics.outside_calls.get_or_create(&labels).inc();
             let wait = err.as_ref().map(|e| e.retry_after());
             (st, err, wait)
         }

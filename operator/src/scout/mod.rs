@@ -80,6 +80,10 @@ pub async fn record_signal(
                 approval: None,
             };
             let created = api.create(&pp, &Incident::new(&name, spec)).await?;
+            let delay = Timestamp::now()
+                .duration_since(signal.observed_at)
+                .as_secs_f64();
+            ctx.metrics.time_to_detect.observe(delay.max(0.0));
             info!(incident = %name, namespace = ns, workload = %workload, signal = signal.kind.as_str(), "incident opened");
             created
         }
