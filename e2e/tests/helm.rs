@@ -289,7 +289,8 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
                 ("ClusterRole", 1),
                 ("Deployment", 1),
                 ("Role", 1),
-                ("RoleBinding", 2)
+                ("RoleBinding", 2),
+                ("Service", 1)
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
@@ -551,7 +552,7 @@ async fn the_chart_installs_into_a_restricted_namespace_and_its_pods_are_admitte
     let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    assert_eq!(pods.items.len(), 1, "the ReplicaSet created its pod");
+    assert_eq!(pods.items.len(), 2, "the ReplicaSet created both pods");
     assert_eq!(
         pods.items[0]
             .status

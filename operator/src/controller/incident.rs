@@ -25,6 +25,8 @@ use crate::github::GitHubError;
 use crate::scout::read_pod;
 use crate::{Error, FIELD_MANAGER, Result, conditions, memory};
 
+const TEMPLATE_HASH: &str = "pod-template-hash";
+
 /// How often a verifying incident looks at its workload.
 const VERIFY_POLL: Duration = Duration::from_secs(2);
 
@@ -105,19 +107,48 @@ impl Run {
 
     /// The signals of the incident's kind now present in the workload's
     /// pods, observed after `since`.
+    /// After `action`, the signals of the incident's kind in the workload's
+    /// pods, observed after `since`. When the action replaced the pod template
+    /// (a rollout), pods of older revisions are going away and do not count:
+    /// the fix is judged on the pods it made. If no new revision rolled out
+    /// (a merged pull request not applied yet), the old pods still count.
     fn signals_since(
         &self,
         policy: &RemediationPolicy,
         since: Timestamp,
+        action: ActionType,
     ) -> Vec<crate::scout::Signal> {
         let ns = self.ns();
         let target = &self.incident.spec.target;
+        let rolls_out = matches!(
+            action,
+            ActionType::RaiseMemoryLimit | ActionType::Rollback | ActionType::RolloutRestart
+        );
+        let current_hash = (rolls_out && target.kind == crate::crd::WorkloadKind::Deployment)
+            .then(|| {
+                let all = self
+                    .ctx
+                    .replicasets
+                    .state()
+                    .iter()
+                    .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+                    .map(|r| (**r).clone())
+                    .collect::<Vec<_>>();
+                crate::workload::replicasets_of(&target.name, all)
+                    .into_iter()
+                    .next()
+            })
+            .flatten()
+            .and_then(|rs| rs.metadata.labels?.get(TEMPLATE_HASH).cloned());
         self.ctx
             .pods
             .state()
             .iter()
             .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
             .filter(|p| self.ctx.cached_owner_of(p).as_ref() == Some(target))
+            .filter(|p| {
+                current_hash.is_none() || p.labels().get(TEMPLATE_HASH) == current_hash.as_ref()
+            })
             .flat_map(|p| read_pod(p, &policy.spec.triggers, self.now).signals)
             .filter(|s| s.kind == self.incident.spec.signal && s.observed_at > since)
             .collect()
@@ -711,7 +742,13 @@ impl Run {
         };
         let deadline = finished.0
             + SignedDuration::from_secs(policy.spec.guardrails.verification_window_seconds);
-        let signals = self.signals_since(policy, finished.0);
+        let action = self
+            .status()
+            .actions
+            .last()
+            .map(|a| a.type_)
+            .unwrap_or(ActionType::Escalate);
+        let signals = self.signals_since(policy, finished.0, action);
         let new_event = signals.iter().any(|s| !s.ongoing);
         if new_event || (self.now >= deadline && !signals.is_empty()) {
             let what = signals
