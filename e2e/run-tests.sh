@@ -39,6 +39,7 @@ fi
 echo "== cluster tests (KUBECONFIG=$KUBECONFIG, features: $features)"
 cargo test -p sre-space-e2e --features "$features" -- --test-threads 8
 if [[ $features != real-node ]]; then
-    echo "== NOT RUN: the real-node tests (e2e/tests/real_node.rs) need the real node;"
-    echo "   run them with: make test NODE=real   (see docs/real-node.md)"
+    echo "== SKIPPED, NOT PASSED: the real-node tests (e2e/tests/real_node.rs) were not run,"
+    echo "   because this cluster has no real node. Run them with: make test NODE=real"
+    echo "   (see docs/real-node.md)"
 fi

@@ -30,7 +30,12 @@ ports_of() {
 }
 
 pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
-running() { local pid; pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+# Alive, and not a zombie waiting to be reaped (kill -0 succeeds on those).
+running() {
+    local pid
+    pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
+        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
 
 # A certificate signed by the CA, made in the current folder.
 cert() { # name CN O usage [SAN]

@@ -19,12 +19,13 @@ WORKLOAD_IMAGE=sre.space/workload:e2e
 PAUSE_IMAGE=sre.space/pause:e2e
 IMAGE_TOOL_VERSION=$(module_version image github.com/google/go-containerregistry)
 IMAGE_TOOL=$CACHE_DIR/bin/sre-image-ggcr-$IMAGE_TOOL_VERSION/sre-image
-# The kernel settings the kubelet changes on start; saved before and
-# restored by `down`.
-KUBELET_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
-    kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
+# The kernel settings the kubelet (the first six) and the bridge plugin
+# (forwarding) change; saved before the node starts and restored by `down`.
+HOST_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
+    kernel/keys/root_maxkeys kernel/keys/root_maxbytes net/ipv4/ip_forward)
 
 real_node_enabled() { [[ -f $NODE_DIR/enabled ]]; }
+kubelet_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # The v1 hierarchies the kubelet and runc use: every mounted controller
@@ -125,27 +126,27 @@ state = "$NODE_RUN/containerd"
 TOML
     # One bridge on the host, one address per pod from host-local: pods reach
     # each other over the bridge and the host through its gateway address.
-    cat >"$NODE_DIR/net.d/10-sre-space.conflist" <<JSON
-{
-  "cniVersion": "1.0.0",
-  "name": "sre-space-$REAL_NODE_NAME",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$REAL_NODE_BRIDGE",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{ "subnet": "$REAL_NODE_POD_CIDR" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }],
-        "dataDir": "$NODE_DIR/cni-ipam"
-      }
+    local bridge
+    bridge=$(
+        cat <<JSON
+    "type": "bridge",
+    "bridge": "$REAL_NODE_BRIDGE",
+    "isGateway": true,
+    "ipMasq": true,
+    "hairpinMode": true,
+    "ipam": {
+      "type": "host-local",
+      "ranges": [[{ "subnet": "$REAL_NODE_POD_CIDR" }]],
+      "routes": [{ "dst": "0.0.0.0/0" }],
+      "dataDir": "$NODE_DIR/cni-ipam"
     }
-  ]
-}
 JSON
+    )
+    local network="\"cniVersion\": \"1.0.0\", \"name\": \"sre-space-$REAL_NODE_NAME\""
+    printf '{ %s,\n  "plugins": [{\n%s\n  }]\n}\n' "$network" "$bridge" >"$NODE_DIR/net.d/10-sre-space.conflist"
+    # The same network as one plugin's configuration, for `down` to call
+    # the plugin itself when the kubelet could not tear a pod down.
+    printf '{ %s,\n%s\n}\n' "$network" "$bridge" >"$NODE_DIR/bridge.json"
     cat >"$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -200,7 +201,7 @@ real_node_cgroups() {
 real_node_save_sysctls() {
     [[ -f $NODE_DIR/sysctl.saved ]] && return 0
     local k
-    for k in "${KUBELET_SYSCTLS[@]}"; do echo "$k $(cat "/proc/sys/$k")"; done >"$NODE_DIR/sysctl.saved"
+    for k in "${HOST_SYSCTLS[@]}"; do echo "$k $(cat "/proc/sys/$k")"; done >"$NODE_DIR/sysctl.saved"
 }
 
 real_node_up() {
@@ -236,7 +237,7 @@ YAML
         --node-labels "$REAL_NODE_LABEL" \
         --root-dir "$NODE_DIR/kubelet" --cert-dir "$NODE_DIR/kubelet-certs" \
         --v 1
-    wait_for kubelet 60 curl -fsS --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
+    wait_for kubelet 60 kubelet_healthy
     wait_for kubelet 120 kubectl_ wait --for=condition=Ready "node/$REAL_NODE_NAME" --timeout=5s
     log "real node $REAL_NODE_NAME ($REAL_NODE_IP, pods in $REAL_NODE_POD_CIDR) ready in $((SECONDS - start_time)) s"
 }
@@ -246,13 +247,25 @@ YAML
 # usual; then anything left.
 real_node_down() {
     real_node_enabled || [[ -d $NODE_RUN ]] || return 0
-    if running kubelet && running kube-apiserver; then
+    if kubelet_healthy && running kube-apiserver; then
         kubectl_ delete pods --all-namespaces --field-selector "spec.nodeName=$REAL_NODE_NAME" \
             --grace-period 5 --wait --timeout 60s >/dev/null 2>&1 ||
             log "warning: the pods of $REAL_NODE_NAME did not all go within 60 s"
     fi
     stop_component kubelet
     if running containerd; then
+        # Pods the kubelet did not tear down (it had crashed, say) still
+        # have a network namespace, an address and masquerading rules.
+        local id netns
+        for id in $(ctr_ containers ls -q 'labels."io.cri-containerd.kind"==sandbox' 2>/dev/null); do
+            netns=$(ctr_ containers info "$id" 2>/dev/null | grep -o '"/[^"]*/netns/[^"]*"' | tr -d '"' | head -n 1)
+            [[ -n $netns && -e $netns ]] || continue
+            CNI_COMMAND=DEL CNI_CONTAINERID=$id CNI_NETNS=$netns CNI_IFNAME=eth0 CNI_PATH=$CNI_BIN_DIR \
+                "$CNI_BIN_DIR/bridge" <"$NODE_DIR/bridge.json" >/dev/null 2>&1 ||
+                log "warning: the bridge plugin could not release sandbox $id"
+            umount "$netns" 2>/dev/null || true
+            rm -f "$netns"
+        done
         local c
         for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; done
         sleep 0.5
@@ -264,20 +277,28 @@ real_node_down() {
     # serving our containerd's socket.
     local pid
     for pid in $(pgrep -f -- "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK( |$)" || true); do
-        kill -KILL "$pid" 2>/dev/null && log "stopped a leftover shim (pid $pid)"
+        if kill -KILL "$pid" 2>/dev/null; then log "stopped a leftover shim (pid $pid)"; fi
     done
     # Mounts under the node's folders (pod volumes, container root
     # filesystems, sandbox /dev/shm), deepest first.
     local mnt
-    for mnt in $(awk -v a="$NODE_DIR/" -v b="$NODE_RUN/" 'index($2, a) == 1 || index($2, b) == 1 { print $2 }' /proc/self/mounts | sort -r); do
+    while IFS= read -r mnt; do
         umount "$mnt" 2>/dev/null || umount -l "$mnt" || log "warning: cannot unmount $mnt"
-    done
+    done < <(awk -v a="$NODE_DIR/" -v b="$NODE_RUN/" 'index($2, a) == 1 || index($2, b) == 1 { print $2 }' /proc/self/mounts | sort -r)
     local dir
     for dir in $(cgroup_all_dirs); do
-        [[ -d $dir/$REAL_NODE_NAME ]] && find "$dir/$REAL_NODE_NAME" -depth -type d -exec rmdir {} + 2>/dev/null
-        [[ -d $dir/$REAL_NODE_NAME ]] && log "warning: cgroup $dir/$REAL_NODE_NAME is still in use"
+        [[ -d $dir/$REAL_NODE_NAME ]] || continue
+        find "$dir/$REAL_NODE_NAME" -depth -type d -exec rmdir {} + 2>/dev/null ||
+            log "warning: cgroup $dir/$REAL_NODE_NAME is still in use"
     done
-    ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1 && ip link delete "$REAL_NODE_BRIDGE"
+    real_node_forget_nat_rules
+    if ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1; then
+        ip link delete "$REAL_NODE_BRIDGE" || log "warning: cannot delete the bridge $REAL_NODE_BRIDGE"
+    fi
+    # The kubelet's links to our pods' logs; containerd's fixed folders for
+    # shim sockets and fifos, if nothing else uses them.
+    find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
+    rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true
     if [[ -f $NODE_DIR/sysctl.saved ]]; then
         local k v
         while read -r k v; do echo "$v" >"/proc/sys/$k"; done <"$NODE_DIR/sysctl.saved"
@@ -286,8 +307,24 @@ real_node_down() {
         log "warning: mounts remain under $NODE_DIR or $NODE_RUN; not deleting them"
     else
         rm -rf "$NODE_DIR" "$NODE_RUN"
+        rmdir "$(dirname "$NODE_RUN")" 2>/dev/null || true
     fi
     log "stopped the real node $REAL_NODE_NAME"
+}
+
+# The bridge plugin's masquerading rules carry our network's name in their
+# comment; any left by a pod that was never torn down go, with their chains.
+real_node_forget_nat_rules() {
+    command -v iptables >/dev/null || return 0
+    local rule chain
+    while IFS= read -r rule; do
+        chain=$(grep -o -- '-j CNI-[0-9a-f]*' <<<"$rule" | cut -c4-) || true
+        eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null || true
+        if [[ -n $chain ]]; then
+            iptables -t nat -F "$chain" 2>/dev/null || true
+            iptables -t nat -X "$chain" 2>/dev/null || true
+        fi
+    done < <(iptables -t nat -S POSTROUTING 2>/dev/null | grep -F "name: \\\"sre-space-$REAL_NODE_NAME\\\"" || true)
 }
 
 real_node_status() {
@@ -296,6 +333,10 @@ real_node_status() {
         if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
         else printf '  %-24s stopped\n' "$c"; ok=1; fi
     done
+    if ((ok == 0)) && ! kubelet_healthy; then
+        echo "  kubelet does not answer on 127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
+        ok=1
+    fi
     if ((ok == 0)); then
         echo "  real node $REAL_NODE_NAME: $(kubectl_ get node "$REAL_NODE_NAME" --no-headers 2>/dev/null | awk '{ print $2 }'), label $REAL_NODE_LABEL, taint sre.space/node=real:NoSchedule, image $WORKLOAD_IMAGE"
     fi

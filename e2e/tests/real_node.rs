@@ -1,7 +1,6 @@
 //! Containers that really run, on the real node (a kubelet with containerd
 //! and runc, beside the kwok nodes): the kernel enforces memory limits, the
-//! kubelet probes and restarts, pods talk over a real network, and the
-//! operator diagnoses and fixes a real OOM kill.
+//! kubelet probes and restarts, and pods talk over a real network.
 //!
 //! Compiled only with the `real-node` feature, which `e2e/run-tests.sh`
 //! turns on when `cluster.sh env` says the real node runs
@@ -12,14 +11,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
-use sre_space::crd::{ActionState, ActionType, Category, Phase};
 use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, http_request, install_crds, real_node,
-    real_node_pod, real_node_pod_spec, wait_incident, wait_pod, wait_until,
+    TestNamespace, client, http_request, real_node, real_node_pod, wait_pod, wait_until,
 };
 
 /// Long enough for a container to start, be killed and be started again
@@ -281,100 +277,6 @@ async fn pods_on_the_real_node_reach_each_other_and_the_host() -> Result<()> {
         peer.ip().to_string(),
         to_host_ip,
         "the host saw the pod's own address"
-    );
-    t.ns.cleanup().await
-}
-
-/// The whole loop on a real OOM kill: the kernel kills the container, the
-/// operator diagnoses it from the pod's status and limit, raises the limit,
-/// and the new pods stay up through the verification window.
-#[tokio::test]
-async fn the_operator_fixes_a_real_oom_kill_by_raising_the_memory_limit() -> Result<()> {
-    let t = RealNode::new("e2e-real-loop").await?;
-    install_crds(&t.client).await?;
-    create_policy(&t.client, &t.ns.name, |v| {
-        v["spec"]["triggers"] = serde_json::json!([{ "type": "OOMKilled" }]);
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 15.into();
-    })
-    .await?;
-    let mut template = real_node_pod_spec(&["alloc", "40"], Some("32Mi"));
-    template["containers"][0]["resources"]["requests"]["memory"] = "16Mi".into();
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "ledger" },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "ledger" } },
-            "strategy": { "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-            "template": {
-                "metadata": { "labels": { "app": "ledger", "sre.space/protected": "true" } },
-                "spec": template
-            }
-        }
-    }))?;
-    Api::<Deployment>::namespaced(t.client.clone(), &t.ns.name)
-        .create(&PostParams::default(), &deployment)
-        .await?;
-    let _operator = Operator::start(&t.ns.name, &[])?;
-
-    let inc = wait_incident(
-        &t.client,
-        &t.ns.name,
-        "ledger-oomkilled",
-        Duration::from_secs(180),
-        "Resolved",
-        |i| {
-            i.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Phase::Resolved)
-        },
-    )
-    .await?;
-    let status = inc.status.context("status")?;
-    let diagnosis = status.diagnosis.context("diagnosis")?;
-    assert_eq!(diagnosis.category, Category::OutOfMemory);
-    assert!(
-        diagnosis.root_cause.contains("32Mi"),
-        "{}",
-        diagnosis.root_cause
-    );
-    let action = status.actions.first().context("an action")?;
-    assert_eq!(
-        (action.type_, action.state),
-        (ActionType::RaiseMemoryLimit, ActionState::Succeeded)
-    );
-    assert_eq!(
-        (action.from.as_deref(), action.to.as_deref()),
-        (Some("32Mi"), Some("64Mi"))
-    );
-
-    // The pod that runs now has the new limit, holds its 40 MiB and was
-    // never killed.
-    let pods = t
-        .pods
-        .list(&ListParams::default().labels("app=ledger"))
-        .await?;
-    let live: Vec<&Pod> = pods
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    assert_eq!(live.len(), 1, "one replica");
-    let pod = live[0];
-    let limit = pod.spec.as_ref().and_then(|s| {
-        s.containers[0]
-            .resources
-            .as_ref()
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get("memory"))
-            .map(|q| q.0.clone())
-    });
-    assert_eq!(limit.as_deref(), Some("64Mi"));
-    assert!(ready(pod) && restarts(pod) == 0, "{:?}", container(pod));
-    let name = pod.metadata.name.clone().context("pod name")?;
-    assert!(
-        t.logs(&name).await?.contains("allocated 40 MiB"),
-        "the workload got all its memory"
     );
     t.ns.cleanup().await
 }
