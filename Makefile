@@ -1,6 +1,10 @@
 # SRE-Space. The two commands a new machine needs: `make demo` and `make test`.
 SHELL := /bin/bash
 CLUSTER := e2e/cluster/cluster.sh
+# NODE=real adds one real node (a kubelet with containerd) beside the kwok
+# nodes, for `cluster-up`, `test` and `deps`: see docs/real-node.md.
+NODE ?= $(or $(SRE_SPACE_NODE),kwok)
+export SRE_SPACE_NODE := $(NODE)
 
 .PHONY: demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status deps
 
@@ -25,7 +29,7 @@ unit-test:
 ## lint: formatting and clippy, as CI checks them
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --features sre-space-e2e/cluster -- -D warnings
+	cargo clippy --workspace --all-targets --features sre-space-e2e/real-node -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # Installs what the build and the local cluster need and a new machine may
-# lack. Toolchains (Go, Rust) come with the machine; this checks for them.
+# lack; with SRE_SPACE_NODE=real, also what the real node needs. Toolchains
+# (Go, Rust) come with the machine; this checks for them.
 set -euo pipefail
 missing=()
 for tool in openssl curl setsid; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
+# The real node (SRE_SPACE_NODE=real) runs containers: containerd, runc, the
+# CNI plugins and iptables (for the bridge plugin's masquerading).
+if [[ ${SRE_SPACE_NODE:-kwok} == real ]]; then
+    for tool in containerd runc iptables cni; do
+        case $tool in
+            cni) [[ -x /usr/lib/cni/bridge || -x /opt/cni/bin/bridge ]] || missing+=(cni) ;;
+            *) command -v "$tool" >/dev/null || missing+=("$tool") ;;
+        esac
+    done
+fi
 if ((${#missing[@]})); then
     echo "[deps] installing ${missing[*]}" >&2
     packages=()
     for tool in "${missing[@]}"; do
         case $tool in
             setsid) packages+=(util-linux) ;;
+            cni) packages+=(containernetworking-plugins) ;;
             *) packages+=("$tool") ;;
         esac
     done

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: the unit tests, then the cluster tests against a local cluster
 # that this run starts (unless one is already up) and stops again.
+#
+# The real-node tests (e2e/tests/real_node.rs, cargo feature `real-node`)
+# run only when the cluster has its real node: `make test NODE=real` starts
+# one, and `cluster.sh env` reports it in SRE_SPACE_REAL_NODE. Without it,
+# they are not compiled, and this script says so at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cluster=e2e/cluster/cluster.sh
@@ -10,9 +15,12 @@ cargo test --workspace
 
 started=0
 if ! $cluster status >/dev/null 2>&1; then
-    echo "== starting the local cluster"
+    echo "== starting the local cluster${SRE_SPACE_NODE:+ (node: $SRE_SPACE_NODE)}"
     $cluster up
     started=1
+elif [[ ${SRE_SPACE_NODE:-kwok} == real ]]; then
+    # A running cluster without its real node gets one (idempotent).
+    $cluster up
 fi
 stop() { if ((started)); then echo "== stopping the local cluster"; $cluster down; fi; }
 trap stop EXIT
@@ -21,5 +29,17 @@ trap stop EXIT
 cargo build -p sre-space-operator -p sre-chaos --bins
 
 eval "$($cluster env)"
-echo "== cluster tests (KUBECONFIG=$KUBECONFIG)"
-cargo test -p sre-space-e2e --features cluster -- --test-threads 8
+features=cluster
+if [[ -n ${SRE_SPACE_REAL_NODE:-} ]]; then
+    features=real-node
+elif [[ ${SRE_SPACE_NODE:-kwok} == real ]]; then
+    echo "error: NODE=real was asked for, but the real node is not running" >&2
+    exit 1
+fi
+echo "== cluster tests (KUBECONFIG=$KUBECONFIG, features: $features)"
+cargo test -p sre-space-e2e --features "$features" -- --test-threads 8
+if [[ $features != real-node ]]; then
+    echo "== SKIPPED, NOT PASSED: the real-node tests (e2e/tests/real_node.rs) were not run,"
+    echo "   because this cluster has no real node. Run them with: make test NODE=real"
+    echo "   (see docs/real-node.md)"
+fi

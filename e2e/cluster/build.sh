@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, kwok and helm from their Go modules at the versions pinned in
-# e2e/build/*/go.mod. A binary already in the cache is not built again.
+# e2e/build/*/go.mod, and the kubelet when the real node is wanted
+# (SRE_SPACE_NODE=real, or `build.sh kubelet`). A binary already in the
+# cache is not built again.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -34,6 +36,9 @@ build kubernetes "$K8S_BIN" "$k8s_ldflags" \
     kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
     kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
     kubectl=k8s.io/kubernetes/cmd/kubectl
+if [[ ${SRE_SPACE_NODE:-kwok} == real || ${1:-} == kubelet ]]; then
+    build kubernetes "$K8S_BIN" "$k8s_ldflags" kubelet=k8s.io/kubernetes/cmd/kubelet
+fi
 build etcd "$ETCD_BIN" "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "$KWOK_BIN" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" kwok=sigs.k8s.io/kwok/cmd/kwok
 build helm "$HELM_BIN" "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" helm=helm.sh/helm/v4/cmd/helm

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The local Kubernetes cluster: real etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler on 127.0.0.1, with kwok
-# simulating the nodes and the kubelets.
+# simulating the nodes and the kubelets. With SRE_SPACE_NODE=real (`make
+# cluster-up NODE=real`), also one real node: a kubelet with containerd
+# (e2e/cluster/real-node.sh, docs/real-node.md).
 #
 #   cluster.sh up       build what is missing, start everything, wait until ready
 #   cluster.sh down     stop everything and drop the cluster's data
 #   cluster.sh status   say what runs and how to reach it
-#   cluster.sh env      print the export line for KUBECONFIG and PATH
+#   cluster.sh env      print the export line for KUBECONFIG, PATH and SRE_SPACE_REAL_NODE
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -14,6 +16,7 @@ PKI=$STATE_DIR/pki
 LOGS=$STATE_DIR/logs
 PIDS=$STATE_DIR/pids
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+source "$E2E_DIR/cluster/real-node.sh"
 
 ports_of() {
     case $1 in
@@ -22,38 +25,53 @@ ports_of() {
         kube-controller-manager) echo "$KCM_PORT" ;;
         kube-scheduler) echo "$SCHEDULER_PORT" ;;
         kwok) echo "$KWOK_PORT" ;;
+        kubelet) echo "$KUBELET_PORT $KUBELET_HEALTHZ_PORT" ;;
     esac
 }
 
 pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
-running() { local pid; pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+# Alive, and not a zombie waiting to be reaped (kill -0 succeeds on those).
+running() {
+    local pid
+    pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
+        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+
+# A certificate signed by the CA, made in the current folder.
+cert() { # name CN O usage [SAN]
+    local ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$4"
+    [[ -n ${5:-} ]] && ext+="\nsubjectAltName=$5"
+    local subj="/CN=$2"
+    [[ -n $3 ]] && subj+="/O=$3"
+    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$subj" 2>/dev/null
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -out "$1.crt" -extfile <(printf '%b' "$ext") 2>/dev/null
+    rm -f "$1.csr"
+}
 
 # Certificates: one CA, a serving certificate for the API server, a client
-# certificate per component, and the service-account signing key.
+# certificate per component (and one for the API server to call kubelets
+# with), and the service-account signing key.
 make_pki() {
-    [[ -f $PKI/done ]] && return 0
+    if [[ -f $PKI/done ]]; then
+        # Certificates kept from before the real node existed lack this one.
+        [[ -f $PKI/apiserver-kubelet-client.crt ]] ||
+            (cd "$PKI" && cert apiserver-kubelet-client kube-apiserver-kubelet-client "" clientAuth)
+        return 0
+    fi
     log "generating certificates in $PKI"
     rm -rf "$PKI" && mkdir -p "$PKI"
     (
         cd "$PKI"
         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
             -subj "/CN=sre-space-local-ca" 2>/dev/null
-        cert() { # name CN O usage [SAN]
-            local ext="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=$4"
-            [[ -n ${5:-} ]] && ext+="\nsubjectAltName=$5"
-            local subj="/CN=$2"
-            [[ -n $3 ]] && subj+="/O=$3"
-            openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$subj" 2>/dev/null
-            openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-                -out "$1.crt" -extfile <(printf '%b' "$ext") 2>/dev/null
-            rm -f "$1.csr"
-        }
         cert apiserver kube-apiserver "" serverAuth \
             "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
         cert admin sre-space-admin system:masters clientAuth
         cert kube-controller-manager system:kube-controller-manager "" clientAuth
         cert kube-scheduler system:kube-scheduler "" clientAuth
         cert kwok kwok-controller system:masters clientAuth
+        cert apiserver-kubelet-client kube-apiserver-kubelet-client "" clientAuth
         openssl genrsa -out sa.key 2048 2>/dev/null
         openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
         touch done
@@ -173,7 +191,12 @@ cmd_up() {
     "$E2E_DIR/cluster/build.sh"
     mkdir -p "$LOGS" "$PIDS"
     if cmd_status >/dev/null 2>&1 && healthz "$APISERVER_PORT" /readyz >/dev/null 2>&1; then
-        log "already running"
+        if [[ $SRE_SPACE_NODE == real ]] && ! real_node_status >/dev/null 2>&1; then
+            log "already running; adding the real node"
+            real_node_up
+        else
+            log "already running"
+        fi
         cmd_status
         return 0
     fi
@@ -199,7 +222,11 @@ cmd_up() {
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
         --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
         --service-cluster-ip-range 10.96.0.0/16 \
-        --authorization-mode RBAC --allow-privileged=true \
+        --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+        --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+        --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP,Hostname \
+        --allow-privileged=true \
         --endpoint-reconciler-type none \
         --profiling=false --v 1
     wait_for kube-apiserver 120 healthz "$APISERVER_PORT" /readyz
@@ -237,8 +264,21 @@ cmd_up() {
     wait_for kube-apiserver 60 kubectl_ wait --for=condition=Ready node --all --timeout=5s
     # Pods are refused until the service-account controller made `default`.
     wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
+    [[ $SRE_SPACE_NODE == real ]] && real_node_up
     log "ready in $((SECONDS - start_time)) s"
     cmd_status
+}
+
+stop_component() { # name
+    local c=$1 pid
+    pid=$(pid_of "$c") || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        log "stopped $c"
+    fi
+    rm -f "$PIDS/$c"
 }
 
 cmd_down() {
@@ -247,20 +287,14 @@ cmd_down() {
     for extra in "$PIDS"/*; do
         [[ -f $extra ]] || continue
         local name=${extra##*/}
-        [[ " ${COMPONENTS[*]} " == *" $name "* ]] && continue
+        [[ " ${COMPONENTS[*]} ${NODE_COMPONENTS[*]} " == *" $name "* ]] && continue
         kill -TERM "$(cat "$extra")" 2>/dev/null && log "stopped $name"
         rm -f "$extra"
     done
+    # The real node, if any, while the API server can still drain it.
+    real_node_down
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-        local c=${COMPONENTS[i]} pid
-        pid=$(pid_of "$c") || continue
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            kill -KILL -- "-$pid" 2>/dev/null || true
-            log "stopped $c"
-        fi
-        rm -f "$PIDS/$c"
+        stop_component "${COMPONENTS[i]}"
     done
     # The next cluster starts from empty data; certificates are kept.
     rm -rf "$STATE_DIR/etcd" "$LOGS"
@@ -272,16 +306,21 @@ cmd_status() {
         if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
         else printf '  %-24s stopped\n' "$c"; ok=1; fi
     done
+    if real_node_enabled; then real_node_status || ok=1; fi
     if ((ok == 0)); then
-        echo "  Kubernetes $K8S_VERSION at https://127.0.0.1:$APISERVER_PORT, $(kubectl_ get nodes --no-headers 2>/dev/null | wc -l) kwok nodes"
+        echo "  Kubernetes $K8S_VERSION at https://127.0.0.1:$APISERVER_PORT, $(kubectl_ get nodes --no-headers -l type=kwok 2>/dev/null | wc -l) kwok nodes"
         echo "  kubeconfig: $KUBECONFIG_PATH"
         echo "  to use it:  $(cmd_env)"
     fi
     return $ok
 }
 
+# SRE_SPACE_REAL_NODE names the real node when it runs, and is empty
+# otherwise: run-tests.sh runs the real-node tests only when it is set.
 cmd_env() {
-    echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$LOCAL_BIN:\$PATH"
+    local node=""
+    real_node_enabled && real_node_status >/dev/null 2>&1 && node=$REAL_NODE_NAME
+    echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$LOCAL_BIN:\$PATH SRE_SPACE_REAL_NODE=$node"
 }
 
 case ${1:-} in

@@ -19,6 +19,20 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-10259}
 KWOK_PORT=${KWOK_PORT:-10247}
 KWOK_NODES=${KWOK_NODES:-3}
 
+# The real node (SRE_SPACE_NODE=real, `make cluster-up NODE=real`): see
+# e2e/cluster/real-node.sh and docs/real-node.md. Two clones running a real
+# node at once need different names, ports, bridges and pod ranges.
+SRE_SPACE_NODE=${SRE_SPACE_NODE:-kwok}
+KUBELET_PORT=${KUBELET_PORT:-10250}
+KUBELET_HEALTHZ_PORT=${KUBELET_HEALTHZ_PORT:-10248}
+REAL_NODE_NAME=${REAL_NODE_NAME:-sre-real-node}
+REAL_NODE_BRIDGE=${REAL_NODE_BRIDGE:-sre-cni0}
+REAL_NODE_POD_CIDR=${REAL_NODE_POD_CIDR:-10.244.0.0/24}
+if [[ -z ${CNI_BIN_DIR:-} ]]; then
+    CNI_BIN_DIR=/opt/cni/bin
+    [[ -x /usr/lib/cni/bridge ]] && CNI_BIN_DIR=/usr/lib/cni # Debian's containernetworking-plugins
+fi
+
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
 LOCAL_BIN=$REPO_DIR/.local/bin
 

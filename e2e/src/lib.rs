@@ -413,3 +413,124 @@ pub async fn wait_incident(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+// The real node (`make test NODE=real`, docs/real-node.md): a kubelet with
+// containerd beside the kwok nodes, where containers really run, really
+// exceed their memory and really fail their probes.
+
+/// The test workload's image (e2e/build/workload), which `cluster.sh up`
+/// imports into the real node's containerd; there is no registry to pull
+/// from, so pods use it with `imagePullPolicy: Never`.
+pub const WORKLOAD_IMAGE: &str = "sre.space/workload:e2e";
+
+/// The real node's name from `SRE_SPACE_REAL_NODE`, which
+/// `cluster.sh env` sets when the real node runs. An error, not a skip,
+/// when it is missing: the real-node tests are compiled only when asked for.
+pub fn real_node() -> Result<String> {
+    match std::env::var("SRE_SPACE_REAL_NODE") {
+        Ok(node) if !node.is_empty() => Ok(node),
+        _ => bail!(
+            "SRE_SPACE_REAL_NODE is not set, so the real node is not up and the real-node tests \
+             cannot run: use `make test NODE=real`, or `make cluster-up NODE=real` then \
+             `eval \"$(e2e/cluster/cluster.sh env)\"`"
+        ),
+    }
+}
+
+/// A pod spec for the real node running the workload with `args`: the
+/// node's label as nodeSelector and a toleration of its taint, which no
+/// other test pod has.
+pub fn real_node_pod_spec(args: &[&str], memory_limit: Option<&str>) -> serde_json::Value {
+    let mut container = serde_json::json!({
+        "name": "app",
+        "image": WORKLOAD_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": args,
+    });
+    if let Some(limit) = memory_limit {
+        container["resources"] = serde_json::json!({
+            "limits": { "memory": limit },
+            "requests": { "memory": limit }
+        });
+    }
+    serde_json::json!({
+        "nodeSelector": { "sre.space/node": "real" },
+        "tolerations": [{
+            "key": "sre.space/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"
+        }],
+        "terminationGracePeriodSeconds": 5,
+        "containers": [container]
+    })
+}
+
+/// A pod on the real node named `name`, running the workload with `args`.
+pub fn real_node_pod(
+    name: &str,
+    args: &[&str],
+    memory_limit: Option<&str>,
+) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": real_node_pod_spec(args, memory_limit)
+    }))
+    .expect("a valid Pod")
+}
+
+/// Waits for a pod to satisfy `check` and returns it; on timeout, the error
+/// shows the pod's status.
+pub async fn wait_pod(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+) -> Result<k8s_openapi::api::core::v1::Pod> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pod = api.get_opt(name).await?;
+        if let Some(pod) = pod.as_ref().filter(|p| check(p)) {
+            return Ok(pod.clone());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let status = pod
+                .and_then(|p| p.status)
+                .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+            bail!(
+                "timed out after {timeout:?} waiting for {what}; pod {ns}/{name} is now: {}",
+                status.unwrap_or_else(|| "absent".into())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One plain HTTP/1.1 request over TCP, as a user's curl would send it;
+/// returns the status code and the body.
+pub async fn http_request(addr: &str, method: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .with_context(|| format!("connecting to {addr}: timed out"))?
+            .with_context(|| format!("connecting to {addr}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .with_context(|| format!("{method} http://{addr}{path}: no answer within 5s"))??;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP response: {response}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status code in: {head}"))?;
+    Ok((code, body.to_string()))
+}
