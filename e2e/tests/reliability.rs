@@ -79,7 +79,6 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
         Operator::start(&ns.name, &env).map(|o| (id.clone(), o))
     };
     let mut replicas = vec![start("replica-0".into())?, start("replica-1".into())?];
-    let mut next_id = 2;
     let mut failovers = Vec::new();
     for i in 0..iterations {
         let deadline = tokio::time::Instant::now() + LONG;
@@ -116,8 +115,8 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
         })
         .await?;
         failovers.push(at.elapsed());
-        replicas.push(start(format!("replica-{next_id}"))?);
-        next_id += 1;
+        // Replicas 0 and 1 started first; each kill brings a new one.
+        replicas.push(start(format!("replica-{}", i + 2))?);
     }
     for i in 0..iterations {
         let name = format!("svc-{i}-oomkilled");
