@@ -24,6 +24,9 @@ kubectl delete namespace demo --ignore-not-found --wait=true >/dev/null
 kubectl create namespace demo >/dev/null
 until kubectl get serviceaccount default -n demo >/dev/null 2>&1; do sleep 0.5; done
 kubectl apply -n demo -f examples/remediation-policy.yaml
+# Incidents are reported to this repository; with no GitHub credentials
+# configured, the would-be issue is kept in the Incident's status.
+kubectl patch rp demo-services -n demo --type merge -p '{"spec":{"github":{"repository":"acme/demo-deploy"}}}' >/dev/null
 kubectl apply -n demo -f examples/demo-workload.yaml
 kubectl rollout status -n demo deployment/policy-service --timeout=120s
 
@@ -55,6 +58,11 @@ kubectl describe incident -n demo policy-service-oomkilled | sed -n '/^Events:/,
 
 step "The fix: the memory limit now"
 kubectl get deployment -n demo policy-service -o jsonpath='{.spec.template.spec.containers[0].resources.limits.memory}{"\n"}'
+
+step "The GitHub issue it would open (status.github.preview; set SRE_SPACE_GITHUB_TOKEN to open it)"
+until kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.github.preview}' | grep -q INCIDENT; do sleep 0.5; done
+kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.github.preview}'
+echo
 
 step "The post-mortem (status.postMortem)"
 kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.postMortem}'
