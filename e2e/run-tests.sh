@@ -22,6 +22,14 @@ elif [[ ${SRE_SPACE_NODE:-kwok} == real ]]; then
     # A running cluster without its real node gets one (idempotent).
     $cluster up
 fi
+# The operator `make demo` leaves running watches every namespace and would
+# compete with the operators the tests start.
+demo_pid=${SRE_SPACE_STATE:-.local/cluster}/pids/sre-space
+if [[ -f $demo_pid ]] && kill -0 "$(cat "$demo_pid")" 2>/dev/null; then
+    echo "== stopping the demo's operator (pid $(cat "$demo_pid")) for the tests; make demo starts it again"
+    kill "$(cat "$demo_pid")" || true
+    rm -f "$demo_pid"
+fi
 stop() { if ((started)); then echo "== stopping the local cluster"; $cluster down; fi; }
 trap stop EXIT
 

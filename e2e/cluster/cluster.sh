@@ -323,10 +323,27 @@ cmd_env() {
     echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$LOCAL_BIN:\$PATH SRE_SPACE_REAL_NODE=$node"
 }
 
+# Stops the named components (their data is kept) and starts them again,
+# as a crash and restart of the control plane would.
+cmd_restart() {
+    local c pid
+    for c in "$@"; do
+        [[ " ${COMPONENTS[*]} " == *" $c "* ]] || die "unknown component $c (one of: ${COMPONENTS[*]})"
+        pid=$(pid_of "$c") || continue
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$PIDS/$c"
+        log "killed $c"
+    done
+    cmd_up >/dev/null
+    log "restarted $*"
+}
+
 case ${1:-} in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    restart) shift; cmd_restart "$@" ;;
+    *) echo "usage: $0 up|down|status|env|restart COMPONENT..." >&2; exit 2 ;;
 esac
