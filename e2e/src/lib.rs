@@ -538,3 +538,18 @@ pub async fn http_request(addr: &str, method: &str, path: &str) -> Result<(u16, 
         .with_context(|| format!("no status code in: {head}"))?;
     Ok((code, body.to_string()))
 }
+
+/// Waits until an incident is Resolved and returns it.
+pub async fn wait_resolved(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<sre_space::crd::Incident> {
+    wait_incident(client, ns, name, timeout, "Resolved", |i| {
+        i.status
+            .as_ref()
+            .is_some_and(|s| s.phase == sre_space::crd::Phase::Resolved)
+    })
+    .await
+}

@@ -71,6 +71,14 @@ impl Scenario {
         )
     }
 
+    /// Waits until the named incident is Resolved and returns it.
+    async fn resolved(&self, incident: &str) -> Result<Incident> {
+        wait_incident(&self.client, self.name(), incident, LONG, "Resolved", |i| {
+            phase(i) == Phase::Resolved
+        })
+        .await
+    }
+
     async fn pod_names(&self, app: &str) -> Result<BTreeSet<String>> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), self.name());
         let list = pods
@@ -110,15 +118,7 @@ async fn oom_kill_raises_memory_and_resolves_with_postmortem_and_memory() -> Res
     let _operator = Operator::start(s.name(), &[])?;
 
     s.chaos("quote").oom().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "quote-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("quote-oomkilled").await?;
     // The condition users wait on works with kubectl itself.
     kubectl_output(&[
         "wait",
@@ -192,15 +192,7 @@ async fn a_crash_looping_rollout_is_diagnosed_and_rolled_back() -> Result<()> {
     let _operator = Operator::start(s.name(), &[])?;
 
     s.chaos("policy").bad_rollout().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "policy-crashloopbackoff",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("policy-crashloopbackoff").await?;
     let status = inc.status.clone().unwrap_or_default();
     let diagnosis = status.diagnosis.expect("diagnosed");
     assert_eq!(diagnosis.category, Category::BadRollout);
@@ -301,15 +293,7 @@ async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
     let _operator = Operator::start(s.name(), &[])?;
 
     s.chaos("front").oom().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "front-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("front-oomkilled").await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::DryRun)]
@@ -380,15 +364,7 @@ async fn manual_mode_waits_for_approval_then_acts_once() -> Result<()> {
             &Patch::Merge(approval),
         )
         .await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "ledger-crashloopbackoff",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("ledger-crashloopbackoff").await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RestartPod, ActionState::Succeeded)],
@@ -448,15 +424,7 @@ async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> 
     );
 
     let _second = Operator::start(s.name(), &[])?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "billing-crashloopbackoff",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("billing-crashloopbackoff").await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RestartPod, ActionState::Succeeded)]
@@ -651,15 +619,7 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
     let _operator = Operator::start(s.name(), &env)?;
 
     s.chaos("pricing").oom().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "pricing-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("pricing-oomkilled").await?;
     let status = inc.status.clone().unwrap_or_default();
     assert_eq!(
         status.diagnosis.as_ref().map(|d| d.analyzer.as_str()),
@@ -678,15 +638,7 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
     // The model's server now fails: the rules' diagnosis stands and the
     // incident is still fixed.
     s.chaos("tax").oom().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "tax-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("tax-oomkilled").await?;
     let status = inc.status.clone().unwrap_or_default();
     assert_eq!(
         status.diagnosis.as_ref().map(|d| d.analyzer.as_str()),
@@ -773,15 +725,7 @@ async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() 
     );
 
     fake.merge("acme/deploy", pr.number);
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "checkout-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("checkout-oomkilled").await?;
     let link = inc
         .status
         .as_ref()
@@ -865,15 +809,7 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
     .await?;
 
     s.chaos("ads").oom().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "ads-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("ads-oomkilled").await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)],
@@ -912,15 +848,7 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
         "took over within the lease and a renewal: {failover:?}"
     );
     s.chaos("search").oom().await?;
-    let inc = wait_incident(
-        &s.client,
-        s.name(),
-        "search-oomkilled",
-        LONG,
-        "Resolved",
-        |i| phase(i) == Phase::Resolved,
-    )
-    .await?;
+    let inc = s.resolved("search-oomkilled").await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]

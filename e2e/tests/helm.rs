@@ -18,11 +18,11 @@ use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::Value;
 use sre_chaos::Target;
-use sre_space::crd::{ActionState, ActionType, Incident, IncidentMemory, Phase, RemediationPolicy};
+use sre_space::crd::{ActionState, ActionType, IncidentMemory, RemediationPolicy};
 use sre_space_e2e::{
     Operator, TestNamespace, chaos_bin, client, create_policy, deployment, helm_output, helm_run,
-    install_crds, kubectl, kubectl_output, repo_dir, service_account_kubeconfig, wait_incident,
-    wait_ready, wait_until,
+    install_crds, kubectl, kubectl_output, repo_dir, service_account_kubeconfig, wait_ready,
+    wait_resolved, wait_until,
 };
 
 const CHART: &str = "charts/sre-space";
@@ -703,17 +703,11 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     .oom()
     .await?;
 
-    let inc = wait_incident(
+    let inc = wait_resolved(
         &client,
         &ns.name,
         "quote-oomkilled",
         Duration::from_secs(90),
-        "Resolved",
-        |i: &Incident| {
-            i.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Phase::Resolved)
-        },
     )
     .await?;
     let actions: Vec<(ActionType, ActionState)> = inc

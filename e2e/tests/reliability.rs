@@ -10,10 +10,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use sre_chaos::Target;
-use sre_space::crd::{ActionState, ActionType, Incident, Phase};
+use sre_space::crd::{ActionState, ActionType, Incident};
 use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
-    wait_ready, wait_until,
+    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_ready,
+    wait_resolved, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -120,19 +120,7 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
     }
     for i in 0..iterations {
         let name = format!("svc-{i}-oomkilled");
-        let inc = wait_incident(
-            &client,
-            &ns.name,
-            &name,
-            LONG,
-            "Resolved",
-            |i: &Incident| {
-                i.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == Phase::Resolved)
-            },
-        )
-        .await?;
+        let inc = wait_resolved(&client, &ns.name, &name, LONG).await?;
         let taken: Vec<_> = inc
             .status
             .iter()
