@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
 use sre_chaos::Target;
 use sre_space::crd::Incident;
 use sre_space_e2e::{
@@ -18,6 +19,45 @@ use sre_space_e2e::{
 };
 
 const LONG: Duration = Duration::from_secs(120);
+
+/// Whether a deployment's pod already shows an OOM kill.
+async fn oom_landed(pods: &Api<Pod>, app: &str) -> Result<bool> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await?;
+    Ok(list.items.iter().any(|p| {
+        p.status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .any(|c| {
+                c.last_state
+                    .as_ref()
+                    .and_then(|l| l.terminated.as_ref())
+                    .and_then(|t| t.reason.as_deref())
+                    == Some("OOMKilled")
+            })
+    }))
+}
+
+/// Injects one OOM kill, retrying while the API server is away. A retry
+/// after a write that did land would inject a second kill, so each retry
+/// first checks whether the first one landed.
+async fn inject_once(client: &Client, ns: &str, app: &str) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let target = Target {
+        client: client.clone(),
+        namespace: ns.into(),
+        deployment: app.into(),
+        dry_run: false,
+    };
+    wait_until(LONG, "the fault to be written once", || async {
+        if oom_landed(&pods, app).await.unwrap_or(false) {
+            return Ok(true);
+        }
+        Ok(target.oom().await.is_ok())
+    })
+    .await
+}
 
 #[tokio::test]
 async fn faults_detected_across_an_etcd_and_api_server_restart_get_one_incident_each() -> Result<()>
@@ -37,28 +77,18 @@ async fn faults_detected_across_an_etcd_and_api_server_restart_get_one_incident_
         wait_ready(&client, &ns.name, n, 1, LONG).await?;
     }
     let _operator = Operator::start(&ns.name, &[])?;
-    let inject = |name: &str| Target {
-        client: client.clone(),
-        namespace: ns.name.clone(),
-        deployment: name.into(),
-        dry_run: false,
-    };
 
     // Two faults just before the crash, while detection is in flight.
-    inject(&names[0]).oom().await?;
-    inject(&names[1]).oom().await?;
+    inject_once(&client, &ns.name, &names[0]).await?;
+    inject_once(&client, &ns.name, &names[1]).await?;
     let restart = tokio::task::spawn_blocking(|| {
         Command::new(repo_dir().join("e2e/cluster/cluster.sh"))
             .args(["restart", "etcd", "kube-apiserver"])
             .output()
     });
-    // Two more while the control plane is down or coming back: retried
-    // until the API server takes them.
+    // Two more while the control plane is down or coming back.
     for name in &names[2..4] {
-        wait_until(LONG, "the fault to be written", || async {
-            Ok(inject(name).oom().await.is_ok())
-        })
-        .await?;
+        inject_once(&client, &ns.name, name).await?;
     }
     let out = restart.await??;
     anyhow::ensure!(
@@ -68,10 +98,7 @@ async fn faults_detected_across_an_etcd_and_api_server_restart_get_one_incident_
     );
     // And two after.
     for name in &names[4..] {
-        wait_until(LONG, "the fault to be written", || async {
-            Ok(inject(name).oom().await.is_ok())
-        })
-        .await?;
+        inject_once(&client, &ns.name, name).await?;
     }
 
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns.name);
