@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status deps
+.PHONY: bench demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status deps
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -25,6 +25,11 @@ test: deps
 ## unit-test: the fast tests, no cluster
 unit-test:
 	cargo test --workspace
+
+## bench: the operator's costs at scale beside same-run baselines (a table, not a test);
+## BENCH_NODES, BENCH_PODS, BENCH_FAULTS set the scale (default 50, 5000, 40)
+bench: deps
+	@e2e/bench.sh
 
 ## lint: formatting and clippy, as CI checks them
 lint:
