@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CLUSTER := e2e/cluster/cluster.sh
 
-.PHONY: demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status deps
+.PHONY: demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status signals-up signals-down signals-status deps
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -57,3 +57,13 @@ cluster-down:
 
 cluster-status:
 	@$(CLUSTER) status
+
+## signals-up: only the Kafka broker and Jaeger (make cluster-up starts them too unless SIGNALS=0)
+signals-up:
+	@e2e/cluster/signals.sh up
+
+signals-down:
+	@e2e/cluster/signals.sh down
+
+signals-status:
+	@e2e/cluster/signals.sh status

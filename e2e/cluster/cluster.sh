@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local Kubernetes cluster: real etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler on 127.0.0.1, with kwok
-# simulating the nodes and the kubelets.
+# simulating the nodes and the kubelets. Unless SIGNALS=0, also the Kafka
+# broker and Jaeger of e2e/cluster/signals.sh.
 #
 #   cluster.sh up       build what is missing, start everything, wait until ready
 #   cluster.sh down     stop everything and drop the cluster's data
@@ -14,6 +15,7 @@ PKI=$STATE_DIR/pki
 LOGS=$STATE_DIR/logs
 PIDS=$STATE_DIR/pids
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+SIGNALS_SH=$E2E_DIR/cluster/signals.sh
 
 ports_of() {
     case $1 in
@@ -174,9 +176,12 @@ cmd_up() {
     mkdir -p "$LOGS" "$PIDS"
     if cmd_status >/dev/null 2>&1 && healthz "$APISERVER_PORT" /readyz >/dev/null 2>&1; then
         log "already running"
+        if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" up >/dev/null; fi
         cmd_status
         return 0
     fi
+    # Kafka and Jaeger start first and get ready while the control plane does.
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" start; fi
     make_pki
     kwok_config >"$STATE_DIR/kwok.yaml"
     kubeconfig admin "$KUBECONFIG_PATH"
@@ -237,6 +242,7 @@ cmd_up() {
     wait_for kube-apiserver 60 kubectl_ wait --for=condition=Ready node --all --timeout=5s
     # Pods are refused until the service-account controller made `default`.
     wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" up >/dev/null; fi
     log "ready in $((SECONDS - start_time)) s"
     cmd_status
 }
@@ -264,6 +270,8 @@ cmd_down() {
     done
     # The next cluster starts from empty data; certificates are kept.
     rm -rf "$STATE_DIR/etcd" "$LOGS"
+    # Kafka and Jaeger too, whether or not SIGNALS is set now.
+    "$SIGNALS_SH" down
 }
 
 cmd_status() {
@@ -277,11 +285,13 @@ cmd_status() {
         echo "  kubeconfig: $KUBECONFIG_PATH"
         echo "  to use it:  $(cmd_env)"
     fi
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" status || true; fi
     return $ok
 }
 
 cmd_env() {
     echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$LOCAL_BIN:\$PATH"
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" env; fi
 }
 
 case ${1:-} in

@@ -343,9 +343,10 @@ cmd_status() {
 }
 
 cmd_env() {
-    echo "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT" \
-        "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_GRPC_PORT" \
-        "JAEGER_QUERY_URL=http://127.0.0.1:$JAEGER_QUERY_PORT"
+    echo "export SRE_SPACE_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT" \
+        "SRE_SPACE_OTLP_GRPC=http://127.0.0.1:$JAEGER_OTLP_GRPC_PORT" \
+        "SRE_SPACE_OTLP_HTTP=http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT" \
+        "SRE_SPACE_JAEGER_QUERY=http://127.0.0.1:$JAEGER_QUERY_PORT"
 }
 
 case ${1:-} in
