@@ -51,7 +51,7 @@ fetch_kafka() {
     slog "fetching Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
     local start=$SECONDS
     rm -rf "$KAFKA_HOME.tmp" && mkdir -p "$KAFKA_HOME.tmp"
-    mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
         -DoutputDirectory="$KAFKA_HOME.tmp/libs" >&2
     echo "$sum" >"$KAFKA_HOME.tmp/pom.sha256"
     rm -rf "$KAFKA_HOME" && mv "$KAFKA_HOME.tmp" "$KAFKA_HOME"
