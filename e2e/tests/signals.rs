@@ -47,7 +47,7 @@ async fn a_message_goes_through_the_kafka_broker() -> Result<()> {
         .set("message.timeout.ms", "30000")
         .create()
         .context("creating the producer")?;
-    let (partition, offset) = producer
+    let delivered = producer
         .send(
             FutureRecord::to(&topic).key(id.as_str()).payload(&payload),
             Duration::from_secs(30),
@@ -55,7 +55,7 @@ async fn a_message_goes_through_the_kafka_broker() -> Result<()> {
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("producing to {topic} at {bootstrap}"))?;
-    let delivery = (partition, offset);
+    let delivery = (delivered.partition, delivered.offset);
 
     // Read the partition directly: no consumer group to join.
     let consumer: BaseConsumer = ClientConfig::new()
@@ -93,13 +93,27 @@ async fn a_message_goes_through_the_kafka_broker() -> Result<()> {
             }
         }
     }
-    bail!("the message written to {topic} (partition {}, offset {}) was not read back within 30 s", delivery.0, delivery.1)
+    bail!(
+        "the message written to {topic} (partition {}, offset {}) was not read back within 30 s",
+        delivery.0,
+        delivery.1
+    )
 }
 
 #[tokio::test]
 async fn a_trace_sent_over_otlp_is_found_in_jaeger() -> Result<()> {
-    let otlp = address("SRE_SPACE_OTLP_HTTP", "JAEGER_OTLP_HTTP_PORT", 14318, "http://");
-    let query = address("SRE_SPACE_JAEGER_QUERY", "JAEGER_QUERY_PORT", 16686, "http://");
+    let otlp = address(
+        "SRE_SPACE_OTLP_HTTP",
+        "JAEGER_OTLP_HTTP_PORT",
+        14318,
+        "http://",
+    );
+    let query = address(
+        "SRE_SPACE_JAEGER_QUERY",
+        "JAEGER_QUERY_PORT",
+        16686,
+        "http://",
+    );
     let service = "sre-space-e2e-signals";
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     // 32 and 16 hex digits, different on every run.
@@ -127,6 +141,9 @@ async fn a_trace_sent_over_otlp_is_found_in_jaeger() -> Result<()> {
         }]
     });
 
+    // The workspace's reqwest has no crypto provider of its own; installing
+    // one again is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -136,7 +153,11 @@ async fn a_trace_sent_over_otlp_is_found_in_jaeger() -> Result<()> {
         .send()
         .await
         .with_context(|| format!("sending the trace to {otlp}"))?;
-    assert!(sent.status().is_success(), "OTLP/HTTP answered {}", sent.status());
+    assert!(
+        sent.status().is_success(),
+        "OTLP/HTTP answered {}",
+        sent.status()
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -157,7 +178,10 @@ async fn a_trace_sent_over_otlp_is_found_in_jaeger() -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("trace {trace_id} not found at {query} within 30 s (last answer {})", found.status());
+            bail!(
+                "trace {trace_id} not found at {query} within 30 s (last answer {})",
+                found.status()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
