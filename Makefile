@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: bench demo test unit-test e2e-test lint fmt crds build images cluster-up cluster-down cluster-status deps
+.PHONY: bench build cluster-down cluster-status cluster-up crds demo deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -66,3 +66,13 @@ cluster-down:
 
 cluster-status:
 	@$(CLUSTER) status
+
+## signals-up: only the Kafka broker and Jaeger (make cluster-up starts them too unless SIGNALS=0)
+signals-up:
+	@e2e/cluster/signals.sh up
+
+signals-down:
+	@e2e/cluster/signals.sh down
+
+signals-status:
+	@e2e/cluster/signals.sh status

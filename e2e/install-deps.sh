@@ -4,7 +4,11 @@
 # (Go, Rust) come with the machine; this checks for them.
 set -euo pipefail
 missing=()
-for tool in openssl curl setsid; do
+tools=(openssl curl setsid)
+# The Kafka broker of the harness (SIGNALS=0 leaves it out) runs on Java 17+
+# from jars Maven fetches.
+[[ ${SIGNALS:-1} == 1 ]] && tools+=(java mvn)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 # The real node (SRE_SPACE_NODE=real) runs containers: containerd, runc, the
@@ -24,6 +28,8 @@ if ((${#missing[@]})); then
         case $tool in
             setsid) packages+=(util-linux) ;;
             cni) packages+=(containernetworking-plugins) ;;
+            java) packages+=(openjdk-17-jre-headless) ;;
+            mvn) packages+=(maven) ;;
             *) packages+=("$tool") ;;
         esac
     done

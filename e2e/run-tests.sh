@@ -30,7 +30,18 @@ if [[ -f $demo_pid ]] && kill -0 "$(cat "$demo_pid")" 2>/dev/null; then
     kill "$(cat "$demo_pid")" || true
     rm -f "$demo_pid"
 fi
-stop() { if ((started)); then echo "== stopping the local cluster"; $cluster down; fi; }
+# A cluster someone left running may lack Kafka and Jaeger: start them for
+# this run only.
+signals_started=0
+if ((!started)) && [[ ${SIGNALS:-1} == 1 ]] && ! e2e/cluster/signals.sh status >/dev/null 2>&1; then
+    echo "== starting Kafka and Jaeger"
+    e2e/cluster/signals.sh up
+    signals_started=1
+fi
+stop() {
+    if ((started)); then echo "== stopping the local cluster"; $cluster down
+    elif ((signals_started)); then echo "== stopping Kafka and Jaeger"; e2e/cluster/signals.sh down; fi
+}
 trap stop EXIT
 
 # The scenario tests run the real operator binary.

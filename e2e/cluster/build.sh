@@ -4,6 +4,9 @@
 # e2e/build/*/go.mod, and the kubelet when the real node is wanted
 # (SRE_SPACE_NODE=real, or `build.sh kubelet`). A binary already in the
 # cache is not built again.
+# kubectl, kwok, helm and (with SIGNALS=1) Jaeger from their Go modules at the
+# versions pinned in e2e/build/*/go.mod. A binary already in the cache is not
+# built again. `build.sh jaeger` builds Jaeger alone.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -24,6 +27,18 @@ build() {
         log "built $name in $((SECONDS - start)) s"
     done
 }
+
+build_jaeger() {
+    build jaeger "$JAEGER_BIN" "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_RELEASE" \
+        jaeger=github.com/jaegertracing/jaeger/cmd/jaeger
+    mkdir -p "$LOCAL_BIN"
+    ln -sfn "$JAEGER_BIN/jaeger" "$LOCAL_BIN/jaeger"
+}
+
+if [[ ${1:-} == jaeger ]]; then
+    build_jaeger
+    exit 0
+fi
 
 k8s_minor=$(echo "$K8S_VERSION" | cut -d. -f2)
 k8s_ldflags="-s -w"
@@ -49,3 +64,4 @@ mkdir -p "$LOCAL_BIN"
 for bin in "$K8S_BIN"/* "$ETCD_BIN/etcd" "$KWOK_BIN/kwok" "$HELM_BIN/helm"; do
     ln -sfn "$bin" "$LOCAL_BIN/$(basename "$bin")"
 done
+if [[ $SIGNALS == 1 ]]; then build_jaeger; fi

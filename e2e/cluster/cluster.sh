@@ -4,6 +4,8 @@
 # simulating the nodes and the kubelets. With SRE_SPACE_NODE=real (`make
 # cluster-up NODE=real`), also one real node: a kubelet with containerd
 # (e2e/cluster/real-node.sh, docs/real-node.md).
+# simulating the nodes and the kubelets. Unless SIGNALS=0, also the Kafka
+# broker and Jaeger of e2e/cluster/signals.sh.
 #
 #   cluster.sh up       build what is missing, start everything, wait until ready
 #   cluster.sh down     stop everything and drop the cluster's data
@@ -17,6 +19,7 @@ LOGS=$STATE_DIR/logs
 PIDS=$STATE_DIR/pids
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 source "$E2E_DIR/cluster/real-node.sh"
+SIGNALS_SH=$E2E_DIR/cluster/signals.sh
 
 ports_of() {
     case $1 in
@@ -197,9 +200,12 @@ cmd_up() {
         else
             log "already running"
         fi
+        if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" up >/dev/null; fi
         cmd_status
         return 0
     fi
+    # Kafka and Jaeger start first and get ready while the control plane does.
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" start; fi
     make_pki
     kwok_config >"$STATE_DIR/kwok.yaml"
     kubeconfig admin "$KUBECONFIG_PATH"
@@ -265,6 +271,7 @@ cmd_up() {
     # Pods are refused until the service-account controller made `default`.
     wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
     [[ $SRE_SPACE_NODE == real ]] && real_node_up
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" up >/dev/null; fi
     log "ready in $((SECONDS - start_time)) s"
     cmd_status
 }
@@ -298,6 +305,8 @@ cmd_down() {
     done
     # The next cluster starts from empty data; certificates are kept.
     rm -rf "$STATE_DIR/etcd" "$LOGS"
+    # Kafka and Jaeger too, whether or not SIGNALS is set now.
+    "$SIGNALS_SH" down
 }
 
 cmd_status() {
@@ -312,6 +321,7 @@ cmd_status() {
         echo "  kubeconfig: $KUBECONFIG_PATH"
         echo "  to use it:  $(cmd_env)"
     fi
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" status || true; fi
     return $ok
 }
 
@@ -321,6 +331,7 @@ cmd_env() {
     local node=""
     real_node_enabled && real_node_status >/dev/null 2>&1 && node=$REAL_NODE_NAME
     echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$LOCAL_BIN:\$PATH SRE_SPACE_REAL_NODE=$node"
+    if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" env; fi
 }
 
 # Stops the named components (their data is kept) and starts them again,

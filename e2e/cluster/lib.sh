@@ -32,6 +32,19 @@ if [[ -z ${CNI_BIN_DIR:-} ]]; then
     CNI_BIN_DIR=/opt/cni/bin
     [[ -x /usr/lib/cni/bridge ]] && CNI_BIN_DIR=/usr/lib/cni # Debian's containernetworking-plugins
 fi
+# The business-signal services beside the cluster (e2e/cluster/signals.sh):
+# a Kafka broker and Jaeger. SIGNALS=0 leaves them out of `cluster.sh up`.
+SIGNALS=${SIGNALS:-1}
+SIGNALS_DIR=${SRE_SPACE_SIGNALS_STATE:-$REPO_DIR/.local/signals}
+KAFKA_PORT=${KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_HEAP=${KAFKA_HEAP:-512m}
+JAEGER_OTLP_GRPC_PORT=${JAEGER_OTLP_GRPC_PORT:-14317}
+JAEGER_OTLP_HTTP_PORT=${JAEGER_OTLP_HTTP_PORT:-14318}
+JAEGER_QUERY_PORT=${JAEGER_QUERY_PORT:-16686}
+JAEGER_QUERY_GRPC_PORT=${JAEGER_QUERY_GRPC_PORT:-16685}
+JAEGER_HEALTH_PORT=${JAEGER_HEALTH_PORT:-13133}
+JAEGER_METRICS_PORT=${JAEGER_METRICS_PORT:-18888}
 
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
 LOCAL_BIN=$REPO_DIR/.local/bin
@@ -46,11 +59,18 @@ K8S_VERSION=$(module_version kubernetes k8s.io/kubernetes)
 ETCD_VERSION=$(module_version etcd go.etcd.io/etcd/server/v3)
 KWOK_VERSION=$(module_version kwok sigs.k8s.io/kwok)
 HELM_VERSION=$(module_version helm helm.sh/helm/v4)
+JAEGER_VERSION=$(module_version jaeger github.com/jaegertracing/jaeger)
+# Jaeger v2 is published under the module's v1 tags: v1.N.0 is v2.(N-63).0.
+JAEGER_RELEASE=v2.$(($(echo "$JAEGER_VERSION" | cut -d. -f2) - 63)).$(echo "$JAEGER_VERSION" | cut -d. -f3)
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$E2E_DIR/build/kafka/pom.xml")
 
 K8S_BIN=$CACHE_DIR/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$CACHE_DIR/bin/etcd-$ETCD_VERSION
 KWOK_BIN=$CACHE_DIR/bin/kwok-$KWOK_VERSION
 HELM_BIN=$CACHE_DIR/bin/helm-$HELM_VERSION
+JAEGER_BIN=$CACHE_DIR/bin/jaeger-$JAEGER_VERSION
+# The broker's jars, as Maven resolved them from e2e/build/kafka/pom.xml.
+KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }

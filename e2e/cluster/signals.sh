@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# The business-signal services of the local harness, on 127.0.0.1:
+# a single-node Apache Kafka broker (KRaft: broker and controller in one JVM)
+# run from the release's jars on Maven Central, and Jaeger v2 built from its
+# Go module, with in-memory storage.
+#
+#   signals.sh up       fetch/build what is missing, start both, wait until ready
+#   signals.sh start    fetch/build what is missing and start both, without waiting
+#   signals.sh down     stop both and drop their data
+#   signals.sh status   say what runs and how to reach it
+#   signals.sh env      print the export line with their addresses
+#
+# `cluster.sh up` runs this too unless SIGNALS=0. Ports: see e2e/cluster/lib.sh.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+LOGS=$SIGNALS_DIR/logs
+PIDS=$SIGNALS_DIR/pids
+KAFKA_STATE=$SIGNALS_DIR/kafka
+JAEGER_STATE=$SIGNALS_DIR/jaeger
+SERVICES=(kafka jaeger)
+# The topic the readiness check creates, writes and reads.
+CHECK_TOPIC=sre-space.harness-check
+CHECK_SERVICE=sre-space-harness-check
+
+slog() { printf '[signals] %s\n' "$*" >&2; }
+sdie() { printf '[signals] error: %s\n' "$*" >&2; exit 1; }
+
+ports_of() {
+    case $1 in
+        kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+        jaeger) echo "$JAEGER_OTLP_GRPC_PORT $JAEGER_OTLP_HTTP_PORT $JAEGER_QUERY_PORT $JAEGER_QUERY_GRPC_PORT $JAEGER_HEALTH_PORT $JAEGER_METRICS_PORT" ;;
+    esac
+}
+
+pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
+running() { local pid; pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+port_in_use() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# --- fetch and build ---------------------------------------------------------
+
+# The broker's jars: everything kafka_2.13 and kafka-tools need at run time,
+# plus the Log4j 2 binding, copied by Maven into the cache. The cache entry is
+# keyed by the Kafka version and remembers the pom it was made from, so an
+# edited pom is fetched again.
+fetch_kafka() {
+    local pom=$E2E_DIR/build/kafka/pom.xml sum
+    sum=$(sha256sum "$pom" | cut -d' ' -f1)
+    [[ -f $KAFKA_HOME/pom.sha256 && $(cat "$KAFKA_HOME/pom.sha256") == "$sum" ]] && return 0
+    command -v mvn >/dev/null || sdie "mvn is not installed (apt-get install maven)"
+    slog "fetching Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
+    local start=$SECONDS
+    rm -rf "$KAFKA_HOME.tmp" && mkdir -p "$KAFKA_HOME.tmp"
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$KAFKA_HOME.tmp/libs" >&2
+    echo "$sum" >"$KAFKA_HOME.tmp/pom.sha256"
+    rm -rf "$KAFKA_HOME" && mv "$KAFKA_HOME.tmp" "$KAFKA_HOME"
+    slog "fetched Kafka $KAFKA_VERSION ($(ls "$KAFKA_HOME/libs" | wc -l) jars) in $((SECONDS - start)) s"
+}
+
+prepare() {
+    command -v java >/dev/null || sdie "java is not installed (Kafka $KAFKA_VERSION needs Java 17 or newer)"
+    fetch_kafka
+    "$E2E_DIR/cluster/build.sh" jaeger
+}
+
+# --- Kafka -------------------------------------------------------------------
+
+# One JVM runs the broker and the controller; the broker's data and the
+# metadata log are dropped by `down`, so every `up` starts from empty.
+kafka_config() {
+    cat <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_STATE/data
+auto.create.topics.enable=true
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.num.partitions=1
+group.initial.rebalance.delay.ms=0
+PROPS
+}
+
+# Log4j 2 configuration: the broker logs INFO to its log file; the command-line
+# tools log WARN to stderr, so their stdout holds only what they print.
+log4j_config() { # level target
+    cat <<PROPS
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.target = $2
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = $1
+rootLogger.appenderRef.out.ref = out
+logger.state.name = state.change.logger
+logger.state.level = WARN
+PROPS
+}
+
+kafka_java() { # main-class args... (a short-lived tool from the broker's classpath)
+    java -Xmx256m -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_STATE/tools-log4j2.properties" \
+        -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+start_kafka() {
+    running kafka && return 0
+    mkdir -p "$KAFKA_STATE"
+    rm -rf "$KAFKA_STATE/data"
+    kafka_config >"$KAFKA_STATE/server.properties"
+    log4j_config INFO SYSTEM_OUT >"$KAFKA_STATE/log4j2.properties"
+    log4j_config WARN SYSTEM_ERR >"$KAFKA_STATE/tools-log4j2.properties"
+    # KRaft needs its storage formatted with a cluster id before the first
+    # start; --standalone makes this node the one voter of the quorum.
+    rm -f "$KAFKA_STATE/check-written"
+    kafka_java kafka.tools.StorageTool random-uuid | tail -n 1 >"$KAFKA_STATE/cluster-id"
+    kafka_java kafka.tools.StorageTool format -t "$(cat "$KAFKA_STATE/cluster-id")" \
+        -c "$KAFKA_STATE/server.properties" --standalone >>"$LOGS/kafka.log" 2>&1 ||
+        { tail -n 20 "$LOGS/kafka.log" >&2; sdie "formatting Kafka's storage failed"; }
+    spawn kafka java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_STATE/log4j2.properties" \
+        -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_STATE/server.properties"
+}
+
+# Ready when a topic can be created and a message written to it read back.
+# Topic and message are named after this start's cluster id, so a retried
+# check, or one against a broker left running, reads exactly what it wrote.
+kafka_ready() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null || return 1
+    local id topic got
+    id=$(cat "$KAFKA_STATE/cluster-id")
+    topic=$CHECK_TOPIC-$id
+    kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+        --create --if-not-exists --topic "$topic" --partitions 1 --replication-factor 1 >/dev/null
+    if [[ ! -f $KAFKA_STATE/check-written ]]; then
+        echo "$id" | kafka_java org.apache.kafka.tools.ConsoleProducer \
+            --bootstrap-server "127.0.0.1:$KAFKA_PORT" --topic "$topic" --producer-property acks=all &&
+            touch "$KAFKA_STATE/check-written"
+    fi
+    # Read partition 0 directly (no consumer group to join): faster, and the
+    # check leaves no group behind.
+    got=$(kafka_java org.apache.kafka.tools.consumer.ConsoleConsumer \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --topic "$topic" \
+        --partition 0 --offset earliest --max-messages 1 --timeout-ms 15000 2>/dev/null || true)
+    [[ $got == "$id" ]]
+}
+
+# --- Jaeger ------------------------------------------------------------------
+
+jaeger_config() {
+    cat <<YAML
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    resource:
+      service.name: jaeger
+    metrics:
+      level: basic
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: $JAEGER_METRICS_PORT
+    logs:
+      level: info
+
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:$JAEGER_HEALTH_PORT
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+  jaeger_query:
+    storage:
+      traces: memstore
+    # Jaeger would otherwise trace its own queries and export them to the
+    # default OTLP endpoint (localhost:4317), which is not ours.
+    enable_tracing: false
+    http:
+      endpoint: 127.0.0.1:$JAEGER_QUERY_PORT
+    grpc:
+      endpoint: 127.0.0.1:$JAEGER_QUERY_GRPC_PORT
+
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:$JAEGER_OTLP_GRPC_PORT
+      http:
+        endpoint: 127.0.0.1:$JAEGER_OTLP_HTTP_PORT
+
+processors:
+  batch:
+    timeout: 200ms
+
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+YAML
+}
+
+start_jaeger() {
+    running jaeger && return 0
+    mkdir -p "$JAEGER_STATE"
+    jaeger_config >"$JAEGER_STATE/config.yaml"
+    spawn jaeger "$JAEGER_BIN/jaeger" --config "$JAEGER_STATE/config.yaml"
+}
+
+# Ready when a span sent over OTLP/HTTP can be found through the query API.
+jaeger_ready() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$JAEGER_HEALTH_PORT/status" >/dev/null || return 1
+    local trace_id span_id now
+    trace_id=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    span_id=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+    now=$(date +%s%N)
+    curl -fsS --max-time 5 -H 'Content-Type: application/json' \
+        "http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT/v1/traces" -d @- >/dev/null <<JSON || return 1
+{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"$CHECK_SERVICE"}}]},
+ "scopeSpans":[{"scope":{"name":"signals.sh"},"spans":[{"traceId":"$trace_id","spanId":"$span_id",
+ "name":"readiness-check","kind":1,"startTimeUnixNano":"$((now - 1000000))","endTimeUnixNano":"$now"}]}]}]}
+JSON
+    local _
+    for _ in $(seq 1 20); do
+        curl -fsS --max-time 2 "http://127.0.0.1:$JAEGER_QUERY_PORT/api/traces?service=$CHECK_SERVICE&limit=100" 2>/dev/null |
+            grep -q "\"traceID\":\"$trace_id\"" && return 0
+        sleep 0.25
+    done
+    return 1
+}
+
+# --- common ------------------------------------------------------------------
+
+spawn() { # name command...
+    local name=$1; shift
+    local port
+    for port in $(ports_of "$name"); do
+        port_in_use "$port" && sdie "port $port for $name is taken by another process (another clone's harness? run its 'make cluster-down', or set the port variables in e2e/cluster/lib.sh)"
+    done
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/$name"
+}
+
+wait_ready() { # name seconds check
+    local name=$1 seconds=$2 check=$3
+    local deadline=$((SECONDS + seconds))
+    until $check >/dev/null 2>>"$LOGS/$name-check.log"; do
+        running "$name" || { tail -n 30 "$LOGS/$name.log" >&2; sdie "$name exited; log: $LOGS/$name.log"; }
+        if ((SECONDS >= deadline)); then
+            slog "$name not ready after ${seconds}s; last log lines:"
+            tail -n 30 "$LOGS/$name.log" >&2 || true
+            sdie "$name did not become ready"
+        fi
+        sleep 1
+    done
+}
+
+cmd_start() {
+    prepare
+    mkdir -p "$LOGS" "$PIDS"
+    start_jaeger
+    start_kafka
+}
+
+cmd_up() {
+    local start_time=$SECONDS
+    if running kafka && running jaeger && [[ -f $SIGNALS_DIR/ready ]]; then
+        slog "already running"
+        cmd_status
+        return 0
+    fi
+    rm -f "$SIGNALS_DIR/ready"
+    cmd_start
+    local t=$SECONDS
+    wait_ready jaeger 60 jaeger_ready
+    slog "jaeger ready (a trace sent over OTLP found through the query API) in $((SECONDS - t)) s"
+    t=$SECONDS
+    wait_ready kafka 120 kafka_ready
+    slog "kafka ready (topic $CHECK_TOPIC created, written and read) in $((SECONDS - t)) s"
+    touch "$SIGNALS_DIR/ready"
+    slog "ready in $((SECONDS - start_time)) s"
+    cmd_status
+}
+
+cmd_down() {
+    local i
+    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+        local s=${SERVICES[i]} pid
+        pid=$(pid_of "$s") || continue
+        if kill -0 "$pid" 2>/dev/null; then
+            # Kafka shuts down in order on SIGTERM (a few seconds); give it 30.
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            local _
+            for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            if kill -0 "$pid" 2>/dev/null; then
+                kill -KILL -- "-$pid" 2>/dev/null || true
+                slog "killed $s (it did not stop within 30 s)"
+            else
+                slog "stopped $s"
+            fi
+        fi
+        rm -f "$PIDS/$s"
+    done
+    rm -rf "$KAFKA_STATE/data" "$LOGS" "$SIGNALS_DIR/ready"
+}
+
+cmd_status() {
+    local ok=0
+    for s in "${SERVICES[@]}"; do
+        if running "$s"; then printf '  %-24s running (pid %s)\n' "$s" "$(pid_of "$s")"
+        else printf '  %-24s stopped\n' "$s"; ok=1; fi
+    done
+    if ((ok == 0)); then
+        echo "  Kafka $KAFKA_VERSION (KRaft) bootstrap 127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
+        echo "  Jaeger $JAEGER_RELEASE OTLP gRPC 127.0.0.1:$JAEGER_OTLP_GRPC_PORT, OTLP HTTP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT, query http://127.0.0.1:$JAEGER_QUERY_PORT"
+    fi
+    return $ok
+}
+
+cmd_env() {
+    echo "export SRE_SPACE_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT" \
+        "SRE_SPACE_OTLP_GRPC=http://127.0.0.1:$JAEGER_OTLP_GRPC_PORT" \
+        "SRE_SPACE_OTLP_HTTP=http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT" \
+        "SRE_SPACE_JAEGER_QUERY=http://127.0.0.1:$JAEGER_QUERY_PORT"
+}
+
+case ${1:-} in
+    up) cmd_up ;;
+    start) cmd_start ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    *) echo "usage: $0 up|start|down|status|env" >&2; exit 2 ;;
+esac
