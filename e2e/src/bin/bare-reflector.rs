@@ -10,17 +10,33 @@ use kube::{Api, Client};
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ns = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: bare-reflector NAMESPACE"))?;
+    let ns = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: bare-reflector NAMESPACE"))?;
     let client = Client::try_default().await?;
     let (store, writer) = reflector::store::<Pod>();
-    let stream = reflector(writer, watcher(Api::<Pod>::namespaced(client, &ns), watcher::Config::default())).touched_objects();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<Pod>::namespaced(client, &ns),
+            watcher::Config::default(),
+        ),
+    )
+    .touched_objects();
     tokio::spawn(stream.for_each(|_| async {}));
     store.wait_until_ready().await?;
     println!("synced {}", store.state().len());

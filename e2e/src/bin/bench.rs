@@ -30,19 +30,31 @@ use sre_space::crd::Incident;
 use sre_space_e2e::{TestNamespace, create_policy, deployment, install_crds, operator_bin};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
-    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {
@@ -51,17 +63,28 @@ fn ms(d: Duration) -> String {
 
 async fn running_pods(pods: &Api<Pod>) -> Result<usize> {
     let list = pods.list(&ListParams::default()).await?;
-    Ok(list.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count())
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (nodes, pods_wanted, faults) = (env("BENCH_NODES", 50), env("BENCH_PODS", 5000), env("BENCH_FAULTS", 40));
+    let (nodes, pods_wanted, faults) = (
+        env("BENCH_NODES", 50),
+        env("BENCH_PODS", 5000),
+        env("BENCH_FAULTS", 40),
+    );
     let client = sre_space_e2e::client().await?;
     install_crds(&client).await?;
     let ns = TestNamespace::create(&client, "bench").await?;
-    println!("== scale: {nodes} kwok nodes, {pods_wanted} pods, {faults} faults (namespace {})", ns.name);
+    println!(
+        "== scale: {nodes} kwok nodes, {pods_wanted} pods, {faults} faults (namespace {})",
+        ns.name
+    );
 
     let node_api: Api<Node> = Api::all(client.clone());
     for i in 0..nodes {
@@ -82,34 +105,54 @@ async fn main() -> Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     for d in 0..pods_wanted.div_ceil(per) {
         let replicas = per.min(pods_wanted - d * per) as i32;
-        deployments.create(&PostParams::default(), &deployment(&format!("b-{d}"), replicas, "64Mi")).await?;
+        deployments
+            .create(
+                &PostParams::default(),
+                &deployment(&format!("b-{d}"), replicas, "64Mi"),
+            )
+            .await?;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let started = Instant::now();
     while running_pods(&pods).await? < pods_wanted {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(900), "pods did not all start in 15 minutes");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "pods did not all start in 15 minutes"
+        );
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    println!("== {pods_wanted} pods running after {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "== {pods_wanted} pods running after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // Memory baseline: a plain reflector of full Pods.
     let bin_dir = operator_bin().parent().context("target dir")?.to_path_buf();
-    let mut bare = Command::new(bin_dir.join("bare-reflector")).arg(&ns.name).stdout(Stdio::piped()).spawn()?;
+    let mut bare = Command::new(bin_dir.join("bare-reflector"))
+        .arg(&ns.name)
+        .stdout(Stdio::piped())
+        .spawn()?;
     let bare_out = bare.stdout.take().context("stdout")?;
     let bare_pid = bare.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(bare_out).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(bare_out)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(Duration::from_secs(300)).context("the bare reflector did not sync")?;
+    rx.recv_timeout(Duration::from_secs(300))
+        .context("the bare reflector did not sync")?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let bare_rss = rss_kib(bare_pid);
 
     // The operator, with its metrics served.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let log = std::env::temp_dir().join(format!("{}-operator.log", ns.name));
     let launched = Instant::now();
     let mut operator = Command::new(operator_bin())
@@ -120,25 +163,35 @@ async fn main() -> Result<()> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     while !std::fs::read_to_string(&log)?.contains("operator started") {
-        anyhow::ensure!(launched.elapsed() < Duration::from_secs(300), "the operator did not start");
+        anyhow::ensure!(
+            launched.elapsed() < Duration::from_secs(300),
+            "the operator did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready_after = launched.elapsed();
     // The Scout's first pass: one reconcile per pod.
     let scout_count = || -> u64 {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return 0;
+        };
         use std::io::{Read, Write};
         let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
         let mut body = String::new();
         let _ = s.read_to_string(&mut body);
         body.lines()
-            .find(|l| l.starts_with("sre_space_reconcile_duration_seconds_count{controller=\"scout\"}"))
+            .find(|l| {
+                l.starts_with("sre_space_reconcile_duration_seconds_count{controller=\"scout\"}")
+            })
             .and_then(|l| l.split_whitespace().last()?.parse().ok())
             .unwrap_or(0)
     };
     let pass = Instant::now();
     while scout_count() < pods_wanted as u64 {
-        anyhow::ensure!(pass.elapsed() < Duration::from_secs(600), "the Scout did not look at every pod");
+        anyhow::ensure!(
+            pass.elapsed() < Duration::from_secs(600),
+            "the Scout did not look at every pod"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let reconciled = scout_count();
@@ -154,10 +207,21 @@ async fn main() -> Result<()> {
         let stream = watcher(pods.clone(), watcher::Config::default()).applied_objects();
         tokio::spawn(stream.for_each(move |p| {
             if let Ok(p) = p {
-                let oom = p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
-                    c.last_state.as_ref().and_then(|l| l.terminated.as_ref()).and_then(|t| t.reason.as_deref()) == Some("OOMKilled")
-                });
-                if oom && let Some(owner) = p.labels().get("app") && let Ok(mut s) = seen.lock() {
+                let oom = p
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .any(|c| {
+                        c.last_state
+                            .as_ref()
+                            .and_then(|l| l.terminated.as_ref())
+                            .and_then(|t| t.reason.as_deref())
+                            == Some("OOMKilled")
+                    });
+                if oom
+                    && let Some(owner) = p.labels().get("app")
+                    && let Ok(mut s) = seen.lock()
+                {
                     s.entry(owner.clone()).or_insert_with(Instant::now);
                 }
             }
@@ -170,7 +234,8 @@ async fn main() -> Result<()> {
             if let Ok(i) = i
                 && let Ok(mut s) = seen.lock()
             {
-                s.entry(i.spec.target.name.clone()).or_insert_with(Instant::now);
+                s.entry(i.spec.target.name.clone())
+                    .or_insert_with(Instant::now);
             }
             async {}
         }));
@@ -179,14 +244,22 @@ async fn main() -> Result<()> {
     let mut injected = BTreeMap::new();
     for f in 0..faults.min(pods_wanted.div_ceil(per)) {
         let name = format!("b-{f}");
-        let target = Target { client: client.clone(), namespace: ns.name.clone(), deployment: name.clone(), dry_run: false };
+        let target = Target {
+            client: client.clone(),
+            namespace: ns.name.clone(),
+            deployment: name.clone(),
+            dry_run: false,
+        };
         injected.insert(name, Instant::now());
         target.oom().await?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (mut bare_lat, mut op_lat, mut extra) = (vec![], vec![], vec![]);
-    let (sb, si) = (seen_bare.lock().map(|s| s.clone()).unwrap_or_default(), seen_incident.lock().map(|s| s.clone()).unwrap_or_default());
+    let (sb, si) = (
+        seen_bare.lock().map(|s| s.clone()).unwrap_or_default(),
+        seen_incident.lock().map(|s| s.clone()).unwrap_or_default(),
+    );
     for (name, t0) in &injected {
         if let (Some(b), Some(i)) = (sb.get(name), si.get(name)) {
             bare_lat.push(b.duration_since(*t0));
@@ -201,25 +274,42 @@ async fn main() -> Result<()> {
     println!();
     println!("| measure | SRE-Space | baseline (same run) | ratio / difference | goal |");
     println!("|---|---|---|---|---|");
-    let (b50, b99, o50, o99) = (pct(&mut bare_lat, 0.5), pct(&mut bare_lat, 0.99), pct(&mut op_lat, 0.5), pct(&mut op_lat, 0.99));
+    let (b50, b99, o50, o99) = (
+        pct(&mut bare_lat, 0.5),
+        pct(&mut bare_lat, 0.99),
+        pct(&mut op_lat, 0.5),
+        pct(&mut op_lat, 0.99),
+    );
     println!(
         "| detection latency p50 ({measured} faults) | {} | bare watcher {} | +{} | ≤ +10 ms |",
         ms(o50),
         ms(b50),
         ms(o50.saturating_sub(b50))
     );
-    println!("| detection latency p99 | {} | bare watcher {} | +{} | ≤ +50 ms |", ms(o99), ms(b99), ms(o99.saturating_sub(b99)));
+    println!(
+        "| detection latency p99 | {} | bare watcher {} | +{} | ≤ +50 ms |",
+        ms(o99),
+        ms(b99),
+        ms(o99.saturating_sub(b99))
+    );
     println!(
         "| resident memory after sync | {} MiB | full-Pod reflector {} MiB | {:.2}× | ≤ 0.6× |",
         operator_rss / 1024,
         bare_rss / 1024,
         operator_rss as f64 / bare_rss.max(1) as f64
     );
-    println!("| no-op reconciles (first pass over {reconciled} pods) | {throughput:.0}/s | | | ≥ 500/s |");
-    println!("| start-up to ready ({pods_wanted} pods) | {:.2} s | | | |", ready_after.as_secs_f64());
+    println!(
+        "| no-op reconciles (first pass over {reconciled} pods) | {throughput:.0}/s | | | ≥ 500/s |"
+    );
+    println!(
+        "| start-up to ready ({pods_wanted} pods) | {:.2} s | | | |",
+        ready_after.as_secs_f64()
+    );
 
     for i in 0..nodes {
-        let _ = node_api.delete(&format!("bench-node-{i}"), &DeleteParams::default()).await;
+        let _ = node_api
+            .delete(&format!("bench-node-{i}"), &DeleteParams::default())
+            .await;
     }
     ns.cleanup().await
 }
