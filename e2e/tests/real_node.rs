@@ -280,3 +280,89 @@ async fn pods_on_the_real_node_reach_each_other_and_the_host() -> Result<()> {
     );
     t.ns.cleanup().await
 }
+
+/// The whole loop where the kernel really kills: a service that needs 64 MiB
+/// runs with a 32Mi limit, is OOM-killed again and again, and SRE-Space
+/// raises the limit (by at least 64Mi, per the policy) until the new pods
+/// hold; the old pod's kills during the rollout do not count against the fix.
+#[tokio::test]
+async fn the_oom_story_runs_on_the_real_node_and_the_raised_limit_holds() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use sre_space::crd::{ActionState, ActionType, Category};
+    use sre_space_e2e::{Operator, create_policy, install_crds, real_node_pod_spec, wait_resolved};
+
+    let rn = RealNode::new("e2e-real-oom").await?;
+    install_crds(&rn.client).await?;
+    create_policy(&rn.client, &rn.ns.name, |v| {
+        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+        v["spec"]["guardrails"]["verificationWindowSeconds"] = 15.into();
+        v["spec"]["actions"][0]["memory"] =
+            serde_json::json!({ "increasePercent": 50, "minIncrease": "64Mi", "max": "512Mi" });
+    })
+    .await?;
+    let mut spec = real_node_pod_spec(&["alloc", "64"], Some("32Mi"));
+    spec["containers"][0]["resources"]["requests"]["memory"] = "16Mi".into();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "hungry" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "hungry" } },
+            "template": { "metadata": { "labels": { "app": "hungry", "sre.space/protected": "true" } }, "spec": spec }
+        }
+    }))?;
+    Api::<Deployment>::namespaced(rn.client.clone(), &rn.ns.name)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let _operator = Operator::start(&rn.ns.name, &[])?;
+
+    let inc = wait_resolved(
+        &rn.client,
+        &rn.ns.name,
+        "hungry-oomkilled",
+        Duration::from_secs(240),
+    )
+    .await?;
+    let status = inc.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.diagnosis.as_ref().map(|d| d.category),
+        Some(Category::OutOfMemory)
+    );
+    let action = status.actions.first().context("an action")?;
+    assert_eq!(
+        (action.type_, action.state),
+        (ActionType::RaiseMemoryLimit, ActionState::Succeeded)
+    );
+    assert_eq!(
+        (action.from.as_deref(), action.to.as_deref()),
+        (Some("32Mi"), Some("96Mi"))
+    );
+
+    // The pod of the new revision holds its 64 MiB without being killed.
+    let pods = rn
+        .pods
+        .list(&ListParams::default().labels("app=hungry"))
+        .await?;
+    let running: Vec<&Pod> = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(running.len(), 1);
+    let limit = running[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].resources.clone())
+        .and_then(|r| r.limits)
+        .and_then(|l| l.get("memory").cloned());
+    assert_eq!(limit.map(|q| q.0).as_deref(), Some("96Mi"));
+    let cs = running[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    assert!(
+        cs.iter().all(|c| c.restart_count == 0 && c.ready),
+        "the new pod runs without restarts: {cs:?}"
+    );
+    Ok(())
+}
