@@ -7,20 +7,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -41,7 +27,11 @@ async fn main() -> anyhow::Result<()> {
     store.wait_until_ready().await?;
     println!("synced {}", store.state().len());
     loop {
-        println!("rss_kib {} pods {}", rss_kib(), store.state().len());
+        println!(
+            "rss_kib {} pods {}",
+            sre_space_e2e::rss_kib(std::process::id()),
+            store.state().len()
+        );
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

@@ -27,27 +27,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use sre_chaos::Target;
 use sre_space::crd::Incident;
-use sre_space_e2e::{TestNamespace, create_policy, deployment, install_crds, operator_bin};
+use sre_space_e2e::{
+    TestNamespace, create_policy, deployment, install_crds, operator_bin, rss_kib,
+};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
