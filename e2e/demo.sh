@@ -11,7 +11,7 @@ target=${CARGO_TARGET_DIR:-target}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Starting the local cluster (the first run builds Kubernetes: ~15 min on 2 cores)"
+step "Starting the local cluster (the first run builds Kubernetes and Jaeger: ~20 min on 2 cores)"
 $cluster up
 eval "$($cluster env)"
 
