@@ -227,7 +227,7 @@ where
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
-fn reflect<K>(api: Api<K>) -> Reflected<K>
+fn reflect<K>(api: Api<K>, trim: fn(&mut K)) -> Reflected<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -241,7 +241,7 @@ where
     let (flag, ready) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default()).default_backoff().modify(trim),
     )
     .inspect(move |event| {
         if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -255,6 +255,21 @@ where
         stream,
         ready,
     }
+}
+
+/// What the stores need of an object: never its managed fields.
+fn trim_managed_fields<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// What the stages read of a stored pod: its identity, labels, owners and
+/// status. The spec and annotations are dropped from the store (the Brain
+/// reads a pod fresh from the API when it needs more), which is most of a
+/// pod's size.
+fn trim_pod(p: &mut Pod) {
+    trim_managed_fields(p);
+    p.metadata.annotations = None;
+    p.spec = None;
 }
 
 async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) -> Result<()> {
@@ -306,9 +321,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         None => lease::Leadership::sole(),
     };
     metrics.set_leader(true);
-    let pods = reflect(config.api::<Pod>(&client));
-    let policies = reflect(config.api::<RemediationPolicy>(&client));
-    let replicasets = reflect(config.api::<ReplicaSet>(&client));
+    let pods = reflect(config.api::<Pod>(&client), trim_pod);
+    let policies = reflect(config.api::<RemediationPolicy>(&client), trim_managed_fields);
+    let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
 
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
     let ctx = Arc::new(Context {
