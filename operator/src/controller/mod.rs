@@ -241,7 +241,9 @@ where
     let (flag, ready) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff().modify(trim),
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
     )
     .inspect(move |event| {
         if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -322,7 +324,10 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     };
     metrics.set_leader(true);
     let pods = reflect(config.api::<Pod>(&client), trim_pod);
-    let policies = reflect(config.api::<RemediationPolicy>(&client), trim_managed_fields);
+    let policies = reflect(
+        config.api::<RemediationPolicy>(&client),
+        trim_managed_fields,
+    );
     let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
 
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
