@@ -108,11 +108,7 @@ impl FakeGitHub {
                 record_and_fail,
             ))
             .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let addr = crate::serve_on_loopback(app).await;
         (fake, format!("http://{addr}"))
     }
 
