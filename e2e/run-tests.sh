@@ -39,6 +39,16 @@ if ((!started)) && [[ ${SIGNALS:-1} == 1 ]] && ! e2e/cluster/signals.sh status >
     signals_started=1
 fi
 stop() {
+    local rc=$?
+    if ((rc != 0)); then
+        # CI's clone goes away after the run: keep the logs where the next
+        # engineer can read them.
+        local keep=${SRE_SPACE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sre-space}/last-failure
+        rm -rf "$keep" && mkdir -p "$keep"
+        cp -r "${SRE_SPACE_STATE:-.local/cluster}/logs" "$keep/cluster" 2>/dev/null || true
+        cp -r "${SRE_SPACE_SIGNALS_STATE:-.local/signals}/logs" "$keep/signals" 2>/dev/null || true
+        echo "== the run failed; component logs kept in $keep"
+    fi
     if ((started)); then echo "== stopping the local cluster"; $cluster down
     elif ((signals_started)); then echo "== stopping Kafka and Jaeger"; e2e/cluster/signals.sh down; fi
 }

@@ -369,24 +369,52 @@ pub async fn wait_ready(
     timeout: Duration,
 ) -> Result<()> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    wait_until(timeout, &format!("{n} ready pods of {name}"), || async {
-        let list = pods
-            .list(&kube::api::ListParams::default().labels(&format!("app={name}")))
-            .await?;
+    let lp = kube::api::ListParams::default().labels(&format!("app={name}"));
+    let waited = wait_until(timeout, &format!("{n} ready pods of {name}"), || async {
+        let list = pods.list(&lp).await?;
         let ready = list
             .items
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|p| is_ready(p))
             .count();
         Ok(ready == n && list.items.len() == n)
     })
-    .await
+    .await;
+    if let Err(e) = waited {
+        // Say what the pods were doing, so a timeout can be understood.
+        let seen = match pods.list(&lp).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .map(|p| {
+                    let status = p.status.clone().unwrap_or_default();
+                    format!(
+                        "{} node={} phase={} ready={} deleting={}",
+                        p.metadata.name.as_deref().unwrap_or("?"),
+                        p.spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .unwrap_or("-"),
+                        status.phase.as_deref().unwrap_or("-"),
+                        is_ready(p),
+                        p.metadata.deletion_timestamp.is_some(),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(list_error) => format!("(listing the pods failed: {list_error})"),
+        };
+        return Err(e.context(format!("pods of {name}: {seen}")));
+    }
+    Ok(())
+}
+
+fn is_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Waits for an incident to satisfy `check` and returns it.

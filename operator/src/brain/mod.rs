@@ -23,6 +23,11 @@ use rollout::TemplateChange;
 /// The analyser name recorded in diagnoses made by the rules.
 pub const RULES: &str = "rules";
 
+/// How long before a signal the operator measures itself a rollout is a
+/// suspect.
+const RECENT_ROLLOUT: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_mins(30);
+
 /// The latest rollout of a Deployment: what changed from the previous
 /// revision, and whether the failing pod runs the new one.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -385,6 +390,70 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 0.5,
                 with_events(cite(&[&signal_ev])),
                 Some(ActionType::RestartPod),
+            ));
+        }
+        SignalKind::HealthCheck
+        | SignalKind::ConversionRate
+        | SignalKind::EventRateDrop
+        | SignalKind::TraceErrorRate
+        | SignalKind::TraceLatency => {
+            // No pod failed: a rollout shortly before the signal is the
+            // first suspect.
+            let seen = facts.observation.as_ref().map(|o| o.observed_at.0);
+            let recent = facts.rollout.as_ref().filter(|r| {
+                !r.changes.is_empty()
+                    && match (r.at.as_ref(), seen) {
+                        (Some(at), Some(seen)) => {
+                            at.0 <= seen && seen.duration_since(at.0) <= RECENT_ROLLOUT
+                        }
+                        _ => false,
+                    }
+            });
+            let (category, what, action) = match facts.signal {
+                SignalKind::HealthCheck => (
+                    Category::ProbeFailure,
+                    format!("{target} fails the health check its callers depend on"),
+                    ActionType::RestartPod,
+                ),
+                SignalKind::ConversionRate => (
+                    Category::ConversionDrop,
+                    format!("fewer business flows complete at {target} than the policy's minimum"),
+                    ActionType::Escalate,
+                ),
+                SignalKind::EventRateDrop => (
+                    Category::TrafficDrop,
+                    format!("business events of {target} arrive far below their usual rate"),
+                    ActionType::Escalate,
+                ),
+                SignalKind::TraceErrorRate => (
+                    Category::ErrorRate,
+                    format!("requests to {target} fail more often than the policy allows"),
+                    ActionType::Escalate,
+                ),
+                _ => (
+                    Category::Latency,
+                    format!("requests to {target} are slower than the policy allows"),
+                    ActionType::Escalate,
+                ),
+            };
+            if let Some(r) = recent {
+                hypotheses.push(hypothesis(
+                    Category::BadRollout,
+                    format!(
+                        "the rollout of {target} to {} shortly before: {what}",
+                        describe_changes(r)
+                    ),
+                    0.7,
+                    with_events(cite(&[&rollout_ev, &signal_ev])),
+                    Some(ActionType::Rollback),
+                ));
+            }
+            hypotheses.push(hypothesis(
+                category,
+                what,
+                if recent.is_some() { 0.4 } else { 0.6 },
+                with_events(cite(&[&signal_ev])),
+                Some(action),
             ));
         }
     }

@@ -33,6 +33,18 @@ fn prevention(category: Category) -> &'static str {
         Category::Dependency => {
             "Give calls to dependencies timeouts, retries with backoff and a circuit breaker, and alert on the dependency's own health."
         }
+        Category::ConversionDrop => {
+            "Watch the business flow end to end (conversion on the event stream, errors in traces), and gate rollouts on it, not only on pod health."
+        }
+        Category::TrafficDrop => {
+            "Alert on event rates against their own baseline, and trace the path from the entry point to the producer when they fall."
+        }
+        Category::ErrorRate => {
+            "Gate rollouts on error-rate analysis, and give each dependency call a timeout and a bounded retry."
+        }
+        Category::Latency => {
+            "Set latency objectives per operation, and find the slowest span's cause (a dependency, a lock, a missing index) before raising timeouts."
+        }
         Category::Unknown => {
             "Add the missing signal or evidence so that the next occurrence can be diagnosed."
         }

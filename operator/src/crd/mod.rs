@@ -103,6 +103,20 @@ pub enum SignalKind {
     Unschedulable,
     /// The pod's own readiness probe has been failing past a grace period.
     ReadinessFailing,
+    /// A health check the operator runs against the workload has failed
+    /// past its failure threshold.
+    HealthCheck,
+    /// Fewer business flows complete than start: the ratio of two Kafka
+    /// topics' event rates fell below its minimum.
+    ConversionRate,
+    /// A Kafka topic's event rate fell below a fraction of its own recent
+    /// baseline.
+    EventRateDrop,
+    /// The share of failing spans of a service in Jaeger rose above its
+    /// maximum.
+    TraceErrorRate,
+    /// A service's span latency in Jaeger rose above its maximum.
+    TraceLatency,
 }
 
 impl SignalKind {
@@ -113,7 +127,25 @@ impl SignalKind {
             Self::ImagePullBackOff => "ImagePullBackOff",
             Self::Unschedulable => "Unschedulable",
             Self::ReadinessFailing => "ReadinessFailing",
+            Self::HealthCheck => "HealthCheck",
+            Self::ConversionRate => "ConversionRate",
+            Self::EventRateDrop => "EventRateDrop",
+            Self::TraceErrorRate => "TraceErrorRate",
+            Self::TraceLatency => "TraceLatency",
         }
+    }
+
+    /// Signals read from pods' status, as opposed to those the operator
+    /// measures itself (health checks, Kafka event rates, traces).
+    pub fn is_pod_signal(self) -> bool {
+        matches!(
+            self,
+            Self::OOMKilled
+                | Self::CrashLoopBackOff
+                | Self::ImagePullBackOff
+                | Self::Unschedulable
+                | Self::ReadinessFailing
+        )
     }
 }
 
@@ -168,6 +200,15 @@ pub enum Category {
     ProbeFailure,
     /// A dependency the workload calls is slow or failing.
     Dependency,
+    /// A business flow stopped completing: fewer completions per start
+    /// than the policy's minimum, while the pods may look healthy.
+    ConversionDrop,
+    /// Business events stopped arriving at their usual rate.
+    TrafficDrop,
+    /// The workload's requests fail more often than usual (from traces).
+    ErrorRate,
+    /// The workload's requests are slower than usual (from traces).
+    Latency,
     /// The evidence does not point to a known category.
     Unknown,
 }

@@ -152,6 +152,13 @@ pub enum LabelOperator {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.restartThreshold) || self.type == 'CrashLoopBackOff'").message("restartThreshold applies only to CrashLoopBackOff"))]
 #[x_kube(validation = Rule::new("!has(self.gracePeriodSeconds) || self.type in ['Unschedulable', 'ReadinessFailing']").message("gracePeriodSeconds applies only to Unschedulable and ReadinessFailing"))]
+#[x_kube(validation = Rule::new("has(self.healthCheck) == (self.type == 'HealthCheck')").message("a HealthCheck trigger needs healthCheck, and only it may have one").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.conversion) == (self.type == 'ConversionRate')").message("a ConversionRate trigger needs conversion, and only it may have one").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.eventRate) == (self.type == 'EventRateDrop')").message("an EventRateDrop trigger needs eventRate, and only it may have one").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.traces) == (self.type in ['TraceErrorRate', 'TraceLatency'])").message("TraceErrorRate and TraceLatency triggers need traces, and only they may have one").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.type != 'TraceErrorRate' || has(self.traces.maxErrorRatio)").message("a TraceErrorRate trigger needs traces.maxErrorRatio").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.type != 'TraceLatency' || has(self.traces.maxP95Millis)").message("a TraceLatency trigger needs traces.maxP95Millis").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.workload) == (self.type in ['ConversionRate', 'EventRateDrop', 'TraceErrorRate', 'TraceLatency'] || (self.type == 'HealthCheck' && !has(self.healthCheck.service)))").message("workload names the Deployment an incident is opened for: ConversionRate, EventRateDrop, TraceErrorRate, TraceLatency and a HealthCheck by url need it; pod triggers and a HealthCheck of a Service (whose selector finds the workload) take none").reason(Reason::FieldValueRequired))]
 pub struct Trigger {
     /// The signal kind.
     #[serde(rename = "type")]
@@ -167,6 +174,26 @@ pub struct Trigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub grace_period_seconds: Option<i64>,
+    /// The Deployment (in the policy's namespace, covered by its selector)
+    /// an incident is opened for, for the signals the operator measures
+    /// itself rather than reads from a pod: ConversionRate, EventRateDrop,
+    /// TraceErrorRate, TraceLatency, and a HealthCheck by URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub workload: Option<String>,
+    /// HealthCheck: what the operator probes, how often, and what counts as
+    /// failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckTrigger>,
+    /// ConversionRate: the two Kafka topics whose ratio is watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<ConversionTrigger>,
+    /// EventRateDrop: the Kafka topic whose rate is watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_rate: Option<EventRateTrigger>,
+    /// TraceErrorRate and TraceLatency: the service in Jaeger and its limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TraceTrigger>,
 }
 
 impl Trigger {
@@ -181,6 +208,208 @@ impl Trigger {
     pub fn grace_period_seconds(&self) -> i64 {
         self.grace_period_seconds
             .unwrap_or(Self::DEFAULT_GRACE_PERIOD_SECONDS)
+    }
+
+    /// A trigger of a kind that carries no settings of its own.
+    pub fn of(type_: SignalKind) -> Self {
+        Self {
+            type_,
+            restart_threshold: None,
+            grace_period_seconds: None,
+            workload: None,
+            health_check: None,
+            conversion: None,
+            event_rate: None,
+            traces: None,
+        }
+    }
+}
+
+/// A health check the operator runs itself, as the seed's Scout did every
+/// ten seconds. It is distinct from the pod's own probes: it sees the
+/// service as its callers do.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.service)").message("set exactly one of url and service"))]
+#[x_kube(validation = Rule::new("self.timeoutSeconds < self.periodSeconds").message("timeoutSeconds must be shorter than periodSeconds"))]
+pub struct HealthCheckTrigger {
+    /// An http(s) URL to probe, e.g. `http://quote-service.shop:8080/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must start with http:// or https://"))]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+    /// A Service of the policy's namespace to probe; the workload behind it
+    /// is found by the Service's selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServicePort>,
+    /// The path probed on the Service. Defaults to `/healthz`.
+    #[serde(default = "HealthCheckTrigger::default_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with /"))]
+    #[schemars(length(max = 1024))]
+    pub path: String,
+    /// Seconds between probes (each is jittered by up to a tenth).
+    /// Defaults to 10.
+    #[serde(default = "HealthCheckTrigger::default_period_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: i64,
+    /// Seconds a probe may take. Defaults to 2.
+    #[serde(default = "HealthCheckTrigger::default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: i64,
+    /// Consecutive failed probes before the check is failing. Defaults to 3.
+    #[serde(default = "HealthCheckTrigger::default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// The HTTP status a healthy service answers. Defaults to 200.
+    #[serde(default = "HealthCheckTrigger::default_expected_status")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expected_status: i32,
+}
+
+impl HealthCheckTrigger {
+    fn default_path() -> String {
+        "/healthz".into()
+    }
+    fn default_period_seconds() -> i64 {
+        10
+    }
+    fn default_timeout_seconds() -> i64 {
+        2
+    }
+    fn default_failure_threshold() -> i32 {
+        3
+    }
+    fn default_expected_status() -> i32 {
+        200
+    }
+}
+
+/// A port of a Service in the policy's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    /// The Service's name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The Service's port number.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// A business flow watched on Kafka: of the flows that start (events on the
+/// denominator topic), enough must complete (events on the numerator topic).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversionTrigger {
+    /// The topic of completions, e.g. `policy_purchased`.
+    #[schemars(length(min = 1, max = 249))]
+    pub numerator_topic: String,
+    /// The topic of starts, e.g. `quote_requested`.
+    #[schemars(length(min = 1, max = 249))]
+    pub denominator_topic: String,
+    /// The lowest healthy ratio of numerator to denominator events over the
+    /// window, e.g. 0.2 when one quote in five is usually bought.
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_ratio: f64,
+    /// Fewer denominator events than this in the window say nothing: no
+    /// incident, however low the ratio. Defaults to 20.
+    #[serde(default = "ConversionTrigger::default_min_events")]
+    #[schemars(range(min = 1))]
+    pub min_events: i64,
+    /// The sliding window the ratio is computed over. Defaults to 60.
+    #[serde(default = "ConversionTrigger::default_window_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub window_seconds: i64,
+}
+
+impl ConversionTrigger {
+    fn default_min_events() -> i64 {
+        20
+    }
+    fn default_window_seconds() -> i64 {
+        60
+    }
+}
+
+/// A topic whose event rate should not fall far below its own recent past.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.baselineSeconds > self.windowSeconds").message("baselineSeconds must be longer than windowSeconds"))]
+pub struct EventRateTrigger {
+    /// The topic, e.g. `quote_requested`.
+    #[schemars(length(min = 1, max = 249))]
+    pub topic: String,
+    /// The rate over the window must stay at or above this fraction of the
+    /// baseline rate. Defaults to 0.5.
+    #[serde(default = "EventRateTrigger::default_min_fraction")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_fraction: f64,
+    /// The recent window whose rate is judged. Defaults to 60.
+    #[serde(default = "EventRateTrigger::default_window_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub window_seconds: i64,
+    /// The longer window before it that sets the baseline. Defaults to 600.
+    #[serde(default = "EventRateTrigger::default_baseline_seconds")]
+    #[schemars(range(min = 2, max = 86400))]
+    pub baseline_seconds: i64,
+    /// A baseline with fewer events than this says nothing. Defaults to 50.
+    #[serde(default = "EventRateTrigger::default_min_baseline_events")]
+    #[schemars(range(min = 1))]
+    pub min_baseline_events: i64,
+}
+
+impl EventRateTrigger {
+    fn default_min_fraction() -> f64 {
+        0.5
+    }
+    fn default_window_seconds() -> i64 {
+        60
+    }
+    fn default_baseline_seconds() -> i64 {
+        600
+    }
+    fn default_min_baseline_events() -> i64 {
+        50
+    }
+}
+
+/// A service's spans in Jaeger, judged over a sliding window.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceTrigger {
+    /// The service name in the traces (`service.name`).
+    #[schemars(length(min = 1, max = 253))]
+    pub service: String,
+    /// Only this operation (span name); all of the service's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub operation: Option<String>,
+    /// TraceErrorRate: the highest healthy share of spans with an error
+    /// status, e.g. 0.05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_ratio: Option<f64>,
+    /// TraceLatency: the highest healthy 95th percentile span duration, in
+    /// milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_p95_millis: Option<i64>,
+    /// The sliding window judged. Defaults to 60.
+    #[serde(default = "TraceTrigger::default_window_seconds")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub window_seconds: i64,
+    /// Fewer spans than this in the window say nothing. Defaults to 20.
+    #[serde(default = "TraceTrigger::default_min_spans")]
+    #[schemars(range(min = 1))]
+    pub min_spans: i64,
+}
+
+impl TraceTrigger {
+    fn default_window_seconds() -> i64 {
+        60
+    }
+    fn default_min_spans() -> i64 {
+        20
     }
 }
 

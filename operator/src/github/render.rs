@@ -41,7 +41,13 @@ fn severity(signal: SignalKind) -> &'static str {
         SignalKind::OOMKilled | SignalKind::CrashLoopBackOff | SignalKind::ImagePullBackOff => {
             "severity: high"
         }
-        SignalKind::Unschedulable | SignalKind::ReadinessFailing => "severity: medium",
+        SignalKind::ConversionRate | SignalKind::EventRateDrop | SignalKind::HealthCheck => {
+            "severity: high"
+        }
+        SignalKind::Unschedulable
+        | SignalKind::ReadinessFailing
+        | SignalKind::TraceErrorRate
+        | SignalKind::TraceLatency => "severity: medium",
     }
 }
 

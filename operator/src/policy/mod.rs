@@ -37,13 +37,40 @@ pub fn validate(
     covered: &[(WorkloadRef, PodTemplateSpec)],
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
+    // Measured signals name what they watch, so a kind may be listed once
+    // per workload or Service; pod signals once.
+    let subject = |t: &crate::crd::Trigger| {
+        t.workload.clone().or_else(|| {
+            t.health_check
+                .as_ref()
+                .and_then(|h| h.service.as_ref())
+                .map(|s| format!("service/{}", s.name))
+        })
+    };
     for (i, t) in spec.triggers.iter().enumerate() {
-        if spec.triggers[..i].iter().any(|u| u.type_ == t.type_) {
+        if spec.triggers[..i]
+            .iter()
+            .any(|u| u.type_ == t.type_ && subject(u) == subject(t))
+        {
             problems.push(Problem {
                 reason: "DuplicateTrigger",
                 message: format!(
-                    "triggers[{i}]: {} is listed twice; keep one",
-                    t.type_.as_str()
+                    "triggers[{i}]: {}{} is listed twice; keep one",
+                    t.type_.as_str(),
+                    subject(t).map(|s| format!(" for {s}")).unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(name) = &t.workload
+            && !covered
+                .iter()
+                .any(|(w, _)| w.kind == crate::crd::WorkloadKind::Deployment && &w.name == name)
+        {
+            problems.push(Problem {
+                reason: "WorkloadNotCovered",
+                message: format!(
+                    "triggers[{i}].workload is {name}, but no Deployment of that name is covered by the policy's selector; \
+                     fix the name or widen the selector"
                 ),
             });
         }
@@ -222,14 +249,7 @@ mod tests {
     fn spec(actions: Vec<ActionStep>, triggers: Vec<SignalKind>) -> RemediationPolicySpec {
         RemediationPolicySpec {
             selector: WorkloadSelector::default(),
-            triggers: triggers
-                .into_iter()
-                .map(|t| Trigger {
-                    type_: t,
-                    restart_threshold: None,
-                    grace_period_seconds: None,
-                })
-                .collect(),
+            triggers: triggers.into_iter().map(Trigger::of).collect(),
             actions,
             mode: Mode::DryRun,
             guardrails: Guardrails::default(),

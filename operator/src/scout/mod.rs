@@ -139,7 +139,7 @@ pub fn observe(status: &mut IncidentStatus, signal: &Signal, generation: Option<
     }
     status.last_seen = Some(at.clone());
     status.last_signal = Some(SignalObservation {
-        pod: Some(signal.pod.clone()),
+        pod: signal.pod.clone(),
         container: signal.container.clone(),
         reason: signal.reason.clone(),
         message: signal.message.clone(),

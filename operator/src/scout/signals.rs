@@ -12,7 +12,9 @@ use crate::crd::{SignalKind, Trigger};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Signal {
     pub kind: SignalKind,
-    pub pod: String,
+    /// The pod it was seen in; none for what the operator measures itself
+    /// (health checks, event rates, traces).
+    pub pod: Option<String>,
     pub container: Option<String>,
     /// The reason Kubernetes gave.
     pub reason: String,
@@ -98,7 +100,7 @@ pub fn read_pod(pod: &Pod, triggers: &[Trigger], now: Timestamp) -> PodReading {
         if due {
             reading.signals.push(Signal {
                 kind: SignalKind::Unschedulable,
-                pod: name.clone(),
+                pod: Some(name.clone()),
                 container: None,
                 reason: "Unschedulable".into(),
                 message: format!("pod {name} cannot be scheduled since {since}: {message}"),
@@ -119,7 +121,7 @@ pub fn read_pod(pod: &Pod, triggers: &[Trigger], now: Timestamp) -> PodReading {
         if due {
             reading.signals.push(Signal {
                 kind: SignalKind::ReadinessFailing,
-                pod: name.clone(),
+                pod: Some(name.clone()),
                 container: None,
                 reason: "NotReady".into(),
                 message: format!("pod {name} has not been ready since {since}"),
@@ -165,7 +167,7 @@ fn container_signals(
         let at = t.finished_at.as_ref().map(|f| f.0).unwrap_or(now);
         out.push(Signal {
             kind: SignalKind::OOMKilled,
-            pod: pod.to_string(),
+            pod: Some(pod.to_string()),
             container: Some(cs.name.clone()),
             reason: "OOMKilled".into(),
             message: format!(
@@ -191,7 +193,7 @@ fn container_signals(
                 .unwrap_or_default();
             out.push(Signal {
                 kind: SignalKind::CrashLoopBackOff,
-                pod: pod.to_string(),
+                pod: Some(pod.to_string()),
                 container: Some(cs.name.clone()),
                 reason: "CrashLoopBackOff".into(),
                 message: format!(
@@ -212,7 +214,7 @@ fn container_signals(
             let detail = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
             out.push(Signal {
                 kind: SignalKind::ImagePullBackOff,
-                pod: pod.to_string(),
+                pod: Some(pod.to_string()),
                 container: Some(cs.name.clone()),
                 reason: reason.to_string(),
                 message: format!(
@@ -235,14 +237,7 @@ mod tests {
     use super::*;
 
     fn triggers(kinds: &[SignalKind]) -> Vec<Trigger> {
-        kinds
-            .iter()
-            .map(|k| Trigger {
-                type_: *k,
-                restart_threshold: None,
-                grace_period_seconds: None,
-            })
-            .collect()
+        kinds.iter().map(|k| Trigger::of(*k)).collect()
     }
 
     fn all() -> Vec<Trigger> {
