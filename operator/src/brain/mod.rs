@@ -413,7 +413,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 SignalKind::HealthCheck => (
                     Category::ProbeFailure,
                     format!("{target} fails the health check its callers depend on"),
-                    ActionType::RestartPod,
+                    ActionType::RolloutRestart,
                 ),
                 SignalKind::ConversionRate => (
                     Category::ConversionDrop,

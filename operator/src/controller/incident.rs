@@ -105,8 +105,6 @@ impl Run {
         self.status().actions.last_mut()
     }
 
-    /// The signals of the incident's kind now present in the workload's
-    /// pods, observed after `since`.
     /// After `action`, the signals of the incident's kind in the workload's
     /// pods, observed after `since`. When the action replaced the pod template
     /// (a rollout), pods of older revisions are going away and do not count:
@@ -120,6 +118,18 @@ impl Run {
     ) -> Vec<crate::scout::Signal> {
         let ns = self.ns();
         let target = &self.incident.spec.target;
+        let kind = self.incident.spec.signal;
+        if !kind.is_pod_signal() {
+            // Measured by the operator itself: the board knows whether it
+            // still fires.
+            return self
+                .ctx
+                .board
+                .firing(&ns, &target.name, kind)
+                .filter(|s| s.observed_at > since)
+                .into_iter()
+                .collect();
+        }
         let rolls_out = matches!(
             action,
             ActionType::RaiseMemoryLimit | ActionType::Rollback | ActionType::RolloutRestart

@@ -109,6 +109,8 @@ pub struct Context {
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Whether this replica may act (the Lease is ours).
     pub leadership: lease::Leadership,
+    /// The latest readings of the signals the operator measures itself.
+    pub board: crate::scout::measured::Board,
     recorder: Recorder,
     /// Actions this process took, newest last: (when, namespace/policy).
     /// The incident store lags our own writes by a moment; this does not.
@@ -351,6 +353,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         github,
         metrics: metrics.clone(),
         leadership,
+        board: crate::scout::measured::Board::default(),
     });
 
     // Started in the order the stages need each other: the Scout reads
@@ -395,6 +398,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     .run(report::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
     let report_task = tokio::spawn(reporter);
+    let sources = crate::scout::spawn_sources(&ctx);
 
     info!(
         namespace = ctx.config.namespace.as_deref().unwrap_or("(all)"),
@@ -409,6 +413,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     policy_task.abort();
     rs_task.abort();
     report_task.abort();
+    for source in sources {
+        source.abort();
+    }
     info!("sre-space operator stopped");
     Ok(())
 }

