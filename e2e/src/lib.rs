@@ -30,7 +30,11 @@ pub async fn client() -> Result<Client> {
         "KUBECONFIG is not set: run the cluster tests with `make test`, or `make cluster-up` \
          then `eval \"$(e2e/cluster/cluster.sh env)\"`",
     )?;
-    if !path.contains(".local/cluster") && std::env::var("SRE_SPACE_E2E_ANY_CLUSTER").is_err() {
+    // The harness's own state folder: the clone's .local/cluster, or the one
+    // SRE_SPACE_STATE moved it to (a second cluster on other ports).
+    let local = path.contains(".local/cluster")
+        || std::env::var("SRE_SPACE_STATE").is_ok_and(|s| !s.is_empty() && path.starts_with(&s));
+    if !local && std::env::var("SRE_SPACE_E2E_ANY_CLUSTER").is_err() {
         bail!(
             "KUBECONFIG={path} is not the local test cluster; these tests create and delete \
              objects. Set SRE_SPACE_E2E_ANY_CLUSTER=1 to run them elsewhere on purpose."

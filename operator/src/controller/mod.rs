@@ -247,10 +247,20 @@ where
             .default_backoff()
             .modify(trim),
     )
-    .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
+    .inspect(move |event| match event {
+        Ok(watcher::Event::InitDone) => {
             flag.send_replace(true);
         }
+        // 410 Gone: the resource version we resume from was compacted
+        // away. The watcher lists again, and the reconcilers see every
+        // object anew; nothing is lost.
+        Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+            warn!(kind = K::kind(&()).as_ref(), gone = true, message = %status.message, "watch expired (410 Gone); listing again");
+        }
+        Err(e) => {
+            warn!(kind = K::kind(&()).as_ref(), error = %e, "watch error; the watcher retries with backoff");
+        }
+        Ok(_) => {}
     })
     .touched_objects()
     .boxed();
@@ -370,11 +380,8 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let policy_task = tokio::spawn(policy_controller);
     let mut rs_stream = replicasets.stream;
     let rs_task = tokio::spawn(async move {
-        while let Some(item) = rs_stream.next().await {
-            if let Err(e) = item {
-                warn!(error = %e, "ReplicaSet watch error; the watcher retries");
-            }
-        }
+        // Errors are logged where the stream is made.
+        while rs_stream.next().await.is_some() {}
     });
     until_ready(policies.ready, "policy").await?;
     until_ready(replicasets.ready, "ReplicaSet").await?;
