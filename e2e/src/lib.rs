@@ -3,6 +3,7 @@
 
 pub mod fake_github;
 pub mod fake_openai;
+pub mod gate;
 
 use std::path::PathBuf;
 use std::process::Command;
