@@ -12,6 +12,7 @@ pub mod error;
 pub mod fixer;
 pub mod github;
 pub mod llm;
+pub mod logging;
 pub mod memory;
 pub mod policy;
 pub mod quantity;

@@ -62,16 +62,7 @@ fn kube_config_without_retries(mut c: kube::Config) -> kube::Config {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One TLS crypto provider for the Kubernetes and the model clients alike.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match std::env::var("SRE_SPACE_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.json().init(),
-        Ok("text") | Err(_) => logs.init(),
-        Ok(other) => return Err(format!("SRE_SPACE_LOG_FORMAT={other:?}: use json or text").into()),
-    }
+    let _logging = sre_space::logging::init()?;
     match Cli::parse().command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = Config::from_env()?;

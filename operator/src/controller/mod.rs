@@ -181,14 +181,27 @@ impl Context {
     }
 }
 
-/// Runs a reconcile and records how long it took.
-async fn timed(
+/// Runs a reconcile inside a span (exported as a trace when OTLP is
+/// configured) and records how long it took.
+async fn timed<K: kube::Resource>(
     ctx: Arc<Context>,
     controller: &'static str,
+    object: Arc<K>,
     reconcile: impl std::future::Future<Output = Result<Action>>,
 ) -> Result<Action> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "reconcile",
+        controller,
+        namespace = object.meta().namespace.as_deref().unwrap_or(""),
+        object = object.meta().name.as_deref().unwrap_or(""),
+        otel.status_code = tracing::field::Empty,
+    );
     let started = std::time::Instant::now();
-    let result = reconcile.await;
+    let result = reconcile.instrument(span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
     let labels = crate::telemetry::ControllerLabels {
         controller: controller.into(),
     };
@@ -372,7 +385,14 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let policy_controller = Controller::for_stream(policies.stream, policies.store)
         .shutdown_on_signal()
         .run(
-            |o, c: Arc<Context>| timed(c.clone(), "policy", crate::policy::reconcile(o, c)),
+            |o, c: Arc<Context>| {
+                timed(
+                    c.clone(),
+                    "policy",
+                    o.clone(),
+                    crate::policy::reconcile(o, c),
+                )
+            },
             error_policy,
             ctx.clone(),
         )
@@ -389,7 +409,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let scout = Controller::for_stream(pods.stream, pods.store)
         .shutdown_on_signal()
         .run(
-            |o, c: Arc<Context>| timed(c.clone(), "scout", crate::scout::reconcile(o, c)),
+            |o, c: Arc<Context>| {
+                timed(c.clone(), "scout", o.clone(), crate::scout::reconcile(o, c))
+            },
             error_policy,
             ctx.clone(),
         )
@@ -402,7 +424,11 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         watcher::Config::default(),
     )
     .shutdown_on_signal()
-    .run(report::reconcile, error_policy, ctx.clone())
+    .run(
+        |o, c: Arc<Context>| timed(c.clone(), "report", o.clone(), report::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+    )
     .for_each(|_| async {});
     let report_task = tokio::spawn(reporter);
     let sources = crate::scout::spawn_sources(&ctx);
@@ -413,7 +439,11 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     );
     // Errors are logged by error_policy; the streams only need draining.
     incidents_controller
-        .run(incident::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c: Arc<Context>| timed(c.clone(), "incident", o.clone(), incident::reconcile(o, c)),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {})
         .await;
     scout_task.abort();
