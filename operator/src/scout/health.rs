@@ -12,6 +12,8 @@ mod runner;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -197,6 +199,20 @@ pub fn operator_network_down<'a>(latest: impl IntoIterator<Item = &'a Outcome>) 
         }
     }
     hosts.len() >= 2
+}
+
+/// Whether a check about to fire on a connection failure must first hear
+/// from the others: one of them has not been probed since this check began
+/// failing (`streak_since`), so the operator cannot yet tell this service
+/// being down from its own network being down. Checks of different periods
+/// are thereby compared over the same stretch of time.
+pub fn awaits_other_checks(
+    streak_since: Instant,
+    others_probed_at: impl IntoIterator<Item = Option<Instant>>,
+) -> bool {
+    others_probed_at
+        .into_iter()
+        .any(|at| at.is_none_or(|at| at < streak_since))
 }
 
 /// Up to a tenth of a check's period, so that checks of the same period
@@ -484,6 +500,27 @@ mod tests {
             judge(5, 3, &o, true),
             Verdict::Unknown,
             "the network guard wins"
+        );
+    }
+
+    #[test]
+    fn a_connection_failure_waits_for_every_other_check_to_be_probed_again() {
+        let t0 = Instant::now();
+        let since = t0 + Duration::from_secs(10);
+        let after = Some(since + Duration::from_secs(1));
+        let before = Some(t0);
+        assert!(!awaits_other_checks(since, [after, after]));
+        assert!(
+            awaits_other_checks(since, [after, before]),
+            "a slow check last probed before the streak says nothing about now"
+        );
+        assert!(
+            awaits_other_checks(since, [after, None]),
+            "nor does a check never probed"
+        );
+        assert!(
+            !awaits_other_checks(since, []),
+            "a lone check decides alone"
         );
     }
 

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    CONDITION, CheckKey, Outcome, Target, checks, count, endpoint_url, jitter, judge, next_delay,
-    operator_network_down, ready_endpoints, summary, workload_behind,
+    CONDITION, CheckKey, Outcome, Target, awaits_other_checks, checks, count, endpoint_url, jitter,
+    judge, next_delay, operator_network_down, ready_endpoints, summary, workload_behind,
 };
 use crate::controller::Context;
 use crate::crd::{ConditionStatus, HealthCheckTrigger, SignalKind};
@@ -49,6 +49,10 @@ struct Check {
     spec: HealthCheckTrigger,
     failures: u32,
     last: Option<Outcome>,
+    /// When the latest probe started.
+    probed_at: Option<Instant>,
+    /// When the first probe of the current run of failures started.
+    failing_since: Option<Instant>,
     next_due: Instant,
     in_flight: bool,
     /// Which ready endpoint of a Service the next probe goes to: callers
@@ -186,6 +190,8 @@ fn sync(
                         spec,
                         failures: 0,
                         last: None,
+                        probed_at: None,
+                        failing_since: None,
                         next_due: first,
                         in_flight: false,
                         turn: 0,
@@ -205,6 +211,18 @@ fn sync(
     });
 }
 
+/// Why a check's reading is Unknown although it was probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Withheld {
+    /// Judged as measured.
+    No,
+    /// Nothing connects anywhere: the operator's network.
+    NetworkDown,
+    /// About to fire on a connection failure; the other checks are probed
+    /// first to rule out the operator's network.
+    Confirming,
+}
+
 /// Records a probe's outcome, judges the check and posts the reading.
 /// Returns whether the operator's network is down now.
 async fn judge_probe(
@@ -220,6 +238,12 @@ async fn judge_probe(
     };
     check.in_flight = false;
     check.failures = count(check.failures, &done.outcome);
+    match done.outcome.passed() {
+        Some(true) => check.failing_since = None,
+        Some(false) => check.failing_since = check.failing_since.or(Some(done.started)),
+        None => {}
+    }
+    check.probed_at = Some(done.started);
     check.last = Some(done.outcome);
     check.next_due = done.started + next_delay(check.spec.period_seconds, seed);
     if done.workload.is_some() {
@@ -234,33 +258,72 @@ async fn judge_probe(
         );
         // Not knowing replaces every check's judgement at once.
         for (key, check) in state.iter() {
-            post(ctx, key, check, true, targets).await;
+            post(ctx, key, check, Withheld::NetworkDown, targets).await;
         }
         return down;
     }
     if !down && was_down {
         info!("a health check connected again; judging the checks again");
     }
+    let withheld = if down {
+        Withheld::NetworkDown
+    } else if confirm_first(state, &done.key) {
+        Withheld::Confirming
+    } else {
+        Withheld::No
+    };
     if let Some(check) = state.get(&done.key) {
-        post(ctx, &done.key, check, down, targets).await;
+        post(ctx, &done.key, check, withheld, targets).await;
     }
     down
 }
 
+/// Whether a check about to fire on a connection failure must wait for the
+/// other checks; if so, those not probed since it began failing are probed
+/// now.
+fn confirm_first(state: &mut BTreeMap<CheckKey, Check>, key: &CheckKey) -> bool {
+    let Some(check) = state.get(key) else {
+        return false;
+    };
+    let (Some(outcome), Some(since)) = (check.last.as_ref(), check.failing_since) else {
+        return false;
+    };
+    if !outcome.connection_level()
+        || judge(check.failures, check.spec.failure_threshold, outcome, false) != Verdict::Firing
+    {
+        return false;
+    }
+    let others = state.iter().filter(|(k, _)| *k != key);
+    if !awaits_other_checks(since, others.map(|(_, c)| c.probed_at)) {
+        return false;
+    }
+    let now = Instant::now();
+    for (k, c) in state.iter_mut() {
+        if k != key && c.probed_at.is_none_or(|at| at < since) {
+            c.next_due = c.next_due.min(now);
+        }
+    }
+    true
+}
+
 /// Posts a check's reading, when it has a workload to post it for.
-async fn post(ctx: &Context, key: &CheckKey, check: &Check, network_down: bool, targets: usize) {
+async fn post(ctx: &Context, key: &CheckKey, check: &Check, withheld: Withheld, targets: usize) {
     let (Some(workload), Some(outcome)) = (check.workload(key), check.last.as_ref()) else {
         return;
     };
     let threshold = check.spec.failure_threshold;
-    let verdict = judge(check.failures, threshold, outcome, network_down);
-    let summary = if network_down {
-        format!(
-            "not judged: none of the operator's {targets} health checks could connect, so the fault is likely the operator's own network (last: {})",
-            summary(outcome, check.failures, threshold)
-        )
-    } else {
-        summary(outcome, check.failures, threshold)
+    let verdict = judge(check.failures, threshold, outcome, withheld != Withheld::No);
+    let measured = summary(outcome, check.failures, threshold);
+    let summary = match withheld {
+        Withheld::No => measured,
+        Withheld::NetworkDown => format!(
+            "not judged: none of the operator's {targets} health checks could connect, so the fault is likely \
+             the operator's own network (last: {measured})"
+        ),
+        Withheld::Confirming => format!(
+            "not judged yet: probing the other health checks first, to tell this service being down from the \
+             operator's own network (last: {measured})"
+        ),
     };
     if verdict == Verdict::Firing {
         debug!(namespace = %key.namespace, %workload, %summary, "health check failing");
@@ -558,4 +621,63 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(workload: Resolved) -> Check {
+        Check {
+            spec: serde_json::from_value(serde_json::json!({ "url": "http://a/" }))
+                .expect("a trigger"),
+            failures: 0,
+            last: None,
+            probed_at: None,
+            failing_since: None,
+            next_due: Instant::now(),
+            in_flight: false,
+            turn: 0,
+            workload,
+        }
+    }
+
+    fn key(port: i32) -> CheckKey {
+        CheckKey {
+            namespace: "shop".into(),
+            policy: "p".into(),
+            target: Target::Service {
+                name: "user-service".into(),
+                port,
+            },
+        }
+    }
+
+    #[test]
+    fn the_condition_says_what_to_fix() {
+        let (k1, k2) = (key(1), key(2));
+        let fine = check(Some((Instant::now(), Ok("user-service".into()))));
+        let twin = check(Some((
+            Instant::now(),
+            Err("the selector app=user of Service user-service matches 2 Deployments".into()),
+        )));
+        let probing = condition_for(&[(&k1, &fine), (&k2, &check(None))], false);
+        assert_eq!(
+            (probing.status, probing.reason),
+            (ConditionStatus::True, "Probing")
+        );
+        assert_eq!(probing.message, "probing 2 health check(s)");
+        let unresolved = condition_for(&[(&k1, &fine), (&k2, &twin)], false);
+        assert_eq!(
+            (unresolved.status, unresolved.reason),
+            (ConditionStatus::False, "TargetUnresolved")
+        );
+        assert!(unresolved.message.contains("matches 2 Deployments"));
+        let down = condition_for(&[(&k1, &fine), (&k2, &twin)], true);
+        assert_eq!(
+            (down.status, down.reason),
+            (ConditionStatus::False, "OperatorNetworkUnreachable")
+        );
+        assert!(down.message.contains("operator's own network"));
+    }
 }
