@@ -57,6 +57,10 @@ impl HealthServer {
     }
 
     async fn start_on(ip: std::net::IpAddr) -> Result<Self> {
+        Self::start_at(SocketAddr::new(ip, 0)).await
+    }
+
+    async fn start_at(addr: SocketAddr) -> Result<Self> {
         let served = Served {
             status: Arc::new(AtomicU16::new(200)),
             hits: Arc::new(AtomicUsize::new(0)),
@@ -64,7 +68,9 @@ impl HealthServer {
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(healthz))
             .with_state(served.clone());
-        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -328,6 +334,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     assert_eq!(s.incidents().await?, Vec::<String>::new());
 
     user.answer(500);
+    let broke = std::time::Instant::now();
     let opened = wait_incident(
         &s.client,
         s.name(),
@@ -338,6 +345,15 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     )
     .await
     .with_context(|| operator.output())?;
+    let detected_after = broke.elapsed();
+    eprintln!(
+        "HealthCheck incident opened {detected_after:?} after the endpoint began answering 500"
+    );
+    // Three failures 2 to 2.2 s apart, then the write: well under 20 s.
+    assert!(
+        detected_after < Duration::from_secs(20),
+        "{detected_after:?}"
+    );
     assert_eq!(opened.spec.target.name, "user-service");
     let detected = opened
         .status
@@ -437,6 +453,7 @@ async fn when_nothing_connects_the_operator_blames_its_network_not_the_services(
     })
     .await?;
 
+    let addrs: Vec<SocketAddr> = servers.iter().map(|h| h.addr).collect();
     for server in servers {
         server.stop().await?;
     }
@@ -464,5 +481,25 @@ async fn when_nothing_connects_the_operator_blames_its_network_not_the_services(
         Duration::from_secs(1),
     )
     .await?;
+
+    // The network is back: the same addresses answer again.
+    let mut back = Vec::new();
+    for addr in addrs {
+        back.push(HealthServer::start_at(addr).await?);
+    }
+    let message = s
+        .health_condition("health", ConditionStatus::True, "Probing", LONG)
+        .await
+        .with_context(|| operator.output())?;
+    assert_eq!(message, "probing 3 health check(s)");
+    wait_until(LONG, "probes answered again", || async {
+        Ok(back.iter().all(|h| h.hits() >= 2))
+    })
+    .await?;
+    assert_eq!(
+        s.incidents().await?,
+        Vec::<String>::new(),
+        "services that answer again have nothing to blame"
+    );
     s.ns.cleanup().await
 }
