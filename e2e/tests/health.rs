@@ -503,3 +503,48 @@ async fn when_nothing_connects_the_operator_blames_its_network_not_the_services(
     );
     s.ns.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_in_front_of_two_deployments_is_a_policy_problem_not_an_incident() -> Result<()> {
+    let s = Scenario::new("e2e-health-svc").await?;
+    s.deploy(&["quote-service", "policy-service"]).await?;
+    // Its selector matches the pods of both Deployments.
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "shop" },
+        "spec": {
+            "selector": { "sre.space/protected": "true" },
+            "ports": [{ "name": "http", "port": 8080, "targetPort": 8080 }]
+        }
+    }))?;
+    Api::<Service>::namespaced(s.client.clone(), s.name())
+        .create(&PostParams::default(), &service)
+        .await?;
+    create_policy(&s.client, s.name(), |v| {
+        health_policy(
+            v,
+            vec![serde_json::json!({
+                "type": "HealthCheck",
+                "healthCheck": {
+                    "service": { "name": "shop", "port": 8080 },
+                    "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 1
+                }
+            })],
+        )
+    })
+    .await?;
+    let operator = Operator::start(s.name(), &[])?;
+    let message = s
+        .health_condition("health", ConditionStatus::False, "TargetUnresolved", LONG)
+        .await
+        .with_context(|| operator.output())?;
+    assert!(
+        message.contains("matches 2 Deployments (policy-service, quote-service)"),
+        "{message}"
+    );
+    // Its endpoints are kwok pods nothing answers on: probed, they would fail
+    // at once (threshold 1), but a check without its one workload posts
+    // nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(s.incidents().await?, Vec::<String>::new());
+    s.ns.cleanup().await
+}

@@ -277,15 +277,10 @@ pub fn workload_behind(service: &Service, deployments: &[Deployment]) -> Result<
     }
 }
 
-/// The addresses a Service's port reaches: the ready endpoints of its
-/// EndpointSlices, at the port the slice gives for the Service port's name
-/// (the resolved targetPort), as kube-proxy would route. Err says why there
-/// is none; an empty list is never returned.
-pub fn ready_endpoints(
-    service: &Service,
-    port: i32,
-    slices: &[EndpointSlice],
-) -> Result<Vec<(String, u16)>, String> {
+/// The Service port a trigger names: its name and, when numeric, its
+/// targetPort. Err when the Service has no such port, a mistake in the
+/// policy rather than a failing service.
+pub fn service_port(service: &Service, port: i32) -> Result<(String, Option<i32>), String> {
     let name = service.metadata.name.as_deref().unwrap_or("?");
     let ports = service
         .spec
@@ -299,29 +294,44 @@ pub fn ready_endpoints(
             .collect::<Vec<_>>()
             .join(", ");
         return Err(format!(
-            "Service {name} has no port {port} (it has: {})",
+            "Service {name} has no port {port} (it has: {}); fix healthCheck.service.port",
             if have.is_empty() { "none" } else { &have }
         ));
     };
-    let port_name = sp.name.clone().unwrap_or_default();
-    // A numeric targetPort is the fallback for slices that name no ports.
     let numeric = match &sp.target_port {
         Some(IntOrString::Int(n)) => Some(*n),
         Some(IntOrString::String(_)) => None,
         None => Some(sp.port),
     };
+    Ok((sp.name.clone().unwrap_or_default(), numeric))
+}
+
+/// The addresses a Service's port reaches: the ready endpoints of its
+/// EndpointSlices, at the port each slice gives for the Service port's name
+/// (the resolved targetPort), as kube-proxy routes; a hand-written slice
+/// whose port is unnamed but carries the numeric targetPort counts too.
+/// Slices without the port (pods that do not declare a named targetPort)
+/// are skipped. Err says why there is no address; an empty list is never
+/// returned.
+pub fn ready_endpoints(
+    service: &Service,
+    port: i32,
+    slices: &[EndpointSlice],
+) -> Result<Vec<(String, u16)>, String> {
+    let name = service.metadata.name.as_deref().unwrap_or("?");
+    let (port_name, numeric) = service_port(service, port)?;
     let mut out = Vec::new();
     for slice in slices {
         let slice_ports = slice.ports.clone().unwrap_or_default();
-        let resolved = slice_ports
+        let by_name = slice_ports
             .iter()
-            .find(|p| p.name.clone().unwrap_or_default() == port_name)
-            .and_then(|p| p.port)
-            .or(if slice_ports.is_empty() && port_name.is_empty() {
-                numeric
-            } else {
-                None
-            });
+            .find(|p| p.name.clone().unwrap_or_default() == port_name);
+        let by_number = || {
+            slice_ports
+                .iter()
+                .find(|p| p.name.as_deref().unwrap_or_default().is_empty() && p.port == numeric)
+        };
+        let resolved = by_name.or_else(by_number).and_then(|p| p.port);
         let Some(target) = resolved.and_then(|p| u16::try_from(p).ok()) else {
             continue;
         };
@@ -692,8 +702,10 @@ mod tests {
         let missing = ready_endpoints(&svc, 80, &slices).expect_err("no port 80");
         assert_eq!(
             missing,
-            "Service user-service has no port 80 (it has: 9090, 8083)"
+            "Service user-service has no port 80 (it has: 9090, 8083); fix healthCheck.service.port"
         );
+        assert_eq!(service_port(&svc, 80), Err(missing));
+        assert_eq!(service_port(&svc, 8083), Ok(("http".into(), None)));
     }
 
     #[test]
@@ -726,6 +738,22 @@ mod tests {
             ready_endpoints(&svc, 8083, &ready),
             Ok(vec![("10.0.0.5".to_string(), 8080)])
         );
+        // A named Service port found by its numeric targetPort in a
+        // hand-written slice that names no port; a slice without ports
+        // gives nothing, as kube-proxy would.
+        let named = service(
+            Some(serde_json::json!({ "app": "user" })),
+            serde_json::json!([{ "name": "http", "port": 8083, "targetPort": 8080 }]),
+        );
+        assert_eq!(
+            ready_endpoints(&named, 8083, &ready),
+            Ok(vec![("10.0.0.5".to_string(), 8080)])
+        );
+        let portless = [slice(
+            serde_json::json!([]),
+            serde_json::json!([{ "addresses": ["10.0.0.5"] }]),
+        )];
+        assert!(ready_endpoints(&svc, 8083, &portless).is_err());
         assert_eq!(
             endpoint_url("10.0.0.5", 8080, "/healthz"),
             "http://10.0.0.5:8080/healthz"

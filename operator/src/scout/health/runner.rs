@@ -101,7 +101,8 @@ async fn run(ctx: Arc<Context>) {
     let (tx, mut rx) = mpsc::channel::<Done>(CONCURRENCY * 4);
     let mut state: BTreeMap<CheckKey, Check> = BTreeMap::new();
     let mut clients: BTreeMap<i64, reqwest::Client> = BTreeMap::new();
-    // Per policy: (uid, what was written, when a failed write may be retried).
+    // Per policy: (uid and generation, what was written); when a failed
+    // write may be retried.
     let mut written: BTreeMap<(String, String), (String, Wanted)> = BTreeMap::new();
     let mut retry_at: BTreeMap<(String, String), Instant> = BTreeMap::new();
     let mut network_down = false;
@@ -370,7 +371,13 @@ async fn update_conditions(
         else {
             continue;
         };
-        let uid = policy.uid().unwrap_or_default();
+        // A new policy of the same name, or a new generation (whose
+        // observedGeneration the condition carries), is written afresh.
+        let uid = format!(
+            "{}/{}",
+            policy.uid().unwrap_or_default(),
+            policy.metadata.generation.unwrap_or_default()
+        );
         let wanted = condition_for(&list, network_down);
         let id = (ns.clone(), name.clone());
         if written.get(&id) == Some(&(uid.clone(), wanted.clone()))
@@ -531,6 +538,11 @@ async fn probe_service(
             );
         }
     };
+    // A port the Service lacks is the policy's mistake: said in the
+    // condition, never blamed on the service.
+    if let Err(why) = super::service_port(&service, port) {
+        return (unmeasured(why.clone()), Some((Instant::now(), Err(why))));
+    }
     let workload = match cached {
         Some((at, w)) if at.elapsed() < WORKLOAD_TTL => Some((at, w)),
         _ => {
