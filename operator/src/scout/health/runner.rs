@@ -158,10 +158,13 @@ async fn run(ctx: Arc<Context>) {
             tokio::spawn(async move {
                 // The semaphore is never closed; a probe without a permit
                 // would only run unbounded.
-                let Ok(_permit) = limit.acquire_owned().await else {
+                let Ok(permit) = limit.acquire_owned().await else {
                     return;
                 };
-                let _ = tx.send(job.await).await;
+                let done = job.await;
+                // The next probe may start while this result waits its turn.
+                drop(permit);
+                let _ = tx.send(done).await;
             });
         }
         update_conditions(&ctx, &state, network_down, &mut written, &mut retry_at).await;
