@@ -548,3 +548,62 @@ async fn a_service_in_front_of_two_deployments_is_a_policy_problem_not_an_incide
     assert_eq!(s.incidents().await?, Vec::<String>::new());
     s.ns.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_check_waits_for_a_slow_one_before_blaming_its_service() -> Result<()> {
+    let s = Scenario::new("e2e-health-slow").await?;
+    let (fast, slow) = (HealthServer::start().await?, HealthServer::start().await?);
+    s.deploy(&["quote-service", "policy-service"]).await?;
+    let check = |url: String, workload: &str, period: i64| {
+        serde_json::json!({
+            "type": "HealthCheck",
+            "workload": workload,
+            "healthCheck": { "url": url, "periodSeconds": period, "timeoutSeconds": 1, "failureThreshold": 1 }
+        })
+    };
+    create_policy(&s.client, s.name(), |v| {
+        health_policy(
+            v,
+            vec![
+                check(fast.url(), "quote-service", 2),
+                check(slow.url(), "policy-service", 60),
+            ],
+        )
+    })
+    .await?;
+    let operator = Operator::start(s.name(), &[])?;
+    s.health_condition("health", ConditionStatus::True, "Probing", LONG)
+        .await
+        .with_context(|| operator.output())?;
+    wait_until(LONG, "both endpoints probed", || async {
+        Ok(fast.hits() >= 2 && slow.hits() >= 1)
+    })
+    .await?;
+
+    // The fast check fails at its first refused connection (threshold 1);
+    // the slow one's last probe, a success, is up to a minute old. Before
+    // blaming quote-service, the operator probes policy-service again, and
+    // finds nothing connects.
+    fast.stop().await?;
+    slow.stop().await?;
+    let stopped = std::time::Instant::now();
+    s.health_condition(
+        "health",
+        ConditionStatus::False,
+        "OperatorNetworkUnreachable",
+        LONG,
+    )
+    .await
+    .with_context(|| operator.output())?;
+    let noticed = stopped.elapsed();
+    assert!(
+        noticed < Duration::from_secs(20),
+        "the slow check was probed early, not after its 60 s period: {noticed:?}"
+    );
+    assert_eq!(
+        s.incidents().await?,
+        Vec::<String>::new(),
+        "quote-service is not blamed for what is the operator's network"
+    );
+    s.ns.cleanup().await
+}
