@@ -12,12 +12,11 @@ mod runner;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::time::Instant;
 
 use super::measured::Verdict;
 use crate::crd::{HealthCheckTrigger, RemediationPolicy, SignalKind};
@@ -183,10 +182,11 @@ pub fn judge(failures: u32, threshold: i32, outcome: &Outcome, network_down: boo
 }
 
 /// Whether the operator's own network is the likely fault: at least two
-/// distinct hosts were probed, and the latest probe of every check failed
-/// before any HTTP exchange. One service down refuses connections; every
-/// service at once is far likelier the operator's side. An HTTP answer from
-/// any service, or a Service without endpoints, proves the network works.
+/// distinct targets (host and port) were probed, and the latest probe of
+/// every check failed before any HTTP exchange. One service down refuses
+/// connections; every service at once is far likelier the operator's side.
+/// An HTTP answer of any status, a connection that then hung, or a Service
+/// without endpoints (its own fault) rules that out.
 pub fn operator_network_down<'a>(latest: impl IntoIterator<Item = &'a Outcome>) -> bool {
     let mut hosts = BTreeSet::new();
     for o in latest {
