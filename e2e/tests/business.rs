@@ -433,7 +433,7 @@ async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_the
         .iter()
         .map(|i| i.metadata.name.clone().unwrap_or_default())
         .collect();
-    assert_eq!(names, [name.clone()]);
+    assert_eq!(names, [name]);
     assert_eq!(
         all[0].status.as_ref().map(|s| (s.phase, s.occurrences)),
         Some((Phase::Resolved, 1)),
