@@ -419,9 +419,20 @@ impl KafkaLog {
                 .fetch_watermarks(topic, *id, REQUEST_TIMEOUT)?;
             highs.push((*id, high));
         }
+        // librdkafka's own position also steps over what is never handed
+        // to the application (transaction markers), which would otherwise
+        // look like a lag that never ends.
+        let positions = self.consumer()?.position()?;
         let Some(f) = self.followed.get_mut(topic) else {
             return Ok(TopicState::CaughtUp { through_ms: None });
         };
+        for e in positions.elements_for_topic(topic) {
+            if let (Some(p), Offset::Offset(at)) =
+                (f.partitions.get_mut(&e.partition()), e.offset())
+            {
+                p.next = p.next.max(at);
+            }
+        }
         let mut behind = 0;
         let mut caught_up = true;
         // Vouching needs the previous probe's end of every partition.

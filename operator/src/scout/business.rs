@@ -51,8 +51,14 @@ impl Series {
         self.first + self.slots.len() as i64 - 1
     }
 
-    /// Adds empty, unconfirmed seconds up to `second`.
+    /// Adds empty, unconfirmed seconds up to `second`. A jump further
+    /// than the kept span (the clock moved, the process was stopped) starts
+    /// over rather than fill the gap.
     fn extend_to(&mut self, second: i64) {
+        if second - self.last() > self.keep {
+            self.slots.clear();
+            self.first = second - self.keep + 1;
+        }
         while self.last() < second {
             self.slots.push_back((0, Seen::Unconfirmed));
         }
@@ -581,6 +587,16 @@ mod tests {
         // Seconds the probe has not vouched for yet are not judged.
         let r = evaluate_conversion(subject(SignalKind::ConversionRate), &t, &c, at(1020));
         assert_eq!(r.verdict, Verdict::Unknown, "{}", r.summary);
+    }
+
+    #[test]
+    fn a_jump_of_the_clock_keeps_memory_bounded_and_the_skipped_seconds_unobserved() {
+        let mut c = followed(1_000, 20);
+        confirm_all(&mut c, 1_010);
+        c.prune(1_000_000_000);
+        assert!(c.seconds_kept() <= 2 * 21, "{}", c.seconds_kept());
+        let w = c.window(QUOTES, 999_999_990, 1_000_000_000);
+        assert_eq!((w.events, w.unobserved), (0, 10));
     }
 
     #[test]
