@@ -292,12 +292,15 @@ impl EventLog for KafkaLog {
         if self.followed.len() != before {
             self.dirty = true;
         }
+        let mut reachable = true;
         for topic in topics {
             if !self.followed.contains_key(topic) {
                 self.followed.insert(topic.clone(), Followed::default());
-                if let Err(e) = self.refresh(topic) {
-                    // Probed again every second; the topic reads Unknown.
+                // After one failure the others wait for the next probe
+                // rather than a timeout each.
+                if reachable && let Err(e) = self.refresh(topic) {
                     debug!(topic, error = %e, "could not learn the topic's partitions yet");
+                    reachable = false;
                 }
             }
         }

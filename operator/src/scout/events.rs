@@ -298,14 +298,9 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
     info!(bootstrap = %config.bootstrap, group = %config.group, "the Kafka source follows the topics of ConversionRate and EventRateDrop triggers");
     let shared = Arc::new(Shared::default());
     let _stop = StopOnDrop(shared.clone());
-    let follower = Follower::new(KafkaLog::new(config.clone()), shared.clone());
-    if let Err(e) = std::thread::Builder::new()
-        .name("sre-space-kafka".into())
-        .spawn(move || follower.run())
-    {
-        warn!(error = %e, "could not start the Kafka consumer thread; the Kafka source is off");
+    let Some(mut consumer) = start_consumer(&config, &shared) else {
         return;
-    }
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // What each policy's condition says now, to write only changes.
@@ -314,6 +309,16 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
     loop {
         tick.tick().await;
         rounds = rounds.wrapping_add(1);
+        if consumer.is_finished() {
+            // Only a bug ends it; until a new one has read whole windows,
+            // every reading is Unknown.
+            warn!("the Kafka consumer thread ended; starting it again");
+            *lock(&shared.counts) = Counts::default();
+            match start_consumer(&config, &shared) {
+                Some(c) => consumer = c,
+                None => return,
+            }
+        }
         let policies = ctx.policies.state();
         let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
         shared.want(wanted_topics(&judged));
@@ -336,6 +341,24 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
             let states = shared.states();
             update_metrics(&ctx, &states);
             update_conditions(&ctx, &config, &judged, &states, &mut said).await;
+        }
+    }
+}
+
+/// Runs the consumer on a thread of its own.
+fn start_consumer(
+    config: &KafkaConfig,
+    shared: &Arc<Shared>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let follower = Follower::new(KafkaLog::new(config.clone()), shared.clone());
+    match std::thread::Builder::new()
+        .name("sre-space-kafka".into())
+        .spawn(move || follower.run())
+    {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            warn!(error = %e, "could not start the Kafka consumer thread; the Kafka source is off");
+            None
         }
     }
 }
