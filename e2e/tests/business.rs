@@ -508,8 +508,14 @@ async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> 
     let op = s.operator(&bootstrap())?;
     s.wait_kafka(ConditionStatus::True, "Consuming", &op)
         .await?;
+    let cpu_before = cpu_seconds(op.pid());
     s.no_incident_for(Duration::from_secs(150), &traffic, &op)
         .await?;
+    println!(
+        "operator over 150 s of 10 quotes/s with two triggers: {:.1} s of CPU, {} KiB resident",
+        cpu_seconds(op.pid()) - cpu_before,
+        sre_space_e2e::rss_kib(op.pid())
+    );
     assert_eq!(
         s.kafka_condition().await?.map(|(st, r, _)| (st, r)),
         Some((ConditionStatus::True, "Consuming".to_string()))
@@ -539,6 +545,22 @@ async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> 
 
     traffic.finish().await?;
     s.ns.cleanup().await
+}
+
+/// CPU seconds a process has used, from /proc (0 when unknown; Linux
+/// counts in hundredths of a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Forwards every connection on `listener` to `to` until dropped.
