@@ -547,6 +547,37 @@ async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> 
     s.ns.cleanup().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_bootstrap_the_policy_says_its_kafka_triggers_are_not_measured() -> Result<()> {
+    let s = Scenario::new("e2e-kafka-off").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    s.deploy("policy-service").await?;
+    s.policy(
+        serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
+        30,
+    )
+    .await?;
+    let op = s.operator("")?;
+    s.wait_kafka(ConditionStatus::False, "NotConfigured", &op)
+        .await?;
+    let message = s
+        .kafka_condition()
+        .await?
+        .map(|(_, _, m)| m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("SRE_SPACE_KAFKA_BOOTSTRAP is not set"),
+        "{message}"
+    );
+    let log = op.output();
+    assert_eq!(
+        log.matches("the Kafka source is off").count(),
+        1,
+        "said once in the log:\n{log}"
+    );
+    s.ns.cleanup().await
+}
+
 /// CPU seconds a process has used, from /proc (0 when unknown; Linux
 /// counts in hundredths of a second).
 fn cpu_seconds(pid: u32) -> f64 {

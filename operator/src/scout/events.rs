@@ -272,26 +272,61 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Starts the Kafka source; without `SRE_SPACE_KAFKA_BOOTSTRAP` it says so
-/// once and ends.
+/// Starts the Kafka source. Without `SRE_SPACE_KAFKA_BOOTSTRAP` (or with
+/// a bad one) it says so once in the log, and on each policy that has
+/// Kafka triggers as `KafkaAvailable` False `NotConfigured`, so that the
+/// person who wrote the trigger learns why nothing is measured.
 pub fn spawn(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let config = match KafkaConfig::from_env() {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                info!(
-                    "SRE_SPACE_KAFKA_BOOTSTRAP is not set: ConversionRate and EventRateDrop triggers are not measured"
-                );
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "the Kafka source is off: ConversionRate and EventRateDrop triggers are not measured");
-                return;
-            }
+        let why = match KafkaConfig::from_env() {
+            Ok(Some(c)) => return run(ctx, c).await,
+            Ok(None) => "SRE_SPACE_KAFKA_BOOTSTRAP is not set on the operator".to_string(),
+            Err(e) => e.to_string(),
         };
-        run(ctx, config).await;
+        info!(reason = %why, "the Kafka source is off: ConversionRate and EventRateDrop triggers are not measured");
+        not_configured(ctx, why).await;
     })
+}
+
+/// Tells each policy with Kafka triggers that they are not measured.
+async fn not_configured(ctx: Arc<Context>, why: String) {
+    let message = format!("{why}: ConversionRate and EventRateDrop triggers are not measured");
+    let mut said: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let policies = ctx.policies.state();
+        let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
+        let now: BTreeSet<(String, String)> = judged
+            .iter()
+            .map(|j| (j.subject.namespace.clone(), j.subject.policy.clone()))
+            .collect();
+        said.retain(|k| now.contains(k));
+        for (ns, policy) in now {
+            if said.contains(&(ns.clone(), policy.clone())) {
+                continue;
+            }
+            match crate::policy::set_condition(
+                &ctx.client,
+                &ns,
+                &policy,
+                CONDITION,
+                ConditionStatus::False,
+                "NotConfigured",
+                &message,
+            )
+            .await
+            {
+                Ok(()) => {
+                    said.insert((ns, policy));
+                }
+                Err(e) => {
+                    warn!(namespace = %ns, policy = %policy, error = %e, "could not write the KafkaAvailable condition; retrying");
+                }
+            }
+        }
+    }
 }
 
 async fn run(ctx: Arc<Context>, config: KafkaConfig) {
