@@ -11,6 +11,7 @@ pub mod crd;
 pub mod error;
 pub mod fixer;
 pub mod github;
+pub mod kafka;
 pub mod llm;
 pub mod logging;
 pub mod memory;

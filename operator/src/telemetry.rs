@@ -42,6 +42,11 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IncidentLabels {
     pub phase: String,
     pub category: String,
@@ -57,6 +62,10 @@ pub struct Metrics {
     pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     pub time_to_detect: Histogram,
     pub time_to_mitigate: Histogram,
+    /// Events the Kafka source has not read yet, by topic.
+    pub kafka_lag: Family<TopicLabels, Gauge>,
+    /// 1 while the Kafka source reaches its broker.
+    pub kafka_available: Gauge,
     incidents: Family<IncidentLabels, Gauge>,
     leader: Gauge,
     ready: AtomicBool,
@@ -76,6 +85,18 @@ impl Default for Metrics {
         let time_to_mitigate = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let incidents = Family::<IncidentLabels, Gauge>::default();
         let leader = Gauge::default();
+        let kafka_lag = Family::<TopicLabels, Gauge>::default();
+        let kafka_available = Gauge::default();
+        registry.register(
+            "kafka_consumer_lag",
+            "Events on a followed topic that the Kafka source has not read yet",
+            kafka_lag.clone(),
+        );
+        registry.register(
+            "kafka_available",
+            "1 while the Kafka source reaches its broker",
+            kafka_available.clone(),
+        );
         registry.register("actions", "Actions by type and result", actions.clone());
         registry.register(
             "guardrail_blocks",
@@ -122,6 +143,8 @@ impl Default for Metrics {
             reconcile_seconds,
             time_to_detect,
             time_to_mitigate,
+            kafka_lag,
+            kafka_available,
             incidents,
             leader,
             ready: AtomicBool::new(false),

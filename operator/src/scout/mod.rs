@@ -2,6 +2,8 @@
 //! Incidents, one per problem (namespace, workload, signal kind). A repeat of
 //! a problem updates its incident; the Scout never decides what to do.
 
+pub mod business;
+pub mod events;
 pub mod health;
 pub mod measured;
 pub mod signals;
@@ -78,7 +80,7 @@ pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
 /// rates, traces). Each runs until the operator stops and degrades on its
 /// own when what it measures is away.
 pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![health::spawn(ctx)]
+    vec![health::spawn(ctx), events::spawn(ctx)]
 }
 
 /// Opens the incident for a signal, or counts the signal on the open one.

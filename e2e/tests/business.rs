@@ -1,0 +1,664 @@
+#![cfg(feature = "cluster")]
+//! Business signals from Kafka on the real broker and the real API server:
+//! a test producer writes quote and purchase events to topics of its own,
+//! and the real operator, following them, opens (or does not open) the
+//! incident a person would expect. Each test has its own namespace, topics
+//! and consumer group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sre_space::crd::{
+    ActionState, ActionType, ConditionStatus, Incident, Phase, RemediationPolicy, SignalKind,
+    WorkloadKind, WorkloadRef,
+};
+use sre_space::workload::incident_name;
+use sre_space_e2e::{
+    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
+    wait_ready, wait_until,
+};
+
+/// The policy `create_policy` makes (examples/remediation-policy.yaml).
+const POLICY: &str = "demo-services";
+
+fn bootstrap() -> String {
+    std::env::var("SRE_SPACE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "19092".into());
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// A suffix no other run uses, valid in topic and group names.
+fn unique() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
+
+/// A small deterministic generator (xorshift), seeded per run and printed,
+/// so a surprising run can be replayed.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in 0..1000.
+    fn per_mille(&mut self) -> u32 {
+        (self.next() % 1000) as u32
+    }
+}
+
+/// Quote requests at a steady rate, each followed by a purchase with the
+/// given probability (random) or share (every n-th, deterministic), as the
+/// demo's quote and policy services would write them. Changed while it
+/// runs; stops when dropped.
+struct Traffic {
+    quotes_per_second: Arc<AtomicU32>,
+    purchase_per_mille: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Traffic {
+    fn start(
+        quotes_topic: &str,
+        purchases_topic: &str,
+        quotes_per_second: u32,
+        purchase_per_mille: u32,
+        random_seed: Option<u64>,
+    ) -> Result<Self> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "5")
+            .create()
+            .context("creating the producer")?;
+        let rate = Arc::new(AtomicU32::new(quotes_per_second));
+        let share = Arc::new(AtomicU32::new(purchase_per_mille));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (q, p) = (quotes_topic.to_string(), purchases_topic.to_string());
+        let (rate2, share2, stop2) = (rate.clone(), share.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut rng = random_seed.map(|s| Xorshift(s | 1));
+            let mut owed = 0u32;
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let per_second = rate2.load(Ordering::Relaxed);
+                if per_second == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let pause = Duration::from_secs_f64(1.0 / f64::from(per_second));
+                n += 1;
+                let id = format!("q-{n}");
+                let quote = serde_json::json!({ "quoteId": id, "product": "home" }).to_string();
+                producer
+                    .send(
+                        FutureRecord::to(&q).key(&id).payload(&quote),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .with_context(|| format!("producing to {q}"))?;
+                let share = share2.load(Ordering::Relaxed);
+                let purchase = match rng.as_mut() {
+                    Some(rng) => rng.per_mille() < share,
+                    None => {
+                        owed += share;
+                        let due = owed >= 1000;
+                        if due {
+                            owed -= 1000;
+                        }
+                        due
+                    }
+                };
+                if purchase {
+                    let bought = serde_json::json!({ "quoteId": id, "policyId": format!("p-{n}") })
+                        .to_string();
+                    producer
+                        .send(
+                            FutureRecord::to(&p).key(&id).payload(&bought),
+                            Duration::from_secs(10),
+                        )
+                        .await
+                        .map_err(|(e, _)| e)
+                        .with_context(|| format!("producing to {p}"))?;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            Ok(())
+        });
+        Ok(Self {
+            quotes_per_second: rate,
+            purchase_per_mille: share,
+            stop,
+            task,
+        })
+    }
+
+    fn purchases(&self, per_mille: u32) {
+        self.purchase_per_mille.store(per_mille, Ordering::Relaxed);
+    }
+
+    fn quotes(&self, per_second: u32) {
+        self.quotes_per_second.store(per_second, Ordering::Relaxed);
+    }
+
+    /// Fails when the producer failed: a test must not pass on traffic
+    /// that never reached the broker.
+    fn check(&self) -> Result<()> {
+        if self.task.is_finished() && !self.stop.load(Ordering::Relaxed) {
+            bail!("the test producer stopped early (see its error when the test ends)");
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?
+    }
+}
+
+struct Scenario {
+    client: Client,
+    ns: TestNamespace,
+    id: String,
+}
+
+impl Scenario {
+    async fn new(prefix: &str) -> Result<Self> {
+        let client = client().await?;
+        install_crds(&client).await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        Ok(Self {
+            client,
+            ns,
+            id: unique(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.ns.name
+    }
+
+    fn topic(&self, base: &str) -> String {
+        format!("{base}.e2e-{}", self.id)
+    }
+
+    async fn deploy(&self, name: &str) -> Result<()> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.name());
+        api.create(&PostParams::default(), &deployment(name, 1, "64Mi"))
+            .await?;
+        wait_ready(&self.client, self.name(), name, 1, Duration::from_secs(90)).await
+    }
+
+    /// The demo policy with these triggers, a dry-run ladder of one
+    /// rollout restart (so the incident resolves once the signal clears)
+    /// and a verification window of `verify` seconds.
+    async fn policy(&self, triggers: serde_json::Value, verify: i64) -> Result<()> {
+        create_policy(&self.client, self.name(), |v| {
+            v["spec"]["triggers"] = triggers;
+            v["spec"]["actions"] = serde_json::json!([
+                { "type": "RolloutRestart" },
+                { "type": "Escalate" }
+            ]);
+            v["spec"]["mode"] = "DryRun".into();
+            v["spec"]["guardrails"]["verificationWindowSeconds"] = verify.into();
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn operator(&self, bootstrap: &str) -> Result<Operator> {
+        Operator::start(
+            self.name(),
+            &[
+                ("SRE_SPACE_KAFKA_BOOTSTRAP", bootstrap),
+                (
+                    "SRE_SPACE_KAFKA_GROUP",
+                    &format!("sre-space-e2e-{}", self.id),
+                ),
+            ],
+        )
+    }
+
+    async fn incidents(&self) -> Result<Vec<Incident>> {
+        Ok(
+            Api::<Incident>::namespaced(self.client.clone(), self.name())
+                .list(&ListParams::default())
+                .await?
+                .items,
+        )
+    }
+
+    /// The policy's KafkaAvailable condition: (status, reason, message).
+    async fn kafka_condition(&self) -> Result<Option<(ConditionStatus, String, String)>> {
+        let policy = Api::<RemediationPolicy>::namespaced(self.client.clone(), self.name())
+            .get(POLICY)
+            .await?;
+        Ok(policy
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "KafkaAvailable")
+            .map(|c| (c.status, c.reason, c.message)))
+    }
+
+    async fn wait_kafka(&self, status: ConditionStatus, reason: &str, op: &Operator) -> Result<()> {
+        let waited = wait_until(
+            Duration::from_secs(60),
+            &format!("KafkaAvailable={status:?} {reason} on the policy"),
+            || async {
+                Ok(self
+                    .kafka_condition()
+                    .await?
+                    .is_some_and(|(s, r, _)| s == status && r == reason))
+            },
+        )
+        .await;
+        if let Err(e) = waited {
+            let now = self.kafka_condition().await.ok().flatten();
+            bail!(
+                "{e:#}; the condition is {now:?}; operator log:\n{}",
+                op.output()
+            );
+        }
+        Ok(())
+    }
+
+    /// Fails as soon as any incident opens, for `period`.
+    async fn no_incident_for(
+        &self,
+        period: Duration,
+        traffic: &Traffic,
+        op: &Operator,
+    ) -> Result<()> {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            traffic.check()?;
+            let open = self.incidents().await?;
+            if let Some(i) = open.first() {
+                bail!(
+                    "an incident opened where none should: {} ({}); operator log:\n{}",
+                    i.metadata.name.as_deref().unwrap_or("?"),
+                    i.status
+                        .as_ref()
+                        .and_then(|s| s.last_signal.as_ref())
+                        .map(|s| s.message.as_str())
+                        .unwrap_or_default(),
+                    op.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    async fn wait_opened(&self, name: &str, op: &Operator) -> Result<Incident> {
+        wait_incident(
+            &self.client,
+            self.name(),
+            name,
+            Duration::from_secs(60),
+            "the incident to open",
+            |i| i.status.as_ref().is_some_and(|s| s.occurrences > 0),
+        )
+        .await
+        .with_context(|| format!("operator log:\n{}", op.output()))
+    }
+}
+
+fn conversion_trigger(
+    quotes: &str,
+    purchases: &str,
+    min_events: i64,
+    window: i64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": "ConversionRate",
+        "workload": "policy-service",
+        "conversion": {
+            "numeratorTopic": purchases,
+            "denominatorTopic": quotes,
+            "minRatio": 0.2,
+            "minEvents": min_events,
+            "windowSeconds": window
+        }
+    })
+}
+
+fn conversion_incident() -> String {
+    incident_name(
+        &WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "policy-service".into(),
+        },
+        SignalKind::ConversionRate,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_they_return()
+-> Result<()> {
+    let s = Scenario::new("e2e-conversion").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    // 10 quotes a second, every third-or-so bought: 30%.
+    let traffic = Traffic::start(&quotes, &purchases, 10, 300, None)?;
+    s.deploy("policy-service").await?;
+    s.policy(
+        serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
+        40,
+    )
+    .await?;
+    let op = s.operator(&bootstrap())?;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    // A full window of healthy conversion: nothing opens.
+    s.no_incident_for(Duration::from_secs(20), &traffic, &op)
+        .await?;
+
+    traffic.purchases(0);
+    let fault = Instant::now();
+    let name = conversion_incident();
+    assert_eq!(name, "policy-service-conversionrate");
+    let inc = s.wait_opened(&name, &op).await?;
+    let detected = fault.elapsed();
+    println!(
+        "fault to incident: {:.1} s (window 10 s, minRatio 0.2, 30% before the fault)",
+        detected.as_secs_f64()
+    );
+    let status = inc.status.clone().unwrap_or_default();
+    let said = status.last_signal.map(|s| s.message).unwrap_or_default();
+    assert!(
+        said.starts_with("conversion 0.")
+            && said.contains(&format!("{purchases} / "))
+            && said.ends_with("is below the minimum 0.2"),
+        "the incident says what was measured: {said}"
+    );
+    assert_eq!(inc.spec.signal, SignalKind::ConversionRate);
+
+    // Purchases return: the signal clears within the verification window
+    // and the incident resolves.
+    traffic.purchases(300);
+    let resolved = wait_incident(
+        &s.client,
+        s.name(),
+        &name,
+        Duration::from_secs(120),
+        "Resolved",
+        |i| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Resolved)
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", op.output()))?;
+    let status = resolved.status.clone().unwrap_or_default();
+    let cleared = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Resolved")
+        .map(|c| (c.status, c.reason.clone()));
+    assert_eq!(
+        cleared,
+        Some((ConditionStatus::True, "SignalCleared".to_string()))
+    );
+    let actions: Vec<(ActionType, ActionState)> =
+        status.actions.iter().map(|a| (a.type_, a.state)).collect();
+    assert_eq!(
+        actions,
+        [(ActionType::RolloutRestart, ActionState::DryRun)],
+        "a dry run changes nothing and is the only step"
+    );
+    // It stays resolved, and it was the only incident.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = s.incidents().await?;
+    let names: Vec<_> = all
+        .iter()
+        .map(|i| i.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(names, [name]);
+    assert_eq!(
+        all[0].status.as_ref().map(|s| (s.phase, s.occurrences)),
+        Some((Phase::Resolved, 1)),
+        "one episode, still resolved"
+    );
+
+    traffic.finish().await?;
+    s.ns.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_quotes_open_nothing_however_low_the_conversion() -> Result<()> {
+    let s = Scenario::new("e2e-few-events").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    // One quote a second and no purchase at all: 10 quotes per 10 s
+    // window, half the 20 the policy needs.
+    let traffic = Traffic::start(&quotes, &purchases, 1, 0, None)?;
+    s.deploy("policy-service").await?;
+    s.policy(
+        serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
+        30,
+    )
+    .await?;
+    let op = s.operator(&bootstrap())?;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    s.no_incident_for(Duration::from_secs(30), &traffic, &op)
+        .await?;
+
+    // The same zero conversion with enough quotes does open one: the quiet
+    // above was the minimum at work, not a source that measures nothing.
+    traffic.quotes(10);
+    let fault = Instant::now();
+    s.wait_opened(&conversion_incident(), &op).await?;
+    println!(
+        "enough quotes to incident: {:.1} s",
+        fault.elapsed().as_secs_f64()
+    );
+
+    traffic.finish().await?;
+    s.ns.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> Result<()> {
+    let s = Scenario::new("e2e-business-noop").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    println!("purchase draws seeded with {seed}");
+    // Each quote bought with probability 0.3, independently.
+    let traffic = Traffic::start(&quotes, &purchases, 10, 300, Some(seed))?;
+    s.deploy("policy-service").await?;
+    s.deploy("quote-service").await?;
+    s.policy(
+        serde_json::json!([
+            conversion_trigger(&quotes, &purchases, 20, 30),
+            {
+                "type": "EventRateDrop",
+                "workload": "quote-service",
+                "eventRate": {
+                    "topic": quotes,
+                    "minFraction": 0.5,
+                    "windowSeconds": 10,
+                    "baselineSeconds": 60,
+                    "minBaselineEvents": 50
+                }
+            }
+        ]),
+        30,
+    )
+    .await?;
+    let op = s.operator(&bootstrap())?;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    let cpu_before = cpu_seconds(op.pid());
+    s.no_incident_for(Duration::from_secs(150), &traffic, &op)
+        .await?;
+    println!(
+        "operator over 150 s of 10 quotes/s with two triggers: {:.1} s of CPU, {} KiB resident",
+        cpu_seconds(op.pid()) - cpu_before,
+        sre_space_e2e::rss_kib(op.pid())
+    );
+    assert_eq!(
+        s.kafka_condition().await?.map(|(st, r, _)| (st, r)),
+        Some((ConditionStatus::True, "Consuming".to_string()))
+    );
+
+    // The quotes stop: the rate trigger, watching all along, fires.
+    traffic.quotes(0);
+    let fault = Instant::now();
+    let name = incident_name(
+        &WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "quote-service".into(),
+        },
+        SignalKind::EventRateDrop,
+    );
+    let inc = s.wait_opened(&name, &op).await?;
+    println!(
+        "quotes stopping to EventRateDrop incident: {:.1} s",
+        fault.elapsed().as_secs_f64()
+    );
+    let said = inc
+        .status
+        .and_then(|s| s.last_signal)
+        .map(|s| s.message)
+        .unwrap_or_default();
+    assert!(said.contains("below the minimum 50%"), "{said}");
+
+    traffic.finish().await?;
+    s.ns.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_bootstrap_the_policy_says_its_kafka_triggers_are_not_measured() -> Result<()> {
+    let s = Scenario::new("e2e-kafka-off").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    s.deploy("policy-service").await?;
+    s.policy(
+        serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
+        30,
+    )
+    .await?;
+    let op = s.operator("")?;
+    s.wait_kafka(ConditionStatus::False, "NotConfigured", &op)
+        .await?;
+    let message = s
+        .kafka_condition()
+        .await?
+        .map(|(_, _, m)| m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("SRE_SPACE_KAFKA_BOOTSTRAP is not set"),
+        "{message}"
+    );
+    let log = op.output();
+    assert_eq!(
+        log.matches("the Kafka source is off").count(),
+        1,
+        "said once in the log:\n{log}"
+    );
+    s.ns.cleanup().await
+}
+
+/// CPU seconds a process has used, from /proc (0 when unknown; Linux
+/// counts in hundredths of a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Forwards every connection on `listener` to `to` until dropped.
+async fn forward(listener: tokio::net::TcpListener, to: String) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_opens_no_incident_says_so_and_detection_starts_when_it_answers()
+-> Result<()> {
+    let s = Scenario::new("e2e-broker-away").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    // The conversion is already zero: a source that guessed would fire.
+    let traffic = Traffic::start(&quotes, &purchases, 10, 0, None)?;
+    s.deploy("policy-service").await?;
+    s.policy(
+        serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
+        30,
+    )
+    .await?;
+    // A loopback port nobody listens on (yet).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let away = format!("127.0.0.1:{port}");
+    let op = s.operator(&away)?;
+    s.wait_kafka(ConditionStatus::False, "BrokerUnavailable", &op)
+        .await?;
+    let message = s
+        .kafka_condition()
+        .await?
+        .map(|(_, _, m)| m)
+        .unwrap_or_default();
+    assert!(message.contains(&away), "{message}");
+    s.no_incident_for(Duration::from_secs(25), &traffic, &op)
+        .await?;
+    assert!(
+        op.output().contains("Kafka triggers cannot be measured"),
+        "the log says why"
+    );
+
+    // The broker answers on that address (a forwarder to the real one; it
+    // advertises its own address, so the operator then talks to it
+    // directly).
+    let listener = tokio::net::TcpListener::bind(&away).await?;
+    let forwarder = tokio::spawn(forward(listener, bootstrap()));
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    let back = Instant::now();
+    s.wait_opened(&conversion_incident(), &op).await?;
+    println!(
+        "broker answering to incident: {:.1} s (a whole 10 s window must be read first)",
+        back.elapsed().as_secs_f64()
+    );
+
+    forwarder.abort();
+    traffic.finish().await?;
+    s.ns.cleanup().await
+}
