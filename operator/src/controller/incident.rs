@@ -217,7 +217,13 @@ impl Run {
     async fn diagnose(&mut self) -> Result<()> {
         let ns = self.ns();
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
-        let facts = brain::gather(&self.ctx.client, &self.incident, memory.map(|m| m.spec)).await?;
+        let facts = brain::gather(
+            &self.ctx.client,
+            &self.incident,
+            memory.map(|m| m.spec),
+            self.ctx.traces.as_deref(),
+        )
+        .await?;
         let mut d = brain::diagnose(&facts, self.now);
         if let Some((model, config)) = &self.ctx.model {
             let name = self.incident.name_any();
