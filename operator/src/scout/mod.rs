@@ -4,6 +4,7 @@
 
 pub mod measured;
 pub mod signals;
+pub mod traces;
 
 use std::sync::Arc;
 
@@ -77,8 +78,7 @@ pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
 /// rates, traces). Each runs until the operator stops and degrades on its
 /// own when what it measures is away.
 pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
-    let _ = ctx;
-    vec![]
+    vec![traces::spawn(ctx.clone())]
 }
 
 /// Opens the incident for a signal, or counts the signal on the open one.
