@@ -488,13 +488,25 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                     ));
                 }
                 Some((f, c)) => {
+                    let calls = c
+                        .chain
+                        .iter()
+                        .position(|s| *s == f.service)
+                        .is_some_and(|i| i + 1 < c.chain.len());
+                    let relation = if calls {
+                        format!(
+                            "{target} (service {}) calls it and fails with it",
+                            f.service
+                        )
+                    } else {
+                        format!(
+                            "{target} (service {}) is on the path of these failing requests",
+                            f.service
+                        )
+                    };
                     hypotheses.push(hypothesis(
                         Category::Dependency,
-                        format!(
-                            "{}; {target} (service {}) fails because it depends on it",
-                            culprit_statement(c),
-                            f.service
-                        ),
+                        format!("{}; {relation}", culprit_statement(c)),
                         0.75,
                         with_events(cite(&[&trace_ev, &signal_ev])),
                         Some(ActionType::Escalate),

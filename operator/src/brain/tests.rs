@@ -258,6 +258,12 @@ fn an_error_starting_in_a_callee_is_a_dependency_naming_its_service_and_operatio
         "{}",
         d.root_cause
     );
+    assert!(
+        d.root_cause
+            .contains("Deployment/web (service web) calls it and fails with it"),
+        "{}",
+        d.root_cause
+    );
     let cited = &d.hypotheses[0].evidence;
     let trace = d
         .evidence
