@@ -53,6 +53,15 @@ fn nanos() -> u128 {
         .unwrap_or_default()
 }
 
+/// One request of the simulated traffic.
+#[derive(Clone, Copy)]
+struct Request {
+    /// How long before now it ended.
+    ago: Duration,
+    fail: bool,
+    slow_ms: u128,
+}
+
 /// The three services of one run, named uniquely so that runs sharing the
 /// Jaeger do not see each other's spans.
 struct Shop {
@@ -82,12 +91,14 @@ impl Shop {
         }
     }
 
-    /// One request, `ago` before now: frontend `GET /quote` → policy-service
-    /// `POST /policy` → its client call → user-service `check_eligibility` →
-    /// a database query. When `fail`, check_eligibility fails and the error
-    /// propagates up to the frontend. Returns (trace ID, OTLP resource
-    /// spans).
-    fn request(&self, ago: Duration, fail: bool) -> (String, Vec<serde_json::Value>) {
+    /// One request ending `r.ago` before now: frontend `GET /quote` →
+    /// policy-service `POST /policy` → its client call → user-service
+    /// `check_eligibility` → a database query. When `r.fail`,
+    /// check_eligibility fails and the error propagates up to the frontend;
+    /// `r.slow_ms` more milliseconds are spent in check_eligibility itself.
+    /// Returns (trace ID, OTLP resource spans).
+    fn request(&self, r: &Request) -> (String, Vec<serde_json::Value>) {
+        let (ago, fail, slow) = (r.ago, r.fail, r.slow_ms);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let trace_id = format!("a{}{n:016x}", self.id);
         let span = |i: u64| format!("{n:014x}{i:02x}");
@@ -130,19 +141,27 @@ impl Shop {
         let spans = vec![
             resource(
                 &self.frontend,
-                vec![one(1, None, "GET /quote", 2, 40, 0, fail)],
+                vec![one(1, None, "GET /quote", 2, slow + 40, 0, fail)],
             ),
             resource(
                 &self.policy,
                 vec![
-                    one(2, Some(1), "POST /policy", 2, 35, 2, fail),
-                    one(3, Some(2), "GET user-service /eligibility", 3, 30, 4, fail),
+                    one(2, Some(1), "POST /policy", 2, slow + 35, 2, fail),
+                    one(
+                        3,
+                        Some(2),
+                        "GET user-service /eligibility",
+                        3,
+                        slow + 30,
+                        4,
+                        fail,
+                    ),
                 ],
             ),
             resource(
                 &self.user,
                 vec![
-                    one(4, Some(3), "check_eligibility", 2, 28, 5, fail),
+                    one(4, Some(3), "check_eligibility", 2, slow + 28, 5, fail),
                     one(5, Some(4), "SELECT users", 3, 20, 15, false),
                 ],
             ),
@@ -151,15 +170,11 @@ impl Shop {
     }
 
     /// Sends requests over OTLP/HTTP JSON; returns their trace IDs.
-    async fn send(
-        &self,
-        http: &reqwest::Client,
-        requests: &[(Duration, bool)],
-    ) -> Result<Vec<String>> {
+    async fn send(&self, http: &reqwest::Client, requests: &[Request]) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         let mut resource_spans = Vec::new();
-        for (ago, fail) in requests {
-            let (id, spans) = self.request(*ago, *fail);
+        for r in requests {
+            let (id, spans) = self.request(r);
             ids.push(id);
             resource_spans.extend(spans);
         }
@@ -185,57 +200,70 @@ async fn setup(prefix: &str) -> Result<(Client, TestNamespace)> {
     Ok((client, ns))
 }
 
-/// A policy whose only trigger is a TraceErrorRate trigger for `service`,
-/// opening incidents for the Deployment of the same name.
-async fn trace_policy(client: &Client, ns: &str, service: &str) -> Result<RemediationPolicy> {
+/// A policy whose only trigger is `trigger` (its traces settings) for
+/// `service`, opening incidents for the Deployment of the same name.
+async fn trace_policy(
+    client: &Client,
+    ns: &str,
+    kind: SignalKind,
+    service: &str,
+    limits: serde_json::Value,
+) -> Result<RemediationPolicy> {
+    let mut traces = serde_json::json!({
+        "service": service,
+        "windowSeconds": 20,
+        "minSpans": 10
+    });
+    for (k, v) in limits.as_object().into_iter().flatten() {
+        traces[k] = v.clone();
+    }
     create_policy(client, ns, |p| {
         p["spec"]["mode"] = serde_json::json!("DryRun");
         p["spec"]["triggers"] = serde_json::json!([{
-            "type": "TraceErrorRate",
+            "type": kind.as_str(),
             "workload": service,
-            "traces": {
-                "service": service,
-                "maxErrorRatio": 0.2,
-                "windowSeconds": 20,
-                "minSpans": 10
-            }
+            "traces": traces
         }]);
     })
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_spans_two_hops_deep_open_an_incident_naming_the_failing_service_and_operation()
--> Result<()> {
-    let (client, ns) = setup("e2e-traces").await?;
-    let shop = Shop::new();
+/// Healthy traffic for a while, then `trouble` every second; returns the
+/// shop and its incident once diagnosed.
+async fn diagnosed(
+    client: &Client,
+    ns: &str,
+    kind: SignalKind,
+    limits: serde_json::Value,
+    trouble: impl Fn(u64) -> Request + Send + Sync + 'static,
+) -> Result<(std::sync::Arc<Shop>, Incident)> {
+    let shop = std::sync::Arc::new(Shop::new());
     let http = http()?;
-
     // Healthy traffic before: the baseline the incident window is compared
     // with (sent with past timestamps, as a service running for minutes
     // would have recorded them).
-    let baseline: Vec<(Duration, bool)> = (0..30)
-        .map(|i| (Duration::from_secs(75 + i), false))
+    let baseline: Vec<Request> = (0..30)
+        .map(|i| Request {
+            ago: Duration::from_secs(75 + i),
+            fail: false,
+            slow_ms: 0,
+        })
         .collect();
     shop.send(&http, &baseline).await?;
 
-    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+    Api::<Deployment>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &deployment(&shop.policy, 1, "64Mi"))
         .await?;
-    wait_ready(&client, &ns.name, &shop.policy, 1, LONG).await?;
-    trace_policy(&client, &ns.name, &shop.policy).await?;
-    let operator = Operator::start(&ns.name, &[("SRE_SPACE_JAEGER_QUERY", &jaeger())])?;
+    wait_ready(client, ns, &shop.policy, 1, LONG).await?;
+    trace_policy(client, ns, kind, &shop.policy, limits).await?;
+    let operator = Operator::start(ns, &[("SRE_SPACE_JAEGER_QUERY", &jaeger())])?;
 
-    // Now two requests in three fail in user-service, for as long as the
-    // test runs.
-    let shop = std::sync::Arc::new(shop);
+    // The trouble lasts as long as the test runs.
     let task = {
-        let (http, shop) = (http.clone(), shop.clone());
+        let shop = shop.clone();
         tokio::spawn(async move {
             loop {
-                let batch: Vec<(Duration, bool)> = (0..6)
-                    .map(|i| (Duration::from_millis(100 * i), i % 3 != 0))
-                    .collect();
+                let batch: Vec<Request> = (0..6).map(&trouble).collect();
                 if let Err(e) = shop.send(&http, &batch).await {
                     eprintln!("sending traces: {e:#}");
                 }
@@ -243,47 +271,43 @@ async fn failing_spans_two_hops_deep_open_an_incident_naming_the_failing_service
             }
         })
     };
-
     let name = incident_name(
         &WorkloadRef {
             kind: WorkloadKind::Deployment,
             name: shop.policy.clone(),
         },
-        SignalKind::TraceErrorRate,
+        kind,
     );
-    let incident = wait_incident(
-        &client,
-        &ns.name,
-        &name,
-        LONG,
-        "a diagnosis",
-        |i: &Incident| i.status.as_ref().is_some_and(|s| s.diagnosis.is_some()),
-    )
+    let incident = wait_incident(client, ns, &name, LONG, "a diagnosis", |i: &Incident| {
+        i.status.as_ref().is_some_and(|s| s.diagnosis.is_some())
+    })
     .await
     .with_context(|| format!("operator log:\n{}", operator.output()));
     task.abort();
     let incident = incident?;
     let status = incident.status.clone().unwrap_or_default();
-    let signal = status.last_signal.clone().context("the signal")?;
-    assert!(
-        signal.message.contains("error ratio") && signal.message.contains(&shop.policy),
-        "the signal says what was measured: {}",
-        signal.message
+    let read = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TraceEvidence")
+        .context("a TraceEvidence condition")?;
+    assert_eq!(
+        (read.status, read.reason.as_str()),
+        (ConditionStatus::True, "TracesRead"),
+        "{}",
+        read.message
     );
-    let d = status.diagnosis.context("a diagnosis")?;
-    assert_eq!(d.category, Category::Dependency, "{}", d.root_cause);
-    let chain = format!("{} → {} → {}", shop.frontend, shop.policy, shop.user);
-    assert!(
-        d.root_cause.contains(&format!(
-            "operation check_eligibility of service {} fails",
-            shop.user
-        )) && d.root_cause.contains(&chain)
-            && d.root_cause.contains("in the baseline"),
-        "the root cause names the failing service, operation and path: {}",
-        d.root_cause
-    );
+    Ok((shop, incident))
+}
 
-    // The cited traces exist in Jaeger and fail where the diagnosis says.
+/// The trace IDs of this run the lead hypothesis cites, checked to exist in
+/// Jaeger and to contain `check` for user-service's check_eligibility span.
+async fn cited_traces(
+    shop: &Shop,
+    d: &sre_space::crd::Diagnosis,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> Result<usize> {
+    let http = http()?;
     let cited = &d.hypotheses[0].evidence;
     let evidence = d
         .evidence
@@ -300,7 +324,7 @@ async fn failing_spans_two_hops_deep_open_an_incident_naming_the_failing_service
         "no trace IDs of this run cited: {}",
         evidence.summary
     );
-    for id in ids {
+    for id in &ids {
         let found: serde_json::Value = http
             .get(format!("{}/api/traces/{id}", jaeger()))
             .send()
@@ -308,21 +332,107 @@ async fn failing_spans_two_hops_deep_open_an_incident_naming_the_failing_service
             .json()
             .await?;
         let trace = &found["data"][0];
-        assert_eq!(trace["traceID"], id, "Jaeger holds the cited trace");
-        let failing = trace["spans"]
+        assert_eq!(trace["traceID"], *id, "Jaeger holds the cited trace");
+        let span = trace["spans"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| s["operationName"] == "check_eligibility")
-            .any(|s| {
-                s["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|t| t["key"] == "otel.status_code" && t["value"] == "ERROR")
-            });
-        assert!(failing, "trace {id} fails in check_eligibility");
+            .find(|s| s["operationName"] == "check_eligibility")
+            .with_context(|| format!("trace {id} has no check_eligibility span"))?;
+        assert!(check(span), "trace {id}: {span}");
     }
+    Ok(ids.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_spans_two_hops_deep_open_an_incident_naming_the_failing_service_and_operation()
+-> Result<()> {
+    let (client, ns) = setup("e2e-traces").await?;
+    // Two requests in three fail in user-service.
+    let (shop, incident) = diagnosed(
+        &client,
+        &ns.name,
+        SignalKind::TraceErrorRate,
+        serde_json::json!({"maxErrorRatio": 0.2}),
+        |i| Request {
+            ago: Duration::from_millis(100 * i),
+            fail: i % 3 != 0,
+            slow_ms: 0,
+        },
+    )
+    .await?;
+    let status = incident.status.clone().unwrap_or_default();
+    let signal = status.last_signal.clone().context("the signal")?;
+    assert!(
+        signal.message.contains("error ratio") && signal.message.contains(&shop.policy),
+        "the signal says what was measured: {}",
+        signal.message
+    );
+    let d = status.diagnosis.context("a diagnosis")?;
+    assert_eq!(d.category, Category::Dependency, "{}", d.root_cause);
+    let chain = format!("{} → {} → {}", shop.frontend, shop.policy, shop.user);
+    assert!(
+        d.root_cause.contains(&format!(
+            "operation check_eligibility of service {} fails",
+            shop.user
+        )) && d.root_cause.contains(&chain)
+            && d.root_cause.contains("up from 0% in the baseline"),
+        "the root cause names the failing service, operation and path: {}",
+        d.root_cause
+    );
+    cited_traces(&shop, &d, |span| {
+        span["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "otel.status_code" && t["value"] == "ERROR")
+    })
+    .await?;
+    ns.cleanup().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_spans_two_hops_deep_open_a_latency_incident_naming_the_slow_operation() -> Result<()>
+{
+    let (client, ns) = setup("e2e-traces-slow").await?;
+    // Every request spends 600 ms more in user-service's check_eligibility.
+    let (shop, incident) = diagnosed(
+        &client,
+        &ns.name,
+        SignalKind::TraceLatency,
+        serde_json::json!({"maxP95Millis": 300}),
+        |i| Request {
+            ago: Duration::from_millis(100 * i),
+            fail: false,
+            slow_ms: 600,
+        },
+    )
+    .await?;
+    let status = incident.status.clone().unwrap_or_default();
+    let signal = status.last_signal.clone().context("the signal")?;
+    assert!(
+        signal.message.contains("p95") && signal.message.contains("above the maximum 300 ms"),
+        "{}",
+        signal.message
+    );
+    let d = status.diagnosis.context("a diagnosis")?;
+    assert_eq!(d.category, Category::Dependency, "{}", d.root_cause);
+    assert!(
+        d.root_cause.contains(&format!(
+            "operation check_eligibility of service {} is slow",
+            shop.user
+        )) && d.root_cause.contains(&format!(
+            "reached through {} → {} → {}",
+            shop.frontend, shop.policy, shop.user
+        )),
+        "{}",
+        d.root_cause
+    );
+    cited_traces(&shop, &d, |span| {
+        span["duration"].as_i64().unwrap_or(0) >= 600_000
+    })
+    .await?;
     ns.cleanup().await?;
     Ok(())
 }
@@ -334,7 +444,14 @@ async fn an_unreachable_jaeger_makes_the_trigger_unknown_and_says_so_on_the_poli
     Api::<Deployment>::namespaced(client.clone(), &ns.name)
         .create(&PostParams::default(), &deployment(&service, 1, "64Mi"))
         .await?;
-    trace_policy(&client, &ns.name, &service).await?;
+    trace_policy(
+        &client,
+        &ns.name,
+        SignalKind::TraceErrorRate,
+        &service,
+        serde_json::json!({"maxErrorRatio": 0.2}),
+    )
+    .await?;
     // Nothing listens on port 9 of the loopback.
     let operator = Operator::start(
         &ns.name,

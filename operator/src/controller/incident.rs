@@ -224,6 +224,25 @@ impl Run {
             self.ctx.traces.as_deref(),
         )
         .await?;
+        if let Some(f) = &facts.traces {
+            match &f.unavailable {
+                None => self.condition(
+                    "TraceEvidence",
+                    ConditionStatus::True,
+                    "TracesRead",
+                    format!(
+                        "{} traces of {} in the incident window, {} in the baseline",
+                        f.window_traces, f.service, f.baseline_traces
+                    ),
+                ),
+                Some(why) => self.condition(
+                    "TraceEvidence",
+                    ConditionStatus::False,
+                    "NoTraceEvidence",
+                    format!("no trace evidence was available: {why}"),
+                ),
+            }
+        }
         let mut d = brain::diagnose(&facts, self.now);
         if let Some((model, config)) = &self.ctx.model {
             let name = self.incident.name_any();

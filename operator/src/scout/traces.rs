@@ -192,6 +192,11 @@ async fn run(ctx: Arc<Context>) {
         ctx.board
             .retain(|s| !is_trace(s.kind) || triggers.iter().any(|w| &w.subject == s));
         due.retain(|s, _| triggers.iter().any(|w| &w.subject == s));
+        written.retain(|(ns, name, uid), _| {
+            triggers.iter().any(|w| {
+                (&w.subject.namespace, &w.subject.policy, &w.policy_uid) == (ns, name, uid)
+            })
+        });
         let now = Instant::now();
         let ready: Vec<Watched> = triggers
             .into_iter()
@@ -316,7 +321,18 @@ async fn judge_one(ctx: &Context, w: &Watched) -> Availability {
                 end,
                 limit: TRACE_LIMIT,
             };
-            match store.find_traces(&query).await {
+            let found = store.find_traces(&query).await;
+            let labels = crate::telemetry::CallLabels {
+                system: "jaeger".into(),
+                result: if found.is_ok() {
+                    "Answered"
+                } else {
+                    "Unreachable"
+                }
+                .into(),
+            };
+            ctx.metrics.outside_calls.get_or_create(&labels).inc();
+            match found {
                 Ok(traces) => {
                     let stats = measure(&w.settings, &traces, start, end);
                     (
