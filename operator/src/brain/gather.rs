@@ -218,27 +218,38 @@ async fn gather_traces(
         return None;
     }
     let service = service_of(client, incident).await;
-    let Some(store) = store else {
-        return Some(TraceFindings::unavailable(
-            &service,
-            format!(
-                "no trace store is configured ({} is unset)",
-                crate::traces::QUERY_ENV
-            ),
-        ));
-    };
     let first_seen = incident
         .status
         .as_ref()
         .and_then(|s| s.first_seen.as_ref())
         .map(|t| t.0);
-    let (baseline_start, start, end) = trace_windows(first_seen, now);
-    let windows = (baseline_start, start, end);
-    let (window, baseline) = match both_windows(store, &service, windows, TARGET_TRACES).await {
+    Some(read_traces(store, &service, signal, first_seen, now).await)
+}
+
+/// Reads the traces of `service` and its callers and callees for the
+/// incident window and the baseline, and analyses them.
+pub async fn read_traces(
+    store: Option<&dyn TraceStore>,
+    service: &str,
+    signal: SignalKind,
+    first_seen: Option<Timestamp>,
+    now: Timestamp,
+) -> TraceFindings {
+    let Some(store) = store else {
+        return TraceFindings::unavailable(
+            service,
+            format!(
+                "no trace store is configured ({} is unset)",
+                crate::traces::QUERY_ENV
+            ),
+        );
+    };
+    let windows = trace_windows(first_seen, now);
+    let (window, baseline) = match both_windows(store, service, windows, TARGET_TRACES).await {
         Ok(found) => found,
         Err(e) => {
             warn!(error = %e, service, "traces not readable; the diagnosis has no trace evidence");
-            return Some(TraceFindings::unavailable(&service, e.to_string()));
+            return TraceFindings::unavailable(service, e.to_string());
         }
     };
     let mut window = by_id(window);
@@ -259,8 +270,15 @@ async fn gather_traces(
         .take(MAX_NEIGHBOURS)
         .map(|(s, _)| s.to_string())
         .collect();
-    for n in &neighbours {
-        match both_windows(store, n, windows, NEIGHBOUR_TRACES).await {
+    // Read together: a slow store costs one timeout, not one per service.
+    let found = futures::future::join_all(
+        neighbours
+            .iter()
+            .map(|n| both_windows(store, n, windows, NEIGHBOUR_TRACES)),
+    )
+    .await;
+    for (n, found) in neighbours.iter().zip(found) {
+        match found {
             Ok((w, b)) => {
                 window.extend(by_id(w));
                 baseline.extend(by_id(b));
@@ -275,7 +293,7 @@ async fn gather_traces(
     };
     let window: Vec<Trace> = window.into_values().collect();
     let baseline: Vec<Trace> = baseline.into_values().collect();
-    Some(analyze(&service, &window, &baseline, symptom))
+    analyze(service, &window, &baseline, symptom)
 }
 
 /// A service's traces in the incident window and in the baseline.
@@ -310,6 +328,135 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("time")
+    }
+
+    /// A trace store holding `traces`, answering as Jaeger does (whole
+    /// traces with a span of the service starting in the window), or failing.
+    struct Store {
+        traces: Vec<Trace>,
+        down: bool,
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl TraceStore for Store {
+        fn find_traces<'a>(&'a self, q: &'a TraceQuery) -> crate::traces::TraceFuture<'a> {
+            Box::pin(async move {
+                if let Ok(mut asked) = self.asked.lock() {
+                    asked.push(q.service.clone());
+                }
+                if self.down {
+                    return Err(crate::traces::TraceError::Unreachable {
+                        url: "http://jaeger:16686/".into(),
+                        reason: "connection refused".into(),
+                    });
+                }
+                let (from, to) = (q.start.as_microsecond(), q.end.as_microsecond());
+                Ok(self
+                    .traces
+                    .iter()
+                    .filter(|t| {
+                        t.spans
+                            .iter()
+                            .any(|s| s.service == q.service && (from..to).contains(&s.start_us))
+                    })
+                    .take(q.limit)
+                    .cloned()
+                    .collect())
+            })
+        }
+    }
+
+    /// frontend → web → user-service, failing in user-service when `fail`.
+    fn request(id: &str, at: Timestamp, fail: bool) -> Trace {
+        let span = |sid: &str, parent: Option<&str>, service: &str, op: &str, error: bool| {
+            crate::traces::Span {
+                span_id: sid.into(),
+                parent_id: parent.map(Into::into),
+                service: service.into(),
+                operation: op.into(),
+                start_us: at.as_microsecond(),
+                duration_us: 3000,
+                error,
+            }
+        };
+        Trace {
+            trace_id: id.into(),
+            spans: vec![
+                span("a", None, "frontend", "GET /", fail),
+                span("b", Some("a"), "web", "POST /buy", fail),
+                span("c", Some("b"), "user-service", "check_eligibility", fail),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn traces_of_the_target_and_its_neighbours_in_both_windows_are_analysed() {
+        let now = at("2026-11-26T10:10:00Z");
+        let mut traces: Vec<Trace> = (0..10)
+            .map(|i| request(&format!("w{i}"), now - SignedDuration::from_secs(10), i < 7))
+            .collect();
+        traces.extend((0..10).map(|i| {
+            request(
+                &format!("b{i}"),
+                now - SignedDuration::from_secs(100),
+                false,
+            )
+        }));
+        let store = Store {
+            traces,
+            down: false,
+            asked: Default::default(),
+        };
+        let first_seen = Some(now - SignedDuration::from_secs(5));
+        let f = read_traces(
+            Some(&store),
+            "web",
+            SignalKind::ConversionRate,
+            first_seen,
+            now,
+        )
+        .await;
+        let c = f.culprit.expect("a culprit");
+        assert_eq!(
+            (c.service.as_str(), c.operation.as_str()),
+            ("user-service", "check_eligibility")
+        );
+        assert_eq!((c.window.errors, c.window.spans), (7, 10));
+        assert_eq!(c.baseline.map(|b| b.errors), Some(0));
+        assert_eq!(
+            (f.window_traces, f.baseline_traces),
+            (10, 10),
+            "found twice, counted once"
+        );
+        let asked = store.asked.lock().expect("lock").clone();
+        assert_eq!(asked.iter().filter(|s| *s == "web").count(), 2);
+        assert!(
+            asked.contains(&"frontend".to_string()) && asked.contains(&"user-service".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_or_absent_becomes_a_note_not_an_error() {
+        let now = at("2026-11-26T10:10:00Z");
+        let down = Store {
+            traces: vec![],
+            down: true,
+            asked: Default::default(),
+        };
+        let f = read_traces(Some(&down), "web", SignalKind::TraceErrorRate, None, now).await;
+        assert_eq!(f.culprit, None);
+        assert!(
+            f.unavailable
+                .as_deref()
+                .is_some_and(|u| u.contains("unreachable: connection refused")),
+            "{f:?}"
+        );
+        let off = read_traces(None, "web", SignalKind::TraceErrorRate, None, now).await;
+        assert!(
+            off.unavailable
+                .as_deref()
+                .is_some_and(|u| u.contains("SRE_SPACE_JAEGER_QUERY is unset"))
+        );
     }
 
     #[test]
