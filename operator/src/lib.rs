@@ -19,6 +19,7 @@ pub mod policy;
 pub mod quantity;
 pub mod scout;
 pub mod telemetry;
+pub mod traces;
 pub mod workload;
 
 pub use error::{Error, Result};

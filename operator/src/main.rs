@@ -95,7 +95,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let memory = sre_space::memory::load(&client, &namespace, &incident)
                 .await?
                 .map(|m| m.spec);
-            let facts = brain::gather(&client, &inc, memory).await?;
+            let traces = sre_space::traces::from_env()?;
+            let facts = brain::gather(
+                &client,
+                &inc,
+                memory,
+                traces
+                    .as_ref()
+                    .map(|t| t as &dyn sre_space::traces::TraceStore),
+            )
+            .await?;
             let scenario = eval::Scenario {
                 name: out
                     .file_stem()

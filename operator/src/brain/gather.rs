@@ -1,22 +1,41 @@
 //! Reads the evidence the rules need from the cluster.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use super::traces::{Symptom, TraceFindings, analyze};
 use super::{ContainerResources, Facts, Rollout, rollout::diff_templates};
 use crate::Result;
-use crate::crd::{Incident, IncidentMemorySpec, WorkloadKind};
+use crate::crd::{Incident, IncidentMemorySpec, RemediationPolicy, SignalKind, WorkloadKind};
+use crate::traces::{Trace, TraceQuery, TraceStore};
 use crate::workload::{pod_template, replicasets_of, revision};
+use tracing::{debug, warn};
 
 const TEMPLATE_HASH: &str = "pod-template-hash";
 
-/// Gathers the facts about an incident.
+/// Traces read for the target's service in each window.
+const TARGET_TRACES: usize = 200;
+/// Traces read for each caller or callee in each window.
+const NEIGHBOUR_TRACES: usize = 50;
+/// At most this many callers and callees are read.
+const MAX_NEIGHBOURS: usize = 4;
+/// The incident window starts this long before the first signal ...
+const LEAD_IN: SignedDuration = SignedDuration::from_mins(1);
+/// ... and spans at most this long, however old the incident.
+const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(1);
+
+/// Gathers the facts about an incident. `traces` is the trace store, when
+/// one is configured.
 pub async fn gather(
     client: &Client,
     incident: &Incident,
     memory: Option<IncidentMemorySpec>,
+    traces: Option<&dyn TraceStore>,
 ) -> Result<Facts> {
     let ns = incident.metadata.namespace.clone().unwrap_or_default();
     let target = incident.spec.target.clone();
@@ -142,5 +161,328 @@ pub async fn gather(
         rollout,
         resources,
         memory,
+        traces: gather_traces(client, incident, traces, Timestamp::now()).await,
     })
+}
+
+/// The incident window (from a minute before the first signal to now, at
+/// most an hour) and the baseline window of the same length before it:
+/// (baseline start, window start, window end).
+pub fn trace_windows(
+    first_seen: Option<Timestamp>,
+    now: Timestamp,
+) -> (Timestamp, Timestamp, Timestamp) {
+    let earliest = now - MAX_WINDOW;
+    let start = first_seen
+        .map(|f| f - LEAD_IN)
+        .unwrap_or(now - LEAD_IN)
+        .clamp(earliest, now - LEAD_IN);
+    let length = now.duration_since(start);
+    (start - length, start, now)
+}
+
+/// The service name of the incident's workload in the traces: the
+/// service of the policy's trace trigger for that workload, or else the
+/// workload's name.
+async fn service_of(client: &Client, incident: &Incident) -> String {
+    let ns = incident.metadata.namespace.clone().unwrap_or_default();
+    let target = &incident.spec.target.name;
+    let policy = Api::<RemediationPolicy>::namespaced(client.clone(), &ns)
+        .get_opt(&incident.spec.policy)
+        .await;
+    let triggers = match policy {
+        Ok(Some(p)) => p.spec.triggers,
+        Ok(None) => vec![],
+        Err(e) => {
+            debug!(error = %e, policy = %incident.spec.policy, "policy not readable; the workload's name is its service");
+            vec![]
+        }
+    };
+    triggers
+        .iter()
+        .filter(|t| t.workload.as_ref() == Some(target))
+        .find_map(|t| t.traces.as_ref().map(|tr| tr.service.clone()))
+        .unwrap_or_else(|| target.clone())
+}
+
+/// What the traces say, for the signals the operator measures itself; a
+/// trace store that is away becomes a note in the findings, never an error.
+async fn gather_traces(
+    client: &Client,
+    incident: &Incident,
+    store: Option<&dyn TraceStore>,
+    now: Timestamp,
+) -> Option<TraceFindings> {
+    let signal = incident.spec.signal;
+    if signal.is_pod_signal() {
+        return None;
+    }
+    let service = service_of(client, incident).await;
+    let first_seen = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.first_seen.as_ref())
+        .map(|t| t.0);
+    Some(read_traces(store, &service, signal, first_seen, now).await)
+}
+
+/// Reads the traces of `service` and its callers and callees for the
+/// incident window and the baseline, and analyses them.
+pub async fn read_traces(
+    store: Option<&dyn TraceStore>,
+    service: &str,
+    signal: SignalKind,
+    first_seen: Option<Timestamp>,
+    now: Timestamp,
+) -> TraceFindings {
+    let Some(store) = store else {
+        return TraceFindings::unavailable(
+            service,
+            format!(
+                "no trace store is configured ({} is unset)",
+                crate::traces::QUERY_ENV
+            ),
+        );
+    };
+    let windows = trace_windows(first_seen, now);
+    let (window, baseline) = match both_windows(store, service, windows, TARGET_TRACES).await {
+        Ok(found) => found,
+        Err(e) => {
+            warn!(error = %e, service, "traces not readable; the diagnosis has no trace evidence");
+            return TraceFindings::unavailable(service, e.to_string());
+        }
+    };
+    let mut window = by_id(window);
+    let mut baseline = by_id(baseline);
+    // The callers and callees seen in the target's traces: their own
+    // traffic says whether they fail for everyone or only for the target.
+    // The most frequent ones first.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in window.values().flat_map(|t| &t.spans) {
+        if s.service != service && !s.service.is_empty() {
+            *seen.entry(s.service.as_str()).or_default() += 1;
+        }
+    }
+    let mut seen: Vec<(&str, usize)> = seen.into_iter().collect();
+    seen.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let neighbours: Vec<String> = seen
+        .into_iter()
+        .take(MAX_NEIGHBOURS)
+        .map(|(s, _)| s.to_string())
+        .collect();
+    // Read together: a slow store costs one timeout, not one per service.
+    let found = futures::future::join_all(
+        neighbours
+            .iter()
+            .map(|n| both_windows(store, n, windows, NEIGHBOUR_TRACES)),
+    )
+    .await;
+    for (n, found) in neighbours.iter().zip(found) {
+        match found {
+            Ok((w, b)) => {
+                window.extend(by_id(w));
+                baseline.extend(by_id(b));
+            }
+            Err(e) => debug!(error = %e, service = %n, "a neighbour's traces are not readable"),
+        }
+    }
+    let symptom = if signal == SignalKind::TraceLatency {
+        Symptom::Latency
+    } else {
+        Symptom::Errors
+    };
+    let window: Vec<Trace> = window.into_values().collect();
+    let baseline: Vec<Trace> = baseline.into_values().collect();
+    analyze(service, &window, &baseline, symptom)
+}
+
+/// A service's traces in the incident window and in the baseline.
+async fn both_windows(
+    store: &dyn TraceStore,
+    service: &str,
+    (baseline_start, start, end): (Timestamp, Timestamp, Timestamp),
+    limit: usize,
+) -> std::result::Result<(Vec<Trace>, Vec<Trace>), crate::traces::TraceError> {
+    let query = |start, end| TraceQuery {
+        service: service.to_string(),
+        operation: None,
+        start,
+        end,
+        limit,
+    };
+    let (window, baseline) = (query(start, end), query(baseline_start, start));
+    futures::try_join!(store.find_traces(&window), store.find_traces(&baseline))
+}
+
+/// Traces keyed by ID, so a trace found through two services counts once.
+fn by_id(traces: Vec<Trace>) -> BTreeMap<String, Trace> {
+    traces
+        .into_iter()
+        .map(|t| (t.trace_id.clone(), t))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("time")
+    }
+
+    /// A trace store holding `traces`, answering as Jaeger does (whole
+    /// traces with a span of the service starting in the window), or failing.
+    struct Store {
+        traces: Vec<Trace>,
+        down: bool,
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl TraceStore for Store {
+        fn find_traces<'a>(&'a self, q: &'a TraceQuery) -> crate::traces::TraceFuture<'a> {
+            Box::pin(async move {
+                if let Ok(mut asked) = self.asked.lock() {
+                    asked.push(q.service.clone());
+                }
+                if self.down {
+                    return Err(crate::traces::TraceError::Unreachable {
+                        url: "http://jaeger:16686/".into(),
+                        reason: "connection refused".into(),
+                    });
+                }
+                let (from, to) = (q.start.as_microsecond(), q.end.as_microsecond());
+                Ok(self
+                    .traces
+                    .iter()
+                    .filter(|t| {
+                        t.spans
+                            .iter()
+                            .any(|s| s.service == q.service && (from..to).contains(&s.start_us))
+                    })
+                    .take(q.limit)
+                    .cloned()
+                    .collect())
+            })
+        }
+    }
+
+    /// frontend → web → user-service, failing in user-service when `fail`.
+    fn request(id: &str, at: Timestamp, fail: bool) -> Trace {
+        let span = |sid: &str, parent: Option<&str>, service: &str, op: &str, error: bool| {
+            crate::traces::Span {
+                span_id: sid.into(),
+                parent_id: parent.map(Into::into),
+                service: service.into(),
+                operation: op.into(),
+                start_us: at.as_microsecond(),
+                duration_us: 3000,
+                error,
+            }
+        };
+        Trace {
+            trace_id: id.into(),
+            spans: vec![
+                span("a", None, "frontend", "GET /", fail),
+                span("b", Some("a"), "web", "POST /buy", fail),
+                span("c", Some("b"), "user-service", "check_eligibility", fail),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn traces_of_the_target_and_its_neighbours_in_both_windows_are_analysed() {
+        let now = at("2026-11-26T10:10:00Z");
+        let mut traces: Vec<Trace> = (0..10)
+            .map(|i| request(&format!("w{i}"), now - SignedDuration::from_secs(10), i < 7))
+            .collect();
+        traces.extend((0..10).map(|i| {
+            request(
+                &format!("b{i}"),
+                now - SignedDuration::from_secs(100),
+                false,
+            )
+        }));
+        let store = Store {
+            traces,
+            down: false,
+            asked: Default::default(),
+        };
+        let first_seen = Some(now - SignedDuration::from_secs(5));
+        let f = read_traces(
+            Some(&store),
+            "web",
+            SignalKind::ConversionRate,
+            first_seen,
+            now,
+        )
+        .await;
+        let c = f.culprit.expect("a culprit");
+        assert_eq!(
+            (c.service.as_str(), c.operation.as_str()),
+            ("user-service", "check_eligibility")
+        );
+        assert_eq!((c.window.errors, c.window.spans), (7, 10));
+        assert_eq!(c.baseline.map(|b| b.errors), Some(0));
+        assert_eq!(
+            (f.window_traces, f.baseline_traces),
+            (10, 10),
+            "found twice, counted once"
+        );
+        let asked = store.asked.lock().expect("lock").clone();
+        assert_eq!(asked.iter().filter(|s| *s == "web").count(), 2);
+        assert!(
+            asked.contains(&"frontend".to_string()) && asked.contains(&"user-service".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_or_absent_becomes_a_note_not_an_error() {
+        let now = at("2026-11-26T10:10:00Z");
+        let down = Store {
+            traces: vec![],
+            down: true,
+            asked: Default::default(),
+        };
+        let f = read_traces(Some(&down), "web", SignalKind::TraceErrorRate, None, now).await;
+        assert_eq!(f.culprit, None);
+        assert!(
+            f.unavailable
+                .as_deref()
+                .is_some_and(|u| u.contains("unreachable: connection refused")),
+            "{f:?}"
+        );
+        let off = read_traces(None, "web", SignalKind::TraceErrorRate, None, now).await;
+        assert!(
+            off.unavailable
+                .as_deref()
+                .is_some_and(|u| u.contains("SRE_SPACE_JAEGER_QUERY is unset"))
+        );
+    }
+
+    #[test]
+    fn the_window_starts_a_minute_before_the_signal_and_the_baseline_is_as_long_before_it() {
+        let now = at("2026-11-26T10:10:00Z");
+        let (b, s, e) = trace_windows(Some(at("2026-11-26T10:05:00Z")), now);
+        assert_eq!(
+            (b, s, e),
+            (at("2026-11-26T09:58:00Z"), at("2026-11-26T10:04:00Z"), now)
+        );
+    }
+
+    #[test]
+    fn an_old_incident_reads_at_most_an_hour_and_a_new_one_at_least_a_minute() {
+        let now = at("2026-11-26T10:00:00Z");
+        let (b, s, _) = trace_windows(Some(at("2026-11-25T10:00:00Z")), now);
+        assert_eq!(
+            (b, s),
+            (at("2026-11-26T08:00:00Z"), at("2026-11-26T09:00:00Z"))
+        );
+        let (b, s, _) = trace_windows(None, now);
+        assert_eq!(
+            (b, s),
+            (at("2026-11-26T09:58:00Z"), at("2026-11-26T09:59:00Z"))
+        );
+        let (_, s, _) = trace_windows(Some(now + SignedDuration::from_secs(5)), now);
+        assert_eq!(s, at("2026-11-26T09:59:00Z"), "a clock ahead of ours");
+    }
 }

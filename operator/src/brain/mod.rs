@@ -7,6 +7,7 @@ pub mod eval;
 mod gather;
 pub mod postmortem;
 pub mod rollout;
+pub mod traces;
 
 pub use gather::gather;
 
@@ -64,6 +65,11 @@ pub struct Facts {
     pub rollout: Option<Rollout>,
     pub resources: Vec<ContainerResources>,
     pub memory: Option<IncidentMemorySpec>,
+    /// What the traces of the target's service say, for the signals the
+    /// operator measures itself; None for pod signals and scenarios
+    /// captured before traces were read.
+    #[serde(default)]
+    pub traces: Option<traces::TraceFindings>,
 }
 
 /// Numbers evidence as `e1`, `e2`, ... as it is added.
@@ -240,6 +246,10 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                 r.at.as_ref().map(|t| t.0),
             )
         });
+    let trace_ev = facts.traces.as_ref().map(|f| {
+        let (source, summary) = traces_summary(f);
+        log.add(EvidenceKind::Trace, source, summary, None)
+    });
     let history = facts.memory.as_ref().filter(|m| !m.occurrences.is_empty());
     let history_ev = history.map(|m| {
         let tallies: Vec<String> = m
@@ -436,6 +446,21 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                     ActionType::Escalate,
                 ),
             };
+            // The traces name the operation where the failure starts. In
+            // the target itself it is the target's own error rate or latency
+            // (and a recent rollout of it stays the first suspect); in
+            // another service it is a dependency, and rolling the target
+            // back would not help.
+            let culprit = facts
+                .traces
+                .as_ref()
+                .and_then(|f| Some((f, f.culprit.as_ref()?)))
+                .filter(|_| facts.signal != SignalKind::EventRateDrop);
+            let in_target = culprit.filter(|(f, c)| c.service == f.service);
+            let what = match in_target {
+                Some((_, c)) => culprit_statement(c),
+                None => what,
+            };
             if let Some(r) = recent {
                 hypotheses.push(hypothesis(
                     Category::BadRollout,
@@ -444,17 +469,64 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
                         describe_changes(r)
                     ),
                     0.7,
-                    with_events(cite(&[&rollout_ev, &signal_ev])),
+                    with_events(cite(&[&rollout_ev, &signal_ev, &trace_ev])),
                     Some(ActionType::Rollback),
                 ));
             }
-            hypotheses.push(hypothesis(
-                category,
-                what,
-                if recent.is_some() { 0.4 } else { 0.6 },
-                with_events(cite(&[&signal_ev])),
-                Some(action),
-            ));
+            match culprit {
+                Some((_, c)) if in_target.is_some() => {
+                    let category = match c.symptom {
+                        traces::Symptom::Errors => Category::ErrorRate,
+                        traces::Symptom::Latency => Category::Latency,
+                    };
+                    hypotheses.push(hypothesis(
+                        category,
+                        what,
+                        if recent.is_some() { 0.65 } else { 0.75 },
+                        with_events(cite(&[&trace_ev, &signal_ev])),
+                        Some(action),
+                    ));
+                }
+                Some((f, c)) => {
+                    let calls = c
+                        .chain
+                        .iter()
+                        .position(|s| *s == f.service)
+                        .is_some_and(|i| i + 1 < c.chain.len());
+                    let relation = if calls {
+                        format!(
+                            "{target} (service {}) calls it and fails with it",
+                            f.service
+                        )
+                    } else {
+                        format!(
+                            "{target} (service {}) is on the path of these failing requests",
+                            f.service
+                        )
+                    };
+                    hypotheses.push(hypothesis(
+                        Category::Dependency,
+                        format!("{}; {relation}", culprit_statement(c)),
+                        0.75,
+                        with_events(cite(&[&trace_ev, &signal_ev])),
+                        Some(ActionType::Escalate),
+                    ));
+                    hypotheses.push(hypothesis(
+                        category,
+                        what,
+                        if recent.is_some() { 0.4 } else { 0.5 },
+                        with_events(cite(&[&signal_ev])),
+                        Some(action),
+                    ));
+                }
+                None => hypotheses.push(hypothesis(
+                    category,
+                    what,
+                    if recent.is_some() { 0.4 } else { 0.6 },
+                    with_events(cite(&[&signal_ev, &trace_ev])),
+                    Some(action),
+                )),
+            }
         }
     }
 
@@ -494,6 +566,86 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         hypotheses,
         evidence: log.0,
         diagnosed_at: Time(now),
+    }
+}
+
+/// "operation X of service Y fails (n of m spans, up from k% in the
+/// baseline), propagating through A → B → Y".
+fn culprit_statement(c: &traces::Culprit) -> String {
+    let chain = if c.chain.len() > 1 {
+        c.chain.join(" → ")
+    } else {
+        format!("{} alone", c.service)
+    };
+    match c.symptom {
+        traces::Symptom::Errors => {
+            let baseline = match &c.baseline {
+                Some(b) if b.error_ratio() < c.window.error_ratio() => {
+                    format!("up from {} in the baseline", percent(b.error_ratio()))
+                }
+                Some(b) => format!("as in the baseline, {}", percent(b.error_ratio())),
+                None => "no spans of it in the baseline".into(),
+            };
+            format!(
+                "operation {} of service {} fails ({} of {} spans, {baseline}), propagating through {chain}",
+                c.operation, c.service, c.window.errors, c.window.spans
+            )
+        }
+        traces::Symptom::Latency => {
+            let baseline = match &c.baseline {
+                Some(b) => format!("p95 {:.0} ms in the baseline", b.p95_ms),
+                None => "no spans of it in the baseline".into(),
+            };
+            format!(
+                "operation {} of service {} is slow (p95 {:.0} ms, {:.0} ms of it its own time; {baseline}), reached through {chain}",
+                c.operation,
+                c.service,
+                c.window.p95_ms,
+                c.self_p95_ms.unwrap_or(c.window.p95_ms)
+            )
+        }
+    }
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:.0}%", ratio * 100.0)
+}
+
+/// The trace evidence: (source, summary).
+fn traces_summary(f: &traces::TraceFindings) -> (String, String) {
+    if let Some(why) = &f.unavailable {
+        return (
+            format!("traces/{}", f.service),
+            format!("no trace evidence was available: {why}"),
+        );
+    }
+    let own = f
+        .target_stats()
+        .map(|s| {
+            format!(
+                "{}: {} of {} spans failed, p95 {:.0} ms",
+                f.service, s.errors, s.spans, s.p95_ms
+            )
+        })
+        .unwrap_or_else(|| format!("{}: no spans of its own", f.service));
+    let read = format!(
+        "{} traces in the incident window, {} in the baseline",
+        f.window_traces, f.baseline_traces
+    );
+    match &f.culprit {
+        Some(c) => (
+            format!("traces/{}/{}", c.service, c.operation),
+            format!(
+                "{}; found in {} traces, e.g. {}. {own}; {read}",
+                culprit_statement(c),
+                c.traces,
+                c.trace_ids.join(", ")
+            ),
+        ),
+        None => (
+            format!("traces/{}", f.service),
+            format!("{own}; no operation fails or got slower; {read}"),
+        ),
     }
 }
 

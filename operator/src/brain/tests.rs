@@ -35,6 +35,7 @@ fn facts(signal: SignalKind) -> Facts {
             memory_request: Some("32Mi".into()),
         }],
         memory: None,
+        traces: None,
     }
 }
 
@@ -184,4 +185,173 @@ fn hypotheses_are_ranked_and_cite_only_existing_evidence() {
         assert!(!h.evidence.is_empty(), "every hypothesis rests on evidence");
         cited_kinds(&d, h);
     }
+}
+
+/// Findings for the service `web` where `service`'s `operation` is where
+/// the failures start, reached through `chain`.
+fn trace_findings(service: &str, operation: &str, chain: &[&str]) -> traces::TraceFindings {
+    let window = traces::WindowStats {
+        spans: 40,
+        errors: 30,
+        p50_ms: 4.0,
+        p95_ms: 9.0,
+    };
+    traces::TraceFindings {
+        unavailable: None,
+        service: "web".into(),
+        window_traces: 40,
+        baseline_traces: 100,
+        operations: vec![traces::OperationStats {
+            service: service.into(),
+            operation: operation.into(),
+            window: window.clone(),
+            baseline: None,
+        }],
+        culprit: Some(traces::Culprit {
+            symptom: traces::Symptom::Errors,
+            service: service.into(),
+            operation: operation.into(),
+            window,
+            baseline: Some(traces::WindowStats {
+                spans: 100,
+                errors: 1,
+                p50_ms: 4.0,
+                p95_ms: 8.0,
+            }),
+            traces: 30,
+            self_p95_ms: None,
+            chain: chain.iter().map(|s| s.to_string()).collect(),
+            trace_ids: vec!["4bf92f3577b34da6a3ce929d0e0e4736".into()],
+        }),
+    }
+}
+
+fn measured(signal: SignalKind) -> Facts {
+    Facts {
+        pod: None,
+        observation: Some(SignalObservation {
+            pod: None,
+            container: None,
+            ..facts(signal).observation.expect("observation")
+        }),
+        ..facts(signal)
+    }
+}
+
+#[test]
+fn an_error_starting_in_a_callee_is_a_dependency_naming_its_service_and_operation() {
+    let mut f = measured(SignalKind::TraceErrorRate);
+    f.traces = Some(trace_findings(
+        "user-service",
+        "check_eligibility",
+        &["frontend", "web", "user-service"],
+    ));
+    // A rollout of web does not explain a failure that starts elsewhere.
+    f.rollout = Some(command_rollout());
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::Dependency, "{}", d.root_cause);
+    assert_eq!(d.proposed_action, Some(ActionType::Escalate));
+    assert!(
+        d.root_cause.contains(
+            "operation check_eligibility of service user-service fails (30 of 40 spans, up from 1% in the baseline), propagating through frontend → web → user-service"
+        ),
+        "{}",
+        d.root_cause
+    );
+    assert!(
+        d.root_cause
+            .contains("Deployment/web (service web) calls it and fails with it"),
+        "{}",
+        d.root_cause
+    );
+    let cited = &d.hypotheses[0].evidence;
+    let trace = d
+        .evidence
+        .iter()
+        .find(|e| e.kind == EvidenceKind::Trace && cited.contains(&e.id))
+        .expect("the trace evidence is cited");
+    assert!(
+        trace.summary.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{}",
+        trace.summary
+    );
+    assert_eq!(
+        d.hypotheses[1].category,
+        Category::BadRollout,
+        "still shown"
+    );
+}
+
+#[test]
+fn an_error_starting_in_the_target_is_its_error_rate_and_a_recent_rollout_of_it_stays_first() {
+    for signal in [
+        SignalKind::ConversionRate,
+        SignalKind::HealthCheck,
+        SignalKind::TraceErrorRate,
+    ] {
+        let mut f = measured(signal);
+        f.traces = Some(trace_findings("web", "POST /buy", &["frontend", "web"]));
+        let d = diagnose(&f, now());
+        assert_eq!(
+            d.category,
+            Category::ErrorRate,
+            "{signal:?}: {}",
+            d.root_cause
+        );
+        assert!(
+            d.root_cause
+                .contains("operation POST /buy of service web fails"),
+            "{}",
+            d.root_cause
+        );
+
+        f.rollout = Some(command_rollout());
+        let d = diagnose(&f, now());
+        assert_eq!(d.category, Category::BadRollout, "{signal:?}");
+        assert_eq!(d.proposed_action, Some(ActionType::Rollback));
+        assert!(d.root_cause.contains("POST /buy"), "{}", d.root_cause);
+        assert_eq!(d.hypotheses[1].category, Category::ErrorRate);
+    }
+}
+
+#[test]
+fn a_slow_operation_in_the_target_is_latency() {
+    let mut f = measured(SignalKind::TraceLatency);
+    let mut findings = trace_findings("web", "GET /quote", &["frontend", "web"]);
+    if let Some(c) = findings.culprit.as_mut() {
+        c.symptom = traces::Symptom::Latency;
+        c.window.p95_ms = 950.0;
+        c.self_p95_ms = Some(930.0);
+    }
+    f.traces = Some(findings);
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::Latency);
+    assert!(
+        d.root_cause
+            .contains("operation GET /quote of service web is slow (p95 950 ms, 930 ms of it its own time; p95 8 ms in the baseline)"),
+        "{}",
+        d.root_cause
+    );
+}
+
+#[test]
+fn without_a_trace_store_the_diagnosis_says_no_trace_evidence_was_available() {
+    let mut f = measured(SignalKind::TraceErrorRate);
+    f.traces = Some(traces::TraceFindings::unavailable(
+        "web",
+        "no trace store is configured (SRE_SPACE_JAEGER_QUERY is unset)",
+    ));
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::ErrorRate, "the signal's own category");
+    let e = d
+        .evidence
+        .iter()
+        .find(|e| e.kind == EvidenceKind::Trace)
+        .expect("a note on traces");
+    assert!(
+        e.summary.starts_with("no trace evidence was available"),
+        "{}",
+        e.summary
+    );
+    assert!(d.hypotheses[0].evidence.contains(&e.id));
 }

@@ -217,7 +217,32 @@ impl Run {
     async fn diagnose(&mut self) -> Result<()> {
         let ns = self.ns();
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
-        let facts = brain::gather(&self.ctx.client, &self.incident, memory.map(|m| m.spec)).await?;
+        let facts = brain::gather(
+            &self.ctx.client,
+            &self.incident,
+            memory.map(|m| m.spec),
+            self.ctx.traces.as_deref(),
+        )
+        .await?;
+        if let Some(f) = &facts.traces {
+            match &f.unavailable {
+                None => self.condition(
+                    "TraceEvidence",
+                    ConditionStatus::True,
+                    "TracesRead",
+                    format!(
+                        "{} traces of {} in the incident window, {} in the baseline",
+                        f.window_traces, f.service, f.baseline_traces
+                    ),
+                ),
+                Some(why) => self.condition(
+                    "TraceEvidence",
+                    ConditionStatus::False,
+                    "NoTraceEvidence",
+                    format!("no trace evidence was available: {why}"),
+                ),
+            }
+        }
         let mut d = brain::diagnose(&facts, self.now);
         if let Some((model, config)) = &self.ctx.model {
             let name = self.incident.name_any();

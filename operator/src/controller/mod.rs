@@ -111,6 +111,8 @@ pub struct Context {
     pub leadership: lease::Leadership,
     /// The latest readings of the signals the operator measures itself.
     pub board: crate::scout::measured::Board,
+    /// Where traces are read from, when a trace store is configured.
+    pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
     recorder: Recorder,
     /// Actions this process took, newest last: (when, namespace/policy).
     /// The incident store lags our own writes by a moment; this does not.
@@ -330,6 +332,18 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
             None
         }
     };
+    let traces: Option<Arc<dyn crate::traces::TraceStore>> = match crate::traces::from_env()? {
+        Some(jaeger) => {
+            info!(query = %jaeger.base(), "the Brain and the trace triggers read traces from Jaeger");
+            Some(Arc::new(jaeger))
+        }
+        None => {
+            info!(
+                "no trace store configured; diagnoses carry no trace evidence and trace triggers are Unknown"
+            );
+            None
+        }
+    };
     let metrics = Arc::new(crate::telemetry::Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default())
@@ -377,6 +391,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         metrics: metrics.clone(),
         leadership,
         board: crate::scout::measured::Board::default(),
+        traces,
     });
 
     // Started in the order the stages need each other: the Scout reads

@@ -248,6 +248,9 @@ pub enum EvidenceKind {
     OwnerChain,
     /// What happened to this problem before, from IncidentMemory.
     History,
+    /// Spans from the trace store: error ratios, latencies, the failing or
+    /// slowest operation and the services a request passed through.
+    Trace,
 }
 
 /// An action planned or taken.

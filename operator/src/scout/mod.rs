@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod measured;
 pub mod signals;
+pub mod traces;
 
 use std::sync::Arc;
 
@@ -80,7 +81,11 @@ pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
 /// rates, traces). Each runs until the operator stops and degrades on its
 /// own when what it measures is away.
 pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![health::spawn(ctx), events::spawn(ctx)]
+    vec![
+        health::spawn(ctx),
+        events::spawn(ctx),
+        traces::spawn(ctx.clone()),
+    ]
 }
 
 /// Opens the incident for a signal, or counts the signal on the open one.
