@@ -307,6 +307,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
             None
         }
     };
+    // Checked before anything starts: a dashboard open to the network
+    // without a token is refused here, not after the leader election.
+    let dashboard = crate::dashboard::DashboardConfig::from_env()?;
     let metrics = Arc::new(crate::telemetry::Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default())
@@ -355,6 +358,11 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         leadership,
         board: crate::scout::measured::Board::default(),
     });
+    // Next to the telemetry server, but it reads the Context's stores and
+    // board, so only now.
+    if let Some(config) = dashboard {
+        crate::dashboard::serve(config, ctx.clone()).await?;
+    }
 
     // Started in the order the stages need each other: the Scout reads
     // policies and owners; the incident state machine must see the pods
