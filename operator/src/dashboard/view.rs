@@ -488,7 +488,12 @@ pub fn detail(inc: &Incident, jaeger_ui: &str) -> IncidentDetail {
             .unwrap_or_default();
         at(t, format!("Detected: {}", inc.spec.signal.as_str()), detail);
     }
+    let detected = status.detected_at.as_ref().or(status.first_seen.as_ref());
     for c in &status.conditions {
+        if c.type_ == "Detected" && Some(&c.last_transition_time) == detected {
+            // The same moment as the detection entry above.
+            continue;
+        }
         at(
             &c.last_transition_time,
             format!("{} {:?}: {}", c.type_, c.status, c.reason),

@@ -6,8 +6,10 @@
   const errors = [];
   // Read by the browser test: the page must run without a script error.
   window.dashboardErrors = errors;
-  window.addEventListener('error', (e) => errors.push(String(e.message)));
+  // Capture phase: a resource that fails to load reports here too.
+  window.addEventListener('error', (e) => errors.push(String(e.message || (e.target && e.target.src) || 'error')), true);
   window.addEventListener('unhandledrejection', (e) => errors.push(String(e.reason)));
+  document.addEventListener('securitypolicyviolation', (e) => errors.push('CSP: ' + e.violatedDirective));
 
   const SVG = 'http://www.w3.org/2000/svg';
   const params = new URLSearchParams(location.search);
@@ -192,9 +194,12 @@
   let memory = null;
   let memoryFor = null;
 
-  function loadMemory(phase) {
-    if (memoryFor === phase) return;
-    memoryFor = phase;
+  // The memory is written when an episode ends, a moment after the phase
+  // changes: read again on each change of the incident's course, and on a
+  // heartbeat while an ended incident has no history yet.
+  function loadMemory(key) {
+    if (memoryFor === key) return;
+    memoryFor = key;
     const path = `/api/incidents/${encodeURIComponent(route.namespace)}/${encodeURIComponent(route.name)}/memory`;
     fetch(url(path)).then(async (res) => {
       memory = res.ok ? await res.json() : { error: `${res.status}: ${await res.text()}` };
@@ -238,7 +243,7 @@
         el('a', { href: url('/') }, 'Back to the overview')));
       return;
     }
-    loadMemory(i.phase);
+    loadMemory([i.phase, i.actions.length, i.resolvedAt, Boolean(i.postMortem)].join('|'));
     const d = i.diagnosis;
     const head = el('section', { 'data-incident': `${i.namespace}/${i.name}` },
       el('h1', {}, i.name, badge(i.phase, 'phase')),
@@ -312,6 +317,8 @@
     render(JSON.parse(e.data));
   });
   source.addEventListener('heartbeat', () => {
+    const i = lastSnapshot && lastSnapshot.incident;
+    if (i && !i.open && memory && !memory.own) { memoryFor = null; render(lastSnapshot); }
     live.dataset.state = 'live';
     live.textContent = 'live · heartbeat ' + new Date().toLocaleTimeString();
   });

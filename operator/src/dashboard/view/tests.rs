@@ -136,7 +136,6 @@ fn the_incident_page_gets_a_timeline_in_time_order_with_actions_and_their_outcom
         titles,
         [
             "Detected: OOMKilled",
-            "Detected True: OOMKilled",
             "RaiseMemoryLimit recorded",
             "RaiseMemoryLimit Succeeded, Effective",
             "Escalate recorded",
