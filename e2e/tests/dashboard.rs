@@ -41,6 +41,8 @@ fn unique() -> String {
 struct ChromeDriver {
     child: Child,
     port: u16,
+    /// The browser's profile, removed with the driver.
+    profile: PathBuf,
 }
 
 impl ChromeDriver {
@@ -59,7 +61,12 @@ impl ChromeDriver {
                     "starting {bin}: install Debian's chromium and chromium-driver (`make deps`)"
                 )
             })?;
-        let driver = Self { child, port };
+        let profile = std::env::temp_dir().join(format!("sre-space-chromium-{}", unique()));
+        let driver = Self {
+            child,
+            port,
+            profile,
+        };
         // Its HTTP server keeps connections open, so a client that reads
         // to the end of the response would wait: reqwest reads by length.
         let status = format!("http://127.0.0.1:{port}/status");
@@ -78,7 +85,7 @@ impl ChromeDriver {
     }
 
     async fn browser(&self) -> Result<Browser> {
-        let profile = std::env::temp_dir().join(format!("sre-space-chromium-{}", unique()));
+        let profile = &self.profile;
         let mut options = json!({
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -139,6 +146,7 @@ impl Drop for ChromeDriver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
