@@ -152,8 +152,7 @@
     const cards = (snap.conversion || []).map((s) => el('div', { class: 'chart' },
       el('h3', {}, `${s.namespace}/${s.workload} `, badge(s.verdict, 'verdict'),
         el('span', { class: 'muted' }, ` policy ${s.policy}`)),
-      el('div', { class: 'summary' }, s.summary,
-        typeof s.threshold === 'number' ? ` (minimum ${s.threshold})` : ''),
+      el('div', { class: 'summary' }, s.summary),
       chart(s)));
     return section('Conversion rate',
       cards.length ? el('div', { class: 'grid' }, cards)
