@@ -271,6 +271,10 @@ async fn an_oom_kill_appears_on_the_open_dashboard_and_resolves_without_a_reload
         format!("e2e-dash-quote-{}", unique()),
     );
     if conversion {
+        // The topics exist before the operator starts following them.
+        let producer = producer()?;
+        produce(&producer, &topics.0, 1).await?;
+        produce(&producer, &topics.1, 1).await?;
         add_conversion_trigger(&client, &nsn, &topics).await?;
     }
     Api::<Deployment>::namespaced(client.clone(), &nsn)
@@ -506,6 +510,39 @@ async fn add_conversion_trigger(
     Ok(())
 }
 
+fn producer() -> Result<(rdkafka::producer::FutureProducer, String)> {
+    let bootstrap =
+        std::env::var("SRE_SPACE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let producer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .context("creating the producer")?;
+    Ok((producer, bootstrap))
+}
+
+/// `n` business events on `topic` (the broker creates a topic on first use).
+async fn produce(
+    (producer, bootstrap): &(rdkafka::producer::FutureProducer, String),
+    topic: &str,
+    n: usize,
+) -> Result<()> {
+    for i in 0..n {
+        let key = format!("{}-{i}", unique());
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(&key)
+                    .payload("{}"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to {topic} at {bootstrap}"))?;
+    }
+    Ok(())
+}
+
 /// Business traffic on the trigger's topics (one purchase in two quotes)
 /// until the overview's chart shows measured points.
 async fn conversion_chart(
@@ -514,15 +551,7 @@ async fn conversion_chart(
     token: &str,
     (numerator, denominator): &(String, String),
 ) -> Result<()> {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let bootstrap =
-        std::env::var("SRE_SPACE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("message.timeout.ms", "10000")
-        .create()
-        .context("creating the producer")?;
+    let producer = producer()?;
     browser
         .goto(&format!("http://{addr}/?token={token}"))
         .await?;
@@ -530,19 +559,8 @@ async fn conversion_chart(
     let mut sent = 0u32;
     loop {
         // Two quotes, one purchase: a ratio of 0.5, above the minimum 0.2.
-        for (topic, n) in [(denominator, 2), (numerator, 1)] {
-            for i in 0..n {
-                let id = format!("e{sent}-{i}");
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&id).payload("{}"),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .with_context(|| format!("producing to {topic} at {bootstrap}"))?;
-            }
-        }
+        produce(&producer, denominator, 2).await?;
+        produce(&producer, numerator, 1).await?;
         sent += 1;
         let points = browser
             .execute(

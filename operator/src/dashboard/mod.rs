@@ -46,6 +46,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// A sign of life when nothing changed for this long, so the page can tell
 /// a quiet operator from a lost connection.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Open event streams at most: each recomputes its snapshot every tick, so
+/// their number bounds the dashboard's cost to the operator.
+const MAX_STREAMS: usize = 32;
 /// Where trace ids link to when `SRE_SPACE_JAEGER_UI` is not set.
 const DEFAULT_JAEGER_UI: &str = "http://127.0.0.1:16686";
 
@@ -93,6 +96,7 @@ impl DashboardConfig {
 
 struct Dashboard {
     ctx: Arc<Context>,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
     config: DashboardConfig,
     page: String,
     /// The page's Content-Security-Policy: only its own inline script and
@@ -127,6 +131,7 @@ pub async fn serve(config: DashboardConfig, ctx: Arc<Context>) -> Result<()> {
     let token = config.token.is_some();
     let state = Arc::new(Dashboard {
         ctx,
+        streams: Arc::default(),
         config,
         page,
         csp,
@@ -295,7 +300,29 @@ async fn memory(
     }
 }
 
+/// Counts an open event stream while it lives.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamSlot {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 struct Subscription {
+    _slot: StreamSlot,
     d: Arc<Dashboard>,
     incident: Option<(String, String)>,
     last: Option<String>,
@@ -303,16 +330,26 @@ struct Subscription {
 }
 
 /// A snapshot whenever it changes, a heartbeat when nothing did for a while.
-async fn events(
-    State(d): State<Arc<Dashboard>>,
-    Query(q): Query<SnapshotQuery>,
-) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
-    let sub = Subscription {
+async fn events(State(d): State<Arc<Dashboard>>, Query(q): Query<SnapshotQuery>) -> Response {
+    let Some(slot) = StreamSlot::take(&d.streams) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            format!("{MAX_STREAMS} dashboards are open already\n"),
+        )
+            .into_response();
+    };
+    stream(Subscription {
+        _slot: slot,
         d,
         incident: selected(&q),
         last: None,
         last_sent: Instant::now(),
-    };
+    })
+    .into_response()
+}
+
+fn stream(sub: Subscription) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     Sse::new(futures::stream::unfold(sub, |mut sub| async move {
         loop {
             let snap = build(&sub.d, sub.incident.as_ref());
@@ -341,6 +378,17 @@ async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_streams_are_bounded_and_a_closed_one_frees_its_slot() {
+        let count = Arc::default();
+        let slots: Vec<StreamSlot> = (0..MAX_STREAMS)
+            .map(|_| StreamSlot::take(&count).expect("a free slot"))
+            .collect();
+        assert!(StreamSlot::take(&count).is_none(), "one too many");
+        drop(slots);
+        assert!(StreamSlot::take(&count).is_some());
+    }
 
     #[test]
     fn the_page_carries_its_script_and_style_and_the_policy_allows_exactly_them() {

@@ -309,7 +309,13 @@
   const extra = route.page === 'incident' ? { incident: `${route.namespace}/${route.name}` } : {};
   const source = new EventSource(url('/events', extra));
   source.addEventListener('open', () => { live.dataset.state = 'live'; live.textContent = 'live'; });
-  source.addEventListener('error', () => { live.dataset.state = 'reconnecting'; live.textContent = 'reconnecting…'; });
+  source.addEventListener('error', () => {
+    // A refused stream (a wrong token, too many dashboards open) is not
+    // retried by the browser; a dropped one is.
+    const closed = source.readyState === EventSource.CLOSED;
+    live.dataset.state = closed ? 'closed' : 'reconnecting';
+    live.textContent = closed ? 'disconnected: reload the page' : 'reconnecting…';
+  });
   source.addEventListener('snapshot', (e) => {
     live.dataset.state = 'live';
     live.textContent = 'live · updated ' + new Date().toLocaleTimeString();
