@@ -309,11 +309,14 @@ async fn an_oom_kill_appears_on_the_open_dashboard_and_resolves_without_a_reload
     if result.is_err()
         && let Ok(png) = browser.screenshot().await
     {
-        let _ = screenshot(&png, "dashboard-failed.png");
+        let _ = std::fs::write(repo_dir().join("target").join("dashboard-failed.png"), png);
     }
     let _ = browser.close().await;
+    // The namespace goes either way: a failed run leaves its screenshot and
+    // the operator's log, not its objects.
+    let cleaned = ns.cleanup().await;
     result.with_context(|| format!("operator log: {}", operator.log.display()))?;
-    ns.cleanup().await
+    cleaned
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -574,6 +577,7 @@ async fn conversion_chart(
             loud(&format!(
                 "dashboard: the conversion chart shows {points} points"
             ));
+            screenshot(&browser.screenshot().await?, "dashboard-conversion.png")?;
             return Ok(());
         }
         ensure!(
