@@ -325,8 +325,46 @@ struct Subscription {
     _slot: StreamSlot,
     d: Arc<Dashboard>,
     incident: Option<(String, String)>,
+    /// What the last snapshot was built from, and the snapshot.
+    last_inputs: Option<u64>,
     last: Option<String>,
     last_sent: Instant,
+}
+
+/// A digest of everything a snapshot is built from: the versions of the
+/// stored objects and the board's latest readings. Far cheaper than building
+/// and serialising the snapshot, so an idle page costs the operator little.
+/// Order-independent (a sum of per-item hashes): a store's iteration order
+/// is not part of its state.
+fn inputs(ctx: &Context) -> u64 {
+    fn digest(x: impl std::hash::Hash) -> u64 {
+        use std::hash::Hasher;
+        let mut h = std::hash::DefaultHasher::new();
+        x.hash(&mut h);
+        h.finish()
+    }
+    fn versions<K: kube::Resource>(items: &[Arc<K>]) -> u64 {
+        items
+            .iter()
+            .map(|o| {
+                let m = o.meta();
+                digest((&m.namespace, &m.name, &m.resource_version))
+            })
+            .fold(0, u64::wrapping_add)
+    }
+    let board = ctx
+        .board
+        .snapshot()
+        .iter()
+        .map(|e| digest((&e.reading.subject, e.reading.at, e.history.len())))
+        .fold(0, u64::wrapping_add);
+    digest((
+        versions(&ctx.incidents.state()),
+        versions(&ctx.pods.state()),
+        versions(&ctx.policies.state()),
+        versions(&ctx.replicasets.state()),
+        board,
+    ))
 }
 
 /// A snapshot whenever it changes, a heartbeat when nothing did for a while.
@@ -343,6 +381,7 @@ async fn events(State(d): State<Arc<Dashboard>>, Query(q): Query<SnapshotQuery>)
         _slot: slot,
         d,
         incident: selected(&q),
+        last_inputs: None,
         last: None,
         last_sent: Instant::now(),
     })
@@ -352,16 +391,19 @@ async fn events(State(d): State<Arc<Dashboard>>, Query(q): Query<SnapshotQuery>)
 fn stream(sub: Subscription) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     Sse::new(futures::stream::unfold(sub, |mut sub| async move {
         loop {
-            let snap = build(&sub.d, sub.incident.as_ref());
-            match serde_json::to_string(&snap) {
-                Ok(json) if sub.last.as_ref() != Some(&json) => {
-                    sub.last = Some(json.clone());
-                    sub.last_sent = Instant::now();
-                    let event = Event::default().event("snapshot").data(json);
-                    return Some((Ok(event), sub));
+            let now = inputs(&sub.d.ctx);
+            if sub.last_inputs != Some(now) {
+                sub.last_inputs = Some(now);
+                match serde_json::to_string(&build(&sub.d, sub.incident.as_ref())) {
+                    Ok(json) if sub.last.as_ref() != Some(&json) => {
+                        sub.last = Some(json.clone());
+                        sub.last_sent = Instant::now();
+                        let event = Event::default().event("snapshot").data(json);
+                        return Some((Ok(event), sub));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "dashboard: the snapshot did not serialise"),
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "dashboard: the snapshot did not serialise"),
             }
             if sub.last_sent.elapsed() >= HEARTBEAT {
                 sub.last_sent = Instant::now();
