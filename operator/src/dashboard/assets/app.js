@@ -106,7 +106,7 @@
 
   // The conversion ratio over time against its minimum: an inline SVG.
   function chart(series) {
-    const W = 640, H = 200, L = 44, R = 12, T = 12, B = 26;
+    const W = 960, H = 240, L = 44, R = 12, T = 12, B = 26;
     const pts = series.points || [];
     const root = svg('svg', {
       viewBox: `0 0 ${W} ${H}`, role: 'img',
