@@ -35,10 +35,16 @@ ln -sfn "$PWD/$target/debug/sre-chaos" "$LOCAL_BIN/sre-chaos"
 step "Starting the operator (log: $STATE_DIR/logs/sre-space.log)"
 mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids"
 if [[ -f $STATE_DIR/pids/sre-space ]]; then kill "$(cat "$STATE_DIR/pids/sre-space")" 2>/dev/null || true; fi
-setsid "$target/debug/sre-space" >>"$STATE_DIR/logs/sre-space.log" 2>&1 </dev/null &
+dashboard=127.0.0.1:${DASHBOARD_PORT:-3001}
+SRE_SPACE_DASHBOARD_ADDR=$dashboard setsid "$target/debug/sre-space" >>"$STATE_DIR/logs/sre-space.log" 2>&1 </dev/null &
 echo $! >"$STATE_DIR/pids/sre-space"
-until grep -q "operator started" "$STATE_DIR/logs/sre-space.log" 2>/dev/null; do sleep 0.5; done
+# A refused start (the dashboard's port taken, say) ends the demo with the reason.
+until grep -q "operator started" "$STATE_DIR/logs/sre-space.log" 2>/dev/null; do
+    kill -0 "$(cat "$STATE_DIR/pids/sre-space")" 2>/dev/null || { tail -3 "$STATE_DIR/logs/sre-space.log"; exit 1; }
+    sleep 0.5
+done
 kubectl get rp -n demo -o wide
+echo "  The dashboard (live; keep it open while the fault runs): http://$dashboard/"
 
 step "Injecting the fault: sre-chaos oom -n demo -t policy-service"
 start=$(date +%s)
@@ -72,4 +78,5 @@ echo "  The cluster and the operator are still running:"
 echo "  $($cluster env)"
 echo "  sre-chaos crashloop -n demo -t policy-service   # another fault"
 echo "  kubectl get incidents -A -w                      # watch"
+echo "  http://$dashboard/                          # the dashboard"
 echo "  make cluster-down                                # stop everything"

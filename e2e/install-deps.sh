@@ -8,6 +8,9 @@ tools=(openssl curl setsid)
 # The Kafka broker of the harness (SIGNALS=0 leaves it out) runs on Java 17+
 # from jars Maven fetches.
 [[ ${SIGNALS:-1} == 1 ]] && tools+=(java mvn)
+# The dashboard's browser test (e2e/tests/dashboard.rs) drives a headless
+# Chromium through chromedriver.
+tools+=(chromium chromedriver)
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
@@ -30,6 +33,7 @@ if ((${#missing[@]})); then
             cni) packages+=(containernetworking-plugins) ;;
             java) packages+=(openjdk-17-jre-headless) ;;
             mvn) packages+=(maven) ;;
+            chromedriver) packages+=(chromium-driver) ;;
             *) packages+=("$tool") ;;
         esac
     done

@@ -128,6 +128,7 @@ operator:
   breaker: {limit: 1, windowSeconds: 86400000}
 github: {tokenSecret: {name: github-token}}
 llm: {apiKeySecret: {name: llm, key: openai}}
+dashboard: {enabled: true, address: 0.0.0.0, port: 65535, tokenSecret: {name: dash, key: t}, jaegerUrl: "http://jaeger.ops:16686"}
 resources: {requests: {cpu: "1", memory: 1Gi}, limits: {cpu: 1500m, memory: 2Gi}}
 "#,
     )?;
@@ -217,6 +218,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
         "SRE_SPACE_WATCH_NAMESPACE",
         "SRE_SPACE_GITHUB_TOKEN",
         "SRE_SPACE_LLM_API_KEY",
+        "SRE_SPACE_DASHBOARD_ADDR",
     ] {
         assert!(!env.contains_key(absent), "{absent} is unset by default");
     }
@@ -324,6 +326,13 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
         secret("SRE_SPACE_LLM_API_KEY")?["secretKeyRef"],
         serde_json::json!({ "name": "llm", "key": "openai" })
     );
+    assert_eq!(env["SRE_SPACE_DASHBOARD_ADDR"], "0.0.0.0:65535");
+    assert_eq!(
+        secret("SRE_SPACE_DASHBOARD_TOKEN")?["secretKeyRef"],
+        serde_json::json!({ "name": "dash", "key": "t" })
+    );
+    assert_eq!(env["SRE_SPACE_JAEGER_UI"], "http://jaeger.ops:16686");
+    assert_eq!(container["ports"][1]["containerPort"], 65535);
     Ok(())
 }
 
@@ -365,7 +374,7 @@ async fn the_demo_chart_keeps_each_memory_limit_on_its_own_line() -> Result<()> 
 #[tokio::test]
 async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
     let (operator, demo) = (chart(CHART), chart(DEMO_CHART));
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
         (
             &operator,
             "replicaCount=-1",
@@ -390,6 +399,11 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
             &operator,
             "operator.watchNamespace=Team_A",
             "at '/operator/watchNamespace'",
+        ),
+        (
+            &operator,
+            "dashboard.enabled=true,dashboard.address=0.0.0.0",
+            "at '/dashboard/tokenSecret/name'",
         ),
         (
             &operator,

@@ -8,6 +8,7 @@ pub mod brain;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod dashboard;
 pub mod error;
 pub mod fixer;
 pub mod github;

@@ -44,3 +44,13 @@ app.kubernetes.io/part-of: sre-space
 {{- define "sre-space.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The dashboard's listen address, host:port (an IPv6 address in brackets). */}}
+{{- define "sre-space.dashboardAddress" -}}
+{{- $a := .Values.dashboard.address -}}
+{{- if contains ":" $a -}}
+[{{ $a }}]:{{ .Values.dashboard.port | int }}
+{{- else -}}
+{{ $a }}:{{ .Values.dashboard.port | int }}
+{{- end -}}
+{{- end }}

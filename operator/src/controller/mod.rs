@@ -332,6 +332,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
             None
         }
     };
+    // Checked before anything starts: a dashboard open to the network
+    // without a token is refused here, not after the leader election.
+    let dashboard = crate::dashboard::DashboardConfig::from_env()?;
     let traces: Option<Arc<dyn crate::traces::TraceStore>> = match crate::traces::from_env()? {
         Some(jaeger) => {
             info!(query = %jaeger.base(), "the Brain and the trace triggers read traces from Jaeger");
@@ -393,6 +396,11 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         board: crate::scout::measured::Board::default(),
         traces,
     });
+    // Next to the telemetry server, but it reads the Context's stores and
+    // board, so only now.
+    if let Some(config) = dashboard {
+        crate::dashboard::serve(config, ctx.clone()).await?;
+    }
 
     // Started in the order the stages need each other: the Scout reads
     // policies and owners; the incident state machine must see the pods
