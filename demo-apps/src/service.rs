@@ -141,7 +141,12 @@ impl App {
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(32)
             .build()
-            .map_err(|e| ConfigError(format!("building the HTTP client: {e}")))?;
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                ConfigError(format!(
+                    "building the HTTP client: {e}{cause} (are the system's root certificates installed?)"
+                ))
+            })?;
         let tracer = match &config.otlp_endpoint {
             Some(endpoint) => Tracer::exporting(&config.service, endpoint, http.clone()),
             None => Tracer::disabled(&config.service),
