@@ -49,6 +49,8 @@ impl Events {
             .set("bootstrap.servers", bootstrap)
             .set("client.id", client_id)
             .set("acks", "all")
+            // One event per sale even when a send is retried.
+            .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "5000")
             .create()?;
