@@ -2,13 +2,13 @@
 //! each carrying the trace context of the request that caused it in a
 //! `traceparent` message header, so a consumer can continue the trace.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::telemetry::{TRACEPARENT, TraceContext};
 
@@ -25,10 +25,35 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
 }
 
+/// librdkafka reports a broker that is away on every reconnection attempt
+/// (several a second); one log line per interval says the same.
+#[derive(Default)]
+pub struct QuietContext {
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl ClientContext for QuietContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < ERROR_LOG_INTERVAL) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::error!(%error, reason, suppressed, "Kafka client error");
+    }
+}
+
 /// The producer of one service, and whether the broker answers.
 #[derive(Clone)]
 pub struct Events {
-    producer: Option<FutureProducer>,
+    producer: Option<FutureProducer<QuietContext>>,
     connected: Arc<AtomicBool>,
 }
 
@@ -45,7 +70,7 @@ impl Events {
     /// A producer for `bootstrap`, and a task that keeps checking the broker
     /// answers (for `/readyz`). Must be called inside a Tokio runtime.
     pub fn connect(bootstrap: &str, client_id: &str) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: FutureProducer<QuietContext> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("client.id", client_id)
             .set("acks", "all")
@@ -53,7 +78,7 @@ impl Events {
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "5000")
-            .create()?;
+            .create_with_context(QuietContext::default())?;
         let events = Self {
             producer: Some(producer.clone()),
             connected: Arc::new(AtomicBool::new(false)),

@@ -343,7 +343,11 @@ pub async fn serve(app: App, routes: Router) -> Result<(), std::io::Error> {
     tracing::info!(
         service = %app.config.service,
         addr = %listener.local_addr()?,
-        kafka = app.config.kafka_bootstrap.as_deref().unwrap_or("none"),
+        kafka = if app.needs_kafka {
+            app.config.kafka_bootstrap.as_deref().unwrap_or("none")
+        } else {
+            "unused"
+        },
         otlp = app.config.otlp_endpoint.as_deref().unwrap_or("none"),
         chaos = app.config.chaos_token.is_some(),
         payment_broken = app.config.payment_broken,
