@@ -2,8 +2,9 @@
 //! as real pods (images from `e2e/cluster/demo-images.sh`, deployed with the
 //! demo chart), customers arrive through the frontend, the business events
 //! land on Kafka with the request's trace context, the purchase's trace
-//! reaches Jaeger across three services, and `sre-chaos conversion` stops
-//! purchases until `--off`.
+//! reaches Jaeger across three services, `sre-chaos conversion` stops
+//! purchases until `--off`, `sre-chaos latency` slows every request, and the
+//! memory leak gets the container OOM-killed by the kernel.
 //!
 //! Compiled only with the `real-node` feature (see tests/real_node.rs).
 //! Needs the demo binaries and sre-chaos built first:
@@ -192,7 +193,7 @@ async fn trace_with(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_demo_business_runs_on_the_real_node_and_the_conversion_fault_stops_purchases()
+async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_customers_see()
 -> Result<()> {
     real_node()?;
     let bootstrap = env_or("SRE_SPACE_KAFKA_BOOTSTRAP", "127.0.0.1:19092");
@@ -433,6 +434,78 @@ async fn the_demo_business_runs_on_the_real_node_and_the_conversion_fault_stops_
         message_count(&bootstrap, &purchase_topic)? - purchases_before,
         restored.purchases_ok as i64,
         "policy_purchased again, one per purchase"
+    );
+
+    // Latency on user-service: every quote and purchase waits behind it.
+    let users = format!("http://127.0.0.1:{}", port("user-service"));
+    let said = sre_chaos(&[
+        "latency", "--url", &users, "--token", &token, "--millis", "400",
+    ])?;
+    assert!(said.starts_with("changed: latency on"), "{said}");
+    let slow = drive(&frontend, 4).await?;
+    eprintln!("latency fault: {}", slow.line("4 s"));
+    ensure!(slow.quotes_ok > 5, "{slow:?}");
+    assert!(
+        slow.quantile_ms(0.5).is_some_and(|ms| ms >= 400),
+        "{}",
+        slow.line("slow")
+    );
+    sre_chaos(&["latency", "--url", &users, "--token", &token, "--off"])?;
+
+    // The memory leak on the real node: the kernel kills the container at
+    // its limit, the kubelet restarts it, and it serves again.
+    let leak = http
+        .post(format!("{users}/chaos/oom"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "mib_per_second": 32 }))
+        .send()
+        .await?;
+    assert_eq!(leak.status().as_u16(), 200);
+    let started = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let restarted = loop {
+        let list = pods
+            .list(&ListParams::default().labels("app=user-service"))
+            .await?;
+        let killed = list.items.into_iter().find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .is_some_and(|c| {
+                    c.ready
+                        && c.restart_count >= 1
+                        && c.last_state
+                            .as_ref()
+                            .and_then(|l| l.terminated.as_ref())
+                            .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
+                })
+        });
+        if let Some(p) = killed {
+            break p;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(90),
+            "user-service was not OOM-killed and restarted within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "oom fault: killed and Ready again in {:?}",
+        started.elapsed()
+    );
+    let exit = restarted
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.last_state)
+        .and_then(|l| l.terminated)
+        .map(|t| t.exit_code);
+    assert_eq!(exit, Some(137), "SIGKILL from the kernel");
+    let after = drive(&frontend, 3).await?;
+    ensure!(
+        after.quotes_ok > 3 && after.quotes_failed == 0,
+        "serves again: {after:?}"
     );
 
     let _ = std::fs::remove_file(&values_file);
