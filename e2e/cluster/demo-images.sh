@@ -27,8 +27,11 @@ if [[ ${SRE_SPACE_DEMO_BUILD:-1} != 0 ]]; then
 fi
 # The target folder cargo uses (CARGO_TARGET_DIR or the workspace's).
 TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug
-build_image_tool
 mkdir -p "$OUT"
+# Tests running at once share the archives: one packs, the others wait.
+exec 9>"$OUT/.lock"
+flock 9
+build_image_tool
 
 # The shared libraries a binary loads and its loader, as absolute paths.
 libraries() { # binary

@@ -26,7 +26,9 @@ use serde_json::Value;
 use sre_chaos::load::{Plan, Tally};
 use sre_space_demo::events::trace_of;
 use sre_space_demo::telemetry::TraceContext;
-use sre_space_e2e::{TestNamespace, chaos_bin, client, helm_output, real_node, repo_dir};
+use sre_space_e2e::{
+    TestNamespace, chaos_bin, client, helm_output, kubectl_output, real_node, repo_dir,
+};
 
 const SERVICES: [&str; 4] = [
     "frontend",
@@ -192,84 +194,149 @@ async fn trace_with(
     }
 }
 
+/// The four services deployed by the demo chart in a namespace of their
+/// own, on ports, topics and trace names no other run uses.
+struct Demo {
+    client: kube::Client,
+    ns: TestNamespace,
+    id: String,
+    ports: Vec<u16>,
+    token: String,
+    bootstrap: String,
+    query: String,
+    quote_topic: String,
+    purchase_topic: String,
+    values_file: std::path::PathBuf,
+}
+
+impl Demo {
+    async fn deploy(prefix: &str) -> Result<Self> {
+        let node = real_node()?;
+        let bootstrap = env_or("SRE_SPACE_KAFKA_BOOTSTRAP", "127.0.0.1:19092");
+        let otlp = env_or("SRE_SPACE_OTLP_HTTP", "http://127.0.0.1:14318");
+        let query = env_or("SRE_SPACE_JAEGER_QUERY", "http://127.0.0.1:16686");
+        let client = client().await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        let id = ns.name.trim_start_matches(&format!("{prefix}-")).to_owned();
+        let quote_topic = format!("sre-space.e2e-quotes-{id}");
+        let purchase_topic = format!("sre-space.e2e-purchases-{id}");
+        let token = format!("chaos-{id}-{}", std::process::id());
+
+        // The images: built by the script, imported when they changed.
+        let started = Instant::now();
+        let script = std::process::Command::new(repo_dir().join("e2e/cluster/demo-images.sh"))
+            .env("SRE_SPACE_DEMO_BUILD", "0")
+            .output()?;
+        ensure!(
+            script.status.success(),
+            "demo-images.sh failed: {}",
+            String::from_utf8_lossy(&script.stderr)
+        );
+        eprintln!(
+            "{prefix}: images packed and imported in {:?}",
+            started.elapsed()
+        );
+
+        let ports = free_ports()?;
+        let values = serde_json::json!({
+            "apps": {
+                "enabled": true,
+                "hostNetwork": true,
+                "nodeSelector": { "sre.space/node": "real" },
+                "tolerations": [{ "key": "sre.space/node", "operator": "Equal", "value": "real", "effect": "NoSchedule" }],
+                "ports": SERVICES.iter().zip(&ports).map(|(s, p)| (s.to_string(), *p)).collect::<BTreeMap<_, _>>(),
+                "kafkaBootstrap": bootstrap,
+                "otlpEndpoint": otlp,
+                "topics": { "quote": quote_topic, "purchase": purchase_topic },
+                "serviceNameSuffix": format!("-{id}"),
+                "chaosToken": token,
+            },
+            "policyService": { "replicas": 1 },
+        });
+        let values_file = std::env::temp_dir().join(format!("{}-values.json", ns.name));
+        std::fs::write(&values_file, serde_json::to_vec(&values)?)?;
+        let started = Instant::now();
+        helm_output(&[
+            "install",
+            "demo",
+            &repo_dir().join("charts/demo-services").to_string_lossy(),
+            "-n",
+            &ns.name,
+            "-f",
+            &values_file.to_string_lossy(),
+            "--wait",
+            "--timeout",
+            "120s",
+        ])?;
+        eprintln!(
+            "{prefix}: four pods Ready (Kafka connected) in {:?}",
+            started.elapsed()
+        );
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
+            .list(&ListParams::default())
+            .await?;
+        ensure!(pods.items.len() == 4, "four pods: {}", pods.items.len());
+        for p in &pods.items {
+            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            ensure!(
+                on.as_deref() == Some(node.as_str()),
+                "{:?} runs on the real node, not {on:?}",
+                p.metadata.name
+            );
+        }
+        Ok(Self {
+            client,
+            ns,
+            id,
+            ports,
+            token,
+            bootstrap,
+            query,
+            quote_topic,
+            purchase_topic,
+            values_file,
+        })
+    }
+
+    fn url(&self, service: &str) -> String {
+        let i = SERVICES.iter().position(|s| *s == service).unwrap_or(0);
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    async fn drive(&self, seconds: u64) -> Result<Tally> {
+        drive(&self.url("frontend"), seconds).await
+    }
+
+    fn helm(&self, args: &[&str]) -> Result<String> {
+        let chart = repo_dir().join("charts/demo-services");
+        let chart = chart.to_string_lossy();
+        let mut all = vec![args[0], "demo", &chart, "-n", &self.ns.name];
+        all.extend_from_slice(&args[1..]);
+        helm_output(&all)
+    }
+
+    async fn finish(self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.values_file);
+        helm_output(&["uninstall", "demo", "-n", &self.ns.name, "--wait"])?;
+        self.ns.cleanup().await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_customers_see()
 -> Result<()> {
-    real_node()?;
-    let bootstrap = env_or("SRE_SPACE_KAFKA_BOOTSTRAP", "127.0.0.1:19092");
-    let otlp = env_or("SRE_SPACE_OTLP_HTTP", "http://127.0.0.1:14318");
-    let query = env_or("SRE_SPACE_JAEGER_QUERY", "http://127.0.0.1:16686");
-    let client = client().await?;
-    let ns = TestNamespace::create(&client, "e2e-demo").await?;
-    let id = ns.name.trim_start_matches("e2e-demo-").to_owned();
-    let (quote_topic, purchase_topic) = (
-        format!("sre-space.e2e-quotes-{id}"),
-        format!("sre-space.e2e-purchases-{id}"),
+    let d = Demo::deploy("e2e-demo").await?;
+    let (bootstrap, query, token, id) = (
+        d.bootstrap.as_str(),
+        d.query.as_str(),
+        d.token.as_str(),
+        d.id.as_str(),
     );
-    let token = format!("chaos-{id}-{}", std::process::id());
+    let (quote_topic, purchase_topic) = (d.quote_topic.as_str(), d.purchase_topic.as_str());
+    let client = d.client.clone();
 
-    // The images: built by the script, imported when they changed.
-    let started = Instant::now();
-    let script = std::process::Command::new(repo_dir().join("e2e/cluster/demo-images.sh"))
-        .env("SRE_SPACE_DEMO_BUILD", "0")
-        .output()?;
-    ensure!(
-        script.status.success(),
-        "demo-images.sh failed: {}",
-        String::from_utf8_lossy(&script.stderr)
-    );
-    eprintln!("images packed and imported in {:?}", started.elapsed());
-
-    let ports = free_ports()?;
-    let port = |svc: &str| ports[SERVICES.iter().position(|s| *s == svc).unwrap_or(0)];
-    let values = serde_json::json!({
-        "apps": {
-            "enabled": true,
-            "hostNetwork": true,
-            "nodeSelector": { "sre.space/node": "real" },
-            "tolerations": [{ "key": "sre.space/node", "operator": "Equal", "value": "real", "effect": "NoSchedule" }],
-            "ports": SERVICES.iter().map(|s| (s.to_string(), port(s))).collect::<BTreeMap<_, _>>(),
-            "kafkaBootstrap": bootstrap,
-            "otlpEndpoint": otlp,
-            "topics": { "quote": quote_topic, "purchase": purchase_topic },
-            "serviceNameSuffix": format!("-{id}"),
-            "chaosToken": token,
-        },
-        "policyService": { "replicas": 1 },
-    });
-    let values_file = std::env::temp_dir().join(format!("{}-values.json", ns.name));
-    std::fs::write(&values_file, serde_json::to_vec(&values)?)?;
-    let started = Instant::now();
-    helm_output(&[
-        "install",
-        "demo",
-        &repo_dir().join("charts/demo-services").to_string_lossy(),
-        "-n",
-        &ns.name,
-        "-f",
-        &values_file.to_string_lossy(),
-        "--wait",
-        "--timeout",
-        "120s",
-    ])?;
-    eprintln!(
-        "four pods Ready (Kafka connected) in {:?}",
-        started.elapsed()
-    );
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default())
-        .await?;
-    ensure!(pods.items.len() == 4, "four pods: {}", pods.items.len());
-    for p in &pods.items {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-        ensure!(
-            node.as_deref() == Some(real_node()?.as_str()),
-            "{:?} runs on the real node, not {node:?}",
-            p.metadata.name
-        );
-    }
-    let frontend = format!("http://127.0.0.1:{}", port("frontend"));
-    let policy = format!("http://127.0.0.1:{}", port("policy-service"));
+    let frontend = d.url("frontend");
+    let policy = d.url("policy-service");
 
     // Customers: every quote and every purchase becomes one event.
     let normal = drive(&frontend, 6).await?;
@@ -285,13 +352,13 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
     );
     let events = tokio::task::block_in_place(|| {
         read_all(
-            &bootstrap,
-            &[&quote_topic, &purchase_topic],
+            bootstrap,
+            &[quote_topic, purchase_topic],
             Duration::from_secs(3),
         )
     })?;
-    let quotes = events.get(&quote_topic).map_or(&[][..], Vec::as_slice);
-    let purchases = events.get(&purchase_topic).map_or(&[][..], Vec::as_slice);
+    let quotes = events.get(quote_topic).map_or(&[][..], Vec::as_slice);
+    let purchases = events.get(purchase_topic).map_or(&[][..], Vec::as_slice);
     assert_eq!(
         quotes.len() as u64,
         normal.quotes_ok,
@@ -341,7 +408,7 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
         .build()?;
     let trace = trace_with(
         &http,
-        &query,
+        query,
         &trace_id,
         &[
             "POST /api/purchase",
@@ -394,11 +461,11 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
 
     // The conversion fault: purchases fail with 502, quotes go on, and no
     // policy_purchased event is written.
-    let said = sre_chaos(&["conversion", "--url", &policy, "--token", &token])?;
+    let said = sre_chaos(&["conversion", "--url", &policy, "--token", token])?;
     assert!(said.starts_with("changed: conversion on"), "{said}");
     let (quotes_before, purchases_before) = (
-        message_count(&bootstrap, &quote_topic)?,
-        message_count(&bootstrap, &purchase_topic)?,
+        message_count(bootstrap, quote_topic)?,
+        message_count(bootstrap, purchase_topic)?,
     );
     let broken = drive(&frontend, 6).await?;
     eprintln!("conversion fault: {}", broken.line("6 s"));
@@ -408,12 +475,12 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
         "{broken:?}"
     );
     assert_eq!(
-        message_count(&bootstrap, &purchase_topic)?,
+        message_count(bootstrap, purchase_topic)?,
         purchases_before,
         "no policy_purchased while payments fail"
     );
     assert_eq!(
-        message_count(&bootstrap, &quote_topic)? - quotes_before,
+        message_count(bootstrap, quote_topic)? - quotes_before,
         broken.quotes_ok as i64,
         "quotes still recorded"
     );
@@ -424,22 +491,22 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
 
-    let said = sre_chaos(&["conversion", "--url", &policy, "--token", &token, "--off"])?;
+    let said = sre_chaos(&["conversion", "--url", &policy, "--token", token, "--off"])?;
     assert!(said.starts_with("changed: conversion off"), "{said}");
     let restored = drive(&frontend, 6).await?;
     eprintln!("restored: {}", restored.line("6 s"));
     ensure!(restored.purchases_ok > 3, "{restored:?}");
     assert_eq!(restored.purchases_failed, 0, "{restored:?}");
     assert_eq!(
-        message_count(&bootstrap, &purchase_topic)? - purchases_before,
+        message_count(bootstrap, purchase_topic)? - purchases_before,
         restored.purchases_ok as i64,
         "policy_purchased again, one per purchase"
     );
 
     // Latency on user-service: every quote and purchase waits behind it.
-    let users = format!("http://127.0.0.1:{}", port("user-service"));
+    let users = d.url("user-service");
     let said = sre_chaos(&[
-        "latency", "--url", &users, "--token", &token, "--millis", "400",
+        "latency", "--url", &users, "--token", token, "--millis", "400",
     ])?;
     assert!(said.starts_with("changed: latency on"), "{said}");
     let slow = drive(&frontend, 4).await?;
@@ -450,19 +517,19 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
         "{}",
         slow.line("slow")
     );
-    sre_chaos(&["latency", "--url", &users, "--token", &token, "--off"])?;
+    sre_chaos(&["latency", "--url", &users, "--token", token, "--off"])?;
 
     // The memory leak on the real node: the kernel kills the container at
     // its limit, the kubelet restarts it, and it serves again.
     let leak = http
         .post(format!("{users}/chaos/oom"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&serde_json::json!({ "mib_per_second": 32 }))
         .send()
         .await?;
     assert_eq!(leak.status().as_u16(), 200);
     let started = Instant::now();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &d.ns.name);
     let restarted = loop {
         let list = pods
             .list(&ListParams::default().labels("app=user-service"))
@@ -508,7 +575,76 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
         "serves again: {after:?}"
     );
 
-    let _ = std::fs::remove_file(&values_file);
-    helm_output(&["uninstall", "demo", "-n", &ns.name, "--wait"])?;
-    ns.cleanup().await
+    d.finish().await
+}
+
+/// A configuration fault: a release ships `PAYMENT_MODE=broken`, every
+/// purchase fails, the fault switch cannot clear it, and rolling the
+/// Deployment back to its previous revision (the remediation SRE-Space
+/// takes for a bad rollout) does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_that_breaks_payments_is_undone_by_rolling_back() -> Result<()> {
+    let d = Demo::deploy("e2e-demo-rollout").await?;
+    let before = d.drive(4).await?;
+    ensure!(
+        before.purchases_ok > 2 && before.purchases_failed == 0,
+        "{before:?}"
+    );
+
+    d.helm(&[
+        "upgrade",
+        "--reuse-values",
+        "--set",
+        "apps.paymentMode=broken",
+        "--wait",
+        "--timeout",
+        "90s",
+    ])?;
+    let purchases = message_count(&d.bootstrap, &d.purchase_topic)?;
+    let broken = d.drive(4).await?;
+    eprintln!("bad release: {}", broken.line("4 s"));
+    assert_eq!(broken.purchases_ok, 0, "{broken:?}");
+    ensure!(
+        broken.purchases_failed > 2 && broken.quotes_ok > 5,
+        "{broken:?}"
+    );
+    // The switch is not the cause, so turning it off changes nothing.
+    sre_chaos(&[
+        "conversion",
+        "--url",
+        &d.url("policy-service"),
+        "--token",
+        &d.token,
+        "--off",
+    ])?;
+    let still = d.drive(3).await?;
+    assert_eq!(still.purchases_ok, 0, "{still:?}");
+    assert_eq!(message_count(&d.bootstrap, &d.purchase_topic)?, purchases);
+
+    let undo = kubectl_output(&[
+        "rollout",
+        "undo",
+        "deployment/policy-service",
+        "-n",
+        &d.ns.name,
+    ])?;
+    assert!(undo.contains("rolled back"), "{undo}");
+    kubectl_output(&[
+        "rollout",
+        "status",
+        "deployment/policy-service",
+        "-n",
+        &d.ns.name,
+        "--timeout",
+        "90s",
+    ])?;
+    let after = d.drive(4).await?;
+    eprintln!("rolled back: {}", after.line("4 s"));
+    ensure!(after.purchases_ok > 2, "{after:?}");
+    assert_eq!(after.purchases_failed, 0, "{after:?}");
+    assert_eq!(
+        message_count(&d.bootstrap, &d.purchase_topic)? - purchases,
+        after.purchases_ok as i64
+    );
+    d.finish().await
 }
