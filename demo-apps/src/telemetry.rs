@@ -330,8 +330,11 @@ async fn export(
 ) {
     let mut batch: Vec<SpanData> = Vec::new();
     let mut failures: u64 = 0;
+    // A deadline, not a timeout per message: steady traffic below a full
+    // batch must still be sent every FLUSH_EVERY.
+    let mut deadline = tokio::time::Instant::now() + FLUSH_EVERY;
     loop {
-        let message = tokio::time::timeout(FLUSH_EVERY, rx.recv()).await;
+        let message = tokio::time::timeout_at(deadline, rx.recv()).await;
         let mut flushed = None;
         match message {
             Ok(Some(Message::Span(span))) => {
@@ -348,6 +351,7 @@ async fn export(
             Err(_elapsed) => {}
         }
         send(&http, &url, &service, &mut batch, &mut failures).await;
+        deadline = tokio::time::Instant::now() + FLUSH_EVERY;
         if let Some(done) = flushed {
             let _ = done.send(());
         }
@@ -464,6 +468,47 @@ mod tests {
                 .as_str()
                 .is_some_and(|t| t.len() >= 19 && t.bytes().all(|b| b.is_ascii_digit()))
         );
+    }
+
+    /// Spans trickling in below a full batch still leave within about
+    /// FLUSH_EVERY, without a flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn steady_traffic_is_exported_without_waiting_for_a_full_batch() {
+        use std::sync::Mutex;
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let g = got.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+                let spans = &body["resourceSpans"][0]["scopeSpans"][0]["spans"];
+                for s in spans.as_array().into_iter().flatten() {
+                    g.lock()
+                        .expect("lock")
+                        .push(s["name"].as_str().unwrap_or("").to_owned());
+                }
+                "{}"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tracer = Tracer::exporting("t", &format!("http://{addr}"), reqwest::Client::new());
+        // One span every 100 ms for 1.5 s: each wait is shorter than
+        // FLUSH_EVERY, and the batch never fills.
+        for i in 0..15 {
+            drop(tracer.span(&format!("op{i}"), SpanKind::Internal, None));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let sent = got.lock().expect("lock").len();
+        assert!(
+            sent >= 5,
+            "only {sent} of 15 spans exported before any flush"
+        );
+        tracer.flush().await;
+        assert_eq!(got.lock().expect("lock").len(), 15);
     }
 
     #[test]
