@@ -58,6 +58,8 @@ pub struct Quote {
     pub created_at: String,
 }
 
+/// A purchase carries its quote: the demo keeps no state between
+/// services, so the price a customer was quoted is the price charged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseRequest {
     pub quote_id: String,
@@ -172,7 +174,17 @@ pub fn user(user_id: &str) -> User {
     const COUNTRIES: [&str; 5] = ["FR", "DE", "ES", "IT", "NL"];
     User {
         user_id: user_id.to_owned(),
-        name: format!("Customer {}", &user_id[user_id.len().saturating_sub(4)..]),
+        name: format!(
+            "Customer {}",
+            user_id
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        ),
         age: 18 + (f % 62) as u32,
         country: COUNTRIES[((f >> 8) % COUNTRIES.len() as u64) as usize].to_owned(),
     }
