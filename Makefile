@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: bench build cluster-down cluster-status cluster-up crds demo deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
+.PHONY: bench build cluster-down cluster-status cluster-up crds demo demo-images deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -47,6 +47,10 @@ crds:
 
 build:
 	cargo build --workspace --bins
+
+## demo-images: build the demo business (demo-apps/) and import its images into the real node
+demo-images:
+	@e2e/cluster/demo-images.sh
 
 ## images: build the operator and sre-chaos container images (needs a Docker engine)
 images:

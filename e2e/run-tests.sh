@@ -54,8 +54,9 @@ stop() {
 }
 trap stop EXIT
 
-# The scenario tests run the real operator binary.
-cargo build -p sre-space-operator -p sre-chaos --bins
+# The scenario tests run the real operator binary; tests/demo_apps.rs packs
+# the demo services' binaries into images for the real node.
+cargo build -p sre-space-operator -p sre-chaos -p sre-space-demo --bins
 
 eval "$($cluster env)"
 features=cluster
@@ -68,7 +69,7 @@ fi
 echo "== cluster tests (KUBECONFIG=$KUBECONFIG, features: $features)"
 cargo test -p sre-space-e2e --features "$features" -- --test-threads 8
 if [[ $features != real-node ]]; then
-    echo "== SKIPPED, NOT PASSED: the real-node tests (e2e/tests/real_node.rs) were not run,"
+    echo "== SKIPPED, NOT PASSED: the real-node tests (e2e/tests/real_node.rs, demo_apps.rs) were not run,"
     echo "   because this cluster has no real node. Run them with: make test NODE=real"
     echo "   (see docs/real-node.md)"
 fi

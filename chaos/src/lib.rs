@@ -4,6 +4,9 @@
 //! template, where a kwok stage turns it into a crash loop). Every fault can
 //! be reverted.
 
+pub mod load;
+pub mod switch;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;

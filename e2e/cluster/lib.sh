@@ -72,5 +72,18 @@ JAEGER_BIN=$CACHE_DIR/bin/jaeger-$JAEGER_VERSION
 # The broker's jars, as Maven resolved them from e2e/build/kafka/pom.xml.
 KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
 
+# Our image packer (e2e/build/image), cached by go-containerregistry version
+# and by the tool's own source, so a change to it is rebuilt.
+IMAGE_TOOL_VERSION=$(module_version image github.com/google/go-containerregistry)
+IMAGE_TOOL=$CACHE_DIR/bin/sre-image-ggcr-$IMAGE_TOOL_VERSION-$(sha256sum <"$E2E_DIR/build/image/main.go" | cut -c1-12)/sre-image
+
+build_image_tool() {
+    [[ -x $IMAGE_TOOL ]] && return 0
+    log "building sre-image (go-containerregistry $IMAGE_TOOL_VERSION)"
+    mkdir -p "$(dirname "$IMAGE_TOOL")"
+    (cd "$E2E_DIR/build/image" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$IMAGE_TOOL.tmp" .)
+    mv "$IMAGE_TOOL.tmp" "$IMAGE_TOOL"
+}
+
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }

@@ -17,8 +17,6 @@ REAL_NODE_LABEL=sre.space/node=real
 # name is the pod sandbox image (the workload's default command is `sleep`).
 WORKLOAD_IMAGE=sre.space/workload:e2e
 PAUSE_IMAGE=sre.space/pause:e2e
-IMAGE_TOOL_VERSION=$(module_version image github.com/google/go-containerregistry)
-IMAGE_TOOL=$CACHE_DIR/bin/sre-image-ggcr-$IMAGE_TOOL_VERSION/sre-image
 # The kernel settings the kubelet (the first six) and the bridge plugin
 # (forwarding) change; saved before the node starts and restored by `down`.
 HOST_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
@@ -60,12 +58,7 @@ real_node_preflight() {
 # by our go-containerregistry tool. Both builds are quick with a warm Go
 # cache; the archive's digest depends only on the binary.
 real_node_image() {
-    if [[ ! -x $IMAGE_TOOL ]]; then
-        log "building sre-image (go-containerregistry $IMAGE_TOOL_VERSION)"
-        mkdir -p "$(dirname "$IMAGE_TOOL")"
-        (cd "$E2E_DIR/build/image" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$IMAGE_TOOL.tmp" .)
-        mv "$IMAGE_TOOL.tmp" "$IMAGE_TOOL"
-    fi
+    build_image_tool
     mkdir -p "$NODE_DIR"
     (cd "$E2E_DIR/build/workload" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$NODE_DIR/sre-workload" .)
     "$IMAGE_TOOL" -binary "$NODE_DIR/sre-workload" -ref "$WORKLOAD_IMAGE" -ref "$PAUSE_IMAGE" \

@@ -371,6 +371,118 @@ async fn the_demo_chart_keeps_each_memory_limit_on_its_own_line() -> Result<()> 
     Ok(())
 }
 
+/// The value of environment variable `name` of a Deployment's container.
+fn env_of(d: &Value, name: &str) -> Option<String> {
+    d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn the_demo_chart_deploys_the_demo_business_with_peers_by_service_or_loopback() -> Result<()>
+{
+    let demo_path = chart(DEMO_CHART);
+    // A real cluster: peers are the chart's Services; the switches' token
+    // is a Secret; policy-service keeps its own memory-limit line.
+    let rendered = objects(&helm_output(&[
+        "template",
+        "demo",
+        &demo_path,
+        "-n",
+        "shop",
+        "--set",
+        "apps.enabled=true,apps.chaosToken=t0k,policyService.resources.limits.memory=96Mi",
+    ])?)?;
+    let deployments: BTreeMap<&str, &Value> = of_kind(&rendered, "Deployment")
+        .into_iter()
+        .map(|d| (d["metadata"]["name"].as_str().unwrap_or_default(), d))
+        .collect();
+    assert_eq!(
+        deployments.keys().copied().collect::<Vec<_>>(),
+        [
+            "frontend",
+            "policy-service",
+            "quote-service",
+            "user-service"
+        ]
+    );
+    assert_eq!(of_kind(&rendered, "Service").len(), 4);
+    let policy = deployments["policy-service"];
+    assert_eq!(
+        policy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "sre.space/policy-service:dev"
+    );
+    assert_eq!(
+        policy["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "96Mi"
+    );
+    assert_eq!(
+        policy["spec"]["template"]["metadata"]["labels"]["sre.space/protected"],
+        "true"
+    );
+    assert_eq!(
+        env_of(policy, "USER_SERVICE_URL").as_deref(),
+        Some("http://user-service.shop.svc")
+    );
+    assert_eq!(env_of(policy, "PAYMENT_MODE").as_deref(), Some("normal"));
+    assert_eq!(
+        env_of(deployments["frontend"], "POLICY_SERVICE_URL").as_deref(),
+        Some("http://policy-service.shop.svc")
+    );
+    assert_eq!(env_of(deployments["frontend"], "KAFKA_BOOTSTRAP"), None);
+    let token_ref = &policy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "CHAOS_TOKEN").cloned())
+        .context("CHAOS_TOKEN")?["valueFrom"]["secretKeyRef"];
+    assert_eq!(token_ref["name"], "demo-chaos-token");
+    assert_eq!(
+        of_kind(&rendered, "Secret")[0]["stringData"]["token"],
+        "t0k"
+    );
+    assert!(policy["spec"]["template"]["spec"]["hostNetwork"].is_null());
+
+    // The local harness: the host's network, peers on loopback.
+    let rendered = objects(&helm_output(&[
+        "template",
+        "demo",
+        &demo_path,
+        "--set",
+        "apps.enabled=true,apps.hostNetwork=true,policyService.replicas=1,apps.ports.user-service=29083",
+    ])?)?;
+    let quote = of_kind(&rendered, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "quote-service")
+        .context("quote-service")?;
+    assert_eq!(quote["spec"]["template"]["spec"]["hostNetwork"], true);
+    assert_eq!(
+        env_of(quote, "USER_SERVICE_URL").as_deref(),
+        Some("http://127.0.0.1:29083")
+    );
+    assert!(
+        of_kind(&rendered, "Secret").is_empty(),
+        "no token, no Secret"
+    );
+
+    // Two replicas cannot share a host port: refused, naming the service.
+    let out = helm_run(&[
+        "template",
+        "demo",
+        &demo_path,
+        "--set",
+        "apps.enabled=true,apps.hostNetwork=true",
+    ])?;
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("policy-service: with apps.hostNetwork each service runs one replica"),
+        "{}",
+        out.stderr
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
     let (operator, demo) = (chart(CHART), chart(DEMO_CHART));

@@ -1,0 +1,14 @@
+//! quote-service: `POST /quotes`; needs `USER_SERVICE_URL` and
+//! `KAFKA_BOOTSTRAP`.
+
+use sre_space_demo::apps::quote::{self, Quotes};
+use sre_space_demo::service::{App, Config, exit_on_error, init_logging, serve};
+
+#[tokio::main]
+async fn main() {
+    init_logging();
+    let config = exit_on_error(Config::from_env("quote-service", quote::DEFAULT_PORT));
+    let users = exit_on_error(Config::peer("USER_SERVICE_URL"));
+    let app = exit_on_error(App::new(config, quote::FAULTS, true));
+    exit_on_error(serve(app.clone(), quote::routes(Quotes { app, users })).await);
+}
