@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: bench build cluster-down cluster-status cluster-up crds demo demo-images deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
+.PHONY: bench bench-conversion build cluster-down cluster-status cluster-up crds demo demo-images deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -14,9 +14,9 @@ export SRE_SPACE_NODE := $(NODE)
 IMAGE_REPO ?= sre-space
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' charts/sre-space/Chart.yaml)
 
-## demo: set everything up, start the local cluster, install SRE-Space, show it working
+## demo: set everything up, start the local cluster, install SRE-Space, show it working (STORY=conversion: the business story on the real node)
 demo: deps build
-	@e2e/demo.sh
+	@if [ "$(STORY)" = conversion ]; then e2e/demo-conversion.sh; else e2e/demo.sh; fi
 
 ## test: unit tests, then the cluster tests on a local cluster this run starts and stops
 test: deps
@@ -30,6 +30,10 @@ unit-test:
 ## BENCH_NODES, BENCH_PODS, BENCH_FAULTS set the scale (default 50, 5000, 40)
 bench: deps
 	@e2e/bench.sh
+
+## bench-conversion: fault to Incident and to recovered conversion on the demo business (real node)
+bench-conversion: deps
+	@e2e/bench-conversion.sh
 
 ## lint: formatting and clippy, as CI checks them
 lint:

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests, which run against the local
 //! cluster started by `e2e/cluster/cluster.sh up` (see `make test`).
 
+#[cfg(feature = "real-node")]
+pub mod demo;
 pub mod fake_github;
 pub mod fake_openai;
 pub mod gate;
