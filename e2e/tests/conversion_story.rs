@@ -24,7 +24,7 @@ use kube::Api;
 use sre_chaos::load::{Plan, Tally};
 use sre_space::crd::{ActionState, ActionType, Category, EvidenceKind, Incident, Phase};
 use sre_space_e2e::demo::{Demo, sre_chaos};
-use sre_space_e2e::{Operator, create_policy, wait_incident, wait_until};
+use sre_space_e2e::{Operator, create_policy, install_crds, wait_incident, wait_until};
 
 const LONG: Duration = Duration::from_secs(180);
 /// Customers per second, and the share who buy after their quote.
@@ -86,6 +86,7 @@ fn broken_since(seconds: &Seconds, since: Instant) -> bool {
 async fn business_policy(d: &Demo, ladder: serde_json::Value) -> Result<()> {
     let (quotes, purchases) = (d.quote_topic.clone(), d.purchase_topic.clone());
     let traced = format!("policy-service-{}", d.id);
+    install_crds(&d.client).await?;
     create_policy(&d.client, &d.ns.name, move |v| {
         v["spec"]["triggers"] = serde_json::json!([
             {
@@ -145,6 +146,17 @@ async fn steady(d: &Demo, seconds: &Seconds) -> Result<()> {
         "the demo converts normally before the fault"
     );
     Ok(())
+}
+
+/// Waits until the conversion incident exists.
+async fn opened(incidents: &Api<Incident>) -> Result<()> {
+    wait_until(LONG, "the conversion incident", || async {
+        Ok(incidents
+            .get_opt("policy-service-conversionrate")
+            .await?
+            .is_some())
+    })
+    .await
 }
 
 fn diagnosis_text(i: &Incident) -> String {
@@ -219,13 +231,7 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
     })
     .await?;
     let incidents: Api<Incident> = Api::namespaced(d.client.clone(), &d.ns.name);
-    wait_until(LONG, "the conversion incident", || async {
-        Ok(incidents
-            .get_opt("policy-service-conversionrate")
-            .await?
-            .is_some())
-    })
-    .await?;
+    opened(&incidents).await?;
     let detected = fault.elapsed();
 
     let inc = wait_incident(
@@ -296,13 +302,7 @@ async fn payments_failing_without_a_rollout_are_escalated_naming_the_failing_ope
         &d.token,
     ])?;
     let incidents: Api<Incident> = Api::namespaced(d.client.clone(), &d.ns.name);
-    wait_until(LONG, "the conversion incident", || async {
-        Ok(incidents
-            .get_opt("policy-service-conversionrate")
-            .await?
-            .is_some())
-    })
-    .await?;
+    opened(&incidents).await?;
     let detected = fault.elapsed();
     let inc = wait_incident(
         &d.client,

@@ -265,18 +265,15 @@ async fn an_oom_kill_appears_on_the_open_dashboard_and_resolves_without_a_reload
         v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
     })
     .await?;
-    let conversion = std::env::var("SRE_SPACE_TEST_CONVERSION").is_ok_and(|v| v == "1");
     let topics = (
         format!("e2e-dash-buy-{}", unique()),
         format!("e2e-dash-quote-{}", unique()),
     );
-    if conversion {
-        // The topics exist before the operator starts following them.
-        let producer = producer()?;
-        produce(&producer, &topics.0, 1).await?;
-        produce(&producer, &topics.1, 1).await?;
-        add_conversion_trigger(&client, &nsn, &topics).await?;
-    }
+    // The topics exist before the operator starts following them.
+    let producer = producer()?;
+    produce(&producer, &topics.0, 1).await?;
+    produce(&producer, &topics.1, 1).await?;
+    add_conversion_trigger(&client, &nsn, &topics).await?;
     Api::<Deployment>::namespaced(client.clone(), &nsn)
         .create(&PostParams::default(), &deployment("quote", 2, "64Mi"))
         .await?;
@@ -302,10 +299,7 @@ async fn an_oom_kill_appears_on_the_open_dashboard_and_resolves_without_a_reload
 
     let driver = ChromeDriver::start().await?;
     let browser = driver.browser().await?;
-    let result = drive(
-        &browser, &driver, &client, &nsn, &addr, &token, conversion, &topics,
-    )
-    .await;
+    let result = drive(&browser, &driver, &client, &nsn, &addr, &token, &topics).await;
     if result.is_err()
         && let Ok(png) = browser.screenshot().await
     {
@@ -327,7 +321,6 @@ async fn drive(
     ns: &str,
     addr: &str,
     token: &str,
-    conversion: bool,
     topics: &(String, String),
 ) -> Result<()> {
     let incident = format!("{ns}/quote-oomkilled");
@@ -463,14 +456,7 @@ async fn drive(
     let png = browser.screenshot().await?;
     screenshot(&png, "dashboard-incident.png")?;
 
-    if conversion {
-        conversion_chart(browser, addr, token, topics).await?;
-    } else {
-        loud(
-            "SKIPPED: the conversion-rate chart part of the dashboard browser test did NOT run \
-             (it needs the Kafka source; set SRE_SPACE_TEST_CONVERSION=1 once it is merged)",
-        );
-    }
+    conversion_chart(browser, addr, token, topics).await?;
 
     let errors = page_errors(browser).await?;
     assert!(errors.is_empty(), "errors the page recorded: {errors:?}");
