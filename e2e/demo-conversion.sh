@@ -38,7 +38,7 @@ helm install demo charts/demo-services -n "$ns" --wait --timeout 120s \
     --set 'apps.tolerations[0].key=sre.space/node' --set 'apps.tolerations[0].operator=Equal' \
     --set 'apps.tolerations[0].value=real' --set 'apps.tolerations[0].effect=NoSchedule' \
     --set "apps.kafkaBootstrap=$SRE_SPACE_KAFKA_BOOTSTRAP" --set "apps.otlpEndpoint=$SRE_SPACE_OTLP_HTTP" \
-    --set "apps.chaosToken=$token" >/dev/null
+    --set "apps.chaosToken=$token" --set policyService.replicas=1 >/dev/null
 kubectl get pods -n "$ns" -o wide
 
 step "The policy: conversion on Kafka, traces in Jaeger, roll back a bad release, else escalate"

@@ -81,12 +81,35 @@ fn broken_since(seconds: &Seconds, since: Instant) -> bool {
     })
 }
 
+/// What the policy's trace trigger is for.
+enum TraceCheck {
+    NameOnly,
+    Errors,
+}
+
 /// A policy on the demo's business: conversion on the demo's own topics,
-/// and (for the Brain) the name its traces carry in Jaeger.
-async fn business_policy(d: &Demo, ladder: serde_json::Value) -> Result<()> {
+/// and a trace trigger for its policy-service (by the name it carries in
+/// Jaeger, which the Brain reads too).
+async fn business_policy(d: &Demo, ladder: serde_json::Value, traces: TraceCheck) -> Result<()> {
     let (quotes, purchases) = (d.quote_topic.clone(), d.purchase_topic.clone());
     let traced = format!("policy-service-{}", d.id);
     install_crds(&d.client).await?;
+    let second = match traces {
+        // A latency no purchase comes near: the conversion alone detects,
+        // and the trigger tells the Brain the service's name in Jaeger.
+        TraceCheck::NameOnly => serde_json::json!({
+            "type": "TraceLatency",
+            "workload": "policy-service",
+            "traces": { "service": traced, "maxP95Millis": 30000, "windowSeconds": 30 },
+        }),
+        // The same fault seen in the traces too: a second incident for the
+        // same workload, which must not change it a second time.
+        TraceCheck::Errors => serde_json::json!({
+            "type": "TraceErrorRate",
+            "workload": "policy-service",
+            "traces": { "service": traced, "maxErrorRatio": 0.05, "windowSeconds": 30 },
+        }),
+    };
     create_policy(&d.client, &d.ns.name, move |v| {
         v["spec"]["triggers"] = serde_json::json!([
             {
@@ -100,13 +123,7 @@ async fn business_policy(d: &Demo, ladder: serde_json::Value) -> Result<()> {
                     "windowSeconds": WINDOW,
                 },
             },
-            {
-                // A latency no purchase comes near; it tells the Brain the
-                // service's name in the traces.
-                "type": "TraceLatency",
-                "workload": "policy-service",
-                "traces": { "service": traced, "maxP95Millis": 30000, "windowSeconds": 30 },
-            },
+            second,
         ]);
         v["spec"]["actions"] = ladder;
         v["spec"]["guardrails"]["cooldownSeconds"] = 10.into();
@@ -209,6 +226,7 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
             { "type": "Rollback", "onCategories": ["BadRollout"] },
             { "type": "Escalate" },
         ]),
+        TraceCheck::NameOnly,
     )
     .await?;
     let _operator = operator(&d)?;
@@ -234,7 +252,7 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
     opened(&incidents).await?;
     let detected = fault.elapsed();
 
-    let inc = wait_incident(
+    wait_incident(
         &d.client,
         &d.ns.name,
         "policy-service-conversionrate",
@@ -244,35 +262,80 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
     )
     .await?;
     let recovered = recovered_at(&seconds, fault).map(|at| at.duration_since(fault));
-    load.abort();
     print_figures("bad release, rolled back", detected, recovered);
+    ensure!(
+        recovered.is_some(),
+        "conversion recovered after the rollback"
+    );
+    // The traces saw the same fault; that incident, if it opened, ends
+    // Resolved as well, without acting again.
+    if incidents
+        .get_opt("policy-service-traceerrorrate")
+        .await?
+        .is_some()
+    {
+        wait_incident(
+            &d.client,
+            &d.ns.name,
+            "policy-service-traceerrorrate",
+            LONG,
+            "Resolved",
+            |i| i.status.as_ref().map(|s| s.phase) == Some(Phase::Resolved),
+        )
+        .await?;
+    }
+    load.abort();
 
-    let status = inc.status.clone().unwrap_or_default();
-    let diagnosis = status.diagnosis.clone().context("a diagnosis")?;
+    let all = incidents.list(&Default::default()).await?.items;
+    let names: Vec<String> = all.iter().filter_map(|i| i.metadata.name.clone()).collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "policy-service-conversionrate" || n == "policy-service-traceerrorrate"),
+        "one incident per signal of the fault: {names:?}"
+    );
+    let rollbacks: Vec<(String, ActionState)> = all
+        .iter()
+        .flat_map(|i| {
+            i.status
+                .iter()
+                .flat_map(|s| s.actions.iter())
+                .filter(|a| a.type_ != ActionType::Escalate)
+                .map(|a| (format!("{:?} by {:?}", a.type_, i.metadata.name), a.state))
+        })
+        .collect();
+    assert_eq!(
+        rollbacks.len(),
+        1,
+        "exactly one change to the workload, whichever signal came first: {rollbacks:?}"
+    );
+    assert!(rollbacks[0].0.starts_with("Rollback"), "{rollbacks:?}");
+    assert_eq!(rollbacks[0].1, ActionState::Succeeded);
+    // The incident that acted blamed the release, naming the failing
+    // operation from the traces.
+    let acted = all
+        .iter()
+        .find(|i| {
+            i.status
+                .iter()
+                .flat_map(|s| s.actions.iter())
+                .any(|a| a.type_ == ActionType::Rollback)
+        })
+        .context("the incident that rolled back")?;
+    let diagnosis = acted
+        .status
+        .as_ref()
+        .and_then(|s| s.diagnosis.clone())
+        .context("a diagnosis")?;
     assert_eq!(diagnosis.category, Category::BadRollout, "{diagnosis:#?}");
-    let text = diagnosis_text(&inc);
+    let text = diagnosis_text(acted);
     assert!(
         text.contains("charge_payment"),
         "the diagnosis names the failing operation: {text}"
     );
     assert!(
-        !trace_evidence(&inc).is_empty(),
+        !trace_evidence(acted).is_empty(),
         "trace evidence from Jaeger: {text}"
-    );
-    let taken: Vec<(ActionType, ActionState)> =
-        status.actions.iter().map(|a| (a.type_, a.state)).collect();
-    assert_eq!(taken, [(ActionType::Rollback, ActionState::Succeeded)]);
-    ensure!(
-        recovered.is_some(),
-        "conversion recovered after the rollback"
-    );
-    let all = incidents.list(&Default::default()).await?.items;
-    assert_eq!(
-        all.iter()
-            .map(|i| i.metadata.name.clone())
-            .collect::<Vec<_>>(),
-        [Some("policy-service-conversionrate".to_string())],
-        "one incident for one fault"
     );
     d.finish().await
 }
@@ -287,6 +350,7 @@ async fn payments_failing_without_a_rollout_are_escalated_naming_the_failing_ope
             { "type": "Rollback", "onCategories": ["BadRollout"] },
             { "type": "Escalate" },
         ]),
+        TraceCheck::Errors,
     )
     .await?;
     let _operator = operator(&d)?;
@@ -334,6 +398,13 @@ async fn payments_failing_without_a_rollout_are_escalated_naming_the_failing_ope
             .all(|a| a.type_ == ActionType::Escalate),
         "nothing the policy allows fits, so nothing was changed: {:?}",
         status.actions
+    );
+    let all = incidents.list(&Default::default()).await?.items;
+    assert!(
+        all.iter()
+            .flat_map(|i| i.status.iter().flat_map(|s| s.actions.iter()))
+            .all(|a| a.type_ == ActionType::Escalate),
+        "no incident changed the workload"
     );
 
     // Switched back on, customers buy again.

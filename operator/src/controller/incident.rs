@@ -198,7 +198,35 @@ impl Run {
             })
             .filter(|p| self.ctx.cached_owner_of(p).as_ref() == Some(target))
             .count();
+        let me = self.incident.name_any();
+        let workload_changed = self
+            .ctx
+            .incidents
+            .state()
+            .iter()
+            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|i| &i.spec.target == target && i.name_any() != me)
+            .flat_map(|i| {
+                let name = i.name_any();
+                i.status
+                    .iter()
+                    .flat_map(|s| s.actions.iter())
+                    .filter(|a| {
+                        a.type_ != ActionType::Escalate
+                            && matches!(
+                                a.state,
+                                ActionState::Pending
+                                    | ActionState::Succeeded
+                                    | ActionState::Failed
+                                    | ActionState::AwaitingMerge
+                            )
+                    })
+                    .map(move |a| (a.recorded_at.0, name.clone(), a.type_))
+                    .collect::<Vec<_>>()
+            })
+            .max_by_key(|(at, _, _)| *at);
         Budget {
+            workload_changed,
             policy_actions_last_hour: policy_count.max(self.ctx.ledger_count(hour_ago, Some(&key))),
             global_recent_actions: global_count.max(self.ctx.ledger_count(window_start, None)),
             breaker_limit: self.ctx.config.breaker_limit,
@@ -615,6 +643,24 @@ impl Run {
                     "LadderExhausted"
                 };
                 return self.escalate(why, reason).await;
+            }
+            Plan::Wait {
+                reason: "WorkloadChangedByAnotherIncident",
+                ..
+            } if !self.incident.spec.signal.is_pod_signal()
+                && self
+                    .ctx
+                    .board
+                    .firing(
+                        &ns,
+                        &self.incident.spec.target.name,
+                        self.incident.spec.signal,
+                    )
+                    .is_none() =>
+            {
+                // Another incident's action on this workload cleared this
+                // signal too: nothing is left to do.
+                return self.resolve().await;
             }
             Plan::Wait {
                 reason,

@@ -27,6 +27,11 @@ pub struct Budget {
     pub breaker_limit: usize,
     /// Pods of the workload being disrupted now (terminating).
     pub pods_disrupted: usize,
+    /// The latest action another incident took on the same workload: when,
+    /// which incident, what. Two signals of one fault (conversion on Kafka
+    /// and errors in traces, say) must not both act: a second rollback
+    /// would put the broken revision back.
+    pub workload_changed: Option<(Timestamp, String, ActionType)>,
 }
 
 /// What the Fixer decided.
@@ -159,6 +164,20 @@ pub fn plan(
                 reason: "CooldownActive",
                 message: format!("the last action finished at {last}; cooldown until {ready_at}"),
                 retry_after: ready_at.duration_since(now).unsigned_abs(),
+            };
+        }
+    }
+    if let Some((at, by, what)) = &budget.workload_changed {
+        let settled = *at
+            + SignedDuration::from_secs(g.cooldown_seconds.max(0) + g.verification_window_seconds);
+        if now < settled {
+            return Plan::Wait {
+                reason: "WorkloadChangedByAnotherIncident",
+                message: format!(
+                    "incident {by} took {} on this workload at {at}; waiting until {settled} to see whether it cleared this signal too",
+                    what.as_str()
+                ),
+                retry_after: settled.duration_since(now).unsigned_abs(),
             };
         }
     }

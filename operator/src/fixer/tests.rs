@@ -5,6 +5,7 @@ use crate::crd::{
     ActionTally, Guardrails, MemoryRaise, Mode, SignalKind, WorkloadKind, WorkloadRef,
     WorkloadSelector,
 };
+use k8s_openapi::jiff::SignedDuration;
 
 fn now() -> Timestamp {
     "2026-11-26T10:00:00Z".parse().unwrap()
@@ -198,6 +199,37 @@ fn rate_limit_and_circuit_breaker_hold_actions_back() {
             reason: "RateLimited",
             ..
         }
+    ));
+}
+
+#[test]
+fn another_incidents_recent_action_on_the_workload_holds_this_one_back() {
+    let at = now() - SignedDuration::from_secs(10);
+    let b = Budget {
+        workload_changed: Some((at, "checkout-traceerrorrate".into(), ActionType::Rollback)),
+        ..budget()
+    };
+    match plan(&policy(), Category::BadRollout, &[], None, &b, now()) {
+        Plan::Wait {
+            reason, message, ..
+        } => {
+            assert_eq!(reason, "WorkloadChangedByAnotherIncident");
+            assert!(message.contains("checkout-traceerrorrate"), "{message}");
+        }
+        other => panic!("a second rollback must wait: {other:?}"),
+    }
+    // Long after, its effect has been judged: this incident may act.
+    let long_ago = Budget {
+        workload_changed: Some((
+            now() - SignedDuration::from_hours(2),
+            "checkout-traceerrorrate".into(),
+            ActionType::Rollback,
+        )),
+        ..budget()
+    };
+    assert!(matches!(
+        plan(&policy(), Category::BadRollout, &[], None, &long_ago, now()),
+        Plan::Act(_)
     ));
 }
 
