@@ -251,7 +251,9 @@ real_node_down() {
         # have a network namespace, an address and masquerading rules.
         local id netns
         for id in $(ctr_ containers ls -q 'labels."io.cri-containerd.kind"==sandbox' 2>/dev/null); do
-            netns=$(ctr_ containers info "$id" 2>/dev/null | grep -o '"/[^"]*/netns/[^"]*"' | tr -d '"' | head -n 1)
+            # Host-network pods (the demo services) have no namespace of
+            # their own: nothing to find, nothing to undo.
+            netns=$(ctr_ containers info "$id" 2>/dev/null | grep -o '"/[^"]*/netns/[^"]*"' | tr -d '"' | head -n 1 || true)
             [[ -n $netns && -e $netns ]] || continue
             CNI_COMMAND=DEL CNI_CONTAINERID=$id CNI_NETNS=$netns CNI_IFNAME=eth0 CNI_PATH=$CNI_BIN_DIR \
                 "$CNI_BIN_DIR/bridge" <"$NODE_DIR/bridge.json" >/dev/null 2>&1 ||
