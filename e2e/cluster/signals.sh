@@ -132,6 +132,11 @@ start_kafka() {
     kafka_java kafka.tools.StorageTool format -t "$(cat "$KAFKA_STATE/cluster-id")" \
         -c "$KAFKA_STATE/server.properties" --standalone >>"$LOGS/kafka.log" 2>&1 ||
         { tail -n 20 "$LOGS/kafka.log" >&2; sdie "formatting Kafka's storage failed"; }
+    launch_kafka
+}
+
+# Starts the broker on the storage it already has (start_kafka formats it).
+launch_kafka() {
     spawn kafka java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$KAFKA_STATE/log4j2.properties" \
@@ -349,11 +354,34 @@ cmd_env() {
         "SRE_SPACE_JAEGER_QUERY=http://127.0.0.1:$JAEGER_QUERY_PORT"
 }
 
+# A broker outage, for the tests: stop the broker and start it again on the
+# same storage, so topics, offsets and the cluster id survive, as when a
+# real broker restarts.
+cmd_kafka_stop() {
+    local pid
+    pid=$(pid_of kafka) || return 0
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    rm -f "$PIDS/kafka"
+    slog "stopped kafka (storage kept)"
+}
+
+cmd_kafka_start() {
+    running kafka && return 0
+    prepare
+    launch_kafka
+    wait_ready kafka 120 kafka_ready
+    slog "kafka started again on its storage"
+}
+
 case ${1:-} in
     up) cmd_up ;;
+    kafka-stop) cmd_kafka_stop ;;
+    kafka-start) cmd_kafka_start ;;
     start) cmd_start ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 up|start|down|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 up|start|down|status|env|kafka-stop|kafka-start" >&2; exit 2 ;;
 esac

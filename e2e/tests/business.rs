@@ -21,12 +21,16 @@ use sre_space::crd::{
 };
 use sre_space::workload::incident_name;
 use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
-    wait_ready, wait_until,
+    Operator, TestNamespace, client, create_policy, deployment, install_crds, repo_dir,
+    wait_incident, wait_ready, wait_until,
 };
 
 /// The policy `create_policy` makes (examples/remediation-policy.yaml).
 const POLICY: &str = "demo-services";
+
+/// The broker is shared by the tests of this file, and one of them stops it
+/// for a minute: that one holds this for writing, the others for reading.
+static BROKER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn bootstrap() -> String {
     std::env::var("SRE_SPACE_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
@@ -67,6 +71,9 @@ impl Xorshift {
 /// demo's quote and policy services would write them. Changed while it
 /// runs; stops when dropped.
 struct Traffic {
+    /// Sends that fail are skipped instead of ending the traffic (while
+    /// the broker is away on purpose).
+    lenient: Arc<AtomicBool>,
     quotes_per_second: Arc<AtomicU32>,
     purchase_per_mille: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -90,8 +97,10 @@ impl Traffic {
         let rate = Arc::new(AtomicU32::new(quotes_per_second));
         let share = Arc::new(AtomicU32::new(purchase_per_mille));
         let stop = Arc::new(AtomicBool::new(false));
+        let lenient = Arc::new(AtomicBool::new(false));
         let (q, p) = (quotes_topic.to_string(), purchases_topic.to_string());
         let (rate2, share2, stop2) = (rate.clone(), share.clone(), stop.clone());
+        let lenient2 = lenient.clone();
         let task = tokio::spawn(async move {
             let mut rng = random_seed.map(|s| Xorshift(s | 1));
             let mut owed = 0u32;
@@ -106,14 +115,19 @@ impl Traffic {
                 n += 1;
                 let id = format!("q-{n}");
                 let quote = serde_json::json!({ "quoteId": id, "product": "home" }).to_string();
-                producer
+                let sent = producer
                     .send(
                         FutureRecord::to(&q).key(&id).payload(&quote),
                         Duration::from_secs(10),
                     )
                     .await
                     .map_err(|(e, _)| e)
-                    .with_context(|| format!("producing to {q}"))?;
+                    .with_context(|| format!("producing to {q}"));
+                if sent.is_err() && lenient2.load(Ordering::Relaxed) {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                sent?;
                 let share = share2.load(Ordering::Relaxed);
                 let purchase = match rng.as_mut() {
                     Some(rng) => rng.per_mille() < share,
@@ -129,20 +143,24 @@ impl Traffic {
                 if purchase {
                     let bought = serde_json::json!({ "quoteId": id, "policyId": format!("p-{n}") })
                         .to_string();
-                    producer
+                    let sent = producer
                         .send(
                             FutureRecord::to(&p).key(&id).payload(&bought),
                             Duration::from_secs(10),
                         )
                         .await
                         .map_err(|(e, _)| e)
-                        .with_context(|| format!("producing to {p}"))?;
+                        .with_context(|| format!("producing to {p}"));
+                    if !lenient2.load(Ordering::Relaxed) {
+                        sent?;
+                    }
                 }
                 tokio::time::sleep(pause).await;
             }
             Ok(())
         });
         Ok(Self {
+            lenient,
             quotes_per_second: rate,
             purchase_per_mille: share,
             stop,
@@ -152,6 +170,12 @@ impl Traffic {
 
     fn purchases(&self, per_mille: u32) {
         self.purchase_per_mille.store(per_mille, Ordering::Relaxed);
+    }
+
+    /// Failed sends are skipped from now on (the broker goes away on
+    /// purpose).
+    fn tolerate_send_errors(&self) {
+        self.lenient.store(true, Ordering::Relaxed);
     }
 
     fn quotes(&self, per_second: u32) {
@@ -355,6 +379,7 @@ fn conversion_incident() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_they_return()
 -> Result<()> {
+    let _broker = BROKER.read().await;
     let s = Scenario::new("e2e-conversion").await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // 10 quotes a second, every third-or-so bought: 30%.
@@ -446,6 +471,7 @@ async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_few_quotes_open_nothing_however_low_the_conversion() -> Result<()> {
+    let _broker = BROKER.read().await;
     let s = Scenario::new("e2e-few-events").await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // One quote a second and no purchase at all: 10 quotes per 10 s
@@ -479,6 +505,7 @@ async fn too_few_quotes_open_nothing_however_low_the_conversion() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> Result<()> {
+    let _broker = BROKER.read().await;
     let s = Scenario::new("e2e-business-noop").await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
@@ -612,6 +639,7 @@ async fn forward(listener: tokio::net::TcpListener, to: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_opens_no_incident_says_so_and_detection_starts_when_it_answers()
 -> Result<()> {
+    let _broker = BROKER.read().await;
     let s = Scenario::new("e2e-broker-away").await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // The conversion is already zero: a source that guessed would fire.
@@ -659,6 +687,75 @@ async fn an_unreachable_broker_opens_no_incident_says_so_and_detection_starts_wh
     );
 
     forwarder.abort();
+    traffic.finish().await?;
+    s.ns.cleanup().await
+}
+
+/// Runs the harness's signals script (`kafka-stop`, `kafka-start`).
+fn signals(command: &str) -> Result<()> {
+    let out = std::process::Command::new(repo_dir().join("e2e/cluster/signals.sh"))
+        .arg(command)
+        .output()
+        .context("running e2e/cluster/signals.sh")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "signals.sh {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_away_for_a_minute_opens_no_incident_and_detection_resumes_after() -> Result<()> {
+    let _broker = BROKER.write().await;
+    let s = Scenario::new("e2e-broker-outage").await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    let traffic = Traffic::start(&quotes, &purchases, 10, 300, None)?;
+    s.deploy("policy-service").await?;
+    s.policy(
+        serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
+        20,
+    )
+    .await?;
+    let op = s.operator(&bootstrap())?;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    s.no_incident_for(Duration::from_secs(15), &traffic, &op)
+        .await?;
+
+    // The broker goes away for a minute: no quotes and no purchases reach
+    // it, which must read as "cannot measure", never as a conversion drop.
+    traffic.tolerate_send_errors();
+    let outage = Instant::now();
+    tokio::task::spawn_blocking(|| signals("kafka-stop")).await??;
+    s.wait_kafka(ConditionStatus::False, "BrokerUnavailable", &op)
+        .await?;
+    s.no_incident_for(
+        Duration::from_secs(60).saturating_sub(outage.elapsed()),
+        &traffic,
+        &op,
+    )
+    .await?;
+    tokio::task::spawn_blocking(|| signals("kafka-start")).await??;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    println!(
+        "broker back after {:.0} s; the source consumes again",
+        outage.elapsed().as_secs_f64()
+    );
+    // The events buffered during the outage arrive late: still no incident
+    // over a full window after the return.
+    s.no_incident_for(Duration::from_secs(15), &traffic, &op)
+        .await?;
+
+    // Detection works again.
+    traffic.purchases(0);
+    let fault = Instant::now();
+    s.wait_opened(&conversion_incident(), &op).await?;
+    println!(
+        "after the outage, fault to incident: {:.1} s",
+        fault.elapsed().as_secs_f64()
+    );
     traffic.finish().await?;
     s.ns.cleanup().await
 }
