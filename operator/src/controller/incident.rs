@@ -648,15 +648,11 @@ impl Run {
                 reason: "WorkloadChangedByAnotherIncident",
                 ..
             } if !self.incident.spec.signal.is_pod_signal()
-                && self
-                    .ctx
-                    .board
-                    .firing(
-                        &ns,
-                        &self.incident.spec.target.name,
-                        self.incident.spec.signal,
-                    )
-                    .is_none() =>
+                && self.ctx.board.healthy(
+                    &ns,
+                    &self.incident.spec.target.name,
+                    self.incident.spec.signal,
+                ) =>
             {
                 // Another incident's action on this workload cleared this
                 // signal too: nothing is left to do.

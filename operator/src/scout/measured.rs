@@ -154,6 +154,23 @@ impl Board {
             .find_map(Self::signal)
     }
 
+    /// Whether the latest reading of every subject of kind `kind` for a
+    /// workload was Healthy: known to be clear, not merely not firing (a
+    /// board just started, or a source that cannot measure, knows nothing).
+    pub fn healthy(&self, namespace: &str, workload: &str, kind: SignalKind) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut of = entries.values().filter(|e| {
+            let s = &e.reading.subject;
+            s.namespace == namespace && s.workload == workload && s.kind == kind
+        });
+        let mut any = false;
+        let all = of.all(|e| {
+            any = true;
+            e.reading.verdict == Verdict::Healthy
+        });
+        any && all
+    }
+
     /// Every entry, for the dashboard and the metrics.
     pub fn snapshot(&self) -> Vec<Entry> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
@@ -207,7 +224,13 @@ mod tests {
                 .firing("shop", "policy-service", SignalKind::ConversionRate)
                 .is_some()
         );
+        assert!(!board.healthy("shop", "policy-service", SignalKind::ConversionRate));
         board.post(reading(Verdict::Healthy, 130));
+        assert!(board.healthy("shop", "policy-service", SignalKind::ConversionRate));
+        assert!(
+            !board.healthy("shop", "quote-service", SignalKind::ConversionRate),
+            "nothing known is not healthy"
+        );
         assert_eq!(
             board.firing("shop", "policy-service", SignalKind::ConversionRate),
             None
