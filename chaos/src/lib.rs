@@ -82,7 +82,8 @@ impl Target {
     }
 
     /// The Deployment's running pods, oldest first.
-    async fn running_pods(&self) -> Result<Vec<Pod>> {
+    /// The deployment's running pods, oldest first.
+    pub async fn running_pods(&self) -> Result<Vec<Pod>> {
         let d = self.deployment().await?;
         let labels: Vec<String> = d
             .spec
@@ -156,7 +157,11 @@ impl Target {
     /// `oom`: the kernel OOM-kills the first container of the oldest pod and
     /// the kubelet restarts it.
     pub async fn oom(&self) -> Result<Report> {
-        let pod = self.running_pods().await?.remove(0);
+        self.oom_pod(self.running_pods().await?.remove(0)).await
+    }
+
+    /// `oom` on a given pod of the deployment.
+    pub async fn oom_pod(&self, pod: Pod) -> Result<Report> {
         let name = pod.name_any();
         let now = Timestamp::now().to_string();
         let statuses = Self::container_statuses(&pod, |i, c, image, restarts| {
@@ -195,7 +200,12 @@ impl Target {
     /// `crashloop`: the oldest pod's containers crash repeatedly and the
     /// kubelet backs off restarting them.
     pub async fn crashloop(&self, restarts: i32) -> Result<Report> {
-        let pod = self.running_pods().await?.remove(0);
+        self.crashloop_pod(self.running_pods().await?.remove(0), restarts)
+            .await
+    }
+
+    /// `crashloop` on a given pod of the deployment.
+    pub async fn crashloop_pod(&self, pod: Pod, restarts: i32) -> Result<Report> {
         let name = pod.name_any();
         let now = Timestamp::now().to_string();
         let statuses = Self::container_statuses(&pod, |_, c, image, _| {

@@ -280,6 +280,78 @@ async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalat
 }
 
 #[tokio::test]
+async fn two_faults_of_one_workload_at_once_get_one_change() -> Result<()> {
+    let s = Scenario::new("e2e-twofaults").await?;
+    create_policy(&s.client, s.name(), |v| {
+        fast(v, 5, 30);
+        v["spec"]["guardrails"]["maxPodsDisrupted"] = 2.into();
+        v["spec"]["actions"] =
+            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+    })
+    .await?;
+    s.deploy("cart", 2, "64Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    // One pod is OOM-killed and the other crash-loops in the same moment:
+    // two incidents of one workload plan at once.
+    let chaos = s.chaos("cart");
+    let mut pods = chaos.running_pods().await?;
+    let (second, first) = (pods.remove(1), pods.remove(0));
+    let (oom, crash) = tokio::join!(chaos.oom_pod(first), chaos.crashloop_pod(second, 5));
+    oom?;
+    crash?;
+    let names = ["cart-oomkilled", "cart-crashloopbackoff"];
+    let changed_by_other = |i: &Incident| {
+        i.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.reason == "WorkloadChangedByAnotherIncident")
+        })
+    };
+    let acted = |i: &Incident| {
+        executed(i)
+            .iter()
+            .filter(|(t, st)| {
+                *t == ActionType::RestartPod
+                    && matches!(st, ActionState::Pending | ActionState::Succeeded)
+            })
+            .count()
+    };
+    // Wait until one incident has acted and the other says it waits for it.
+    wait_until(
+        LONG,
+        "one action and one incident waiting for it",
+        || async {
+            let incs = s.incidents().await?;
+            let ours: Vec<_> = incs
+                .iter()
+                .filter(|i| names.contains(&i.name_any().as_str()))
+                .collect();
+            Ok(ours.len() == 2
+                && ours.iter().map(|i| acted(i)).sum::<usize>() == 1
+                && ours.iter().any(|i| changed_by_other(i)))
+        },
+    )
+    .await?;
+    // Well inside the first action's cooldown and verification window (35 s),
+    // the other incident still has not touched the workload.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let incs = s.incidents().await?;
+    let mut per_incident: Vec<(String, usize)> = incs
+        .iter()
+        .filter(|i| names.contains(&i.name_any().as_str()))
+        .map(|i| (i.name_any(), acted(i)))
+        .collect();
+    per_incident.sort();
+    assert_eq!(
+        per_incident.iter().map(|(_, n)| n).sum::<usize>(),
+        1,
+        "exactly one restart across both incidents: {per_incident:?}"
+    );
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
 async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
     let s = Scenario::new("e2e-dryrun").await?;
     create_policy(&s.client, s.name(), |v| {

@@ -79,9 +79,9 @@ fn controller_of(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference
 /// own workload. `replicaset` looks a ReplicaSet up by name in the pod's
 /// namespace. Returns None for owners SRE-Space does not manage (a bare
 /// ReplicaSet, a custom controller).
-pub fn owner_of_pod(
+pub fn owner_of_pod<R: std::borrow::Borrow<ReplicaSet>>(
     pod: &Pod,
-    replicaset: impl Fn(&str) -> Option<ReplicaSet>,
+    replicaset: impl Fn(&str) -> Option<R>,
 ) -> Option<WorkloadRef> {
     let name = pod.metadata.name.clone()?;
     let Some(owner) = controller_of(pod.metadata.owner_references.as_ref()) else {
@@ -93,7 +93,7 @@ pub fn owner_of_pod(
     let kind = match owner.kind.as_str() {
         "ReplicaSet" => {
             let rs = replicaset(&owner.name)?;
-            let deployment = controller_of(rs.metadata.owner_references.as_ref())?;
+            let deployment = controller_of(rs.borrow().metadata.owner_references.as_ref())?;
             return (deployment.kind == "Deployment").then(|| WorkloadRef {
                 kind: WorkloadKind::Deployment,
                 name: deployment.name.clone(),
@@ -259,7 +259,7 @@ mod tests {
             })
         );
         assert_eq!(
-            owner_of_pod(&pod, |_| None),
+            owner_of_pod(&pod, |_| None::<ReplicaSet>),
             None,
             "unknown ReplicaSet: not guessed"
         );

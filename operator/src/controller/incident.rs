@@ -151,11 +151,8 @@ impl Run {
             .flatten()
             .and_then(|rs| rs.metadata.labels?.get(TEMPLATE_HASH).cloned());
         self.ctx
-            .pods
-            .state()
+            .pods_of(&ns, target)
             .iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|p| self.ctx.cached_owner_of(p).as_ref() == Some(target))
             .filter(|p| {
                 current_hash.is_none() || p.labels().get(TEMPLATE_HASH) == current_hash.as_ref()
             })
@@ -189,14 +186,9 @@ impl Run {
         let target = &self.incident.spec.target;
         let pods_disrupted = self
             .ctx
-            .pods
-            .state()
+            .pods_of(&ns, target)
             .iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(ns.as_str())
-                    && p.metadata.deletion_timestamp.is_some()
-            })
-            .filter(|p| self.ctx.cached_owner_of(p).as_ref() == Some(target))
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
             .count();
         let me = self.incident.name_any();
         let workload_changed = self
@@ -224,6 +216,7 @@ impl Run {
                     .map(move |a| (a.recorded_at.0, name.clone(), a.type_))
                     .collect::<Vec<_>>()
             })
+            .chain(self.ctx.claims.latest_by_other(&ns, target, &me))
             .max_by_key(|(at, _, _)| *at);
         Budget {
             workload_changed,
@@ -725,6 +718,23 @@ impl Run {
             (None, Mode::Manual) => ActionState::AwaitingApproval,
             (None, Mode::Automatic) => ActionState::Pending,
         };
+        let name = self.incident.name_any();
+        let target = self.incident.spec.target.clone();
+        if state == ActionState::Pending
+            && let Err((at, by, what)) = self.ctx.claims.claim(
+                &ns,
+                &target,
+                &name,
+                step.type_,
+                self.now,
+                budget.workload_changed.as_ref().map(|c| c.0),
+            )
+        {
+            // Another incident acted on this workload while this plan was
+            // made; the next plan sees its change and waits for it.
+            info!(incident = %name, other = %by, action = what.as_str(), %at, "workload changed while planning; planning again");
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
         let now = Time(self.now);
         let finished =
             matches!(state, ActionState::Failed | ActionState::DryRun).then(|| now.clone());
@@ -745,7 +755,6 @@ impl Run {
             pull_request: None,
             diff: None,
         });
-        let name = self.incident.name_any();
         match state {
             ActionState::Failed => {
                 self.condition(
@@ -795,7 +804,10 @@ impl Run {
             _ => {
                 // Write-ahead: the intent is stored before anything changes.
                 self.status().phase = Phase::Remediating;
-                self.save().await?;
+                if let Err(e) = self.save().await {
+                    self.ctx.claims.release(&ns, &target, &name);
+                    return Err(e);
+                }
                 if self.ctx.config.crash_after_record {
                     warn!(incident = %name, action = %id, "test hook: aborting after recording the action");
                     std::process::abort();

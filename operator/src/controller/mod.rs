@@ -1,6 +1,7 @@
 //! Sequences the stages: the Scout on pods, the incident state machine, and
 //! the policy controller, sharing one Context.
 
+mod claims;
 mod incident;
 pub mod lease;
 mod report;
@@ -117,6 +118,8 @@ pub struct Context {
     /// Actions this process took, newest last: (when, namespace/policy).
     /// The incident store lags our own writes by a moment; this does not.
     ledger: Mutex<Vec<(Timestamp, String)>>,
+    /// The latest automatic change to each workload, by incident.
+    pub claims: claims::WorkloadClaims,
 }
 
 impl Context {
@@ -153,12 +156,21 @@ impl Context {
     /// The workload a pod belongs to, from the stores only (for the hot
     /// paths that look at many pods).
     pub fn cached_owner_of(&self, pod: &Pod) -> Option<WorkloadRef> {
-        let ns = pod.namespace().unwrap_or_default();
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
         crate::workload::owner_of_pod(pod, |name| {
-            self.replicasets
-                .get(&ObjectRef::new(name).within(&ns))
-                .map(|rs| (*rs).clone())
+            self.replicasets.get(&ObjectRef::new(name).within(ns))
         })
+    }
+
+    /// The pods of a workload in the store. Incidents being verified ask
+    /// this every few seconds, so it copies no ReplicaSet and no pod.
+    pub fn pods_of(&self, ns: &str, workload: &WorkloadRef) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .filter(|p| self.cached_owner_of(p).as_ref() == Some(workload))
+            .collect()
     }
 
     /// Notes an action taken, for the rate limit and the breaker.
@@ -388,6 +400,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
             },
         ),
         ledger: Mutex::default(),
+        claims: claims::WorkloadClaims::default(),
         model,
         tokens: crate::llm::TokenLedger::default(),
         github,

@@ -17,6 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info};
 
@@ -102,7 +103,19 @@ pub async fn record_signal(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    let incident = match api.get_opt(&name).await? {
+    // A new problem is the path that counts for time to detect: create
+    // straight away when the store knows no such incident, and read the
+    // existing one only when the create says it exists.
+    let known = ctx
+        .incidents
+        .get(&ObjectRef::new(&name).within(ns))
+        .is_some();
+    let existing = if known {
+        api.get_opt(&name).await?
+    } else {
+        None
+    };
+    let incident = match existing {
         Some(i) => i,
         None => {
             let spec = IncidentSpec {
@@ -112,13 +125,18 @@ pub async fn record_signal(
                 policy: policy.to_string(),
                 approval: None,
             };
-            let created = api.create(&pp, &Incident::new(&name, spec)).await?;
-            let delay = Timestamp::now()
-                .duration_since(signal.observed_at)
-                .as_secs_f64();
-            ctx.metrics.time_to_detect.observe(delay.max(0.0));
-            info!(incident = %name, namespace = ns, workload = %workload, signal = signal.kind.as_str(), "incident opened");
-            created
+            match api.create(&pp, &Incident::new(&name, spec)).await {
+                Ok(created) => {
+                    let delay = Timestamp::now()
+                        .duration_since(signal.observed_at)
+                        .as_secs_f64();
+                    ctx.metrics.time_to_detect.observe(delay.max(0.0));
+                    info!(incident = %name, namespace = ns, workload = %workload, signal = signal.kind.as_str(), "incident opened");
+                    created
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let mut status = incident.status.clone().unwrap_or_default();
