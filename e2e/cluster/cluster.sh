@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The local Kubernetes cluster: real etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler on 127.0.0.1, with kwok
-# simulating the nodes and the kubelets. With SRE_SPACE_NODE=real (`make
+# simulating the nodes and the kubelets. Unless SIGNALS=0, also the Kafka
+# broker and Jaeger of e2e/cluster/signals.sh. With SRE_SPACE_NODE=real (`make
 # cluster-up NODE=real`), also one real node: a kubelet with containerd
 # (e2e/cluster/real-node.sh, docs/real-node.md).
-# simulating the nodes and the kubelets. Unless SIGNALS=0, also the Kafka
-# broker and Jaeger of e2e/cluster/signals.sh.
 #
 #   cluster.sh up       build what is missing, start everything, wait until ready
 #   cluster.sh down     stop everything and drop the cluster's data
@@ -237,6 +236,10 @@ cmd_up() {
         --profiling=false --v 1
     wait_for kube-apiserver 120 healthz "$APISERVER_PORT" /readyz
 
+    local qps_flags=()
+    if [[ -n $CLUSTER_API_QPS ]]; then
+        qps_flags=(--kube-api-qps "$CLUSTER_API_QPS" --kube-api-burst "$((CLUSTER_API_QPS * 2))")
+    fi
     start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
         --kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" \
         --authentication-kubeconfig "$STATE_DIR/kube-controller-manager.kubeconfig" \
@@ -245,13 +248,13 @@ cmd_up() {
         --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
         --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
         --use-service-account-credentials=true --leader-elect=false \
-        --profiling=false --v 1
+        "${qps_flags[@]}" --profiling=false --v 1
     start kube-scheduler "$K8S_BIN/kube-scheduler" \
         --kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" \
         --authentication-kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" \
         --authorization-kubeconfig "$STATE_DIR/kube-scheduler.kubeconfig" \
         --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false \
-        --profiling=false --v 1
+        "${qps_flags[@]}" --profiling=false --v 1
     wait_for kube-controller-manager 60 local_healthz "$KCM_PORT"
     wait_for kube-scheduler 60 local_healthz "$SCHEDULER_PORT"
 

@@ -18,6 +18,10 @@ KCM_PORT=${KCM_PORT:-10257}
 SCHEDULER_PORT=${SCHEDULER_PORT:-10259}
 KWOK_PORT=${KWOK_PORT:-10247}
 KWOK_NODES=${KWOK_NODES:-3}
+# Client rate limits of the controller-manager and the scheduler (requests per
+# second). Their defaults (20 and 50) make 10,000 pods take minutes to create
+# and bind; `make bench` raises them.
+CLUSTER_API_QPS=${CLUSTER_API_QPS:-}
 
 # The real node (SRE_SPACE_NODE=real, `make cluster-up NODE=real`): see
 # e2e/cluster/real-node.sh and docs/real-node.md. Two clones running a real
