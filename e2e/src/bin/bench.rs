@@ -4,16 +4,17 @@
 //!
 //! - detection latency: a pod's status changes (an OOM kill) → the Incident
 //!   exists, beside a bare kube-runtime watcher seeing the same change, and
-//!   beside that watcher writing one ConfigMap as soon as it sees it (the
-//!   least any detector that records what it saw must pay);
+//!   beside that watcher writing an Incident (into a namespace the operator
+//!   does not watch) as soon as it sees it: the least any detector that
+//!   records what it saw as an Incident must pay;
 //! - resident memory after the initial sync, beside a plain reflector that
 //!   stores full Pods;
 //! - no-op reconcile throughput: the Scout's first pass over every pod;
 //! - start-up to ready.
 //!
-//! Scale: `BENCH_NODES` kwok nodes (default 50) and `BENCH_PODS` pods
-//! (default 5000); the target scale is BENCH_NODES=1000
-//! BENCH_PODS=10000.
+//! Scale: `BENCH_NODES` kwok nodes (default 1000), `BENCH_PODS` pods
+//! (default 10000, in Deployments of 100) and `BENCH_FAULTS` OOM kills, one
+//! per Deployment, 250 ms apart (default 100).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -23,12 +24,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use sre_chaos::Target;
-use sre_space::crd::Incident;
+use sre_space::crd::{Incident, IncidentSpec, SignalKind, WorkloadKind, WorkloadRef};
 use sre_space_e2e::{
     TestNamespace, create_policy, deployment, install_crds, operator_bin, rss_kib,
 };
@@ -60,13 +61,63 @@ async fn running_pods(pods: &Api<Pod>) -> Result<usize> {
         .count())
 }
 
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts the full-Pod reflector on one namespace and waits until it has
+/// synced.
+fn start_bare_reflector(namespace: &str) -> Result<std::process::Child> {
+    let bin_dir = operator_bin().parent().context("target dir")?.to_path_buf();
+    let mut bare = Command::new(bin_dir.join("bare-reflector"))
+        .arg(namespace)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = bare.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(300))
+        .context("the bare reflector did not sync")?;
+    Ok(bare)
+}
+
+/// Starts the operator on one namespace; returns it and how long it took to
+/// say it started (its stores synced).
+async fn start_operator(namespace: &str, port: u16) -> Result<(std::process::Child, Duration)> {
+    let log = std::env::temp_dir().join(format!("{namespace}-operator.log"));
+    let launched = Instant::now();
+    let operator = Command::new(operator_bin())
+        .env("SRE_SPACE_WATCH_NAMESPACE", namespace)
+        .env("SRE_SPACE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    while !std::fs::read_to_string(&log)?.contains("operator started") {
+        anyhow::ensure!(
+            launched.elapsed() < Duration::from_secs(300),
+            "the operator did not start (see {})",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((operator, launched.elapsed()))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (nodes, pods_wanted, faults) = (
-        env("BENCH_NODES", 50),
-        env("BENCH_PODS", 5000),
-        env("BENCH_FAULTS", 40),
+        env("BENCH_NODES", 1000),
+        env("BENCH_PODS", 10000),
+        env("BENCH_FAULTS", 100),
     );
     let client = sre_space_e2e::client().await?;
     install_crds(&client).await?;
@@ -117,49 +168,26 @@ async fn main() -> Result<()> {
     );
 
     // Memory baseline: a plain reflector of full Pods.
-    let bin_dir = operator_bin().parent().context("target dir")?.to_path_buf();
-    let mut bare = Command::new(bin_dir.join("bare-reflector"))
-        .arg(&ns.name)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let bare_out = bare.stdout.take().context("stdout")?;
-    let bare_pid = bare.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(bare_out)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(300))
-        .context("the bare reflector did not sync")?;
+    let mut bare = start_bare_reflector(&ns.name)?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let bare_rss = rss_kib(bare_pid);
+    let bare_rss = rss_kib(bare.id());
+
+    // What each binary costs with nothing to watch: the part of its memory
+    // that does not grow with the pods.
+    let empty = TestNamespace::create(&client, "bench-empty").await?;
+    let (idle, _) = start_operator(&empty.name, free_port()?).await?;
+    let idle_bare = start_bare_reflector(&empty.name)?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (idle_rss, idle_bare_rss) = (rss_kib(idle.id()), rss_kib(idle_bare.id()));
+    for mut p in [idle, idle_bare] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    empty.cleanup().await?;
 
     // The operator, with its metrics served.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::env::temp_dir().join(format!("{}-operator.log", ns.name));
-    let launched = Instant::now();
-    let mut operator = Command::new(operator_bin())
-        .env("SRE_SPACE_WATCH_NAMESPACE", &ns.name)
-        .env("SRE_SPACE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info,kube=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    while !std::fs::read_to_string(&log)?.contains("operator started") {
-        anyhow::ensure!(
-            launched.elapsed() < Duration::from_secs(300),
-            "the operator did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let ready_after = launched.elapsed();
+    let port = free_port()?;
+    let (mut operator, ready_after) = start_operator(&ns.name, port).await?;
     // The Scout's first pass: one reconcile per pod.
     let scout_count = || -> u64 {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -193,7 +221,8 @@ async fn main() -> Result<()> {
     let seen_bare: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let seen_incident: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
     let seen_written: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
-    let notes: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let elsewhere = TestNamespace::create(&client, "bench-writer").await?;
+    let notes: Api<Incident> = Api::namespaced(client.clone(), &elsewhere.name);
     {
         let seen = seen_bare.clone();
         let writer = notes.clone();
@@ -220,10 +249,19 @@ async fn main() -> Result<()> {
                     // The write baseline: record the sighting at once.
                     let (writer, owner) = (writer.clone(), owner.clone());
                     tokio::spawn(async move {
-                        let note: ConfigMap = serde_json::from_value(serde_json::json!({
-                            "metadata": { "name": format!("seen-{owner}"), "labels": { "bench/seen": owner } }
-                        }))
-                        .expect("a valid ConfigMap");
+                        let note = Incident::new(
+                            &format!("{owner}-oomkilled"),
+                            IncidentSpec {
+                                fingerprint: format!("bench/{owner}"),
+                                target: WorkloadRef {
+                                    kind: WorkloadKind::Deployment,
+                                    name: owner,
+                                },
+                                signal: SignalKind::OOMKilled,
+                                policy: "bench".into(),
+                                approval: None,
+                            },
+                        );
                         let _ = writer.create(&PostParams::default(), &note).await;
                     });
                 }
@@ -231,14 +269,13 @@ async fn main() -> Result<()> {
             async {}
         }));
         let seen = seen_written.clone();
-        let cfg = watcher::Config::default().labels("bench/seen");
-        let stream = watcher(notes.clone(), cfg).applied_objects();
-        tokio::spawn(stream.for_each(move |c| {
-            if let Ok(c) = c
-                && let Some(owner) = c.labels().get("bench/seen")
+        let stream = watcher(notes.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(stream.for_each(move |i| {
+            if let Ok(i) = i
                 && let Ok(mut s) = seen.lock()
             {
-                s.entry(owner.clone()).or_insert_with(Instant::now);
+                s.entry(i.spec.target.name.clone())
+                    .or_insert_with(Instant::now);
             }
             async {}
         }));
@@ -321,13 +358,13 @@ async fn main() -> Result<()> {
         signed(o99, b99)
     );
     println!(
-        "| detection latency p50, against a watcher that writes | {} | watcher + one ConfigMap write {} | {} | |",
+        "| detection latency p50, against a watcher that writes | {} | watcher + one Incident write {} | {} | |",
         ms(o50),
         ms(w50),
         signed(o50, w50)
     );
     println!(
-        "| detection latency p99, against a watcher that writes | {} | watcher + one ConfigMap write {} | {} | |",
+        "| detection latency p99, against a watcher that writes | {} | watcher + one Incident write {} | {} | |",
         ms(o99),
         ms(w99),
         signed(o99, w99)
@@ -337,6 +374,21 @@ async fn main() -> Result<()> {
         operator_rss / 1024,
         bare_rss / 1024,
         operator_rss as f64 / bare_rss.max(1) as f64
+    );
+    let (grown, bare_grown) = (
+        operator_rss.saturating_sub(idle_rss),
+        bare_rss.saturating_sub(idle_bare_rss),
+    );
+    println!(
+        "| memory that grows with the pods | {:.1} KiB a pod | full-Pod reflector {:.1} KiB a pod | {:.2}× | |",
+        grown as f64 / pods_wanted.max(1) as f64,
+        bare_grown as f64 / pods_wanted.max(1) as f64,
+        grown as f64 / bare_grown.max(1) as f64
+    );
+    println!(
+        "| resident memory watching an empty namespace | {} MiB | full-Pod reflector {} MiB | | |",
+        idle_rss / 1024,
+        idle_bare_rss / 1024
     );
     println!(
         "| no-op reconciles (first pass over {reconciled} pods) | {throughput:.0}/s | | | ≥ 500/s |"
@@ -351,5 +403,6 @@ async fn main() -> Result<()> {
             .delete(&format!("bench-node-{i}"), &DeleteParams::default())
             .await;
     }
+    elsewhere.cleanup().await?;
     ns.cleanup().await
 }
