@@ -352,6 +352,90 @@ async fn two_faults_of_one_workload_at_once_get_one_change() -> Result<()> {
 }
 
 #[tokio::test]
+async fn two_approvals_for_one_workload_at_once_make_one_change() -> Result<()> {
+    let s = Scenario::new("e2e-twoapprovals").await?;
+    create_policy(&s.client, s.name(), |v| {
+        fast(v, 5, 30);
+        v["spec"]["mode"] = "Manual".into();
+        v["spec"]["guardrails"]["maxPodsDisrupted"] = 2.into();
+        v["spec"]["actions"] =
+            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+    })
+    .await?;
+    s.deploy("basket", 2, "64Mi").await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    let chaos = s.chaos("basket");
+    let mut pods = chaos.running_pods().await?;
+    let (second, first) = (pods.remove(1), pods.remove(0));
+    let (oom, crash) = tokio::join!(chaos.oom_pod(first), chaos.crashloop_pod(second, 5));
+    oom?;
+    crash?;
+    let names = ["basket-oomkilled", "basket-crashloopbackoff"];
+    let mut waiting = vec![];
+    for name in names {
+        let inc = wait_incident(&s.client, s.name(), name, LONG, "AwaitingApproval", |i| {
+            phase(i) == Phase::AwaitingApproval
+        })
+        .await?;
+        let id = inc.status.expect("status").actions[0].id.clone();
+        waiting.push((name, id));
+    }
+    // On-call approves both in the same moment.
+    let api: Api<Incident> = Api::namespaced(s.client.clone(), s.name());
+    let approve = |name: &'static str, id: String| {
+        let api = api.clone();
+        async move {
+            let approval = serde_json::json!({ "spec": { "approval": { "actionId": id, "decision": "Approve", "by": "oncall" } } });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(approval))
+                .await
+        }
+    };
+    let [(a, a_id), (b, b_id)] = <[_; 2]>::try_from(waiting).expect("two incidents");
+    let (ra, rb) = tokio::join!(approve(a, a_id), approve(b, b_id));
+    ra?;
+    rb?;
+    let acted = |i: &Incident| {
+        executed(i)
+            .iter()
+            .filter(|(t, st)| {
+                *t == ActionType::RestartPod
+                    && matches!(st, ActionState::Pending | ActionState::Succeeded)
+            })
+            .count()
+    };
+    let held = |i: &Incident| {
+        i.status.as_ref().is_some_and(|st| {
+            st.conditions.iter().any(|c| {
+                c.reason == "WorkloadChangedByAnotherIncident" && c.message.contains("approved")
+            })
+        })
+    };
+    wait_until(
+        LONG,
+        "one approved restart, the other held back",
+        || async {
+            let incs = s.incidents().await?;
+            let ours: Vec<_> = incs
+                .iter()
+                .filter(|i| names.contains(&i.name_any().as_str()))
+                .collect();
+            Ok(ours.iter().map(|i| acted(i)).sum::<usize>() == 1 && ours.iter().any(|i| held(i)))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let incs = s.incidents().await?;
+    let total: usize = incs
+        .iter()
+        .filter(|i| names.contains(&i.name_any().as_str()))
+        .map(acted)
+        .sum();
+    assert_eq!(total, 1, "one restart while the first is verified");
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
 async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
     let s = Scenario::new("e2e-dryrun").await?;
     create_policy(&s.client, s.name(), |v| {

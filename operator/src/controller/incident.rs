@@ -817,6 +817,71 @@ impl Run {
         }
     }
 
+    /// Takes an approved step, unless another incident changed the workload
+    /// since: then the step waits, approved, until that change has had its
+    /// cooldown and verification window, as an automatic step would.
+    async fn approved(
+        &mut self,
+        policy: &RemediationPolicy,
+        step: &ActionRecord,
+    ) -> Result<Action> {
+        let budget = self.budget();
+        if let Some(Plan::Wait {
+            reason,
+            message,
+            retry_after,
+        }) = fixer::workload_settling(&policy.spec.guardrails, &budget, self.now)
+        {
+            let changed = conditions::get(&self.status().conditions, "Remediated")
+                .map(|c| c.reason.as_str())
+                != Some(reason);
+            let message = format!("{} is approved; {message}", step.id);
+            self.condition(
+                "Remediated",
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+            );
+            self.save().await?;
+            if changed {
+                self.event(EventType::Normal, reason, message).await;
+            }
+            return Ok(Action::requeue(retry_after.max(Duration::from_millis(500))));
+        }
+        let (ns, name) = (self.ns(), self.incident.name_any());
+        let target = self.incident.spec.target.clone();
+        if self
+            .ctx
+            .claims
+            .claim(
+                &ns,
+                &target,
+                &name,
+                step.type_,
+                self.now,
+                budget.workload_changed.as_ref().map(|c| c.0),
+            )
+            .is_err()
+        {
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        if let Some(r) = self.last_action() {
+            r.state = ActionState::Pending;
+        }
+        self.status().phase = Phase::Remediating;
+        if let Err(e) = self.save().await {
+            self.ctx.claims.release(&ns, &target, &name);
+            return Err(e);
+        }
+        self.event(
+            EventType::Normal,
+            "Approved",
+            format!("{} approved", step.id),
+        )
+        .await;
+        self.execute_pending(policy).await
+    }
+
     /// Judges the last action: ineffective as soon as a new event of the
     /// signal happens, or if the signal is still present when the window
     /// ends; effective if it stayed clear for the whole window.
@@ -972,16 +1037,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 .filter(|ap| ap.action_id == a.id)
                 .map(|ap| ap.decision);
             match decision {
-                Some(ApprovalDecision::Approve) => {
-                    if let Some(r) = run.last_action() {
-                        r.state = ActionState::Pending;
-                    }
-                    run.status().phase = Phase::Remediating;
-                    run.save().await?;
-                    run.event(EventType::Normal, "Approved", format!("{} approved", a.id))
-                        .await;
-                    run.execute_pending(&policy).await
-                }
+                Some(ApprovalDecision::Approve) => run.approved(&policy, &a).await,
                 Some(ApprovalDecision::Reject) => {
                     let now = Time(run.now);
                     if let Some(r) = run.last_action() {

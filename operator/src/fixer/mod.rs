@@ -11,8 +11,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ActionType, Category, IncidentMemorySpec, Outcome,
-    RemediationPolicySpec,
+    ActionRecord, ActionState, ActionStep, ActionType, Category, Guardrails, IncidentMemorySpec,
+    Outcome, RemediationPolicySpec,
 };
 use crate::memory;
 
@@ -167,19 +167,8 @@ pub fn plan(
             };
         }
     }
-    if let Some((at, by, what)) = &budget.workload_changed {
-        let settled = *at
-            + SignedDuration::from_secs(g.cooldown_seconds.max(0) + g.verification_window_seconds);
-        if now < settled {
-            return Plan::Wait {
-                reason: "WorkloadChangedByAnotherIncident",
-                message: format!(
-                    "incident {by} took {} on this workload at {at}; waiting until {settled} to see whether it cleared this signal too",
-                    what.as_str()
-                ),
-                retry_after: settled.duration_since(now).unsigned_abs(),
-            };
-        }
+    if let Some(wait) = workload_settling(g, budget, now) {
+        return wait;
     }
     if disrupts_pods(step.type_) && budget.pods_disrupted >= g.max_pods_disrupted.max(1) as usize {
         return Plan::Wait {
@@ -192,6 +181,23 @@ pub fn plan(
         };
     }
     Plan::Act(step.clone())
+}
+
+/// Holds a step back while another incident's change to the same workload
+/// is in its cooldown and verification window: it may clear this signal too.
+/// Approved steps wait for it as well.
+pub fn workload_settling(g: &Guardrails, budget: &Budget, now: Timestamp) -> Option<Plan> {
+    let (at, by, what) = budget.workload_changed.as_ref()?;
+    let settled =
+        *at + SignedDuration::from_secs(g.cooldown_seconds.max(0) + g.verification_window_seconds);
+    (now < settled).then(|| Plan::Wait {
+        reason: "WorkloadChangedByAnotherIncident",
+        message: format!(
+            "incident {by} took {} on this workload at {at}; waiting until {settled} to see whether it cleared this signal too",
+            what.as_str()
+        ),
+        retry_after: settled.duration_since(now).unsigned_abs(),
+    })
 }
 
 #[cfg(test)]
