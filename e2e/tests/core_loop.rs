@@ -279,159 +279,136 @@ async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalat
     s.ns.cleanup().await
 }
 
+/// A policy that restarts one pod at a time, lets two go at once (so only
+/// the one-change-per-workload guard can hold a second restart back), and
+/// verifies for 30 s.
+fn restart_two_pods(v: &mut serde_json::Value, mode: &str) {
+    fast(v, 5, 30);
+    v["spec"]["mode"] = mode.into();
+    v["spec"]["guardrails"]["maxPodsDisrupted"] = 2.into();
+    v["spec"]["actions"] = serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+}
+
+impl Scenario {
+    /// OOM-kills one pod of the app and crash-loops the other in the same
+    /// moment: two incidents of one workload. Returns their names.
+    async fn oom_and_crashloop_at_once(&self, app: &str) -> Result<[String; 2]> {
+        let chaos = self.chaos(app);
+        let mut pods = chaos.running_pods().await?;
+        let (second, first) = (pods.remove(1), pods.remove(0));
+        let (oom, crash) = tokio::join!(chaos.oom_pod(first), chaos.crashloop_pod(second, 5));
+        oom?;
+        crash?;
+        Ok([
+            format!("{app}-oomkilled"),
+            format!("{app}-crashloopbackoff"),
+        ])
+    }
+
+    /// The named incidents, each with how many restarts it started.
+    async fn restarts(&self, names: &[String]) -> Result<Vec<(Incident, usize)>> {
+        Ok(self
+            .incidents()
+            .await?
+            .into_iter()
+            .filter(|i| names.contains(&i.name_any()))
+            .map(|i| {
+                let n = executed(&i)
+                    .iter()
+                    .filter(|(t, st)| {
+                        *t == ActionType::RestartPod
+                            && matches!(st, ActionState::Pending | ActionState::Succeeded)
+                    })
+                    .count();
+                (i, n)
+            })
+            .collect())
+    }
+
+    /// Waits until one of the incidents has restarted a pod and another
+    /// says (with `saying` in its message) that it waits for that change;
+    /// then checks that, well inside the first restart's cooldown and
+    /// verification window (35 s), no second restart followed.
+    async fn one_restart_and_one_waiting(&self, names: &[String], saying: &str) -> Result<()> {
+        let waits = |i: &Incident| {
+            i.status.as_ref().is_some_and(|st| {
+                st.conditions.iter().any(|c| {
+                    c.reason == "WorkloadChangedByAnotherIncident" && c.message.contains(saying)
+                })
+            })
+        };
+        wait_until(
+            LONG,
+            "one restart and one incident waiting for it",
+            || async {
+                let ours = self.restarts(names).await?;
+                Ok(ours.len() == names.len()
+                    && ours.iter().map(|(_, n)| n).sum::<usize>() == 1
+                    && ours.iter().any(|(i, _)| waits(i)))
+            },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let per_incident: Vec<(String, usize)> = self
+            .restarts(names)
+            .await?
+            .iter()
+            .map(|(i, n)| (i.name_any(), *n))
+            .collect();
+        assert_eq!(
+            per_incident.iter().map(|(_, n)| n).sum::<usize>(),
+            1,
+            "exactly one restart across the incidents: {per_incident:?}"
+        );
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn two_faults_of_one_workload_at_once_get_one_change() -> Result<()> {
     let s = Scenario::new("e2e-twofaults").await?;
-    create_policy(&s.client, s.name(), |v| {
-        fast(v, 5, 30);
-        v["spec"]["guardrails"]["maxPodsDisrupted"] = 2.into();
-        v["spec"]["actions"] =
-            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
-    })
-    .await?;
+    create_policy(&s.client, s.name(), |v| restart_two_pods(v, "Automatic")).await?;
     s.deploy("cart", 2, "64Mi").await?;
     let _operator = Operator::start(s.name(), &[])?;
 
-    // One pod is OOM-killed and the other crash-loops in the same moment:
-    // two incidents of one workload plan at once.
-    let chaos = s.chaos("cart");
-    let mut pods = chaos.running_pods().await?;
-    let (second, first) = (pods.remove(1), pods.remove(0));
-    let (oom, crash) = tokio::join!(chaos.oom_pod(first), chaos.crashloop_pod(second, 5));
-    oom?;
-    crash?;
-    let names = ["cart-oomkilled", "cart-crashloopbackoff"];
-    let changed_by_other = |i: &Incident| {
-        i.status.as_ref().is_some_and(|st| {
-            st.conditions
-                .iter()
-                .any(|c| c.reason == "WorkloadChangedByAnotherIncident")
-        })
-    };
-    let acted = |i: &Incident| {
-        executed(i)
-            .iter()
-            .filter(|(t, st)| {
-                *t == ActionType::RestartPod
-                    && matches!(st, ActionState::Pending | ActionState::Succeeded)
-            })
-            .count()
-    };
-    // Wait until one incident has acted and the other says it waits for it.
-    wait_until(
-        LONG,
-        "one action and one incident waiting for it",
-        || async {
-            let incs = s.incidents().await?;
-            let ours: Vec<_> = incs
-                .iter()
-                .filter(|i| names.contains(&i.name_any().as_str()))
-                .collect();
-            Ok(ours.len() == 2
-                && ours.iter().map(|i| acted(i)).sum::<usize>() == 1
-                && ours.iter().any(|i| changed_by_other(i)))
-        },
-    )
-    .await?;
-    // Well inside the first action's cooldown and verification window (35 s),
-    // the other incident still has not touched the workload.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let incs = s.incidents().await?;
-    let mut per_incident: Vec<(String, usize)> = incs
-        .iter()
-        .filter(|i| names.contains(&i.name_any().as_str()))
-        .map(|i| (i.name_any(), acted(i)))
-        .collect();
-    per_incident.sort();
-    assert_eq!(
-        per_incident.iter().map(|(_, n)| n).sum::<usize>(),
-        1,
-        "exactly one restart across both incidents: {per_incident:?}"
-    );
+    // Two incidents of one workload plan at once.
+    let names = s.oom_and_crashloop_at_once("cart").await?;
+    s.one_restart_and_one_waiting(&names, "waiting until")
+        .await?;
     s.ns.cleanup().await
 }
 
 #[tokio::test]
 async fn two_approvals_for_one_workload_at_once_make_one_change() -> Result<()> {
     let s = Scenario::new("e2e-twoapprovals").await?;
-    create_policy(&s.client, s.name(), |v| {
-        fast(v, 5, 30);
-        v["spec"]["mode"] = "Manual".into();
-        v["spec"]["guardrails"]["maxPodsDisrupted"] = 2.into();
-        v["spec"]["actions"] =
-            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
-    })
-    .await?;
+    create_policy(&s.client, s.name(), |v| restart_two_pods(v, "Manual")).await?;
     s.deploy("basket", 2, "64Mi").await?;
     let _operator = Operator::start(s.name(), &[])?;
 
-    let chaos = s.chaos("basket");
-    let mut pods = chaos.running_pods().await?;
-    let (second, first) = (pods.remove(1), pods.remove(0));
-    let (oom, crash) = tokio::join!(chaos.oom_pod(first), chaos.crashloop_pod(second, 5));
-    oom?;
-    crash?;
-    let names = ["basket-oomkilled", "basket-crashloopbackoff"];
+    let names = s.oom_and_crashloop_at_once("basket").await?;
     let mut waiting = vec![];
-    for name in names {
+    for name in &names {
         let inc = wait_incident(&s.client, s.name(), name, LONG, "AwaitingApproval", |i| {
             phase(i) == Phase::AwaitingApproval
         })
         .await?;
         let id = inc.status.expect("status").actions[0].id.clone();
-        waiting.push((name, id));
+        waiting.push((name.clone(), id));
     }
     // On-call approves both in the same moment.
     let api: Api<Incident> = Api::namespaced(s.client.clone(), s.name());
-    let approve = |name: &'static str, id: String| {
+    let approvals = waiting.into_iter().map(|(name, id)| {
         let api = api.clone();
         async move {
             let approval = serde_json::json!({ "spec": { "approval": { "actionId": id, "decision": "Approve", "by": "oncall" } } });
-            api.patch(name, &PatchParams::default(), &Patch::Merge(approval))
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(approval))
                 .await
         }
-    };
-    let [(a, a_id), (b, b_id)] = <[_; 2]>::try_from(waiting).expect("two incidents");
-    let (ra, rb) = tokio::join!(approve(a, a_id), approve(b, b_id));
-    ra?;
-    rb?;
-    let acted = |i: &Incident| {
-        executed(i)
-            .iter()
-            .filter(|(t, st)| {
-                *t == ActionType::RestartPod
-                    && matches!(st, ActionState::Pending | ActionState::Succeeded)
-            })
-            .count()
-    };
-    let held = |i: &Incident| {
-        i.status.as_ref().is_some_and(|st| {
-            st.conditions.iter().any(|c| {
-                c.reason == "WorkloadChangedByAnotherIncident" && c.message.contains("approved")
-            })
-        })
-    };
-    wait_until(
-        LONG,
-        "one approved restart, the other held back",
-        || async {
-            let incs = s.incidents().await?;
-            let ours: Vec<_> = incs
-                .iter()
-                .filter(|i| names.contains(&i.name_any().as_str()))
-                .collect();
-            Ok(ours.iter().map(|i| acted(i)).sum::<usize>() == 1 && ours.iter().any(|i| held(i)))
-        },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let incs = s.incidents().await?;
-    let total: usize = incs
-        .iter()
-        .filter(|i| names.contains(&i.name_any().as_str()))
-        .map(acted)
-        .sum();
-    assert_eq!(total, 1, "one restart while the first is verified");
+    });
+    for approved in futures::future::join_all(approvals).await {
+        approved?;
+    }
+    s.one_restart_and_one_waiting(&names, "is approved").await?;
     s.ns.cleanup().await
 }
 
