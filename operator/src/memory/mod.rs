@@ -89,11 +89,16 @@ pub fn record(
                 spec.actions.last_mut()?
             }
         };
-        if a.outcome == Some(Outcome::Effective) {
-            tally.effective += 1;
+        // Counting stops at the schema's maximum, so a tally never
+        // overflows and the memory is never refused by the API server.
+        let count = if a.outcome == Some(Outcome::Effective) {
+            &mut tally.effective
         } else {
-            tally.ineffective += 1;
-        }
+            &mut tally.ineffective
+        };
+        *count = count
+            .saturating_add(1)
+            .clamp(0, crate::limits::MAX_TALLY as i32);
         tally.last_tried = Some(a.recorded_at.clone());
     }
     let resolved = status.phase == Phase::Resolved;
@@ -109,14 +114,15 @@ pub fn record(
         }),
         time_to_mitigate_seconds: resolved
             .then(|| {
-                status
-                    .resolved_at
-                    .as_ref()
-                    .map(|r| r.0.duration_since(detected_at.0).as_secs())
+                status.resolved_at.as_ref().map(|r| {
+                    r.0.duration_since(detected_at.0)
+                        .as_secs()
+                        .clamp(0, crate::limits::MAX_RECORDED_SECONDS)
+                })
             })
             .flatten(),
     });
-    total += 1;
+    total = total.saturating_add(1);
     let excess = spec.occurrences.len().saturating_sub(MAX_OCCURRENCES);
     spec.occurrences.drain(..excess);
 
