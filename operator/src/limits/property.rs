@@ -701,3 +701,56 @@ fn the_verify_deadline_of_a_huge_window_saturates_instead_of_panicking() {
         );
     }
 }
+
+/// IncidentMemory is written by the operator, but its tallies and times can
+/// hold anything an older CRD (or a person) let in: recording one more
+/// episode neither overflows nor writes a value the API server refuses.
+#[test]
+fn recording_into_a_memory_with_huge_tallies_saturates_within_the_schema() {
+    let incident: crate::crd::Incident = serde_json::from_value(json!({
+        "apiVersion": "sre.space/v1alpha1", "kind": "Incident",
+        "metadata": { "name": "web-oomkilled", "namespace": "shop" },
+        "spec": { "fingerprint": "f", "target": { "kind": "Deployment", "name": "web" },
+                  "signal": "OOMKilled", "policy": "p" },
+        "status": { "phase": "Resolved",
+                    "detectedAt": "2026-11-26T09:00:00Z", "resolvedAt": "2026-11-26T09:10:00Z",
+                    "actions": [
+                        { "id": "1-RestartPod", "type": "RestartPod", "state": "Succeeded",
+                          "recordedAt": "2026-11-26T09:01:00Z", "outcome": "Effective" },
+                        { "id": "2-Scale", "type": "Scale", "state": "Failed",
+                          "recordedAt": "2026-11-26T09:02:00Z", "outcome": "Ineffective" },
+                    ] },
+    }))
+    .expect("an incident");
+    let memory: crate::crd::IncidentMemory = serde_json::from_value(json!({
+        "apiVersion": "sre.space/v1alpha1", "kind": "IncidentMemory",
+        "metadata": { "name": "f", "namespace": "shop" },
+        "spec": { "fingerprint": "f", "target": { "kind": "Deployment", "name": "web" },
+                  "signal": "OOMKilled",
+                  "occurrences": [{ "incident": "old", "detectedAt": "2026-01-01T00:00:00Z",
+                                    "timeToMitigateSeconds": i64::MAX }],
+                  "actions": [
+                      { "type": "RestartPod", "effective": i32::MAX, "ineffective": -3 },
+                      { "type": "Scale", "effective": 0, "ineffective": i32::MAX },
+                  ] },
+        "status": { "totalOccurrences": i64::MAX },
+    }))
+    .expect("a memory");
+    let (spec, status) =
+        crate::memory::record(Some(&memory), &incident, now()).expect("a new episode");
+    for t in &spec.actions {
+        assert!((0..=MAX_TALLY).contains(&i64::from(t.effective)), "{t:?}");
+        assert!((0..=MAX_TALLY).contains(&i64::from(t.ineffective)), "{t:?}");
+    }
+    for o in &spec.occurrences {
+        let s = o.time_to_mitigate_seconds.unwrap_or(0);
+        assert!((0..=MAX_RECORDED_SECONDS).contains(&s), "{o:?}");
+    }
+    assert_eq!(status.total_occurrences, i64::MAX);
+    assert_eq!(
+        spec.occurrences
+            .last()
+            .and_then(|o| o.time_to_mitigate_seconds),
+        Some(600)
+    );
+}

@@ -89,16 +89,11 @@ pub fn record(
                 spec.actions.last_mut()?
             }
         };
-        // Counting stops at the schema's maximum, so a tally never
-        // overflows and the memory is never refused by the API server.
-        let count = if a.outcome == Some(Outcome::Effective) {
-            &mut tally.effective
+        if a.outcome == Some(Outcome::Effective) {
+            tally.effective = tally.effective.saturating_add(1);
         } else {
-            &mut tally.ineffective
-        };
-        *count = count
-            .saturating_add(1)
-            .clamp(0, crate::limits::MAX_TALLY as i32);
+            tally.ineffective = tally.ineffective.saturating_add(1);
+        }
         tally.last_tried = Some(a.recorded_at.clone());
     }
     let resolved = status.phase == Phase::Resolved;
@@ -114,15 +109,26 @@ pub fn record(
         }),
         time_to_mitigate_seconds: resolved
             .then(|| {
-                status.resolved_at.as_ref().map(|r| {
-                    r.0.duration_since(detected_at.0)
-                        .as_secs()
-                        .clamp(0, crate::limits::MAX_RECORDED_SECONDS)
-                })
+                status
+                    .resolved_at
+                    .as_ref()
+                    .map(|r| r.0.duration_since(detected_at.0).as_secs())
             })
             .flatten(),
     });
     total = total.saturating_add(1);
+    // Within the schema's bounds, what an older version wrote included, so
+    // the API server never refuses the memory: counting stops there.
+    let max_tally = i32::try_from(crate::limits::MAX_TALLY).unwrap_or(i32::MAX);
+    for t in &mut spec.actions {
+        t.effective = t.effective.clamp(0, max_tally);
+        t.ineffective = t.ineffective.clamp(0, max_tally);
+    }
+    for o in &mut spec.occurrences {
+        o.time_to_mitigate_seconds = o
+            .time_to_mitigate_seconds
+            .map(|s| s.clamp(0, crate::limits::MAX_RECORDED_SECONDS));
+    }
     let excess = spec.occurrences.len().saturating_sub(MAX_OCCURRENCES);
     spec.occurrences.drain(..excess);
 
