@@ -443,8 +443,8 @@ pub struct ActionStep {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("isQuantity(self.max)").message("memory.max must be a quantity such as 512Mi or 2Gi"))]
 #[x_kube(validation = Rule::new("!has(self.minIncrease) || isQuantity(self.minIncrease)").message("memory.minIncrease must be a quantity such as 64Mi"))]
-#[x_kube(validation = Rule::new("!isQuantity(self.max) || quantity(self.max).sign() > 0").message("memory.max must be above zero"))]
-#[x_kube(validation = Rule::new("!has(self.minIncrease) || !isQuantity(self.minIncrease) || quantity(self.minIncrease).sign() >= 0").message("memory.minIncrease must not be negative"))]
+#[x_kube(validation = Rule::new("!isQuantity(self.max) || quantity(self.max).compareTo(quantity('0')) > 0").message("memory.max must be above zero"))]
+#[x_kube(validation = Rule::new("!has(self.minIncrease) || !isQuantity(self.minIncrease) || quantity(self.minIncrease).compareTo(quantity('0')) >= 0").message("memory.minIncrease must not be negative"))]
 #[x_kube(validation = Rule::new("!has(self.minIncrease) || !isQuantity(self.max) || !isQuantity(self.minIncrease) || quantity(self.max).compareTo(quantity(self.minIncrease)) >= 0").message("memory.max (the cap) must be at least memory.minIncrease (the step)"))]
 pub struct MemoryRaise {
     /// Raise the current limit by this many percent. Defaults to 50.
