@@ -13,6 +13,7 @@ pub mod error;
 pub mod fixer;
 pub mod github;
 pub mod kafka;
+pub mod limits;
 pub mod llm;
 pub mod logging;
 pub mod memory;

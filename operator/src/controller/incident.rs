@@ -894,8 +894,7 @@ impl Run {
         else {
             return Ok(Action::await_change());
         };
-        let deadline = finished.0
-            + SignedDuration::from_secs(policy.spec.guardrails.verification_window_seconds);
+        let deadline = crate::fixer::verification_deadline(&policy.spec.guardrails, finished.0);
         let action = self
             .status()
             .actions

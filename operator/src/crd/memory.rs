@@ -66,6 +66,7 @@ pub struct OccurrenceRecord {
     pub outcome: Option<Outcome>,
     /// Seconds from detection to the signal clearing, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = crate::limits::MAX_RECORDED_SECONDS))]
     pub time_to_mitigate_seconds: Option<i64>,
 }
 
@@ -78,9 +79,11 @@ pub struct ActionTally {
     pub type_: ActionType,
     /// Times it cleared the signal.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::limits::MAX_TALLY))]
     pub effective: i32,
     /// Times it did not.
     #[serde(default)]
+    #[schemars(range(min = 0, max = crate::limits::MAX_TALLY))]
     pub ineffective: i32,
     /// When it was last tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]

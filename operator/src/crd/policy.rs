@@ -166,13 +166,13 @@ pub struct Trigger {
     /// CrashLoopBackOff: how many restarts of a container count as a crash
     /// loop. Defaults to 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_RESTART_THRESHOLD))]
     pub restart_threshold: Option<i32>,
     /// Unschedulable and ReadinessFailing: how long the condition must last
     /// before it is trouble, so ordinary start-up and scheduling delays are
-    /// not. Defaults to 60 seconds.
+    /// not. Defaults to 60 seconds; at most a week.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::WEEK_SECONDS))]
     pub grace_period_seconds: Option<i64>,
     /// The Deployment (in the policy's namespace, covered by its selector)
     /// an incident is opened for, for the signals the operator measures
@@ -250,11 +250,11 @@ pub struct HealthCheckTrigger {
     /// Seconds between probes (each is jittered by up to a tenth).
     /// Defaults to 10.
     #[serde(default = "HealthCheckTrigger::default_period_seconds")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_WINDOW_SECONDS))]
     pub period_seconds: i64,
     /// Seconds a probe may take. Defaults to 2.
     #[serde(default = "HealthCheckTrigger::default_timeout_seconds")]
-    #[schemars(range(min = 1, max = 60))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_PROBE_TIMEOUT_SECONDS))]
     pub timeout_seconds: i64,
     /// Consecutive failed probes before the check is failing. Defaults to 3.
     #[serde(default = "HealthCheckTrigger::default_failure_threshold")]
@@ -314,11 +314,11 @@ pub struct ConversionTrigger {
     /// Fewer denominator events than this in the window say nothing: no
     /// incident, however low the ratio. Defaults to 20.
     #[serde(default = "ConversionTrigger::default_min_events")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_EVENTS))]
     pub min_events: i64,
     /// The sliding window the ratio is computed over. Defaults to 60.
     #[serde(default = "ConversionTrigger::default_window_seconds")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_WINDOW_SECONDS))]
     pub window_seconds: i64,
 }
 
@@ -346,15 +346,15 @@ pub struct EventRateTrigger {
     pub min_fraction: f64,
     /// The recent window whose rate is judged. Defaults to 60.
     #[serde(default = "EventRateTrigger::default_window_seconds")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_WINDOW_SECONDS))]
     pub window_seconds: i64,
     /// The longer window before it that sets the baseline. Defaults to 600.
     #[serde(default = "EventRateTrigger::default_baseline_seconds")]
-    #[schemars(range(min = 2, max = 86400))]
+    #[schemars(range(min = 2, max = crate::limits::MAX_BASELINE_SECONDS))]
     pub baseline_seconds: i64,
     /// A baseline with fewer events than this says nothing. Defaults to 50.
     #[serde(default = "EventRateTrigger::default_min_baseline_events")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_EVENTS))]
     pub min_baseline_events: i64,
 }
 
@@ -392,15 +392,15 @@ pub struct TraceTrigger {
     /// TraceLatency: the highest healthy 95th percentile span duration, in
     /// milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_P95_MILLIS))]
     pub max_p95_millis: Option<i64>,
     /// The sliding window judged. Defaults to 60.
     #[serde(default = "TraceTrigger::default_window_seconds")]
-    #[schemars(range(min = 5, max = 3600))]
+    #[schemars(range(min = 5, max = crate::limits::MAX_WINDOW_SECONDS))]
     pub window_seconds: i64,
     /// Fewer spans than this in the window say nothing. Defaults to 20.
     #[serde(default = "TraceTrigger::default_min_spans")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_EVENTS))]
     pub min_spans: i64,
 }
 
@@ -428,9 +428,10 @@ pub struct ActionStep {
     /// RaiseMemoryLimit for OutOfMemory, Rollback for BadRollout.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_categories: Vec<Category>,
-    /// Scale: the most replicas the workload may be scaled to.
+    /// Scale: the most replicas the workload may be scaled to (at most
+    /// 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_REPLICAS))]
     pub max_replicas: Option<i32>,
     /// RaiseMemoryLimit: by how much, and up to what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,11 +443,13 @@ pub struct ActionStep {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("isQuantity(self.max)").message("memory.max must be a quantity such as 512Mi or 2Gi"))]
 #[x_kube(validation = Rule::new("!has(self.minIncrease) || isQuantity(self.minIncrease)").message("memory.minIncrease must be a quantity such as 64Mi"))]
+#[x_kube(validation = Rule::new("!isQuantity(self.max) || quantity(self.max).compareTo(quantity('0')) > 0").message("memory.max must be above zero"))]
+#[x_kube(validation = Rule::new("!has(self.minIncrease) || !isQuantity(self.minIncrease) || quantity(self.minIncrease).compareTo(quantity('0')) >= 0").message("memory.minIncrease must not be negative"))]
 #[x_kube(validation = Rule::new("!has(self.minIncrease) || !isQuantity(self.max) || !isQuantity(self.minIncrease) || quantity(self.max).compareTo(quantity(self.minIncrease)) >= 0").message("memory.max (the cap) must be at least memory.minIncrease (the step)"))]
 pub struct MemoryRaise {
     /// Raise the current limit by this many percent. Defaults to 50.
     #[serde(default = "MemoryRaise::default_increase_percent")]
-    #[schemars(range(min = 1, max = 400))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_INCREASE_PERCENT))]
     pub increase_percent: i32,
     /// Raise by at least this much, so small limits grow by a useful step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -481,33 +484,35 @@ pub enum Mode {
 #[serde(rename_all = "camelCase")]
 pub struct Guardrails {
     /// After an action on a problem, how long before another action on the
-    /// same problem (same fingerprint).
+    /// same problem (same fingerprint). At most a week.
     #[serde(default = "Guardrails::default_cooldown_seconds")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::WEEK_SECONDS))]
     pub cooldown_seconds: i64,
     /// At most this many actions in any hour under this policy; 0 stops all
-    /// actions (a kill switch for the policy).
+    /// actions (a kill switch for the policy). At most 1000.
     #[serde(default = "Guardrails::default_max_actions_per_hour")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::MAX_ACTIONS_PER_HOUR))]
     pub max_actions_per_hour: i32,
     /// At most this many pods of one workload disrupted at once by the
-    /// operator's actions.
+    /// operator's actions. At most 1000.
     #[serde(default = "Guardrails::default_max_pods_disrupted")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_PODS_DISRUPTED))]
     pub max_pods_disrupted: i32,
     /// After an action, how long the signal must stay clear before the
-    /// incident is Resolved.
+    /// incident is Resolved. At most a week.
     #[serde(default = "Guardrails::default_verification_window_seconds")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::WEEK_SECONDS))]
     pub verification_window_seconds: i64,
-    /// Escalate after this many actions that did not clear the signal.
+    /// Escalate after this many actions that did not clear the signal (at
+    /// most 100).
     #[serde(default = "Guardrails::default_escalate_after_attempts")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::limits::MAX_ATTEMPTS))]
     pub escalate_after_attempts: i32,
     /// A problem that returns within this many seconds of being resolved is
-    /// escalated instead of fixed the same way again; 0 turns this off.
+    /// escalated instead of fixed the same way again; 0 turns this off. At
+    /// most a week.
     #[serde(default = "Guardrails::default_recurrence_window_seconds")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = crate::limits::WEEK_SECONDS))]
     pub recurrence_window_seconds: i64,
 }
 

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use crate::crd::{
     ActionRecord, ActionState, ActionStep, ActionType, Incident, WorkloadKind, WorkloadRef,
 };
-use crate::quantity::{format_bytes, parse_bytes};
+use crate::quantity::{format_bytes_within, parse_bytes};
 use crate::workload::{pod_template, replicasets_of, revision};
 use crate::{FIELD_MANAGER, Result};
 
@@ -62,9 +62,14 @@ pub fn raised_limit(
     if current >= cap {
         return None;
     }
-    let by_percent = current + current * percent.max(0) as u64 / 100;
-    let by_step = current + min_increase.unwrap_or(0);
-    Some(by_percent.max(by_step).min(cap))
+    // In u128, so that no limit, percentage or step can overflow.
+    let current = u128::from(current);
+    let by_percent = current + current * u128::from(percent.max(0).unsigned_abs()) / 100;
+    let by_step = current + u128::from(min_increase.unwrap_or(0));
+    // At least a byte more: a raise that rounds to nothing would be
+    // recorded as done and change nothing.
+    let raised = by_percent.max(by_step).max(current + 1);
+    Some(u64::try_from(raised.min(u128::from(cap))).unwrap_or(cap))
 }
 
 /// Fixes what an action will do.
@@ -137,7 +142,7 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                     Prepared::impossible(format!("{target} already runs {n} replicas, the maximum"))
                 }
                 Some(n) => {
-                    let to = (n * 2).max(n + 1).min(max);
+                    let to = n.saturating_mul(2).max(n.saturating_add(1)).min(max);
                     Prepared {
                         target: Some(target.to_string()),
                         from: Some(n.to_string()),
@@ -173,20 +178,28 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                 .and_then(|r| r.limits.as_ref())
                 .and_then(|l| l.get("memory"))
                 .map(|q| q.0.clone());
-            let Some(current) = limit.as_deref().and_then(parse_bytes) else {
-                return Ok(Prepared::impossible(format!(
-                    "container {} of {target} has no memory limit to raise",
-                    container.name
-                )));
+            let current = match limit.as_deref().map(parse_bytes) {
+                Some(Ok(current)) => current,
+                Some(Err(e)) => {
+                    return Ok(Prepared::impossible(format!(
+                        "the memory limit of container {} of {target}: {e}",
+                        container.name
+                    )));
+                }
+                None => {
+                    return Ok(Prepared::impossible(format!(
+                        "container {} of {target} has no memory limit to raise",
+                        container.name
+                    )));
+                }
             };
-            let (Some(cap), min) = (
-                parse_bytes(&raise.max),
-                raise.min_increase.as_deref().and_then(parse_bytes),
-            ) else {
-                return Ok(Prepared::impossible(format!(
-                    "memory.max {:?} is not a quantity",
-                    raise.max
-                )));
+            let cap = match parse_bytes(&raise.max) {
+                Ok(cap) => cap,
+                Err(e) => return Ok(Prepared::impossible(format!("memory.max: {e}"))),
+            };
+            let min = match raise.min_increase.as_deref().map(parse_bytes).transpose() {
+                Ok(min) => min,
+                Err(e) => return Ok(Prepared::impossible(format!("memory.minIncrease: {e}"))),
             };
             match raised_limit(current, raise.increase_percent, min, cap) {
                 None => Prepared::impossible(format!(
@@ -196,7 +209,10 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                     raise.max
                 )),
                 Some(new) => {
-                    let (from, to) = (limit.clone().unwrap_or_default(), format_bytes(new));
+                    let (from, to) = (
+                        limit.clone().unwrap_or_default(),
+                        format_bytes_within(new, cap),
+                    );
                     Prepared {
                         target: Some(target.to_string()),
                         container: Some(container.name.clone()),
@@ -412,5 +428,44 @@ mod tests {
         );
         assert_eq!(raised_limit(900 * MI, 50, None, 1024 * MI), Some(1024 * MI));
         assert_eq!(raised_limit(1024 * MI, 50, None, 1024 * MI), None);
+    }
+
+    /// Limits and caps in any form Kubernetes accepts are raised as their
+    /// canonical forms would be.
+    #[test]
+    fn a_limit_written_as_1e9_or_half_a_gibibyte_is_raised_within_its_cap() {
+        let raise = |limit: &str, max: &str| {
+            let (limit, max) = (parse_bytes(limit).unwrap(), parse_bytes(max).unwrap());
+            raised_limit(limit, 50, None, max).map(|b| format_bytes_within(b, max))
+        };
+        assert_eq!(raise("1e9", "2Gi").as_deref(), Some("1431Mi"));
+        assert_eq!(raise("0.5Gi", "1Gi").as_deref(), Some("768Mi"));
+        assert_eq!(raise("512Mi", "1e9").as_deref(), Some("768Mi"));
+        assert_eq!(
+            raise("1e9", "1.2e9").as_deref(),
+            Some("1200000000"),
+            "never past the cap"
+        );
+        assert_eq!(raise("1e9", "1e9"), None, "already at the cap");
+        assert_eq!(raise("8Ei", "16Ei").as_deref(), Some("12884901888Gi"));
+        assert_eq!(raise("16Ei", "1e100"), None, "both saturate: at the cap");
+    }
+
+    #[test]
+    fn a_raise_that_would_round_to_nothing_still_raises() {
+        assert_eq!(raised_limit(1, 1, None, 2), Some(2));
+        assert_eq!(raised_limit(10, 5, None, 1024), Some(11));
+    }
+
+    #[test]
+    fn raising_a_huge_limit_saturates_at_the_cap_instead_of_overflowing() {
+        assert_eq!(
+            raised_limit(u64::MAX - 1, 400, Some(u64::MAX), u64::MAX),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            raised_limit(1 << 62, i32::MAX, None, u64::MAX),
+            Some(u64::MAX)
+        );
     }
 }

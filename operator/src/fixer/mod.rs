@@ -8,13 +8,13 @@ pub mod gitops;
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{
     ActionRecord, ActionState, ActionStep, ActionType, Category, Guardrails, IncidentMemorySpec,
     Outcome, RemediationPolicySpec,
 };
-use crate::memory;
+use crate::{limits, memory};
 
 /// How much of the shared budgets is already used, counted by the caller.
 #[derive(Clone, Debug, Default)]
@@ -158,7 +158,9 @@ pub fn plan(
         .map(|t| t.0)
         .max();
     if let Some(last) = last_acted {
-        let ready_at = last + SignedDuration::from_secs(g.cooldown_seconds);
+        // A time ahead of our clock counts as now: a skewed or forged
+        // status cannot hold the problem back longer than the cooldown.
+        let ready_at = limits::after(last.min(now), g.cooldown_seconds);
         if now < ready_at {
             return Plan::Wait {
                 reason: "CooldownActive",
@@ -188,8 +190,8 @@ pub fn plan(
 /// Approved steps wait for it as well.
 pub fn workload_settling(g: &Guardrails, budget: &Budget, now: Timestamp) -> Option<Plan> {
     let (at, by, what) = budget.workload_changed.as_ref()?;
-    let settled =
-        *at + SignedDuration::from_secs(g.cooldown_seconds.max(0) + g.verification_window_seconds);
+    // A time ahead of our clock counts as now, as for the cooldown.
+    let settled = verification_deadline(g, limits::after((*at).min(now), g.cooldown_seconds));
     (now < settled).then(|| Plan::Wait {
         reason: "WorkloadChangedByAnotherIncident",
         message: format!(
@@ -198,6 +200,12 @@ pub fn workload_settling(g: &Guardrails, budget: &Budget, now: Timestamp) -> Opt
         ),
         retry_after: settled.duration_since(now).unsigned_abs(),
     })
+}
+
+/// When the verification window of an action that finished at `finished`
+/// ends. Saturates: a window an old CRD let in cannot overflow the clock.
+pub fn verification_deadline(g: &Guardrails, finished: Timestamp) -> Timestamp {
+    limits::after(finished, g.verification_window_seconds)
 }
 
 #[cfg(test)]

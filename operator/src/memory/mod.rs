@@ -90,9 +90,9 @@ pub fn record(
             }
         };
         if a.outcome == Some(Outcome::Effective) {
-            tally.effective += 1;
+            tally.effective = tally.effective.saturating_add(1);
         } else {
-            tally.ineffective += 1;
+            tally.ineffective = tally.ineffective.saturating_add(1);
         }
         tally.last_tried = Some(a.recorded_at.clone());
     }
@@ -116,7 +116,19 @@ pub fn record(
             })
             .flatten(),
     });
-    total += 1;
+    total = total.saturating_add(1);
+    // Within the schema's bounds, what an older version wrote included, so
+    // the API server never refuses the memory: counting stops there.
+    let max_tally = i32::try_from(crate::limits::MAX_TALLY).unwrap_or(i32::MAX);
+    for t in &mut spec.actions {
+        t.effective = t.effective.clamp(0, max_tally);
+        t.ineffective = t.ineffective.clamp(0, max_tally);
+    }
+    for o in &mut spec.occurrences {
+        o.time_to_mitigate_seconds = o
+            .time_to_mitigate_seconds
+            .map(|s| s.clamp(0, crate::limits::MAX_RECORDED_SECONDS));
+    }
     let excess = spec.occurrences.len().saturating_sub(MAX_OCCURRENCES);
     spec.occurrences.drain(..excess);
 

@@ -36,7 +36,15 @@ pub fn validate(
     spec: &RemediationPolicySpec,
     covered: &[(WorkloadRef, PodTemplateSpec)],
 ) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    // A CRD installed by an older version may have let in numbers the
+    // schema now refuses; such a policy never acts.
+    let mut problems: Vec<Problem> = crate::limits::out_of_bounds(spec)
+        .into_iter()
+        .map(|message| Problem {
+            reason: "ValueOutOfRange",
+            message,
+        })
+        .collect();
     // Measured signals name what they watch, so a kind may be listed once
     // per workload or Service; pod signals once.
     let subject = |t: &crate::crd::Trigger| {
@@ -85,8 +93,21 @@ pub fn validate(
             });
         }
         let Some(raise) = &step.memory else { continue };
-        let Some(cap) = parse_bytes(&raise.max) else {
-            continue;
+        if let Some(Err(e)) = raise.min_increase.as_deref().map(parse_bytes) {
+            problems.push(Problem {
+                reason: "InvalidQuantity",
+                message: format!("actions[{i}].memory.minIncrease: {e}"),
+            });
+        }
+        let cap = match parse_bytes(&raise.max) {
+            Ok(cap) => cap,
+            Err(e) => {
+                problems.push(Problem {
+                    reason: "InvalidQuantity",
+                    message: format!("actions[{i}].memory.max: {e}"),
+                });
+                continue;
+            }
         };
         for (workload, template) in covered {
             for c in template.spec.iter().flat_map(|s| s.containers.iter()) {
@@ -96,7 +117,7 @@ pub fn validate(
                     .and_then(|r| r.limits.as_ref())
                     .and_then(|l| l.get("memory"));
                 if let Some(limit) = limit
-                    && parse_bytes(&limit.0).is_some_and(|l| l > cap)
+                    && parse_bytes(&limit.0).is_ok_and(|l| l > cap)
                 {
                     problems.push(Problem {
                         reason: "CapBelowCurrentLimit",

@@ -220,12 +220,23 @@ impl Counts {
 
 /// How many seconds of a topic a ConversionRate trigger needs kept.
 pub fn conversion_seconds(t: &ConversionTrigger) -> i64 {
-    t.window_seconds + SETTLE_SECONDS + 1
+    window(t.window_seconds) + SETTLE_SECONDS + 1
 }
 
 /// How many seconds of a topic an EventRateDrop trigger needs kept.
 pub fn event_rate_seconds(t: &EventRateTrigger) -> i64 {
-    t.window_seconds + t.baseline_seconds + SETTLE_SECONDS + 1
+    window(t.window_seconds) + baseline(t.baseline_seconds) + SETTLE_SECONDS + 1
+}
+
+/// A window within the schema's bounds, which a CRD installed by an older
+/// version may not have enforced: the arithmetic on it cannot overflow, and
+/// the seconds kept and counted one by one stay bounded.
+fn window(seconds: i64) -> i64 {
+    seconds.clamp(1, crate::limits::MAX_WINDOW_SECONDS)
+}
+
+fn baseline(seconds: i64) -> i64 {
+    seconds.clamp(2, crate::limits::MAX_BASELINE_SECONDS)
 }
 
 /// Why a window cannot be judged, if it cannot.
@@ -272,10 +283,10 @@ pub fn evaluate_conversion(
     counts: &Counts,
     now: Timestamp,
 ) -> Reading {
-    let (start, end) = judged(now, t.window_seconds);
+    let w = window(t.window_seconds);
+    let (start, end) = judged(now, w);
     let num = counts.window(&t.numerator_topic, start, end);
     let den = counts.window(&t.denominator_topic, start, end);
-    let w = t.window_seconds;
     if let Some(why) = unmeasurable(
         &[
             (t.denominator_topic.as_str(), &den),
@@ -327,11 +338,11 @@ pub fn evaluate_event_rate(
     counts: &Counts,
     now: Timestamp,
 ) -> Reading {
-    let (start, end) = judged(now, t.window_seconds);
-    let base_start = start - t.baseline_seconds;
+    let (w, b) = (window(t.window_seconds), baseline(t.baseline_seconds));
+    let (start, end) = judged(now, w);
+    let base_start = start - b;
     let recent = counts.window(&t.topic, start, end);
     let base = counts.window(&t.topic, base_start, start);
-    let (w, b) = (t.window_seconds, t.baseline_seconds);
     let whole = Window {
         events: 0,
         incomplete: recent.incomplete + base.incomplete,

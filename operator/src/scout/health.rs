@@ -219,13 +219,19 @@ pub fn awaits_other_checks(
 /// spread out instead of probing together. `seed` is any number (a hash);
 /// the same seed gives the same jitter.
 pub fn jitter(period_seconds: i64, seed: u64) -> Duration {
-    let spread = period_seconds.max(1) as u64 * 100;
-    Duration::from_millis(seed % (spread + 1))
+    let spread = period(period_seconds).as_millis() / 10;
+    Duration::from_millis(seed % (spread as u64 + 1))
 }
 
 /// The delay between two probes of a check: its period plus a jitter.
 pub fn next_delay(period_seconds: i64, seed: u64) -> Duration {
-    Duration::from_secs(period_seconds.max(1) as u64) + jitter(period_seconds, seed)
+    period(period_seconds) + jitter(period_seconds, seed)
+}
+
+/// A check's period within the schema's bounds, which a CRD installed by an
+/// older version may not have enforced.
+fn period(period_seconds: i64) -> Duration {
+    crate::limits::std_seconds(period_seconds, 1, crate::limits::MAX_WINDOW_SECONDS)
 }
 
 /// The Deployment behind a Service: the one whose pod template carries

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{SignalKind, Trigger};
 
@@ -80,11 +80,13 @@ pub fn read_pod(pod: &Pod, triggers: &[Trigger], now: Timestamp) -> PodReading {
             return None;
         }
         let since = c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(now);
-        let grace = SignedDuration::from_secs(t.grace_period_seconds());
+        let grace = crate::limits::seconds(t.grace_period_seconds());
         let elapsed = now.duration_since(since);
         Some((
             elapsed >= grace,
-            (grace - elapsed).unsigned_abs(),
+            // A transition time far ahead of our clock is looked at again
+            // within a week all the same.
+            (grace - elapsed).unsigned_abs().min(crate::limits::WEEK),
             since,
             c.message.clone().unwrap_or_default(),
         ))

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -42,7 +42,11 @@ struct Watched {
 
 /// How often a trigger's window is read.
 pub fn interval(settings: &TraceTrigger) -> Duration {
-    let window = Duration::from_secs(settings.window_seconds.max(0).unsigned_abs());
+    let window = crate::limits::std_seconds(
+        settings.window_seconds,
+        0,
+        crate::limits::MAX_WINDOW_SECONDS,
+    );
     (window / QUERIES_PER_WINDOW).max(MIN_INTERVAL)
 }
 
@@ -299,7 +303,12 @@ impl Availability {
 /// Reads and judges one trigger's window and posts the reading.
 async fn judge_one(ctx: &Context, w: &Watched) -> Availability {
     let end = Timestamp::now();
-    let start = end - SignedDuration::from_secs(w.settings.window_seconds.max(1));
+    let start = crate::limits::before(
+        end,
+        w.settings
+            .window_seconds
+            .clamp(1, crate::limits::MAX_WINDOW_SECONDS),
+    );
     let (reading, availability) = match &ctx.traces {
         None => (
             (

@@ -466,7 +466,7 @@ fn client_for(
         }
     });
     let c = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(timeout_seconds.max(1) as u64))
+        .connect_timeout(probe_timeout(timeout_seconds))
         .redirect(policy)
         // Probes go straight to the service, as its in-cluster callers do.
         .no_proxy()
@@ -589,7 +589,7 @@ async fn probe_service(
 
 /// One GET, judged by its status; the body is not read.
 async fn get(http: &reqwest::Client, url: &str, spec: &HealthCheckTrigger) -> Outcome {
-    let timeout = Duration::from_secs(spec.timeout_seconds.max(1) as u64);
+    let timeout = probe_timeout(spec.timeout_seconds);
     let expected = u16::try_from(spec.expected_status).unwrap_or(200);
     let started = std::time::Instant::now();
     // The connect timeout (the client's) ends first when nothing answers
@@ -636,6 +636,12 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// A probe's timeout within the schema's bounds, which a CRD installed by an
+/// older version may not have enforced.
+fn probe_timeout(seconds: i64) -> Duration {
+    crate::limits::std_seconds(seconds, 1, crate::limits::MAX_PROBE_TIMEOUT_SECONDS)
 }
 
 #[cfg(test)]

@@ -1,0 +1,243 @@
+//! The bounds of the numbers in our custom resources, and time arithmetic
+//! that cannot overflow.
+//!
+//! The CRD schema takes its `maximum`s from these constants, so the API
+//! server refuses anything larger. A CRD installed by an older version may
+//! still let such a value in, so the code clamps it as well before it reaches
+//! time arithmetic: jiff panics on an overflowing timestamp, and a panic in a
+//! reconciler stops the operator for every namespace. A policy holding a
+//! value outside the schema's bounds is also reported not Ready
+//! ([`out_of_bounds`]), naming the field, so it never acts.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray,
+};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::CustomResourceExt;
+
+use crate::crd::RemediationPolicy;
+
+/// The longest duration a policy may set: a week. Cooldowns, verification
+/// and recurrence windows and grace periods beyond it are a mistake, not a
+/// setting.
+pub const WEEK_SECONDS: i64 = 7 * 24 * 60 * 60;
+/// A week, as a standard duration.
+pub const WEEK: Duration = Duration::from_secs(WEEK_SECONDS.unsigned_abs());
+/// The longest sliding window a measured trigger judges (traces, Kafka) and
+/// the longest health-check period.
+pub const MAX_WINDOW_SECONDS: i64 = 3600;
+/// The longest baseline an EventRateDrop trigger compares with.
+pub const MAX_BASELINE_SECONDS: i64 = 86_400;
+/// The most seconds a health check's probe may take.
+pub const MAX_PROBE_TIMEOUT_SECONDS: i64 = 60;
+/// Actions per hour under one policy.
+pub const MAX_ACTIONS_PER_HOUR: i64 = 1000;
+/// Pods of one workload the operator may disrupt at once.
+pub const MAX_PODS_DISRUPTED: i64 = 1000;
+/// Ineffective attempts before escalating.
+pub const MAX_ATTEMPTS: i64 = 100;
+/// A crash loop's restart count threshold.
+pub const MAX_RESTART_THRESHOLD: i64 = 10_000;
+/// The most replicas a Scale step may scale a workload to.
+pub const MAX_REPLICAS: i64 = 10_000;
+/// Event and span counts a measured trigger needs before it judges
+/// (`minEvents`, `minBaselineEvents`, `minSpans`).
+pub const MAX_EVENTS: i64 = 10_000_000;
+/// The highest 95th percentile latency limit: an hour, in milliseconds.
+pub const MAX_P95_MILLIS: i64 = 3_600_000;
+/// The highest percentage a memory limit is raised by in one step.
+pub const MAX_INCREASE_PERCENT: i64 = 400;
+/// Times an action worked or did not on one problem, as IncidentMemory
+/// counts them; counting stops there.
+pub const MAX_TALLY: i64 = 1_000_000;
+/// The longest time to mitigate IncidentMemory records: ten years.
+pub const MAX_RECORDED_SECONDS: i64 = 10 * 365 * 24 * 60 * 60;
+
+/// `secs` as a duration, clamped to between zero and a week.
+pub fn seconds(secs: i64) -> SignedDuration {
+    SignedDuration::from_secs(secs.clamp(0, WEEK_SECONDS))
+}
+
+/// `t` plus `secs` seconds (clamped as [`seconds`] does), saturating at the
+/// last instant a timestamp can hold instead of panicking.
+pub fn after(t: Timestamp, secs: i64) -> Timestamp {
+    t.checked_add(seconds(secs)).unwrap_or(Timestamp::MAX)
+}
+
+/// `t` minus `secs` seconds (clamped as [`seconds`] does), saturating at
+/// the first instant a timestamp can hold.
+pub fn before(t: Timestamp, secs: i64) -> Timestamp {
+    t.checked_sub(seconds(secs)).unwrap_or(Timestamp::MIN)
+}
+
+/// `secs` clamped to `[min, max]`, as a standard duration.
+pub fn std_seconds(secs: i64, min: i64, max: i64) -> Duration {
+    Duration::from_secs(secs.clamp(min, max).unsigned_abs())
+}
+
+/// The `spec` schema of RemediationPolicy, as the CRD the operator installs
+/// says it.
+static POLICY_SPEC_SCHEMA: LazyLock<Option<JSONSchemaProps>> = LazyLock::new(|| {
+    RemediationPolicy::crd()
+        .spec
+        .versions
+        .into_iter()
+        .next()?
+        .schema?
+        .open_api_v3_schema?
+        .properties?
+        .remove("spec")
+});
+
+/// The schema of a RemediationPolicy's `spec`.
+pub fn policy_spec_schema() -> Option<&'static JSONSchemaProps> {
+    POLICY_SPEC_SCHEMA.as_ref()
+}
+
+/// Every number in a RemediationPolicy spec outside the bounds of today's
+/// CRD schema, each in a sentence naming the field. The API server checks
+/// them, but a CRD installed by an older version did not.
+pub fn out_of_bounds(spec: &crate::crd::RemediationPolicySpec) -> Vec<String> {
+    let (Ok(value), Some(schema)) = (serde_json::to_value(spec), policy_spec_schema()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk(&value, schema, "", &mut out);
+    out
+}
+
+fn walk(value: &serde_json::Value, schema: &JSONSchemaProps, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Number(n) => {
+            let Some(x) = n.as_f64() else { return };
+            if let Some(max) = schema.maximum
+                && x > max
+            {
+                out.push(format!(
+                    "{path} is {n}, above the maximum {max}; lower it (a CRD installed by an older version let it in)"
+                ));
+            }
+            if let Some(min) = schema.minimum
+                && x < min
+            {
+                out.push(format!(
+                    "{path} is {n}, below the minimum {min}; raise it (a CRD installed by an older version let it in)"
+                ));
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, v) in fields {
+                if let Some(s) = schema.properties.as_ref().and_then(|p| p.get(key)) {
+                    let path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(v, s, &path, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(s)) = &schema.items {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, s, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod property;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Guardrails, RemediationPolicySpec};
+
+    #[test]
+    fn time_arithmetic_saturates_instead_of_panicking() {
+        let t = Timestamp::UNIX_EPOCH;
+        assert_eq!(after(t, 60), t + SignedDuration::from_secs(60));
+        assert_eq!(
+            after(t, i64::MAX),
+            t + SignedDuration::from_secs(WEEK_SECONDS)
+        );
+        assert_eq!(after(t, -5), t, "a negative duration is no duration");
+        assert_eq!(after(Timestamp::MAX, i64::MAX), Timestamp::MAX);
+        assert_eq!(before(Timestamp::MIN, i64::MAX), Timestamp::MIN);
+        assert_eq!(std_seconds(i64::MAX, 1, 60), Duration::from_secs(60));
+        assert_eq!(std_seconds(i64::MIN, 1, 60), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_value_an_old_crd_let_in_is_named_with_its_bound() {
+        let mut spec: RemediationPolicySpec = serde_json::from_value(serde_json::json!({
+            "selector": { "matchLabels": { "app": "web" } },
+            "triggers": [{ "type": "OOMKilled" }, { "type": "Unschedulable", "gracePeriodSeconds": 86_400_000 }],
+            "actions": [{ "type": "Scale", "maxReplicas": 2_000_000_000 }],
+        }))
+        .unwrap();
+        spec.guardrails = Guardrails {
+            verification_window_seconds: 999_999_999_999,
+            ..Guardrails::default()
+        };
+        let found = out_of_bounds(&spec);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        for expected in [
+            "actions[0].maxReplicas is 2000000000, above the maximum 10000",
+            "guardrails.verificationWindowSeconds is 999999999999, above the maximum 604800",
+            "triggers[1].gracePeriodSeconds is 86400000, above the maximum 604800",
+        ] {
+            assert!(
+                found.iter().any(|f| f.starts_with(expected)),
+                "{expected} in {found:#?}"
+            );
+        }
+        spec.guardrails.verification_window_seconds = WEEK_SECONDS;
+        spec.actions[0].max_replicas = Some(MAX_REPLICAS as i32);
+        spec.triggers[1].grace_period_seconds = Some(0);
+        assert_eq!(
+            out_of_bounds(&spec),
+            Vec::<String>::new(),
+            "the bounds themselves are allowed"
+        );
+    }
+
+    /// The hook of the project's checks, in a test: every integer of every
+    /// CRD's spec has a maximum, so no value the API server accepts is
+    /// unbounded.
+    #[test]
+    fn every_integer_in_a_crd_spec_has_a_maximum() {
+        fn walk(s: &JSONSchemaProps, path: &str, bad: &mut Vec<String>) {
+            if s.type_.as_deref() == Some("integer") && s.maximum.is_none() {
+                bad.push(path.to_string());
+            }
+            for (k, v) in s.properties.iter().flatten() {
+                walk(v, &format!("{path}.{k}"), bad);
+            }
+            if let Some(JSONSchemaPropsOrArray::Schema(items)) = &s.items {
+                walk(items, &format!("{path}[]"), bad);
+            }
+        }
+        let mut bad = Vec::new();
+        for crd in crate::crd::all_crds() {
+            for v in &crd.spec.versions {
+                let spec = v
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .and_then(|s| s.properties.as_ref())
+                    .and_then(|p| p.get("spec"));
+                if let Some(spec) = spec {
+                    walk(spec, &format!("{}.spec", crd.spec.names.kind), &mut bad);
+                }
+            }
+        }
+        assert_eq!(bad, Vec::<String>::new());
+    }
+}
