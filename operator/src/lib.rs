@@ -18,6 +18,7 @@ pub mod logging;
 pub mod memory;
 pub mod policy;
 pub mod quantity;
+pub mod redact;
 pub mod scout;
 pub mod telemetry;
 pub mod traces;
