@@ -15,6 +15,7 @@ pub mod github;
 pub mod kafka;
 pub mod llm;
 pub mod logging;
+pub mod markdown;
 pub mod memory;
 pub mod policy;
 pub mod quantity;
