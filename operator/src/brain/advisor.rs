@@ -223,8 +223,15 @@ pub fn merge(rules: &Diagnosis, model: Vec<Hypothesis>) -> Diagnosis {
         merged.category = lead.category;
         merged.root_cause = lead.statement.clone();
         merged.confidence = lead.confidence;
-        merged.proposed_action = lead.proposed_action;
+        // The model may suggest less than the rules, never more.
+        merged.proposed_action = match (lead.proposed_action, rules.proposed_action) {
+            (Some(m), Some(r)) => Some(crate::fixer::least_invasive(m, r)),
+            (_, r) => r,
+        };
     }
+    // Planning is bounded by what the rules found, whatever the model ranks
+    // first (see `fixer::planning_category`).
+    merged.rules_category = Some(rules.rules_category.unwrap_or(rules.category));
     merged
 }
 
@@ -337,6 +344,7 @@ mod tests {
                 },
             ],
             proposed_action: Some(ActionType::RestartPod),
+            rules_category: None,
             diagnosed_at: Time(Timestamp::UNIX_EPOCH),
         }
     }

@@ -641,6 +641,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         root_cause: lead.statement.clone(),
         confidence: lead.confidence,
         proposed_action: lead.proposed_action,
+        rules_category: None,
         hypotheses,
         evidence: log.0,
         diagnosed_at: Time(now),

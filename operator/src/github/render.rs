@@ -378,6 +378,7 @@ mod tests {
                     observed_at: None,
                 }],
                 proposed_action: None,
+                rules_category: None,
                 diagnosed_at: at.clone(),
             }),
             actions: vec![action],
