@@ -206,14 +206,30 @@ impl Target {
 
     /// `crashloop` on a given pod of the deployment.
     pub async fn crashloop_pod(&self, pod: Pod, restarts: i32) -> Result<Report> {
+        self.crashloop_pod_saying(pod, restarts, None).await
+    }
+
+    /// `crashloop` on a given pod, whose crashed containers leave
+    /// `message` as their termination message (what a process writes to
+    /// /dev/termination-log before it exits).
+    pub async fn crashloop_pod_saying(
+        &self,
+        pod: Pod,
+        restarts: i32,
+        message: Option<&str>,
+    ) -> Result<Report> {
         let name = pod.name_any();
         let now = Timestamp::now().to_string();
         let statuses = Self::container_statuses(&pod, |_, c, image, _| {
+            let mut terminated = serde_json::json!({ "exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now });
+            if let Some(m) = message {
+                terminated["message"] = m.into();
+            }
             serde_json::json!({
                 "name": c, "image": image, "imageID": "", "ready": false, "started": false,
                 "restartCount": restarts,
                 "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting failed container" } },
-                "lastState": { "terminated": { "exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now } }
+                "lastState": { "terminated": terminated }
             })
         });
         let conditions = serde_json::json!([

@@ -76,6 +76,7 @@ fn incident(occurrences: i64, phase: Phase) -> Incident {
                 observed_at: None,
             }],
             proposed_action: Some(ActionType::RaiseMemoryLimit),
+            rules_category: None,
             diagnosed_at: at("2026-11-26T10:00:01Z"),
         }),
         ..IncidentStatus::default()

@@ -62,6 +62,7 @@ fn rules() -> Diagnosis {
             ),
         ],
         proposed_action: Some(ActionType::RestartPod),
+        rules_category: None,
         diagnosed_at: Time(Timestamp::UNIX_EPOCH),
     }
 }

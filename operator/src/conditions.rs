@@ -16,7 +16,9 @@ pub fn set(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let message = message.into();
+    // Messages often quote outside text (an error, a signal): no secret in
+    // a status, whatever the caller passed.
+    let message = crate::redact::string(&message.into());
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {

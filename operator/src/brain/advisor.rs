@@ -9,10 +9,7 @@
 //! hypotheses are shown. What the model proposes is never what runs: the
 //! Fixer takes steps from the policy's ladder only.
 
-use std::sync::LazyLock;
-
 use k8s_openapi::jiff::Timestamp;
-use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -54,29 +51,10 @@ pub fn answer_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(ModelAnswer)).unwrap_or_default()
 }
 
-static REDACTIONS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    [
-        (r"-----BEGIN [A-Z ]+-----[\s\S]*?-----END [A-Z ]+-----", "<redacted-pem>"),
-        (r"(?i)\b(authorization|bearer|token|api[_-]?key|secret|password|passwd|pwd)\b(\s*[:=]\s*|\s+)\S+", "$1=<redacted>"),
-        (r"\bgh[pousr]_[A-Za-z0-9]{20,}\b", "<redacted-token>"),
-        (r"\bsk-[A-Za-z0-9_-]{16,}\b", "<redacted-key>"),
-        (r"\bAKIA[0-9A-Z]{16}\b", "<redacted-key>"),
-        (r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "<redacted-jwt>"),
-        (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "<redacted-email>"),
-        (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b", "<redacted-ip>"),
-        (r"\b[A-Za-z0-9+/_-]{40,}={0,2}", "<redacted-secret>"),
-    ]
-    .into_iter()
-    .filter_map(|(pattern, replacement)| Regex::new(pattern).ok().map(|r| (r, replacement)))
-    .collect()
-});
-
-/// Removes what must not leave the cluster: credentials, keys, tokens,
-/// emails and IP addresses.
+/// Removes what must not leave the cluster for a model: credentials, keys,
+/// tokens, emails and IP addresses (one implementation, in `redact`).
 pub fn sanitize(text: &str) -> String {
-    REDACTIONS.iter().fold(text.to_string(), |t, (re, with)| {
-        re.replace_all(&t, *with).into_owned()
-    })
+    crate::redact::for_prompt(text)
 }
 
 fn fence_safe(text: &str) -> String {
@@ -187,7 +165,11 @@ pub fn validate(answer: &serde_json::Value, rules: &Diagnosis) -> Vec<Hypothesis
             // A hypothesis that rests on nothing we gathered is not grounded.
             (!evidence.is_empty()).then(|| Hypothesis {
                 category: h.category,
-                statement: cut(format!("[model] {}", h.statement.trim()), 500),
+                // The model's words are outside text, like a log line.
+                statement: cut(
+                    format!("[model] {}", crate::redact::text(h.statement.trim())),
+                    500,
+                ),
                 confidence: h.confidence.clamp(0.0, 1.0),
                 evidence,
                 proposed_action: h.proposed_action,
@@ -241,8 +223,15 @@ pub fn merge(rules: &Diagnosis, model: Vec<Hypothesis>) -> Diagnosis {
         merged.category = lead.category;
         merged.root_cause = lead.statement.clone();
         merged.confidence = lead.confidence;
-        merged.proposed_action = lead.proposed_action;
+        // The model may suggest less than the rules, never more.
+        merged.proposed_action = match (lead.proposed_action, rules.proposed_action) {
+            (Some(m), Some(r)) => Some(crate::fixer::least_invasive(m, r)),
+            (_, r) => r,
+        };
     }
+    // Planning is bounded by what the rules found, whatever the model ranks
+    // first (see `fixer::planning_category`).
+    merged.rules_category = Some(rules.rules_category.unwrap_or(rules.category));
     merged
 }
 
@@ -355,6 +344,7 @@ mod tests {
                 },
             ],
             proposed_action: Some(ActionType::RestartPod),
+            rules_category: None,
             diagnosed_at: Time(Timestamp::UNIX_EPOCH),
         }
     }

@@ -150,7 +150,7 @@ pub async fn gather(
         owner_chain.push(target.to_string());
     }
 
-    Ok(Facts {
+    let mut facts = Facts {
         namespace: ns,
         target,
         signal: incident.spec.signal,
@@ -162,7 +162,11 @@ pub async fn gather(
         resources,
         memory,
         traces: gather_traces(client, incident, traces, Timestamp::now()).await,
-    })
+    };
+    // Redacted where it enters: every later use (diagnosis, prompt, status,
+    // GitHub, a captured scenario) sees the redacted text only.
+    facts.redact();
+    Ok(facts)
 }
 
 /// The incident window (from a minute before the first signal to now, at
@@ -249,7 +253,8 @@ pub async fn read_traces(
         Ok(found) => found,
         Err(e) => {
             warn!(error = %e, service, "traces not readable; the diagnosis has no trace evidence");
-            return TraceFindings::unavailable(service, e.to_string());
+            // The store's URL may carry credentials.
+            return TraceFindings::unavailable(service, crate::redact::string(&e.to_string()));
         }
     };
     let mut window = by_id(window);
@@ -293,7 +298,9 @@ pub async fn read_traces(
     };
     let window: Vec<Trace> = window.into_values().collect();
     let baseline: Vec<Trace> = baseline.into_values().collect();
-    analyze(service, &window, &baseline, symptom)
+    let mut findings = analyze(service, &window, &baseline, symptom);
+    findings.redact();
+    findings
 }
 
 /// A service's traces in the incident window and in the baseline.

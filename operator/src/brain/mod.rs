@@ -72,6 +72,82 @@ pub struct Facts {
     pub traces: Option<traces::TraceFindings>,
 }
 
+impl Facts {
+    /// Removes secrets from every text the facts copied from the cluster:
+    /// the pod's status messages (termination messages above all), its
+    /// environment and arguments, events, the last signal, the rollout's
+    /// changes and the traces' operation names.
+    pub fn redact(&mut self) {
+        use crate::redact::in_place;
+        if let Some(o) = &mut self.observation {
+            in_place(&mut o.message);
+        }
+        if let Some(pod) = &mut self.pod {
+            redact_pod(pod);
+        }
+        for e in &mut self.events {
+            if let Some(m) = &mut e.message {
+                in_place(m);
+            }
+        }
+        if let Some(r) = &mut self.rollout {
+            for c in &mut r.changes {
+                in_place(&mut c.from);
+                in_place(&mut c.to);
+            }
+        }
+        if let Some(t) = &mut self.traces {
+            t.redact();
+        }
+    }
+}
+
+fn redact_pod(pod: &mut Pod) {
+    use crate::redact::in_place;
+    let opt = |s: &mut Option<String>| {
+        if let Some(s) = s {
+            in_place(s);
+        }
+    };
+    if let Some(spec) = &mut pod.spec {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            for list in [&mut c.command, &mut c.args].into_iter().flatten() {
+                list.iter_mut().for_each(in_place);
+            }
+            for e in c.env.iter_mut().flatten() {
+                opt(&mut e.value);
+            }
+        }
+    }
+    let Some(status) = &mut pod.status else {
+        return;
+    };
+    opt(&mut status.message);
+    for c in status.conditions.iter_mut().flatten() {
+        opt(&mut c.message);
+    }
+    let statuses = status
+        .container_statuses
+        .iter_mut()
+        .flatten()
+        .chain(status.init_container_statuses.iter_mut().flatten())
+        .chain(status.ephemeral_container_statuses.iter_mut().flatten());
+    for cs in statuses {
+        for state in [&mut cs.state, &mut cs.last_state].into_iter().flatten() {
+            if let Some(w) = &mut state.waiting {
+                opt(&mut w.message);
+            }
+            if let Some(t) = &mut state.terminated {
+                opt(&mut t.message);
+            }
+        }
+    }
+}
+
 /// Numbers evidence as `e1`, `e2`, ... as it is added.
 #[derive(Default)]
 struct EvidenceLog(Vec<Evidence>);
@@ -85,8 +161,9 @@ impl EvidenceLog {
         at: Option<Timestamp>,
     ) -> String {
         let id = format!("e{}", self.0.len() + 1);
-        // Text copied from the cluster is data; keep it bounded.
-        let mut summary = summary;
+        // Text copied from the cluster is data: without secrets, bounded.
+        // Redacted before it is cut, so a cut never leaves half a secret.
+        let mut summary = crate::redact::string(&summary);
         if summary.len() > 600 {
             let mut end = 600;
             while !summary.is_char_boundary(end) {
@@ -98,7 +175,7 @@ impl EvidenceLog {
         self.0.push(Evidence {
             id: id.clone(),
             kind,
-            source,
+            source: crate::redact::string(&source),
             summary,
             observed_at: at.map(Time),
         });
@@ -115,7 +192,8 @@ fn hypothesis(
 ) -> Hypothesis {
     Hypothesis {
         category,
-        statement,
+        // Statements quote names from the traces (operations, services).
+        statement: crate::redact::string(&statement),
         confidence,
         evidence,
         proposed_action: action,
@@ -563,6 +641,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         root_cause: lead.statement.clone(),
         confidence: lead.confidence,
         proposed_action: lead.proposed_action,
+        rules_category: None,
         hypotheses,
         evidence: log.0,
         diagnosed_at: Time(now),

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{ActionState, Category, Incident, Outcome, Phase};
+use crate::markdown::inline;
 
 /// The most a post-mortem may take in the Incident's status.
 pub const MAX_LEN: usize = 8 * 1024;
@@ -94,7 +95,7 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
             .last_signal
             .as_ref()
             .and_then(|s| s.pod.as_ref())
-            .map(|p| format!(" (last seen on pod {p})"))
+            .map(|p| format!(" (last seen on pod {})", inline(p)))
             .unwrap_or_default()
     );
     if let Some(d) = &status.diagnosis {
@@ -103,8 +104,8 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
             "**Root cause** ({:?}, confidence {:.0}%, analyser {}). {}\n",
             d.category,
             d.confidence * 100.0,
-            d.analyzer,
-            d.root_cause
+            inline(&d.analyzer),
+            inline(&d.root_cause)
         );
         let _ = writeln!(out, "## Hypotheses\n");
         for h in &d.hypotheses {
@@ -113,16 +114,19 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
                 "- {:?} ({:.0}%): {} [evidence: {}]",
                 h.category,
                 h.confidence * 100.0,
-                h.statement,
-                h.evidence.join(", ")
+                inline(&h.statement),
+                inline(&h.evidence.join(", "))
             );
         }
         let _ = writeln!(out, "\n## Evidence\n");
         for e in &d.evidence {
             let _ = writeln!(
                 out,
-                "- `{}` {:?} `{}`: {}",
-                e.id, e.kind, e.source, e.summary
+                "- {} {:?} {}: {}",
+                inline(&e.id),
+                e.kind,
+                inline(&e.source),
+                inline(&e.summary)
             );
         }
         out.push('\n');
@@ -132,11 +136,13 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
         out,
         "- {} detected: {}",
         time(started),
-        status
-            .last_signal
-            .as_ref()
-            .map(|s| s.message.as_str())
-            .unwrap_or("")
+        inline(
+            status
+                .last_signal
+                .as_ref()
+                .map(|s| s.message.as_str())
+                .unwrap_or("")
+        )
     );
     if let Some(d) = &status.diagnosis {
         let _ = writeln!(
@@ -158,7 +164,7 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
             time(Some(&a.recorded_at)),
             a.type_.as_str(),
             a.state,
-            a.detail
+            inline(&a.detail)
         );
     }
     match status.phase {
@@ -174,7 +180,7 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
                 out,
                 "- {} escalated: {}",
                 now.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                status.escalation_reason.as_deref().unwrap_or("")
+                inline(status.escalation_reason.as_deref().unwrap_or(""))
             );
         }
         _ => {}

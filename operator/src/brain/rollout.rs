@@ -63,6 +63,12 @@ fn diff_container(prev: &Container, cur: &Container, out: &mut Vec<TemplateChang
     let at = |what: &str| format!("containers[{}].{what}", cur.name);
     let mut push = |field: String, from: String, to: String| {
         if from != to {
+            // Arguments and values may carry credentials (`--password=…`,
+            // a URL with userinfo) whatever the variable's name.
+            let (from, mut to) = (crate::redact::string(&from), crate::redact::string(&to));
+            if from == to {
+                to.push_str(" (changed)");
+            }
             out.push(TemplateChange { field, from, to });
         }
     };
@@ -195,6 +201,26 @@ mod tests {
         );
         let text = format!("{:?}", diff_templates(&prev, &cur));
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn credentials_in_arguments_and_plain_named_values_are_redacted() {
+        let prev = template(serde_json::json!([{ "name": "app",
+            "args": ["--db=postgres://app:old-pw@db:5432/x"],
+            "env": [{ "name": "DATABASE_URL", "value": "postgres://app:old-pw@db/x" }] }]));
+        let cur = template(serde_json::json!([{ "name": "app",
+            "args": ["--db=postgres://app:new-pw@db:5432/x", "--api-token=ghp_abcdef123456"],
+            "env": [{ "name": "DATABASE_URL", "value": "postgres://app:new-pw@db/x" }] }]));
+        let changes = diff_templates(&prev, &cur);
+        let text = format!("{changes:?}");
+        for secret in ["old-pw", "new-pw", "ghp_abcdef123456"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let env = changes
+            .iter()
+            .find(|c| c.field == "containers[app].env[DATABASE_URL]")
+            .expect("the env change is reported");
+        assert_eq!(env.to, "\"postgres://app:<redacted>@db/x\" (changed)");
     }
 
     #[test]

@@ -134,6 +134,21 @@ impl TraceFindings {
         }
     }
 
+    /// Removes secrets from the text the traces carry: operation names are
+    /// whatever the instrumented code put there (a URL with a token, say).
+    pub fn redact(&mut self) {
+        use crate::redact::in_place;
+        if let Some(u) = &mut self.unavailable {
+            in_place(u);
+        }
+        for o in &mut self.operations {
+            in_place(&mut o.operation);
+        }
+        if let Some(c) = &mut self.culprit {
+            in_place(&mut c.operation);
+        }
+    }
+
     /// The target service's own spans in the window, all operations
     /// together.
     pub fn target_stats(&self) -> Option<WindowStats> {

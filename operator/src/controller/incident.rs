@@ -610,17 +610,17 @@ impl Run {
     /// Plans the next step and records it; in Automatic mode, takes it.
     async fn plan(&mut self, policy: &RemediationPolicy) -> Result<Action> {
         let ns = self.ns();
-        let category = self
-            .status()
-            .diagnosis
-            .as_ref()
-            .map(|d| d.category)
-            .unwrap_or(crate::crd::Category::Unknown);
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any())
             .await?
             .map(|m| m.spec);
         let budget = self.budget();
         let actions = self.status().actions.clone();
+        let category = fixer::planning_category(
+            &policy.spec,
+            self.status().diagnosis.as_ref(),
+            &actions,
+            memory.as_ref(),
+        );
         let step = match fixer::plan(
             &policy.spec,
             category,

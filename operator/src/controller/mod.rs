@@ -125,7 +125,15 @@ pub struct Context {
 impl Context {
     /// Publishes an event; failing to is logged, never fatal.
     pub async fn publish(&self, event: &Event, on: &ObjectReference) {
-        if let Err(e) = self.recorder.publish(event, on).await {
+        // Notes quote signals and diagnoses: redacted as they leave.
+        let event = Event {
+            type_: event.type_,
+            reason: event.reason.clone(),
+            note: event.note.as_deref().map(crate::redact::string),
+            action: event.action.clone(),
+            secondary: event.secondary.clone(),
+        };
+        if let Err(e) = self.recorder.publish(&event, on).await {
             warn!(error = %e, reason = %event.reason, "could not publish event");
         }
     }

@@ -192,6 +192,11 @@ pub struct Diagnosis {
     /// decided by the policy, not by the diagnosis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposed_action: Option<ActionType>,
+    /// The category the rules alone chose, when a model was consulted and
+    /// may have ranked another first. The plan never takes a step more
+    /// invasive than this category allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_category: Option<Category>,
     /// When the diagnosis was made.
     pub diagnosed_at: Time,
 }

@@ -7,6 +7,7 @@
 use crate::crd::{ActionRecord, ActionState, GitHubTarget, GitOpsTarget, Incident, PullRequestRef};
 use crate::github::gitops::{find_container_memory, find_key, replace, unified_diff};
 use crate::github::{GitHub, GitHubError, check_path};
+use crate::markdown::{inline, untrusted};
 
 /// What proposing the change did.
 pub struct Proposal {
@@ -24,44 +25,47 @@ fn pull_body(
 ) -> String {
     let status = incident.status.clone().unwrap_or_default();
     let mut body = format!(
-        "SRE-Space proposes raising the memory limit of `{}` (container `{}`) from `{}` to `{}`, \
+        "SRE-Space proposes raising the memory limit of {} (container {}) from {} to {}, \
          within the policy's cap.\n\n",
-        incident.spec.target,
-        record.container.as_deref().unwrap_or("?"),
-        record.from.as_deref().unwrap_or("?"),
-        record.to.as_deref().unwrap_or("?")
+        inline(&incident.spec.target.to_string()),
+        inline(record.container.as_deref().unwrap_or("?")),
+        inline(record.from.as_deref().unwrap_or("?")),
+        inline(record.to.as_deref().unwrap_or("?"))
     );
     if let Some(d) = &status.diagnosis {
         body.push_str(&format!(
             "### Root cause\n\n**{:?}** ({:.0}%): {}\n\n### Evidence\n\n",
             d.category,
             d.confidence * 100.0,
-            d.root_cause
+            inline(&d.root_cause)
         ));
         for e in d.evidence.iter().take(8) {
             body.push_str(&format!(
-                "- `{}` {}: {}\n",
-                e.id,
-                e.source,
-                e.summary.replace('\n', " ")
+                "- {} {}: {}\n",
+                inline(&e.id),
+                inline(&e.source),
+                inline(&e.summary)
             ));
         }
     }
     body.push_str(&format!(
-        "\n### Change\n\n```diff\n{diff}```\n\n### Rolling back\n\n"
+        "\n### Change\n\n{}\n### Rolling back\n\n",
+        untrusted(diff, "diff")
     ));
     body.push_str(&format!(
-        "Revert this pull request, or set `{}` in `{}` back to `{}`.\n\n",
-        target
-            .values_key
-            .clone()
-            .or(target
-                .container
+        "Revert this pull request, or set {} in {} back to {}.\n\n",
+        inline(
+            &target
+                .values_key
                 .clone()
-                .map(|c| format!("{c}: resources.limits.memory")))
-            .unwrap_or_default(),
-        target.path,
-        record.from.as_deref().unwrap_or("?")
+                .or(target
+                    .container
+                    .clone()
+                    .map(|c| format!("{c}: resources.limits.memory")))
+                .unwrap_or_default()
+        ),
+        inline(&target.path),
+        inline(record.from.as_deref().unwrap_or("?"))
     ));
     body.push_str(&format!(
         "Incident `{}/{}`. This pull request is a proposal: SRE-Space never merges it. Once your GitOps tool applies it, \
@@ -114,7 +118,9 @@ pub async fn propose(
     let at =
         locate(&base_text).map_err(|e| GitHubError::Refused(format!("{}: {e}", target.path)))?;
     let new_text = replace(&base_text, &at, &to);
-    let diff = unified_diff(&target.path, &base_text, &new_text);
+    // The diff's context lines are the repository's file, which may hold
+    // credentials next to the memory limit; it goes into the status.
+    let diff = crate::redact::string(&unified_diff(&target.path, &base_text, &new_text));
     if at.value == to {
         return Ok(Proposal {
             state: ActionState::Succeeded,

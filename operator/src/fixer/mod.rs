@@ -11,8 +11,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ActionType, Category, Guardrails, IncidentMemorySpec,
-    Outcome, RemediationPolicySpec,
+    ActionRecord, ActionState, ActionStep, ActionType, Category, Diagnosis, Guardrails,
+    IncidentMemorySpec, Outcome, RemediationPolicySpec,
 };
 use crate::{limits, memory};
 
@@ -70,6 +70,61 @@ fn disrupts_pods(action: ActionType) -> bool {
             | ActionType::Rollback
             | ActionType::RaiseMemoryLimit
     )
+}
+
+/// How far an action reaches into the running system, least first: handing
+/// the problem to people changes nothing; restarting one pod, then all of
+/// them; a changed memory limit; a changed replica count; a previous pod
+/// template put back.
+pub fn invasiveness(action: ActionType) -> u8 {
+    match action {
+        ActionType::Escalate => 0,
+        ActionType::RestartPod => 1,
+        ActionType::RolloutRestart => 2,
+        ActionType::RaiseMemoryLimit => 3,
+        ActionType::Scale => 4,
+        ActionType::Rollback => 5,
+    }
+}
+
+/// The less invasive of two actions.
+pub fn least_invasive(a: ActionType, b: ActionType) -> ActionType {
+    if invasiveness(b) < invasiveness(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The category the ladder is walked for. A model may rank another category
+/// first than the rules did (text in a log or a termination message can
+/// sway it), so its category is followed only where that leads to a step no
+/// more invasive than the rules' category would: the model can make the
+/// plan more conservative, never bolder.
+pub fn planning_category(
+    policy: &RemediationPolicySpec,
+    diagnosis: Option<&Diagnosis>,
+    tried: &[ActionRecord],
+    memory: Option<&IncidentMemorySpec>,
+) -> Category {
+    let Some(d) = diagnosis else {
+        return Category::Unknown;
+    };
+    let rules = d.rules_category.unwrap_or(d.category);
+    if rules == d.category {
+        return rules;
+    }
+    // No step left is Escalate: nothing is less invasive.
+    let reach = |c: Category| {
+        next_step(policy, c, tried, memory)
+            .map(|s| invasiveness(s.type_))
+            .unwrap_or(0)
+    };
+    if reach(d.category) <= reach(rules) {
+        d.category
+    } else {
+        rules
+    }
 }
 
 /// The next step on the ladder for this diagnosis: steps for other

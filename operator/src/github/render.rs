@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::crd::{ActionState, Incident, Phase, SignalKind};
+use crate::markdown::{cell, inline};
 
 /// The hidden marker that ties an issue to its incident.
 pub fn issue_marker(incident: &Incident) -> String {
@@ -80,7 +81,7 @@ pub fn desired(
         spec.target
     );
     if let Some(s) = &status.last_signal {
-        let _ = writeln!(body, "> {}\n", s.message.replace('\n', " "));
+        let _ = writeln!(body, "> {}\n", inline(&s.message));
     }
     let _ = writeln!(body, "| | |\n|---|---|");
     let _ = writeln!(
@@ -88,7 +89,7 @@ pub fn desired(
         "| Incident | `{}` |",
         incident.metadata.name.as_deref().unwrap_or("")
     );
-    let _ = writeln!(body, "| Policy | `{}` |", spec.policy);
+    let _ = writeln!(body, "| Policy | {} |", cell(&spec.policy));
     let _ = writeln!(
         body,
         "| First seen | {} |",
@@ -130,12 +131,12 @@ pub fn desired(
     let mut comments = Vec::new();
     if let Some(d) = &status.diagnosis {
         let mut c = format!(
-            "### Diagnosis ({}, analyser `{}`)\n\n**{:?}**, confidence {:.0}%: {}\n\n| # | hypothesis | confidence | evidence |\n|---|---|---|---|\n",
+            "### Diagnosis ({}, analyser {})\n\n**{:?}**, confidence {:.0}%: {}\n\n| # | hypothesis | confidence | evidence |\n|---|---|---|---|\n",
             d.diagnosed_at.0,
-            d.analyzer,
+            inline(&d.analyzer),
             d.category,
             d.confidence * 100.0,
-            d.root_cause
+            inline(&d.root_cause)
         );
         for (i, h) in d.hypotheses.iter().enumerate() {
             let _ = writeln!(
@@ -143,20 +144,20 @@ pub fn desired(
                 "| {} | {:?}: {} | {:.0}% | {} |",
                 i + 1,
                 h.category,
-                h.statement.replace('|', "/"),
+                cell(&h.statement),
                 h.confidence * 100.0,
-                h.evidence.join(", ")
+                cell(&h.evidence.join(", "))
             );
         }
         c.push_str("\n<details><summary>Evidence</summary>\n\n");
         for e in &d.evidence {
             let _ = writeln!(
                 c,
-                "- `{}` {:?} `{}`: {}",
-                e.id,
+                "- {} {:?} {}: {}",
+                inline(&e.id),
                 e.kind,
-                e.source,
-                e.summary.replace('\n', " ")
+                inline(&e.source),
+                inline(&e.summary)
             );
         }
         c.push_str("\n</details>\n");
@@ -177,7 +178,7 @@ pub fn desired(
             .unwrap_or_default();
         comments.push((
             key(&format!("seen/{to}")),
-            format!("### Seen again ({which})\n\n> {msg}\n"),
+            format!("### Seen again ({which})\n\n> {}\n", inline(&msg)),
         ));
     }
     for a in &status.actions {
@@ -195,27 +196,27 @@ pub fn desired(
             continue;
         }
         let mut c = format!(
-            "### Action `{}`: {} {:?}\n\n{}\n",
-            a.id,
+            "### Action {}: {} {:?}\n\n{}\n",
+            inline(&a.id),
             a.type_.as_str(),
             a.state,
-            a.detail
+            inline(&a.detail)
         );
         if let (Some(from), Some(to)) = (&a.from, &a.to) {
-            let _ = writeln!(c, "\nFrom `{from}` to `{to}`.");
+            let _ = writeln!(c, "\nFrom {} to {}.", inline(from), inline(to));
         }
         if let Some(pr) = &a.pull_request {
             let _ = writeln!(
                 c,
                 "\nProposed in {} (never merged by the operator).",
-                pr.url
+                crate::markdown::link(&format!("#{}", pr.number), &pr.url, &["github.com"])
             );
         }
         comments.push((key(&format!("action/{}/{:?}", a.id, a.state)), c));
         if let Some(outcome) = a.outcome {
             comments.push((
                 key(&format!("action/{}/outcome", a.id)),
-                format!("### Action `{}`: {outcome:?}\n", a.id),
+                format!("### Action {}: {outcome:?}\n", inline(&a.id)),
             ));
         }
     }
@@ -246,10 +247,12 @@ pub fn escalation_brief(incident: &Incident) -> String {
     let status = incident.status.clone().unwrap_or_default();
     let mut c = format!(
         "### Escalated: an architectural fix is needed (`{ESCALATION_LABEL}`)\n\n**Why**: {}\n\n**Recurrences**: the signal was seen {} time(s).\n\n**Tried**:\n",
-        status
-            .escalation_reason
-            .as_deref()
-            .unwrap_or("the simple fixes did not hold"),
+        inline(
+            status
+                .escalation_reason
+                .as_deref()
+                .unwrap_or("the simple fixes did not hold")
+        ),
         status.occurrences
     );
     for a in status
@@ -263,17 +266,18 @@ pub fn escalation_brief(incident: &Incident) -> String {
             "- {} ({:?}{outcome}): {}",
             a.type_.as_str(),
             a.state,
-            a.detail
+            inline(&a.detail)
         );
     }
     if let Some(d) = &status.diagnosis {
         let _ = writeln!(
             c,
             "\n**Root cause so far** ({:?}): {}\n\n**Evidence**:",
-            d.category, d.root_cause
+            d.category,
+            inline(&d.root_cause)
         );
         for e in d.evidence.iter().take(6) {
-            let _ = writeln!(c, "- {}: {}", e.source, e.summary.replace('\n', " "));
+            let _ = writeln!(c, "- {}: {}", inline(&e.source), inline(&e.summary));
         }
     }
     let container = status
@@ -283,8 +287,170 @@ pub fn escalation_brief(incident: &Incident) -> String {
         .unwrap_or_else(|| "its containers".into());
     let _ = writeln!(
         c,
-        "\n**Where to look**: the code and configuration of {} (container `{container}`), starting from the evidence above.",
-        incident.spec.target
+        "\n**Where to look**: the code and configuration of {} (container {}), starting from the evidence above.",
+        incident.spec.target,
+        inline(&container)
     );
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{
+        ActionRecord, ActionType, Category, Diagnosis, Evidence, EvidenceKind, Hypothesis,
+        IncidentSpec, IncidentStatus, SignalObservation, WorkloadKind, WorkloadRef,
+    };
+    use crate::markdown::tests::outside_code;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    /// What a crashing process, a hostile span name or a swayed model may
+    /// write: a copy of another incident's marker, a team mention, raw
+    /// HTML, an image and a link to an outside host, and secrets.
+    const HOSTILE: &str = "crashed <!-- sre-space:incident shop/payments-oomkilled f00d --> \
+        cc @acme/sre-oncall <img src=https://evil.example/t.gif> \
+        ![x](https://evil.example/p.png) [reset your password](https://evil.example/login) \
+        ``` DB_PASSWORD=hunter2 ghp_Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0EdCbA";
+
+    fn incident() -> Incident {
+        let at = Time(Timestamp::UNIX_EPOCH);
+        let mut i = Incident::new(
+            "web-crashloopbackoff",
+            IncidentSpec {
+                fingerprint: "beef".into(),
+                target: WorkloadRef {
+                    kind: WorkloadKind::Deployment,
+                    name: "web".into(),
+                },
+                signal: SignalKind::CrashLoopBackOff,
+                policy: "shop".into(),
+                approval: None,
+            },
+        );
+        i.metadata.namespace = Some("shop".into());
+        let action = ActionRecord {
+            id: "1-restartpod".into(),
+            type_: ActionType::RestartPod,
+            state: ActionState::Succeeded,
+            detail: HOSTILE.into(),
+            target: None,
+            target_uid: None,
+            container: None,
+            from: Some(HOSTILE.into()),
+            to: Some("2".into()),
+            recorded_at: at.clone(),
+            finished_at: Some(at.clone()),
+            outcome: None,
+            pull_request: None,
+            diff: None,
+        };
+        i.status = Some(IncidentStatus {
+            phase: Phase::Escalated,
+            occurrences: 3,
+            first_seen: Some(at.clone()),
+            escalation_reason: Some(HOSTILE.into()),
+            last_signal: Some(SignalObservation {
+                pod: Some("web-1".into()),
+                container: Some(HOSTILE.into()),
+                reason: "CrashLoopBackOff".into(),
+                message: HOSTILE.into(),
+                observed_at: at.clone(),
+                key: "k".into(),
+            }),
+            diagnosis: Some(Diagnosis {
+                analyzer: "rules+llm".into(),
+                category: Category::CrashLoop,
+                root_cause: HOSTILE.into(),
+                confidence: 0.6,
+                hypotheses: vec![Hypothesis {
+                    category: Category::CrashLoop,
+                    statement: format!("{HOSTILE} | injected | cell"),
+                    confidence: 0.6,
+                    evidence: vec!["e1".into()],
+                    proposed_action: None,
+                }],
+                evidence: vec![Evidence {
+                    id: "e1".into(),
+                    kind: EvidenceKind::ContainerState,
+                    source: HOSTILE.into(),
+                    summary: format!("{HOSTILE}\n# a heading\n{HOSTILE}"),
+                    observed_at: None,
+                }],
+                proposed_action: None,
+                rules_category: None,
+                diagnosed_at: at.clone(),
+            }),
+            actions: vec![action],
+            ..IncidentStatus::default()
+        });
+        let pm = crate::brain::postmortem::render(&i, Timestamp::UNIX_EPOCH);
+        if let Some(s) = i.status.as_mut() {
+            s.post_mortem = Some(pm);
+        }
+        i
+    }
+
+    fn assert_inert(what: &str, md: &str) {
+        // Our own collapsible section is the only HTML we write.
+        let outside = outside_code(md)
+            .replace("<details><summary>Evidence</summary>", "")
+            .replace("</details>", "");
+        for active in ["<", "@", "](", "evil.example", "hunter2", "ghp_"] {
+            assert!(
+                !outside.contains(active),
+                "{what}: {active:?} is live markdown outside code:\n{outside}\n--- in ---\n{md}"
+            );
+        }
+        for secret in ["hunter2", "ghp_Zx9Y"] {
+            assert!(!md.contains(secret), "{what}: {secret} in {md}");
+        }
+        assert!(!md.contains("@acme"), "{what}: the mention is intact: {md}");
+        assert!(
+            !md.contains("<!-- sre-space:incident shop/payments"),
+            "{what}: the forged marker is intact: {md}"
+        );
+    }
+
+    #[test]
+    fn hostile_evidence_reaches_github_only_as_inert_code() {
+        let i = incident();
+        let d = desired(&i, &[], 1);
+        let marker = issue_marker(&i);
+        let body = d
+            .body
+            .strip_suffix(&marker)
+            .expect("the body ends with our marker");
+        assert_inert("issue body", body);
+        assert!(d.comments.len() >= 4, "{:?}", d.comments);
+        for (key, c) in &d.comments {
+            assert_inert(key, c);
+        }
+        // The table keeps its columns: the statement's pipes stay in its cell.
+        let diagnosis = &d.comments[0].1;
+        let row = diagnosis
+            .lines()
+            .find(|l| l.starts_with("| 1 |"))
+            .expect("a hypothesis row");
+        assert_eq!(
+            row.matches('|').count() - row.matches("\\|").count(),
+            5,
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn a_forged_marker_in_one_issue_never_matches_another_incident() {
+        let i = incident();
+        let body = desired(&i, &[], 1).body;
+        let mut other = i.clone();
+        other.metadata.name = Some("payments-oomkilled".into());
+        other.spec.fingerprint = "f00d".into();
+        assert!(crate::markdown::ends_with_marker(&body, &issue_marker(&i)));
+        assert!(!crate::markdown::ends_with_marker(
+            &body,
+            &issue_marker(&other)
+        ));
+        assert!(!body.contains(&issue_marker(&other)), "{body}");
+    }
 }

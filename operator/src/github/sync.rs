@@ -7,6 +7,7 @@
 use super::render::{self, comment_marker, issue_marker};
 use super::{GitHub, GitHubError};
 use crate::crd::{GitHubStatus, Incident};
+use crate::markdown::ends_with_marker;
 
 /// Keys kept in `status.github.comments`.
 const MAX_KEYS: usize = 200;
@@ -79,11 +80,11 @@ async fn apply(
         Some(n) => n,
         None => {
             let marker = issue_marker(incident);
-            let found = gh
-                .issues(repo)
-                .await?
-                .into_iter()
-                .find(|i| i.body.as_deref().is_some_and(|b| b.contains(&marker)));
+            let found = gh.issues(repo).await?.into_iter().find(|i| {
+                i.body
+                    .as_deref()
+                    .is_some_and(|b| ends_with_marker(b, &marker))
+            });
             let issue = match found {
                 Some(i) => i,
                 None => {
@@ -110,7 +111,7 @@ async fn apply(
             .collect();
         for (key, body) in missing {
             let marker = comment_marker(key);
-            if !existing.iter().any(|b| b.contains(&marker)) {
+            if !existing.iter().any(|b| ends_with_marker(b, &marker)) {
                 gh.comment(repo, number, &format!("{body}\n\n{marker}"))
                     .await?;
             }

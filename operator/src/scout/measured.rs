@@ -93,7 +93,10 @@ impl Board {
     /// Records a reading. Returns the signal it raises when it fires: one per
     /// firing episode (the key stays the same until the subject is healthy
     /// again), so a repeat judgement of the same trouble counts once.
-    pub fn post(&self, reading: Reading) -> Option<Signal> {
+    pub fn post(&self, mut reading: Reading) -> Option<Signal> {
+        // Every measured source (health checks, Kafka, traces) passes here:
+        // its words reach the dashboard and the Incident redacted.
+        crate::redact::in_place(&mut reading.summary);
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let entry = entries
             .entry(reading.subject.key())

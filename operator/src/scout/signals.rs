@@ -139,6 +139,11 @@ pub fn read_pod(pod: &Pod, triggers: &[Trigger], now: Timestamp) -> PodReading {
             );
         }
     }
+    // Messages quote the pod's status (a scheduler's or a registry's
+    // words); redacted here, before they reach the Incident or an event.
+    for s in &mut reading.signals {
+        crate::redact::in_place(&mut s.message);
+    }
     reading
 }
 
