@@ -72,6 +72,7 @@ fn record(
         outcome,
         pull_request: None,
         diff: None,
+        precondition: None,
     }
 }
 

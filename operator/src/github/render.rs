@@ -190,6 +190,7 @@ pub fn desired(
                 | ActionState::Rejected
                 | ActionState::AwaitingApproval
                 | ActionState::AwaitingMerge
+                | ActionState::Superseded
         );
         if !reported || a.type_ == crate::crd::ActionType::Escalate {
             continue;
