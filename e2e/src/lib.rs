@@ -296,6 +296,16 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as the kubelet sends when a rolling upgrade stops a pod.
+    pub fn terminate(&self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM failed: {status}");
+        Ok(())
+    }
+
     /// Waits for the process to end by itself.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -230,7 +230,8 @@ async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalat
         v["spec"]["actions"] = serde_json::json!([{ "type": "RestartPod" }, { "type": "RolloutRestart" }, { "type": "Escalate" }]);
     })
     .await?;
-    s.deploy("user", 1, "64Mi").await?;
+    // Two replicas: the only ready pod of a workload is never evicted.
+    s.deploy("user", 2, "64Mi").await?;
     let _operator = Operator::start(s.name(), &[])?;
 
     // The fault keeps coming back, every two seconds, whatever is done.
@@ -276,6 +277,95 @@ async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalat
             .contains("2 attempt(s)")
     );
     assert!(status.post_mortem.unwrap_or_default().contains("escalated"));
+    s.ns.cleanup().await
+}
+
+#[tokio::test]
+async fn an_oom_of_a_bare_pod_never_deletes_it_the_restart_is_refused_and_the_ladder_moves_on()
+-> Result<()> {
+    let s = Scenario::new("e2e-barepod").await?;
+    create_policy(&s.client, s.name(), |v| {
+        fast(v, 1, 5);
+        v["spec"]["actions"] =
+            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+    })
+    .await?;
+    // A pod without a controller: deleted, nothing would bring it back.
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), s.name());
+    let bare: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "batch-runner", "labels": { "app": "batch-runner", "sre.space/protected": "true" } },
+        "spec": { "containers": [{
+            "name": "app",
+            "image": "registry.local/batch-runner:1",
+            "resources": { "limits": { "memory": "64Mi" }, "requests": { "memory": "16Mi" } }
+        }] }
+    }))?;
+    let uid = pods.create(&PostParams::default(), &bare).await?.uid();
+    wait_until(LONG, "the bare pod to run", || async {
+        let p = pods.get("batch-runner").await?;
+        Ok(p.status.and_then(|st| st.phase).as_deref() == Some("Running"))
+    })
+    .await?;
+    let _operator = Operator::start(s.name(), &[])?;
+
+    s.chaos("batch-runner")
+        .oom_pod(pods.get("batch-runner").await?)
+        .await?;
+    // The first step is decided one way or the other.
+    let decided = |i: &Incident| {
+        i.status
+            .as_ref()
+            .and_then(|st| st.actions.first())
+            .is_some_and(|a| a.state != ActionState::Pending)
+    };
+    wait_until(LONG, "the incident's first step to be decided", || async {
+        Ok(s.incidents().await?.iter().any(decided))
+    })
+    .await?;
+    let after = pods.get_opt("batch-runner").await?;
+    assert!(
+        after
+            .as_ref()
+            .is_some_and(|p| p.uid() == uid && p.metadata.deletion_timestamp.is_none()),
+        "the bare pod still exists, untouched"
+    );
+    let inc = s
+        .incidents()
+        .await?
+        .into_iter()
+        .find(decided)
+        .expect("the incident");
+    let inc = wait_incident(
+        &s.client,
+        s.name(),
+        &inc.name_any(),
+        LONG,
+        "Escalated",
+        |i| phase(i) == Phase::Escalated,
+    )
+    .await?;
+    let status = inc.status.clone().unwrap_or_default();
+    let refused = &status.actions[0];
+    assert_eq!(
+        (refused.type_, refused.state),
+        (ActionType::RestartPod, ActionState::Failed),
+        "{:?}",
+        status.actions
+    );
+    assert!(
+        refused.detail.contains("no controller") && refused.detail.contains("for good"),
+        "the incident says why: {}",
+        refused.detail
+    );
+    assert_eq!(
+        status.actions.last().map(|a| a.type_),
+        Some(ActionType::Escalate),
+        "the ladder moved on to its next step"
+    );
+    assert!(
+        pods.get_opt("batch-runner").await?.is_some(),
+        "still there after the escalation"
+    );
     s.ns.cleanup().await
 }
 
@@ -368,7 +458,8 @@ impl Scenario {
 async fn two_faults_of_one_workload_at_once_get_one_change() -> Result<()> {
     let s = Scenario::new("e2e-twofaults").await?;
     create_policy(&s.client, s.name(), |v| restart_two_pods(v, "Automatic")).await?;
-    s.deploy("cart", 2, "64Mi").await?;
+    // A third pod stays ready: the OOM-killed pod is never the last ready one.
+    s.deploy("cart", 3, "64Mi").await?;
     let _operator = Operator::start(s.name(), &[])?;
 
     // Two incidents of one workload plan at once.
@@ -382,7 +473,8 @@ async fn two_faults_of_one_workload_at_once_get_one_change() -> Result<()> {
 async fn two_approvals_for_one_workload_at_once_make_one_change() -> Result<()> {
     let s = Scenario::new("e2e-twoapprovals").await?;
     create_policy(&s.client, s.name(), |v| restart_two_pods(v, "Manual")).await?;
-    s.deploy("basket", 2, "64Mi").await?;
+    // A third pod stays ready: the OOM-killed pod is never the last ready one.
+    s.deploy("basket", 3, "64Mi").await?;
     let _operator = Operator::start(s.name(), &[])?;
 
     let names = s.oom_and_crashloop_at_once("basket").await?;

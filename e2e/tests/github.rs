@@ -8,7 +8,7 @@ use sre_space::crd::{
     GitHubTarget, GitOpsTarget, Hypothesis, Incident, IncidentSpec, IncidentStatus, Phase,
     SignalKind, SignalObservation, WorkloadKind, WorkloadRef,
 };
-use sre_space::fixer::gitops;
+use sre_space::fixer::{Fence, NotLeader, Unfenced, gitops};
 use sre_space::github::{GitHub, GitHubAuth, GitHubConfig, GitHubError, sync};
 use sre_space_e2e::fake_github::FakeGitHub;
 
@@ -106,6 +106,7 @@ fn record(to: &str) -> ActionRecord {
         outcome: None,
         pull_request: None,
         diff: None,
+        precondition: None,
     }
 }
 
@@ -247,7 +248,7 @@ async fn the_pull_request_changes_exactly_one_line_and_is_never_merged_by_the_op
     let gh = client(&url);
     let (repo, target) = gitops_target("deploy/values.yaml");
     let inc = incident(1, Phase::Remediating);
-    let p = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"))
+    let p = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"), &Unfenced)
         .await
         .expect("proposed");
     assert_eq!(p.state, ActionState::AwaitingMerge);
@@ -299,6 +300,7 @@ async fn a_change_under_dot_github_is_refused_before_any_write() {
         &target,
         &incident(1, Phase::Remediating),
         &record("96Mi"),
+        &Unfenced,
     )
     .await
     .err()
@@ -321,7 +323,7 @@ async fn a_restart_between_the_branch_and_the_pull_request_still_makes_one_pull_
     // The branch is created and the change committed; then the creation of
     // the pull request fails, as if the operator died right there.
     fake.fail_matching("POST /repos/acme/deploy/pulls", 1, 500);
-    let err = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"))
+    let err = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"), &Unfenced)
         .await
         .err()
         .expect("interrupted");
@@ -329,10 +331,10 @@ async fn a_restart_between_the_branch_and_the_pull_request_still_makes_one_pull_
     assert!(fake.pulls(REPO).is_empty());
 
     // The restarted operator replays the recorded action.
-    let p1 = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"))
+    let p1 = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"), &Unfenced)
         .await
         .expect("resumed");
-    let p2 = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"))
+    let p2 = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"), &Unfenced)
         .await
         .expect("replayed again");
     assert_eq!(
@@ -348,6 +350,78 @@ async fn a_restart_between_the_branch_and_the_pull_request_still_makes_one_pull_
     };
     assert_eq!(count("POST /repos/acme/deploy/git/refs"), 1, "one branch");
     assert_eq!(count("PUT /repos/acme/deploy/contents/"), 1, "one commit");
+}
+
+/// A fence that lets the first `allow` writes through, then says this
+/// replica lost the Lease (another replica took it over mid-action).
+struct DeposedAfter {
+    allow: usize,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl Fence for DeposedAfter {
+    async fn renew(&self) -> Result<(), NotLeader> {
+        let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n < self.allow {
+            Ok(())
+        } else {
+            Err(NotLeader("another replica wrote the Lease".into()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leader_deposed_between_the_branch_and_the_pull_request_opens_none_and_the_next_leader_opens_one()
+ {
+    let (fake, url) = FakeGitHub::start().await;
+    fake.seed(REPO, &[("deploy/values.yaml", VALUES)]);
+    let gh = client(&url);
+    let (repo, target) = gitops_target("deploy/values.yaml");
+    let inc = incident(1, Phase::Remediating);
+    // The branch is created; the Lease is lost before the commit.
+    let deposed = DeposedAfter {
+        allow: 1,
+        asked: Default::default(),
+    };
+    let err = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"), &deposed)
+        .await
+        .err()
+        .expect("stopped");
+    assert!(matches!(err, GitHubError::NotLeader(_)), "{err:?}");
+    let count = |prefix: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(count("POST /repos/acme/deploy/git/refs"), 1, "the branch");
+    assert_eq!(
+        count("PUT /repos/acme/deploy/contents/"),
+        0,
+        "no commit after the Lease was lost"
+    );
+    assert!(fake.pulls(REPO).is_empty(), "no pull request");
+
+    // The new leader replays the action and asks before each remaining write.
+    let leader = DeposedAfter {
+        allow: usize::MAX,
+        asked: Default::default(),
+    };
+    let p = gitops::propose(Some(&gh), &repo, &target, &inc, &record("96Mi"), &leader)
+        .await
+        .expect("proposed");
+    assert_eq!(p.state, ActionState::AwaitingMerge);
+    assert_eq!(fake.pulls(REPO).len(), 1, "one pull request");
+    assert_eq!(
+        count("POST /repos/acme/deploy/git/refs"),
+        1,
+        "still one branch"
+    );
+    assert_eq!(
+        leader.asked.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the commit and the pull request were each fenced"
+    );
 }
 
 #[tokio::test]

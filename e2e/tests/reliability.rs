@@ -158,6 +158,116 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
     ns.cleanup().await
 }
 
+/// Waits until the Lease is held by one of `ids` and returns which.
+async fn wait_leader(leases: &Api<Lease>, ids: &[&str]) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        if let Some(h) =
+            holder(leases.get_opt("sre-space").await?).filter(|h| ids.contains(&h.as_str()))
+        {
+            return Ok(h);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no leader among {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_leader_stopped_by_sigterm_hands_the_lease_over_well_within_the_lease_duration()
+-> Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-handover").await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    // The chart's defaults: a 15 s Lease, tried again every 5 s.
+    let lease_seconds = 15u64;
+    let seconds = lease_seconds.to_string();
+    let start = |id: &str| {
+        Operator::start(
+            &ns.name,
+            &[
+                ("SRE_SPACE_LEASE_NAMESPACE", ns.name.as_str()),
+                ("SRE_SPACE_LEASE_DURATION_SECONDS", seconds.as_str()),
+                ("POD_NAME", id),
+            ],
+        )
+    };
+    let mut a = start("handover-a")?;
+    wait_leader(&leases, &["handover-a"]).await?;
+    let _b = start("handover-b")?;
+    // Let the follower settle into its retry rhythm, and the leader renew.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        holder(leases.get_opt("sre-space").await?).as_deref(),
+        Some("handover-a")
+    );
+
+    // A rolling upgrade stops the leader with SIGTERM.
+    a.terminate()?;
+    let at = tokio::time::Instant::now();
+    wait_leader(&leases, &["handover-b"]).await?;
+    let gap = at.elapsed();
+    let status = a.wait_exit(Duration::from_secs(30)).await?;
+    println!(
+        "leader hand-over after SIGTERM: {gap:?} without a leader (lease {lease_seconds} s, retry {} s); the stopped leader exited with {status}",
+        lease_seconds / 3
+    );
+    assert!(
+        gap < Duration::from_secs(lease_seconds / 2),
+        "the next replica led after {gap:?}: the stopped leader did not hand the Lease over (lease {lease_seconds} s)"
+    );
+    assert!(status.success(), "a clean stop: {status}");
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_deposed_leader_that_still_believes_it_leads_is_refused_by_the_lease() -> Result<()> {
+    use sre_space::controller::lease::{LeaseConfig, lead};
+    use sre_space::fixer::Fence;
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "e2e-fence").await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    // A long Lease: by its own clock this replica leads for the whole test.
+    let cfg = LeaseConfig {
+        namespace: ns.name.clone(),
+        name: "sre-space".into(),
+        identity: "paused-leader".into(),
+        duration: Duration::from_secs(60),
+        renew_every: Duration::from_secs(20),
+    };
+    let leadership = lead(client.clone(), cfg).await?;
+    leadership.renew().await.context("the leader may act")?;
+
+    // While it was paused (a long GC, a frozen VM), another replica found
+    // the Lease expired and took it.
+    let mut lease = leases.get("sre-space").await?;
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("new-leader".into());
+    }
+    leases
+        .replace("sre-space", &PostParams::default(), &lease)
+        .await?;
+
+    assert!(
+        leadership.is_held(),
+        "by its local clock the old leader still holds the Lease"
+    );
+    let refused = leadership.renew().await;
+    assert!(
+        refused.is_err(),
+        "the old leader may not act once another replica wrote the Lease"
+    );
+    assert_eq!(
+        holder(leases.get_opt("sre-space").await?).as_deref(),
+        Some("new-leader"),
+        "and it did not take the Lease back"
+    );
+    ns.cleanup().await
+}
+
 /// The operator's peak resident memory, from /proc.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -8,6 +8,10 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    /// Acting was refused because this replica may not be the leader; the
+    /// action stays recorded for the leader to take.
+    #[error(transparent)]
+    NotLeader(#[from] crate::fixer::NotLeader),
 }
 
 impl Error {

@@ -347,6 +347,7 @@ impl Run {
             outcome: None,
             pull_request: None,
             diff: None,
+            precondition: None,
         });
         self.status().phase = Phase::Escalated;
         self.status().escalation_reason = Some(message.clone());
@@ -426,9 +427,17 @@ impl Run {
         if let (ActionType::RaiseMemoryLimit, Some((repo, target))) = (record.type_, gitops) {
             return self.propose(policy_key, &record, repo, target).await;
         }
-        let result = actions::execute(&self.ctx.client, &self.incident, &record).await;
+        let leader = &self.ctx.leadership;
+        let result = actions::execute(&self.ctx.client, &self.incident, &record, leader).await;
         let (state, detail) = match result {
+            Ok(done) if done.state == ActionState::Superseded => {
+                return self.superseded(policy, done.detail).await;
+            }
             Ok(done) => (done.state, done.detail),
+            Err(Error::NotLeader(why)) => {
+                warn!(incident = %self.incident.name_any(), %why, "not acting; the recorded action waits for the leader");
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
             // A refusal that retrying cannot fix fails the step; anything
             // else (the API server away) is retried with the record kept.
             Err(Error::Invalid(why)) => (ActionState::Failed, why),
@@ -489,6 +498,33 @@ impl Run {
         Ok(Action::requeue(VERIFY_POLL))
     }
 
+    /// The workload changed since the last action was planned: the action is
+    /// not taken, says why, and the next step is planned from the workload as
+    /// it is now. The superseded step is not planned again in this episode.
+    async fn superseded(&mut self, policy: &RemediationPolicy, why: String) -> Result<Action> {
+        let now = Time(self.now);
+        let Some(a) = self.last_action() else {
+            return Ok(Action::await_change());
+        };
+        a.state = ActionState::Superseded;
+        a.detail = why.clone();
+        a.finished_at = Some(now);
+        let what = a.type_;
+        self.count_action(what, ActionState::Superseded);
+        let message = format!("{} not taken: {why}", what.as_str());
+        self.condition(
+            "Remediated",
+            ConditionStatus::False,
+            "ActionSuperseded",
+            message.clone(),
+        );
+        info!(incident = %self.incident.name_any(), action = what.as_str(), %why, "superseded");
+        self.event(EventType::Normal, "ActionSuperseded", message)
+            .await;
+        // Boxed: planning may take the next step, which may be superseded.
+        Box::pin(self.plan(policy)).await
+    }
+
     /// Proposes the recorded memory change as a pull request.
     async fn propose(
         &mut self,
@@ -498,23 +534,37 @@ impl Run {
         target: &crate::crd::GitOpsTarget,
     ) -> Result<Action> {
         let gh = self.ctx.github.clone();
-        let proposal =
-            match fixer::gitops::propose(gh.as_ref(), repo, target, &self.incident, record).await {
-                Ok(p) => p,
-                Err(e @ (GitHubError::RateLimited(_) | GitHubError::Unavailable(_))) => {
-                    // The record stays Pending and is proposed when GitHub is back.
-                    let msg = format!("{e}; the pull request will be opened when GitHub answers");
-                    self.condition("Remediated", ConditionStatus::False, e.reason(), msg);
-                    self.save().await?;
-                    return Ok(Action::requeue(e.retry_after()));
-                }
-                Err(e) => fixer::gitops::Proposal {
-                    state: ActionState::Failed,
-                    detail: e.to_string(),
-                    pull_request: None,
-                    diff: None,
-                },
-            };
+        let proposal = match fixer::gitops::propose(
+            gh.as_ref(),
+            repo,
+            target,
+            &self.incident,
+            record,
+            &self.ctx.leadership,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(GitHubError::NotLeader(why)) => {
+                // Whatever was written so far is found again by the
+                // leader's replay.
+                warn!(incident = %self.incident.name_any(), %why, "not proposing; the recorded action waits for the leader");
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            Err(e @ (GitHubError::RateLimited(_) | GitHubError::Unavailable(_))) => {
+                // The record stays Pending and is proposed when GitHub is back.
+                let msg = format!("{e}; the pull request will be opened when GitHub answers");
+                self.condition("Remediated", ConditionStatus::False, e.reason(), msg);
+                self.save().await?;
+                return Ok(Action::requeue(e.retry_after()));
+            }
+            Err(e) => fixer::gitops::Proposal {
+                state: ActionState::Failed,
+                detail: e.to_string(),
+                pull_request: None,
+                diff: None,
+            },
+        };
         let now = Time(self.now);
         let state = proposal.state;
         self.count_action(record.type_, state);
@@ -754,6 +804,7 @@ impl Run {
             outcome: None,
             pull_request: None,
             diff: None,
+            precondition: prepared.precondition,
         });
         match state {
             ActionState::Failed => {

@@ -497,6 +497,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     for source in sources {
         source.abort();
     }
+    // A rolling upgrade stops the leader first: handing the Lease over now
+    // lets the next replica lead at its next attempt, not a lease later.
+    ctx.leadership.release().await;
     info!("sre-space operator stopped");
     Ok(())
 }

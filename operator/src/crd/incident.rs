@@ -305,6 +305,24 @@ pub struct ActionRecord {
     /// not be proposed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// What the workload looked like when the action was planned. An action
+    /// taken later (replayed after a restart, or approved) checks it again
+    /// first, and is Superseded instead of taken when the workload changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precondition: Option<Precondition>,
+}
+
+/// The state of a workload an action was planned from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Precondition {
+    /// The workload's `metadata.generation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// A hash of the workload's pod template (SHA-256 of its JSON, first 16
+    /// hex digits): a rollback applies only to the template it diagnosed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<String>,
 }
 
 /// A pull request the operator opened.
@@ -357,6 +375,10 @@ pub enum ActionState {
     Rejected,
     /// Proposed as a pull request; waits until it is merged or closed.
     AwaitingMerge,
+    /// Not taken because the workload changed after it was planned (a new
+    /// rollout, a manual scale); `detail` says what changed. The next step is
+    /// planned from the workload as it is now.
+    Superseded,
 }
 
 /// Whether an action fixed the problem.

@@ -4,15 +4,18 @@
 //! crash between acting and recording the result) changes nothing more.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
+use sha2::{Digest, Sha256};
 
+use super::Fence;
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ActionType, Incident, WorkloadKind, WorkloadRef,
+    ActionRecord, ActionState, ActionStep, ActionType, Incident, Precondition, WorkloadKind,
+    WorkloadRef,
 };
 use crate::quantity::{format_bytes_within, parse_bytes};
-use crate::workload::{pod_template, replicasets_of, revision};
+use crate::workload::{owner_of_pod, pod_template, replicasets_of, revision};
 use crate::{FIELD_MANAGER, Result};
 
 /// The annotation a rollout restart sets on the pod template.
@@ -29,6 +32,8 @@ pub struct Prepared {
     pub detail: String,
     /// Set when the action cannot be taken; the record is Failed with it.
     pub impossible: Option<String>,
+    /// What the workload looked like, for the check before acting.
+    pub precondition: Option<Precondition>,
 }
 
 impl Prepared {
@@ -41,6 +46,7 @@ impl Prepared {
             to: None,
             detail,
             impossible: None,
+            precondition: None,
         }
     }
     fn impossible(reason: String) -> Self {
@@ -88,19 +94,31 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                 .get_opt(&pod_name)
                 .await?
             {
-                Some(pod) if pod.metadata.deletion_timestamp.is_none() => Prepared {
-                    target: Some(format!("Pod/{pod_name}")),
-                    target_uid: pod.metadata.uid.clone(),
-                    ..Prepared::new(format!(
-                        "evict pod {pod_name} so that its controller replaces it"
-                    ))
-                },
+                Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
+                    let siblings = pods_of_workload(client, &ns, target).await?;
+                    if let Some(why) = restart_refusal(&pod, target, &siblings) {
+                        return Ok(Prepared::impossible(why));
+                    }
+                    Prepared {
+                        target: Some(format!("Pod/{pod_name}")),
+                        target_uid: pod.metadata.uid.clone(),
+                        ..Prepared::new(format!(
+                            "evict pod {pod_name} so that its controller replaces it"
+                        ))
+                    }
+                }
                 _ => Prepared::impossible(format!("pod {pod_name} is already gone")),
             }
         }
-        ActionType::RolloutRestart => Prepared {
-            target: Some(target.to_string()),
-            ..Prepared::new(format!("restart every pod of {target} by a rolling update"))
+        ActionType::RolloutRestart => match target.kind {
+            // Nothing would roll a bare pod or a Job's pods out again.
+            WorkloadKind::Pod | WorkloadKind::Job => Prepared::impossible(format!(
+                "{target} has no rolling update to restart its pods with"
+            )),
+            _ => Prepared {
+                target: Some(target.to_string()),
+                ..Prepared::new(format!("restart every pod of {target} by a rolling update"))
+            },
         },
         ActionType::Rollback => {
             if target.kind != WorkloadKind::Deployment {
@@ -108,6 +126,12 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                     "{target} is not a Deployment; only Deployments roll back"
                 )));
             }
+            let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt(&target.name)
+                .await?
+            else {
+                return Ok(Prepared::impossible(format!("{target} is gone")));
+            };
             let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
                 .list(&ListParams::default())
                 .await?;
@@ -123,6 +147,10 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                         target_uid: previous.metadata.uid.clone(),
                         from: Some(from.to_string()),
                         to: Some(to.to_string()),
+                        precondition: Some(Precondition {
+                            generation: deployment.metadata.generation,
+                            template_hash: Some(template_hash(&deployment.spec.template)),
+                        }),
                         ..Prepared::new(format!(
                             "roll {target} back from revision {from} to revision {to}"
                         ))
@@ -245,6 +273,160 @@ async fn current_replicas(client: &Client, ns: &str, target: &WorkloadRef) -> Re
     })
 }
 
+/// The pods of a workload, read from the API.
+async fn pods_of_workload(client: &Client, ns: &str, target: &WorkloadRef) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let replicasets = if target.kind == WorkloadKind::Deployment {
+        Api::<ReplicaSet>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+    } else {
+        vec![]
+    };
+    let rs = |name: &str| {
+        replicasets
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+    };
+    Ok(pods
+        .into_iter()
+        .filter(|p| owner_of_pod(p, rs).as_ref() == Some(target))
+        .collect())
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Why evicting `pod` would do harm, if it would. Nothing recreates a pod
+/// without a controller, so evicting it deletes it for good. A Job's pod is
+/// not restarted but failed: the Job counts it against its backoffLimit and
+/// runs the work again from the start. And evicting the only ready pod of a
+/// workload leaves it serving nothing until the replacement is ready; a
+/// rolling restart, the usual next step, starts the new pod first.
+/// `workload_pods` are the pods of `workload`, with or without `pod`.
+pub fn restart_refusal(pod: &Pod, workload: &WorkloadRef, workload_pods: &[Pod]) -> Option<String> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let controller = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    let Some(controller) = controller else {
+        return Some(format!(
+            "pod {name} has no controller: evicting it would delete it for good, since nothing would recreate it"
+        ));
+    };
+    if controller.kind == "Job" {
+        return Some(format!(
+            "pod {name} belongs to Job {}: evicting it would fail the Job's attempt (counted against its backoffLimit) and rerun its work, not restart it",
+            controller.name
+        ));
+    }
+    let others_ready = workload_pods
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(name.as_str()))
+        .filter(|p| is_ready(p))
+        .count();
+    if is_ready(pod) && others_ready == 0 {
+        return Some(format!(
+            "pod {name} is the only ready pod of {workload}: evicting it would leave none serving"
+        ));
+    }
+    None
+}
+
+/// A short, stable hash of a pod template: the same template, read again,
+/// gives the same hash; any change to it gives another.
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    Sha256::digest(json)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a rollback planned against `planned` still applies to the
+/// Deployment as it is now: its template is the one the rollback was planned
+/// from, or already the one it rolls back to (a replay after the rollback
+/// was applied changes nothing). Otherwise someone rolled out or rolled back
+/// since, and rolling back now would undo that instead.
+pub fn rollback_still_applies(
+    planned: Option<&Precondition>,
+    deployment: &Deployment,
+    target_template: &PodTemplateSpec,
+) -> std::result::Result<(), String> {
+    let Some(planned_hash) = planned.and_then(|p| p.template_hash.as_deref()) else {
+        // Recorded by a version that kept no precondition.
+        return Ok(());
+    };
+    let now = template_hash(&deployment.spec.template);
+    if now == planned_hash || now == template_hash(target_template) {
+        return Ok(());
+    }
+    let generation = |g: Option<i64>| g.map_or_else(|| "?".to_string(), |g| g.to_string());
+    Err(format!(
+        "the Deployment's template changed since the rollback was planned: generation {} → {}",
+        generation(planned.and_then(|p| p.generation)),
+        generation(deployment.metadata.generation)
+    ))
+}
+
+/// Whether a recorded value change still applies: the current value is the
+/// one it was planned from, or already the one it sets.
+fn value_still_applies(
+    what: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    now: Option<&str>,
+    same: impl Fn(&str, &str) -> bool,
+) -> std::result::Result<(), String> {
+    let (Some(from), Some(now)) = (from, now) else {
+        return Ok(());
+    };
+    if same(now, from) || to.is_some_and(|to| same(now, to)) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} changed since the action was planned: {from} → {now}"
+    ))
+}
+
+/// Whether a Scale still applies: the replica count is still the one it
+/// was planned from (or already the one it sets). Someone who scaled the
+/// workload in between knew something the plan did not.
+pub fn scale_still_applies(
+    record: &ActionRecord,
+    target: &WorkloadRef,
+    current: Option<i32>,
+) -> std::result::Result<(), String> {
+    value_still_applies(
+        &format!("the replica count of {target}"),
+        record.from.as_deref(),
+        record.to.as_deref(),
+        current.map(|n| n.to_string()).as_deref(),
+        |a, b| a == b,
+    )
+}
+
+fn superseded(detail: String) -> Executed {
+    Executed {
+        state: ActionState::Superseded,
+        detail,
+    }
+}
+
 /// The result of executing an action.
 pub struct Executed {
     pub state: ActionState,
@@ -297,11 +479,15 @@ async fn patch_workload(
     Ok(())
 }
 
-/// Takes a recorded action. Safe to call again for the same record.
+/// Takes a recorded action. Safe to call again for the same record. The
+/// action's precondition is checked first (a Superseded result when the
+/// workload changed since it was planned), and `fence` right before each
+/// call that changes the cluster.
 pub async fn execute(
     client: &Client,
     incident: &Incident,
     record: &ActionRecord,
+    fence: &impl Fence,
 ) -> Result<Executed> {
     let ns = incident.metadata.namespace.clone().unwrap_or_default();
     let target = &incident.spec.target;
@@ -313,6 +499,18 @@ pub async fn execute(
                 .as_deref()
                 .and_then(|t| t.strip_prefix("Pod/"))
                 .unwrap_or_default();
+            // Approved or replayed later, the other pods may have gone
+            // unready since it was planned.
+            let current = Api::<Pod>::namespaced(client.clone(), &ns)
+                .get_opt(pod)
+                .await?
+                .filter(|p| p.metadata.uid == record.target_uid);
+            if let Some(current) = current {
+                let siblings = pods_of_workload(client, &ns, target).await?;
+                if let Some(why) = restart_refusal(&current, target, &siblings) {
+                    return Ok(superseded(why));
+                }
+            }
             let params = EvictParams {
                 delete_options: Some(DeleteParams {
                     preconditions: Some(Preconditions {
@@ -323,6 +521,7 @@ pub async fn execute(
                 }),
                 ..EvictParams::default()
             };
+            fence.renew().await?;
             match Api::<Pod>::namespaced(client.clone(), &ns)
                 .evict(pod, &params)
                 .await
@@ -346,6 +545,7 @@ pub async fn execute(
         ActionType::RolloutRestart => {
             let value = format!("{incident_name}/{}", record.id);
             let patch = serde_json::json!({ "spec": { "template": { "metadata": { "annotations": { RESTART_ANNOTATION: value } } } } });
+            fence.renew().await?;
             patch_workload(client, &ns, target, &Patch::Merge(patch)).await?;
             Ok(done(format!("rolling restart of {target}")))
         }
@@ -367,10 +567,22 @@ pub async fn execute(
             if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
                 labels.remove("pod-template-hash");
             }
+            let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt(&target.name)
+                .await?
+            else {
+                return Ok(superseded(format!("{target} is gone")));
+            };
+            if let Err(why) =
+                rollback_still_applies(record.precondition.as_ref(), &deployment, &template)
+            {
+                return Ok(superseded(why));
+            }
             // Replacing the whole template with the old one is what
             // `kubectl rollout undo` does; replaying it changes nothing.
             let patch = serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]);
             let patch: json_patch::Patch = serde_json::from_value(patch)?;
+            fence.renew().await?;
             Api::<Deployment>::namespaced(client.clone(), &ns)
                 .patch(
                     &target.name,
@@ -389,6 +601,11 @@ pub async fn execute(
                 .as_deref()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(1);
+            let current = current_replicas(client, &ns, target).await?;
+            if let Err(why) = scale_still_applies(record, target, current) {
+                return Ok(superseded(why));
+            }
+            fence.renew().await?;
             patch_workload(
                 client,
                 &ns,
@@ -401,9 +618,24 @@ pub async fn execute(
         ActionType::RaiseMemoryLimit => {
             let container = record.container.clone().unwrap_or_default();
             let to = record.to.clone().unwrap_or_default();
+            let now = pod_template(client, &ns, target)
+                .await?
+                .and_then(|t| t.spec)
+                .and_then(|s| s.containers.into_iter().find(|c| c.name == container))
+                .and_then(|c| c.resources?.limits?.get("memory").map(|q| q.0.clone()));
+            if let Err(why) = value_still_applies(
+                &format!("the memory limit of container {container} of {target}"),
+                record.from.as_deref(),
+                Some(to.as_str()),
+                Some(now.as_deref().unwrap_or("none")),
+                |a, b| parse_bytes(a).is_ok_and(|a| parse_bytes(b).is_ok_and(|b| a == b)),
+            ) {
+                return Ok(superseded(why));
+            }
             let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [
                 { "name": container, "resources": { "limits": { "memory": to } } }
             ] } } } });
+            fence.renew().await?;
             patch_workload(client, &ns, target, &Patch::Strategic(patch)).await?;
             Ok(done(format!(
                 "memory limit of container {container} of {target} set to {to}"
@@ -418,6 +650,135 @@ mod tests {
     use super::*;
 
     const MI: u64 = 1024 * 1024;
+
+    fn pod(name: &str, owner: Option<(&str, &str)>, ready: bool) -> Pod {
+        let owners = owner.map(|(kind, owner)| {
+            serde_json::json!([{ "apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": "u", "controller": true }])
+        });
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "namespace": "ns", "ownerReferences": owners },
+            "status": { "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] }
+        }))
+        .unwrap()
+    }
+
+    fn workload(kind: WorkloadKind, name: &str) -> WorkloadRef {
+        WorkloadRef {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn restarting_a_bare_pod_is_refused_because_nothing_would_recreate_it() {
+        let bare = pod("api", None, true);
+        let why = restart_refusal(
+            &bare,
+            &workload(WorkloadKind::Pod, "api"),
+            std::slice::from_ref(&bare),
+        )
+        .expect("refused");
+        assert!(why.contains("no controller"), "{why}");
+        assert!(why.contains("delete it for good"), "{why}");
+    }
+
+    #[test]
+    fn restarting_a_pod_of_a_job_is_refused() {
+        let worker = pod("report-x7k2p", Some(("Job", "report")), true);
+        let other = pod("report-a1b2c", Some(("Job", "report")), true);
+        let why = restart_refusal(
+            &worker,
+            &workload(WorkloadKind::Job, "report"),
+            &[worker.clone(), other],
+        )
+        .expect("refused");
+        assert!(why.contains("Job report"), "{why}");
+    }
+
+    #[test]
+    fn the_last_ready_pod_of_a_workload_is_never_evicted() {
+        let web = workload(WorkloadKind::Deployment, "web");
+        let only = pod("web-1", Some(("ReplicaSet", "web-7f9c")), true);
+        let unready = pod("web-2", Some(("ReplicaSet", "web-7f9c")), false);
+        let why = restart_refusal(&only, &web, &[only.clone(), unready.clone()]).expect("refused");
+        assert!(why.contains("only ready pod of Deployment/web"), "{why}");
+
+        // With another ready pod, or when the pod itself is not ready (so
+        // evicting it takes nothing away), the restart goes ahead.
+        let second = pod("web-3", Some(("ReplicaSet", "web-7f9c")), true);
+        assert_eq!(restart_refusal(&only, &web, &[only.clone(), second]), None);
+        assert_eq!(
+            restart_refusal(&unready, &web, &[only, unready.clone()]),
+            None
+        );
+    }
+
+    fn deployment(generation: i64, image: &str) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web", "generation": generation },
+            "spec": {
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": {
+                    "metadata": { "labels": { "app": "web" } },
+                    "spec": { "containers": [{ "name": "app", "image": image }] }
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollback_whose_deployment_changed_since_it_was_planned_is_superseded() {
+        let planned_on = deployment(4, "web:2");
+        let planned = Precondition {
+            generation: Some(4),
+            template_hash: Some(template_hash(&planned_on.spec.template)),
+        };
+        let previous = deployment(3, "web:1").spec.template;
+
+        // Unchanged: the rollback applies.
+        assert_eq!(
+            rollback_still_applies(Some(&planned), &deployment(4, "web:2"), &previous),
+            Ok(())
+        );
+        // A replay after the rollback was applied changes nothing more.
+        assert_eq!(
+            rollback_still_applies(Some(&planned), &deployment(5, "web:1"), &previous),
+            Ok(())
+        );
+        // Someone rolled out web:3 in between: rolling back now would undo it.
+        let why = rollback_still_applies(Some(&planned), &deployment(5, "web:3"), &previous)
+            .expect_err("superseded");
+        assert_eq!(
+            why,
+            "the Deployment's template changed since the rollback was planned: generation 4 → 5"
+        );
+        // Scaling changes the generation, not the template.
+        let mut scaled = deployment(6, "web:2");
+        scaled.spec.replicas = Some(5);
+        assert_eq!(
+            rollback_still_applies(Some(&planned), &scaled, &previous),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_scale_whose_replica_count_changed_since_it_was_planned_is_superseded() {
+        let record: ActionRecord = serde_json::from_value(serde_json::json!({
+            "id": "1-scale", "type": "Scale", "state": "Pending",
+            "from": "2", "to": "4", "recordedAt": "2026-12-01T10:00:00Z"
+        }))
+        .unwrap();
+        let web = workload(WorkloadKind::Deployment, "web");
+        assert_eq!(scale_still_applies(&record, &web, Some(2)), Ok(()));
+        assert_eq!(scale_still_applies(&record, &web, Some(4)), Ok(()));
+        let why = scale_still_applies(&record, &web, Some(6)).expect_err("superseded");
+        assert!(
+            why.contains("replica count of Deployment/web changed"),
+            "{why}"
+        );
+        assert!(why.contains("2 → 6"), "{why}");
+    }
 
     #[test]
     fn memory_is_raised_by_percent_or_step_and_never_past_the_cap() {

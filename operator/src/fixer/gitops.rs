@@ -3,7 +3,10 @@
 //! what an earlier, interrupted attempt already did (the branch, the commit,
 //! the pull request) and goes on from there, so one action opens one pull
 //! request however often the operator restarts. The operator never merges.
+//! Each write (branch, commit, pull request) is fenced: a replica that lost
+//! the Lease between two of them stops there, and the leader goes on.
 
+use super::Fence;
 use crate::crd::{ActionRecord, ActionState, GitHubTarget, GitOpsTarget, Incident, PullRequestRef};
 use crate::github::gitops::{find_container_memory, find_key, replace, unified_diff};
 use crate::github::{GitHub, GitHubError, check_path};
@@ -76,13 +79,15 @@ fn pull_body(
     body
 }
 
-/// Proposes the recorded memory change.
+/// Proposes the recorded memory change; `fence` is asked right before each
+/// write.
 pub async fn propose(
     gh: Option<&GitHub>,
     repo: &GitHubTarget,
     target: &GitOpsTarget,
     incident: &Incident,
     record: &ActionRecord,
+    fence: &impl Fence,
 ) -> Result<Proposal, GitHubError> {
     check_path(&target.path)?;
     let to = record.to.clone().unwrap_or_default();
@@ -141,6 +146,7 @@ pub async fn propose(
             .ok_or_else(|| {
                 GitHubError::Refused(format!("base branch {} does not exist", target.base_branch))
             })?;
+        fence.renew().await?;
         gh.create_branch(repo_name, &branch, &base_sha).await?;
     }
     let (branch_text, blob) = gh.file(repo_name, &target.path, &branch).await?;
@@ -149,6 +155,7 @@ pub async fn propose(
             "Raise the memory limit of {} to {to} ({})",
             incident.spec.target, name
         );
+        fence.renew().await?;
         gh.write_file(repo_name, &target.path, &branch, &new_text, &blob, &message)
             .await?;
     }
@@ -159,6 +166,7 @@ pub async fn propose(
                 "[SRE-Space] Raise the memory limit of {} to {to}",
                 incident.spec.target
             );
+            fence.renew().await?;
             gh.create_pull(
                 repo_name,
                 &branch,

@@ -73,6 +73,7 @@ fn record(
         outcome,
         pull_request: None,
         diff: None,
+        precondition: None,
     }
 }
 

@@ -88,6 +88,10 @@ pub enum GitHubError {
     /// A request the operator will not make.
     #[error("not allowed: {0}")]
     Forbidden(String),
+    /// Not sent: this replica could not prove it still leads. The leader
+    /// makes the request.
+    #[error("{0}")]
+    NotLeader(#[from] crate::fixer::NotLeader),
 }
 
 impl GitHubError {
@@ -97,6 +101,7 @@ impl GitHubError {
             Self::Unavailable(_) => "GitHubUnavailable",
             Self::Refused(_) => "GitHubRefused",
             Self::Forbidden(_) => "GitHubForbidden",
+            Self::NotLeader(_) => "NotLeader",
         }
     }
 
@@ -105,6 +110,7 @@ impl GitHubError {
         match self {
             Self::RateLimited(d) => *d,
             Self::Unavailable(_) => Duration::from_secs(15),
+            Self::NotLeader(_) => Duration::from_secs(5),
             Self::Refused(_) | Self::Forbidden(_) => Duration::from_secs(300),
         }
     }

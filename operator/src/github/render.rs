@@ -191,6 +191,7 @@ pub fn desired(
                 | ActionState::Rejected
                 | ActionState::AwaitingApproval
                 | ActionState::AwaitingMerge
+                | ActionState::Superseded
         );
         if !reported || a.type_ == crate::crd::ActionType::Escalate {
             continue;
@@ -344,6 +345,7 @@ mod tests {
             outcome: None,
             pull_request: None,
             diff: None,
+            precondition: None,
         };
         i.status = Some(IncidentStatus {
             phase: Phase::Escalated,
