@@ -129,6 +129,9 @@ async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()
     );
 
     // The problem returns: a new episode, whose action waits for a person.
+    // (Later than the resolution by more than the timestamps' one-second
+    // resolution, or it reads as part of the old episode.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     chaos.crashloop(5).await?;
     let second = wait_incident(
         &client,
