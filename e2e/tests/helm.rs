@@ -5,7 +5,7 @@
 //! nothing more, and every chaos command is undone by `revert`.
 #![cfg(feature = "cluster")]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -47,6 +47,14 @@ fn objects(yaml: &str) -> Result<Vec<Value>> {
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The one object of `kind` named `name`.
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
+    of_kind(objects, kind)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .with_context(|| format!("{kind} {name}"))
 }
 
 fn kinds(objects: &[Value]) -> BTreeMap<String, usize> {
@@ -164,7 +172,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
         kinds(&all),
         BTreeMap::from(
             [
-                ("ClusterRole", 1),
+                ("ClusterRole", 4),
                 ("ClusterRoleBinding", 1),
                 ("CustomResourceDefinition", 3),
                 ("Deployment", 1),
@@ -172,10 +180,12 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
                 ("RoleBinding", 1),
                 ("Service", 1),
                 ("ServiceAccount", 1),
+                ("ValidatingAdmissionPolicy", 1),
+                ("ValidatingAdmissionPolicyBinding", 1),
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
-        "the operator, its RBAC, its CRDs and its metrics Service"
+        "the operator, its RBAC, people's roles, the approval policy, its CRDs and its metrics Service"
     );
     let d = of_kind(&all, "Deployment")[0];
     assert_eq!(d["spec"]["replicas"], 2, "a leader and a standby");
@@ -223,7 +233,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
         assert!(!env.contains_key(absent), "{absent} is unset by default");
     }
 
-    let role = of_kind(&all, "ClusterRole")[0];
+    let role = named(&all, "ClusterRole", "rel-sre-space")?;
     let rules = role["rules"].as_array().context("ClusterRole rules")?;
     for rule in rules {
         for field in ["apiGroups", "resources", "verbs"] {
@@ -288,11 +298,13 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
         kinds(&edge_objects),
         BTreeMap::from(
             [
-                ("ClusterRole", 1),
+                ("ClusterRole", 4),
                 ("Deployment", 1),
                 ("Role", 1),
                 ("RoleBinding", 2),
-                ("Service", 1)
+                ("Service", 1),
+                ("ValidatingAdmissionPolicy", 1),
+                ("ValidatingAdmissionPolicyBinding", 1),
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
@@ -333,6 +345,135 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
     );
     assert_eq!(env["SRE_SPACE_JAEGER_UI"], "http://jaeger.ops:16686");
     assert_eq!(container["ports"][1]["containerPort"], 65535);
+    Ok(())
+}
+
+/// The verbs a rendered role grants on `resource` of group sre.space.
+fn verbs(role: &Value, resource: &str) -> BTreeSet<String> {
+    role["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["apiGroups"] == serde_json::json!(["sre.space"])
+                && r["resources"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x == resource))
+        })
+        .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_chart_ships_roles_for_people_and_has_the_api_server_check_who_approved() -> Result<()>
+{
+    let all = template(&[])?;
+    let set = |verbs: &[&str]| verbs.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>();
+    let read = set(&["get", "list", "watch"]);
+
+    let view = named(&all, "ClusterRole", "rel-sre-space-view")?;
+    assert_eq!(
+        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    for resource in ["incidents", "remediationpolicies", "incidentmemories"] {
+        assert_eq!(verbs(view, resource), read, "view: {resource}");
+    }
+    let edit = named(&all, "ClusterRole", "rel-sre-space-edit")?;
+    assert_eq!(
+        edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        verbs(edit, "remediationpolicies"),
+        set(&[
+            "get", "list", "watch", "create", "update", "patch", "delete"
+        ])
+    );
+    assert_eq!(verbs(edit, "incidents"), read, "edit does not approve");
+    let approve = named(&all, "ClusterRole", "rel-sre-space-approve")?;
+    assert!(
+        approve["metadata"]["labels"].as_object().is_some_and(|l| !l
+            .keys()
+            .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate"))),
+        "approving is granted on its own, not with edit: {}",
+        approve["metadata"]
+    );
+    assert_eq!(
+        verbs(approve, "incidents"),
+        set(&["get", "list", "watch", "patch"])
+    );
+    for role in [view, edit, approve] {
+        let text = role["rules"].to_string();
+        assert!(!text.contains('*'), "no wildcards: {text}");
+    }
+    let operator = named(&all, "ClusterRole", "rel-sre-space")?;
+    assert!(
+        verbs(operator, "incidents").contains("patch"),
+        "the operator clears used approvals"
+    );
+
+    // Who approved is the API server's to check: a new or changed approval
+    // must be signed with its writer's username.
+    let policy = named(
+        &all,
+        "ValidatingAdmissionPolicy",
+        "rel-sre-space-approval-identity",
+    )?;
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"],
+        serde_json::json!(["incidents"])
+    );
+    assert!(
+        policy["spec"]["validations"][0]["expression"]
+            .as_str()
+            .is_some_and(|e| e.contains("object.spec.approval.by == request.userInfo.username")),
+        "{}",
+        policy["spec"]
+    );
+    let binding = named(
+        &all,
+        "ValidatingAdmissionPolicyBinding",
+        "rel-sre-space-approval-identity",
+    )?;
+    assert_eq!(
+        binding["spec"]["policyName"],
+        "rel-sre-space-approval-identity"
+    );
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    assert!(
+        binding["spec"]["matchResources"].is_null(),
+        "every namespace"
+    );
+    let one = template(&["--set", "operator.watchNamespace=team-a"])?;
+    assert_eq!(
+        of_kind(&one, "ValidatingAdmissionPolicyBinding")[0]["spec"]["matchResources"],
+        serde_json::json!({ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "team-a" } } }),
+        "with one watched namespace, bound there"
+    );
+
+    // Both can be turned off.
+    let off = template(&[
+        "--set",
+        "approvals.requireIdentity=false",
+        "--set",
+        "rbac.userRoles=false",
+    ])?;
+    let kinds = kinds(&off);
+    assert_eq!(kinds.get("ClusterRole"), Some(&1), "{kinds:?}");
+    assert!(
+        !kinds.contains_key("ValidatingAdmissionPolicy"),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains_key("ValidatingAdmissionPolicyBinding"),
+        "{kinds:?}"
+    );
     Ok(())
 }
 
@@ -907,6 +1048,8 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
         (true, &["patch", "deployments"]),
         (true, &["watch", "pods", "--all-namespaces"]),
         (true, &["update", "incidents", "--subresource=status"]),
+        // Clearing a used or stale approval from the spec.
+        (true, &["patch", "incidents"]),
     ] {
         assert_eq!(can_i(&sa, &ns.name, args)?, allowed, "can-i {args:?}");
     }

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use sre_space::approve;
 use sre_space::brain::{self, eval};
 use sre_space::controller::{self, Config};
-use sre_space::crd::{Category, Incident};
+use sre_space::crd::{ApprovalDecision, Category, Incident};
 use sre_space::llm::{ChatModel, LlmConfig, OpenAiModel};
 
 #[derive(Parser)]
@@ -30,6 +31,11 @@ enum Command {
         #[arg(long, default_value = "scenarios")]
         scenarios: PathBuf,
     },
+    /// Approve the action an incident waits on: prints it, then writes
+    /// `spec.approval` with its id and your username.
+    Approve(Decide),
+    /// Reject the action an incident waits on; the next step is planned.
+    Reject(Decide),
     /// Save the facts of an incident in the cluster as an evaluation scenario.
     Capture {
         #[arg(long, short)]
@@ -49,6 +55,15 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct Decide {
+    /// The Incident's name.
+    incident: String,
+    /// Its namespace; by default the kubeconfig context's, as kubectl.
+    #[arg(long, short)]
+    namespace: Option<String>,
+}
+
 fn kube_config_without_retries(mut c: kube::Config) -> kube::Config {
     // The reconcile loop is the retry mechanism: it records what happened
     // and tries again with its own backoff. The client's built-in retry of
@@ -56,6 +71,22 @@ fn kube_config_without_retries(mut c: kube::Config) -> kube::Config {
     // PodDisruptionBudget refuses (also a 429), hiding why from the Incident.
     c.default_retry = false;
     c
+}
+
+async fn decide(d: Decide, decision: ApprovalDecision) -> Result<(), Box<dyn std::error::Error>> {
+    let config = kube::Config::infer().await?;
+    let namespace = d.namespace.unwrap_or(config.default_namespace.clone());
+    let client = kube::Client::try_from(config)?;
+    let done = approve::decide(
+        &client,
+        &namespace,
+        &d.incident,
+        decision,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    println!("{done}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -70,6 +101,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 kube::Client::try_from(kube_config_without_retries(kube::Config::infer().await?))?;
             controller::run(client, config).await?;
         }
+        Command::Approve(d) => decide(d, ApprovalDecision::Approve).await?,
+        Command::Reject(d) => decide(d, ApprovalDecision::Reject).await?,
         Command::Eval { scenarios } => {
             let suite = eval::load(&scenarios)?;
             let model: Option<(Arc<dyn ChatModel>, LlmConfig)> = match LlmConfig::from_env()? {

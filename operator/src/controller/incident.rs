@@ -15,6 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::Context;
+use super::approval::{self, ApprovalCheck};
 use crate::brain::{self, advisor, postmortem};
 use crate::crd::{
     ActionRecord, ActionState, ActionType, ApprovalDecision, ConditionStatus, Incident,
@@ -103,6 +104,47 @@ impl Run {
 
     fn last_action(&mut self) -> Option<&mut ActionRecord> {
         self.status().actions.last_mut()
+    }
+
+    /// ` by NAME` when the approval says who decided.
+    fn decided_by(&self) -> String {
+        self.incident
+            .spec
+            .approval
+            .as_ref()
+            .and_then(|a| a.by.as_deref())
+            .map(|by| format!(" by {by}"))
+            .unwrap_or_default()
+    }
+
+    /// Removes the approval from the spec (it has been used, or decides
+    /// nothing), keeping the status computed in this run.
+    async fn clear_approval(&mut self) -> Result<()> {
+        let Some(given) = self.incident.spec.approval.clone() else {
+            return Ok(());
+        };
+        if let Some(updated) = approval::clear(&self.ctx.client, &self.incident, &given).await? {
+            self.incident.metadata = updated.metadata;
+            self.incident.spec = updated.spec;
+        }
+        Ok(())
+    }
+
+    /// An approval that names no waiting action of this episode: said in a
+    /// condition and an event, then cleared, and nothing is run.
+    async fn refuse_approval(&mut self, why: String) -> Result<Action> {
+        self.condition(
+            "Approved",
+            ConditionStatus::False,
+            "ApprovalNotApplicable",
+            why.clone(),
+        );
+        self.save().await?;
+        self.clear_approval().await?;
+        warn!(incident = %self.incident.name_any(), %why, "approval not applicable");
+        self.event(EventType::Warning, "ApprovalNotApplicable", why)
+            .await;
+        Ok(Action::requeue(Duration::from_millis(100)))
     }
 
     /// After `action`, the signals of the incident's kind in the workload's
@@ -331,7 +373,7 @@ impl Run {
 
     async fn escalate(&mut self, reason: &str, message: String) -> Result<Action> {
         let now = Time(self.now);
-        let id = format!("{}-escalate", self.status().actions.len() + 1);
+        let id = approval::next_action_id(self.status(), ActionType::Escalate);
         self.status().actions.push(ActionRecord {
             id,
             type_: ActionType::Escalate,
@@ -756,11 +798,7 @@ impl Run {
         }
 
         let prepared = actions::prepare(&self.ctx.client, &self.incident, &step).await?;
-        let id = format!(
-            "{}-{}",
-            actions.len() + 1,
-            step.type_.as_str().to_lowercase()
-        );
+        let id = approval::next_action_id(self.status(), step.type_);
         let mode = policy.spec.mode;
         let state = match (&prepared.impossible, mode) {
             (Some(_), _) => ActionState::Failed,
@@ -838,10 +876,7 @@ impl Run {
             }
             ActionState::AwaitingApproval => {
                 self.status().phase = Phase::AwaitingApproval;
-                let how = format!(
-                    "{detail}: waiting for approval. Approve with: kubectl patch incident {name} -n {ns} --type merge \
-                     -p '{{\"spec\":{{\"approval\":{{\"actionId\":\"{id}\",\"decision\":\"Approve\"}}}}}}'"
-                );
+                let how = approval::how_to_decide(&detail, &name, &ns, &id);
                 self.condition(
                     "Remediated",
                     ConditionStatus::False,
@@ -920,14 +955,26 @@ impl Run {
             r.state = ActionState::Pending;
         }
         self.status().phase = Phase::Remediating;
+        let by = self.decided_by();
+        self.condition(
+            "Approved",
+            ConditionStatus::True,
+            "Approved",
+            format!("{} was approved{by}", step.id),
+        );
         if let Err(e) = self.save().await {
             self.ctx.claims.release(&ns, &target, &name);
             return Err(e);
         }
+        // The decision is spent once the action is recorded Pending; if
+        // clearing fails, the next reconcile clears it as not applicable.
+        if let Err(e) = self.clear_approval().await {
+            warn!(incident = %name, error = %e, "could not clear the used approval");
+        }
         self.event(
             EventType::Normal,
             "Approved",
-            format!("{} approved", step.id),
+            format!("{} approved{by}", step.id),
         )
         .await;
         self.execute_pending(policy).await
@@ -1010,6 +1057,8 @@ impl Run {
             .unwrap_or(0);
         let s = self.status();
         s.detected_at = Some(seen.clone());
+        // A new episode: its action ids differ from all of the last one's.
+        s.episode = Some(s.episode().saturating_add(1));
         s.actions.clear();
         s.diagnosis = None;
         s.post_mortem = None;
@@ -1054,6 +1103,11 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         incident: (*incident).clone(),
         now: Timestamp::now(),
     };
+    if let ApprovalCheck::NotApplicable(why) =
+        approval::approval_for(incident.status.as_ref(), incident.spec.approval.as_ref())
+    {
+        return run.refuse_approval(why).await;
+    }
     match phase {
         Phase::Escalated | Phase::Failed => return Ok(Action::await_change()),
         Phase::Resolved => return run.recur(policy.as_deref()).await,
@@ -1080,12 +1134,13 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         Some(a) if a.state == ActionState::Pending => run.execute_pending(&policy).await,
         Some(a) if a.state == ActionState::AwaitingMerge => run.follow_pull(&policy, &a).await,
         Some(a) if a.state == ActionState::AwaitingApproval => {
-            let decision = incident
-                .spec
-                .approval
-                .as_ref()
-                .filter(|ap| ap.action_id == a.id)
-                .map(|ap| ap.decision);
+            let decision = match approval::approval_for(
+                incident.status.as_ref(),
+                incident.spec.approval.as_ref(),
+            ) {
+                ApprovalCheck::Applies(d) => Some(d),
+                _ => None,
+            };
             match decision {
                 Some(ApprovalDecision::Approve) => run.approved(&policy, &a).await,
                 Some(ApprovalDecision::Reject) => {
@@ -1094,6 +1149,16 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                         r.state = ActionState::Rejected;
                         r.finished_at = Some(now);
                     }
+                    let by = run.decided_by();
+                    run.condition(
+                        "Approved",
+                        ConditionStatus::False,
+                        "Rejected",
+                        format!("{} was rejected{by}", a.id),
+                    );
+                    // Recorded first, then the decision is spent.
+                    run.save().await?;
+                    run.clear_approval().await?;
                     run.event(EventType::Normal, "Rejected", format!("{} rejected", a.id))
                         .await;
                     run.plan(&policy).await

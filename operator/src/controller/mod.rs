@@ -1,6 +1,7 @@
 //! Sequences the stages: the Scout on pods, the incident state machine, and
 //! the policy controller, sharing one Context.
 
+pub mod approval;
 mod claims;
 mod incident;
 pub mod lease;

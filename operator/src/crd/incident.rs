@@ -43,7 +43,11 @@ pub struct IncidentSpec {
     /// The RemediationPolicy that covers the workload.
     pub policy: String,
     /// A person's decision on the action waiting for approval (policies in
-    /// Manual mode). This is the one field people write.
+    /// Manual mode), best written with `sre-space approve|reject`. This is
+    /// the one field people write, and the one spec field the operator
+    /// clears: once the decision is used, or when it names no action that
+    /// is waiting (an old episode's, a finished one's), so that it can never
+    /// decide a later action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
 }
@@ -52,11 +56,14 @@ pub struct IncidentSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
-    /// The `id` of the action in `status.actions` this decision is about.
+    /// The `id` of the action in `status.actions` this decision is about; it
+    /// must be the action waiting for approval in the current episode.
     pub action_id: String,
     /// Approve runs the action once; Reject skips it and moves on.
     pub decision: ApprovalDecision,
-    /// Who decided, for the record.
+    /// Who decided: the Kubernetes username of the person writing the
+    /// approval. With the chart's admission policy (`approvals.requireIdentity`)
+    /// the API server refuses an approval whose `by` is not its writer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
 }
@@ -115,6 +122,12 @@ pub struct IncidentStatus {
     /// incident was resolved reopens the same incident as a new episode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected_at: Option<Time>,
+    /// Which episode of the problem this is, counting from 1 (absent means
+    /// 1): a problem that returns after it was resolved starts the next one.
+    /// Action ids carry it, so an id never repeats within an incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub episode: Option<i64>,
     /// The latest observation of the signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_signal: Option<SignalObservation>,
@@ -144,6 +157,13 @@ pub struct IncidentStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+impl IncidentStatus {
+    /// The current episode, from 1.
+    pub fn episode(&self) -> i64 {
+        self.episode.unwrap_or(1).max(1)
+    }
 }
 
 /// One observation of the signal.
@@ -262,7 +282,8 @@ pub enum EvidenceKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionRecord {
-    /// Idempotency key of the action, unique within the incident.
+    /// Idempotency key of the action, unique within the incident across
+    /// its episodes: `e<episode>-<n>-<type>` (for example `e2-1-rollback`).
     pub id: String,
     /// The action.
     #[serde(rename = "type")]
