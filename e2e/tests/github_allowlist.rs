@@ -126,7 +126,7 @@ async fn the_operators_client_refuses_a_repository_outside_the_namespaces_allow_
     );
 
     // What the list allows still works through the same client.
-    let (_, err) = sync::sync(&gh, "ACME/Deploy", &incident(), &[]).await;
+    let (_, err) = sync::sync(&gh, "acme/deploy", &incident(), &[]).await;
     assert_eq!(err, None);
     assert_eq!(fake.issues("acme/deploy").len(), 1);
     assert!(fake.issues("victim/secrets").is_empty());
