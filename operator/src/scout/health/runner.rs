@@ -963,6 +963,17 @@ mod tests {
             (ConditionStatus::False, "TargetUnresolved")
         );
         assert!(unresolved.message.contains("matches 2 Deployments"));
+        let mut refused = check(Some((Instant::now(), Ok("user-service".into()))));
+        refused.last = Some(Outcome::NotAllowed {
+            detail: "health check http://169.254.169.254/: address 169.254.169.254 (port 80) is not on the allow-list".into(),
+        });
+        let not_allowed = condition_for(&[(&k1, &refused), (&k2, &twin)], false);
+        assert_eq!(
+            (not_allowed.status, not_allowed.reason),
+            (ConditionStatus::False, "HealthCheckTargetNotAllowed"),
+            "a refused target is said first: it is the policy's to fix"
+        );
+        assert!(not_allowed.message.contains("169.254.169.254"));
         let down = condition_for(&[(&k1, &fine), (&k2, &twin)], true);
         assert_eq!(
             (down.status, down.reason),
