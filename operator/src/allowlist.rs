@@ -546,15 +546,17 @@ impl AllowList {
             return self.plan_address(t, ip, port, &how);
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(svc) = own_service(&host, &t.namespace) {
-            return Ok(Planned {
-                route: Route::OwnService(svc),
-                port,
-            });
-        }
+        // A name the list gives is looked up as written, even one that
+        // could also name a Service: the operator's admin chose it.
         if self.name_listed(t, &host, port) {
             return Ok(Planned {
                 route: Route::Dns(host),
+                port,
+            });
+        }
+        if let Some(svc) = own_service(&host, &t.namespace) {
+            return Ok(Planned {
+                route: Route::OwnService(svc),
                 port,
             });
         }
@@ -1056,6 +1058,22 @@ namespaces:
             Ok(Route::Address("127.0.0.1".parse().expect("ip")))
         );
         assert!(route("http://127.0.0.1:8081/").is_err());
+        let by_name = parse("namespaces: [{namespace: shop, healthCheckHosts: [localhost]}]")
+            .expect("a list");
+        assert_eq!(
+            by_name
+                .plan_health_url(&t, "http://localhost:8080/")
+                .map(|p| p.route),
+            Ok(Route::Dns("localhost".into())),
+            "a listed name is looked up (and its addresses checked), not taken for a Service"
+        );
+        assert_eq!(
+            AllowList::deny_all()
+                .plan_health_url(&t, "http://localhost:8080/")
+                .map(|p| p.route),
+            Ok(Route::OwnService("localhost".into())),
+            "unlisted, a bare name is a Service of the namespace"
+        );
     }
 
     #[test]
