@@ -36,7 +36,11 @@ step "Starting the operator (log: $STATE_DIR/logs/sre-space.log)"
 mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids"
 if [[ -f $STATE_DIR/pids/sre-space ]]; then kill "$(cat "$STATE_DIR/pids/sre-space")" 2>/dev/null || true; fi
 dashboard=127.0.0.1:${DASHBOARD_PORT:-3001}
-SRE_SPACE_DASHBOARD_ADDR=$dashboard setsid "$target/debug/sre-space" >>"$STATE_DIR/logs/sre-space.log" 2>&1 </dev/null &
+# The operator-side allow-list: namespace demo may report to the policy's
+# repository (without it the policy is Ready=False RepositoryNotAllowed).
+allowlist=$STATE_DIR/allowlist.yaml
+printf 'namespaces:\n- namespace: demo\n  github:\n  - repository: acme/demo-deploy\n' >"$allowlist"
+SRE_SPACE_ALLOWLIST=$allowlist SRE_SPACE_DASHBOARD_ADDR=$dashboard setsid "$target/debug/sre-space" >>"$STATE_DIR/logs/sre-space.log" 2>&1 </dev/null &
 echo $! >"$STATE_DIR/pids/sre-space"
 # A refused start (the dashboard's port taken, say) ends the demo with the reason.
 until grep -q "operator started" "$STATE_DIR/logs/sre-space.log" 2>/dev/null; do

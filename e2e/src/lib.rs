@@ -258,6 +258,31 @@ pub fn chaos_bin() -> PathBuf {
     target.join("debug/sre-chaos")
 }
 
+/// The operator-side allow-list the test operators start with, unless a
+/// test passes its own `SRE_SPACE_ALLOWLIST`: the test's namespace may use
+/// the fake GitHub's `acme/...` repositories, and its health checks may
+/// reach the servers the tests start on loopback. Without it every GitHub
+/// call and every loopback probe of the existing tests would be refused,
+/// which is the operator's default.
+pub fn default_allowlist(namespace: &str) -> String {
+    format!(
+        "namespaces:\n- namespace: {namespace}\n  github:\n  - repository: acme/*\n    paths: [\"/\"]\n  healthCheckHosts: [127.0.0.0/8, \"::1\"]\n"
+    )
+}
+
+/// Writes an allow-list file for an operator of `namespace` and returns its
+/// path, to pass as `("SRE_SPACE_ALLOWLIST", path)` to `Operator::start`.
+pub fn allowlist_file(namespace: &str, yaml: &str) -> Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!(
+        "sre-space-allowlist-{namespace}-{}.yaml",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// A real operator process scoped to one namespace, killed when dropped.
 pub struct Operator {
     child: std::process::Child,
@@ -265,6 +290,8 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Starts the operator for `namespace` with `env`; the allow-list is
+    /// `default_allowlist` unless `env` names another.
     pub fn start(namespace: &str, env: &[(&str, &str)]) -> Result<Self> {
         let bin = operator_bin();
         anyhow::ensure!(
@@ -279,8 +306,10 @@ impl Operator {
                 .as_millis()
         ));
         let file = std::fs::File::create(&log)?;
+        let allowlist = allowlist_file(namespace, &default_allowlist(namespace))?;
         let child = Command::new(bin)
             .env("SRE_SPACE_WATCH_NAMESPACE", namespace)
+            .env("SRE_SPACE_ALLOWLIST", &allowlist)
             .env("RUST_LOG", "info,kube=warn")
             .envs(env.iter().copied())
             .stdout(file.try_clone()?)

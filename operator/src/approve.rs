@@ -162,6 +162,7 @@ mod tests {
                     outcome: None,
                     pull_request: None,
                     diff: None,
+                    precondition: None,
                 })
                 .into_iter()
                 .collect(),

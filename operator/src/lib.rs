@@ -4,6 +4,7 @@
 //! Each stage is a module with its inputs passed in; `controller` only
 //! sequences them.
 
+pub mod allowlist;
 pub mod approve;
 pub mod brain;
 pub mod conditions;

@@ -135,6 +135,7 @@ mod tests {
             outcome: None,
             pull_request: None,
             diff: None,
+            precondition: None,
         }
     }
 

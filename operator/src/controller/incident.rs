@@ -575,7 +575,7 @@ impl Run {
         repo: &crate::crd::GitHubTarget,
         target: &crate::crd::GitOpsTarget,
     ) -> Result<Action> {
-        let gh = self.ctx.github.clone();
+        let gh = self.ctx.github_for(&self.ns()).await;
         let proposal = match fixer::gitops::propose(
             gh.as_ref(),
             repo,
@@ -652,7 +652,7 @@ impl Run {
         record: &ActionRecord,
     ) -> Result<Action> {
         let (Some(gh), Some(pr), Some(repo)) = (
-            self.ctx.github.clone(),
+            self.ctx.github_for(&self.ns()).await,
             record.pull_request.clone(),
             policy.spec.github.as_ref().map(|g| g.repository.clone()),
         ) else {
@@ -660,6 +660,17 @@ impl Run {
         };
         let pull = match gh.pull(&repo, pr.number).await {
             Ok(p) => p,
+            Err(e @ GitHubError::NotAllowed(_)) => {
+                // The allow-list changed since the pull request was opened.
+                self.condition(
+                    "Remediated",
+                    ConditionStatus::False,
+                    e.reason(),
+                    e.to_string(),
+                );
+                self.save().await?;
+                return Ok(Action::requeue(e.retry_after()));
+            }
             Err(e) => return Ok(Action::requeue(e.retry_after())),
         };
         let now = Time(self.now);

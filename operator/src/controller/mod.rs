@@ -106,8 +106,12 @@ pub struct Context {
     /// The language model the Brain may consult, if one is configured.
     pub model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
     pub tokens: crate::llm::TokenLedger,
-    /// GitHub, when credentials are configured.
+    /// GitHub, when credentials are configured. It serves a namespace only
+    /// through `github_for`, as far as the allow-list says.
     pub github: Option<crate::github::GitHub>,
+    /// The operator-side allow-list: repositories and health-check hosts
+    /// per namespace.
+    pub allowlist: Arc<crate::allowlist::Shared>,
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Whether this replica may act (the Lease is ours).
     pub leadership: lease::Leadership,
@@ -180,6 +184,18 @@ impl Context {
             .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
             .filter(|p| self.cached_owner_of(p).as_ref() == Some(workload))
             .collect()
+    }
+
+    /// The namespace as the allow-list sees it.
+    pub async fn tenant(&self, ns: &str) -> crate::allowlist::Tenant {
+        self.allowlist.tenant(&self.client, ns).await
+    }
+
+    /// The GitHub client serving one namespace, when credentials are
+    /// configured.
+    pub async fn github_for(&self, ns: &str) -> Option<crate::github::GitHub> {
+        let gh = self.github.as_ref()?;
+        Some(gh.for_tenant(self.tenant(ns).await))
     }
 
     /// Notes an action taken, for the rate limit and the breaker.
@@ -343,10 +359,12 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
                 None
             }
         };
+    let allowlist = crate::allowlist::Shared::from_env();
+    let allowlist_task = allowlist.spawn_reloader();
     let github = match crate::github::GitHubConfig::from_env()? {
         Some(c) => {
             info!(api = %c.api_url, "incidents are reported to GitHub");
-            Some(crate::github::GitHub::new(&c)?)
+            Some(crate::github::GitHub::guarded(&c, allowlist.clone())?)
         }
         None => {
             info!("no GitHub credentials; issues and pull requests are previewed in the Incidents");
@@ -413,6 +431,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         model,
         tokens: crate::llm::TokenLedger::default(),
         github,
+        allowlist,
         metrics: metrics.clone(),
         leadership,
         board: crate::scout::measured::Board::default(),
@@ -497,6 +516,9 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     report_task.abort();
     for source in sources {
         source.abort();
+    }
+    if let Some(task) = allowlist_task {
+        task.abort();
     }
     // A rolling upgrade stops the leader first: handing the Lease over now
     // lets the next replica lead at its next attempt, not a lease later.

@@ -38,7 +38,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let mut updated = (*incident).clone();
-    let (github, error, wait) = match &ctx.github {
+    let (github, error, wait) = match &ctx.github_for(&ns).await {
         None => {
             let preview = sync::preview(&incident, &target.labels);
             let gh = GitHubStatus {

@@ -8,8 +8,8 @@
 
 use super::Fence;
 use crate::crd::{ActionRecord, ActionState, GitHubTarget, GitOpsTarget, Incident, PullRequestRef};
-use crate::github::gitops::{find_container_memory, find_key, replace, unified_diff};
-use crate::github::{GitHub, GitHubError, check_path};
+use crate::github::gitops::{find_container_memory, find_key, raises, replace, unified_diff};
+use crate::github::{GitHub, GitHubError, check_branch, check_path};
 use crate::markdown::{inline, untrusted};
 
 /// What proposing the change did.
@@ -90,6 +90,7 @@ pub async fn propose(
     fence: &impl Fence,
 ) -> Result<Proposal, GitHubError> {
     check_path(&target.path)?;
+    check_branch(&target.base_branch)?;
     let to = record.to.clone().unwrap_or_default();
     let where_ = target
         .values_key
@@ -133,6 +134,14 @@ pub async fn propose(
                 "{} already sets {where_} to {to} on {}",
                 target.path, target.base_branch
             ),
+            pull_request: None,
+            diff: None,
+        });
+    }
+    if let Err(why) = raises(&at.value, &to) {
+        return Ok(Proposal {
+            state: ActionState::Failed,
+            detail: format!("{} on {}: {where_}: {why}", target.path, target.base_branch),
             pull_request: None,
             diff: None,
         });

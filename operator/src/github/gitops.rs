@@ -156,6 +156,29 @@ pub fn replace(text: &str, at: &Located, new_value: &str) -> String {
     out
 }
 
+/// Whether writing `proposed` where the file says `current` raises the
+/// limit. The operator only ever raises: a file that already holds as much or
+/// more (someone raised it by hand, or a merged change has not reached the
+/// cluster yet) is left alone, and so is a value it cannot read as a
+/// quantity (a template expression).
+pub fn raises(current: &str, proposed: &str) -> Result<(), String> {
+    let (Ok(cur), Ok(new)) = (
+        crate::quantity::parse_bytes(current),
+        crate::quantity::parse_bytes(proposed),
+    ) else {
+        return Err(format!(
+            "cannot compare the file's {current:?} with the proposed {proposed:?} as memory quantities; \
+             not changing it"
+        ));
+    };
+    if cur >= new {
+        return Err(format!(
+            "the file already sets {current}, at or above the proposed {proposed}; the operator never lowers a limit"
+        ));
+    }
+    Ok(())
+}
+
 /// A unified diff of a one-line change, with three lines of context.
 pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
     let (a, b): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
@@ -207,6 +230,20 @@ mod tests {
             VALUES.replace("128Mi #", "192Mi #"),
             "comments stay"
         );
+    }
+
+    #[test]
+    fn only_a_raise_is_proposed() {
+        assert!(raises("64Mi", "96Mi").is_ok());
+        assert!(raises("64Mi", "0.1Gi").is_ok());
+        let same = raises("96Mi", "96Mi").expect_err("equal");
+        assert!(same.contains("never lowers"), "{same}");
+        let higher = raises("1Gi", "96Mi").expect_err("higher");
+        assert!(
+            higher.contains("1Gi") && higher.contains("96Mi"),
+            "{higher}"
+        );
+        assert!(raises("{{ .Values.mem }}", "96Mi").is_err());
     }
 
     #[test]

@@ -6,12 +6,14 @@ pub mod gitops;
 pub mod render;
 pub mod sync;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use octocrab::Octocrab;
 use serde::Deserialize;
 
+use crate::allowlist::{Shared, Tenant, path_components, split_repository};
 use crate::{Error, Result};
 
 /// How the operator reaches GitHub.
@@ -92,6 +94,9 @@ pub enum GitHubError {
     /// makes the request.
     #[error("{0}")]
     NotLeader(#[from] crate::fixer::NotLeader),
+    /// A repository or path outside the namespace's allow-list.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl GitHubError {
@@ -102,6 +107,7 @@ impl GitHubError {
             Self::Refused(_) => "GitHubRefused",
             Self::Forbidden(_) => "GitHubForbidden",
             Self::NotLeader(_) => "NotLeader",
+            Self::NotAllowed(_) => "RepositoryNotAllowed",
         }
     }
 
@@ -111,7 +117,7 @@ impl GitHubError {
             Self::RateLimited(d) => *d,
             Self::Unavailable(_) => Duration::from_secs(15),
             Self::NotLeader(_) => Duration::from_secs(5),
-            Self::Refused(_) | Self::Forbidden(_) => Duration::from_secs(300),
+            Self::Refused(_) | Self::Forbidden(_) | Self::NotAllowed(_) => Duration::from_secs(300),
         }
     }
 
@@ -205,29 +211,90 @@ struct Contents {
     content: String,
 }
 
-/// The GitHub client of the operator.
+/// Whom the client's calls serve.
+#[derive(Clone)]
+enum Scope {
+    /// Any repository the credentials reach: for tools and tests that build
+    /// a client themselves, never for the operator's reconcilers.
+    Unrestricted,
+    /// The repositories and paths the allow-list gives one namespace; with
+    /// no namespace, none.
+    Guarded {
+        allow: Arc<Shared>,
+        tenant: Option<Tenant>,
+    },
+}
+
+/// The GitHub client of the operator. Every call passes through `guard`,
+/// which checks the repository (and path) against the allow-list in force
+/// at that moment.
 #[derive(Clone)]
 pub struct GitHub {
     octo: Octocrab,
+    scope: Scope,
 }
 
-fn split(repo: &str) -> Result<(&str, &str), GitHubError> {
-    repo.split_once('/')
-        .ok_or_else(|| GitHubError::Refused(format!("repository {repo:?} is not owner/name")))
-}
-
-/// Refuses any path under `.github/`, where CI workflows live.
-pub fn check_path(path: &str) -> Result<(), GitHubError> {
-    let normalized = path.trim_start_matches("./");
-    if normalized.starts_with(".github/")
-        || normalized.contains("/.github/")
-        || normalized.contains("..")
-    {
+/// A repository path, normalized: refused when it could mean anything other
+/// than one file of the repository (`..`, absolute, backslashes, `%`,
+/// control characters), and anywhere under `.github/`, where CI workflows
+/// live.
+pub fn normalized_path(path: &str) -> Result<String, GitHubError> {
+    let parts = path_components(path).map_err(GitHubError::Forbidden)?;
+    if parts.iter().any(|c| c.eq_ignore_ascii_case(".github")) {
         return Err(GitHubError::Forbidden(format!(
             "{path}: the operator never changes files under .github/"
         )));
     }
+    Ok(parts.join("/"))
+}
+
+/// Refuses any path `normalized_path` refuses.
+pub fn check_path(path: &str) -> Result<(), GitHubError> {
+    normalized_path(path).map(|_| ())
+}
+
+/// Refuses a branch name git or a URL would read as something else.
+pub fn check_branch(branch: &str) -> Result<(), GitHubError> {
+    let bad = |why: &str| Err(GitHubError::Forbidden(format!("branch {branch:?} {why}")));
+    if branch.is_empty() || branch.len() > 200 {
+        return bad("must have 1 to 200 characters");
+    }
+    if let Some(c) = branch
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\%#&".contains(*c))
+    {
+        return bad(&format!("contains {c:?}"));
+    }
+    if branch.starts_with(['/', '-', '.'])
+        || branch.ends_with(['/', '.'])
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch.contains("/.")
+    {
+        return bad("is not a valid branch name");
+    }
     Ok(())
+}
+
+/// Percent-encodes one URL path segment or query value: everything but
+/// letters, digits and `-._~`.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Encodes each component of a slash-separated name, keeping the slashes.
+fn encode_components(s: &str) -> String {
+    s.split('/').map(encode).collect::<Vec<_>>().join("/")
 }
 
 impl GitHub {
@@ -256,12 +323,60 @@ impl GitHub {
                 built(app.installation((*installation_id).into()))?
             }
         };
-        Ok(Self { octo })
+        Ok(Self {
+            octo,
+            scope: Scope::Unrestricted,
+        })
+    }
+
+    /// The operator's client: it may serve a namespace only through
+    /// `for_tenant`, and then only as far as the allow-list says.
+    pub fn guarded(config: &GitHubConfig, allow: Arc<Shared>) -> Result<Self> {
+        let mut gh = Self::new(config)?;
+        gh.scope = Scope::Guarded {
+            allow,
+            tenant: None,
+        };
+        Ok(gh)
+    }
+
+    /// This client, serving one namespace.
+    pub fn for_tenant(&self, tenant: Tenant) -> Self {
+        let scope = match &self.scope {
+            Scope::Unrestricted => Scope::Unrestricted,
+            Scope::Guarded { allow, .. } => Scope::Guarded {
+                allow: allow.clone(),
+                tenant: Some(tenant),
+            },
+        };
+        Self {
+            octo: self.octo.clone(),
+            scope,
+        }
+    }
+
+    /// The one gate of every call: the repository's owner and name, checked
+    /// and encoded for a route, once the allow-list lets this namespace use
+    /// the repository (and the file at `path`).
+    fn guard(&self, repo: &str, path: Option<&str>) -> Result<(String, String), GitHubError> {
+        let (o, r) = split_repository(repo).map_err(GitHubError::Refused)?;
+        if let Scope::Guarded { allow, tenant } = &self.scope {
+            let Some(tenant) = tenant else {
+                return Err(GitHubError::NotAllowed(format!(
+                    "repository {repo}: the call serves no namespace, so the allow-list allows nothing"
+                )));
+            };
+            allow
+                .current()
+                .check_github(tenant, repo, path)
+                .map_err(GitHubError::NotAllowed)?;
+        }
+        Ok((encode(o), encode(r)))
     }
 
     /// Open and closed issues labelled `sre-space`, newest first, one page.
     pub async fn issues(&self, repo: &str) -> Result<Vec<Issue>, GitHubError> {
-        let (o, r) = split(repo)?;
+        let (o, r) = self.guard(repo, None)?;
         let route = format!(
             "/repos/{o}/{r}/issues?state=all&labels=sre-space&per_page=100&sort=created&direction=desc"
         );
@@ -279,7 +394,7 @@ impl GitHub {
         body: &str,
         labels: &[String],
     ) -> Result<Issue, GitHubError> {
-        let (o, r) = split(repo)?;
+        let (o, r) = self.guard(repo, None)?;
         let body = serde_json::json!({ "title": title, "body": body, "labels": labels });
         self.octo
             .post(format!("/repos/{o}/{r}/issues"), Some(&body))
@@ -296,7 +411,7 @@ impl GitHub {
         state: &str,
         labels: &[String],
     ) -> Result<Issue, GitHubError> {
-        let (o, r) = split(repo)?;
+        let (o, r) = self.guard(repo, None)?;
         let mut body = serde_json::json!({ "title": title, "state": state, "labels": labels });
         if state == "closed" {
             body["state_reason"] = "completed".into();
@@ -308,7 +423,7 @@ impl GitHub {
     }
 
     pub async fn comments(&self, repo: &str, number: i64) -> Result<Vec<Comment>, GitHubError> {
-        let (o, r) = split(repo)?;
+        let (o, r) = self.guard(repo, None)?;
         let mut all = Vec::new();
         for page in 1..=10 {
             let route = format!("/repos/{o}/{r}/issues/{number}/comments?per_page=100&page={page}");
@@ -328,7 +443,7 @@ impl GitHub {
         number: i64,
         body: &str,
     ) -> Result<Comment, GitHubError> {
-        let (o, r) = split(repo)?;
+        let (o, r) = self.guard(repo, None)?;
         let body = serde_json::json!({ "body": body });
         self.octo
             .post(
@@ -345,7 +460,9 @@ impl GitHub {
         repo: &str,
         branch: &str,
     ) -> Result<Option<String>, GitHubError> {
-        let (o, r) = split(repo)?;
+        check_branch(branch)?;
+        let (o, r) = self.guard(repo, None)?;
+        let branch = encode_components(branch);
         match self
             .octo
             .get::<GitRef, _, _>(
@@ -368,7 +485,8 @@ impl GitHub {
         branch: &str,
         sha: &str,
     ) -> Result<(), GitHubError> {
-        let (o, r) = split(repo)?;
+        check_branch(branch)?;
+        let (o, r) = self.guard(repo, None)?;
         let body = serde_json::json!({ "ref": format!("refs/heads/{branch}"), "sha": sha });
         let _: serde_json::Value = self
             .octo
@@ -385,11 +503,14 @@ impl GitHub {
         path: &str,
         branch: &str,
     ) -> Result<(String, String), GitHubError> {
-        let (o, r) = split(repo)?;
+        let path = normalized_path(path)?;
+        check_branch(branch)?;
+        let (o, r) = self.guard(repo, Some(&path))?;
+        let (route_path, branch_q) = (encode_components(&path), encode(branch));
         let c: Contents = self
             .octo
             .get(
-                format!("/repos/{o}/{r}/contents/{path}?ref={branch}"),
+                format!("/repos/{o}/{r}/contents/{route_path}?ref={branch_q}"),
                 None::<&()>,
             )
             .await
@@ -413,8 +534,9 @@ impl GitHub {
         sha: &str,
         message: &str,
     ) -> Result<(), GitHubError> {
-        check_path(path)?;
-        let (o, r) = split(repo)?;
+        let path = normalized_path(path)?;
+        check_branch(branch)?;
+        let (o, r) = self.guard(repo, Some(&path))?;
         let body = serde_json::json!({
             "message": message,
             "content": base64::engine::general_purpose::STANDARD.encode(text),
@@ -423,7 +545,10 @@ impl GitHub {
         });
         let _: serde_json::Value = self
             .octo
-            .put(format!("/repos/{o}/{r}/contents/{path}"), Some(&body))
+            .put(
+                format!("/repos/{o}/{r}/contents/{}", encode_components(&path)),
+                Some(&body),
+            )
             .await
             .map_err(classify)?;
         Ok(())
@@ -435,8 +560,13 @@ impl GitHub {
         repo: &str,
         branch: &str,
     ) -> Result<Option<PullRequest>, GitHubError> {
-        let (o, r) = split(repo)?;
-        let route = format!("/repos/{o}/{r}/pulls?state=all&head={o}:{branch}&per_page=10");
+        check_branch(branch)?;
+        let (o, r) = self.guard(repo, None)?;
+        let head = encode(&format!(
+            "{}:{branch}",
+            split_repository(repo).map_err(GitHubError::Refused)?.0
+        ));
+        let route = format!("/repos/{o}/{r}/pulls?state=all&head={head}&per_page=10");
         let pulls: Vec<PullRequest> = self.octo.get(route, None::<&()>).await.map_err(classify)?;
         Ok(pulls.into_iter().next())
     }
@@ -449,7 +579,9 @@ impl GitHub {
         title: &str,
         body: &str,
     ) -> Result<PullRequest, GitHubError> {
-        let (o, r) = split(repo)?;
+        check_branch(branch)?;
+        check_branch(base)?;
+        let (o, r) = self.guard(repo, None)?;
         // Never with auto-merge, never as anything but a proposal.
         let body = serde_json::json!({ "title": title, "head": branch, "base": base, "body": body, "maintainer_can_modify": true });
         self.octo
@@ -459,7 +591,7 @@ impl GitHub {
     }
 
     pub async fn pull(&self, repo: &str, number: i64) -> Result<PullRequest, GitHubError> {
-        let (o, r) = split(repo)?;
+        let (o, r) = self.guard(repo, None)?;
         self.octo
             .get(format!("/repos/{o}/{r}/pulls/{number}"), None::<&()>)
             .await
@@ -482,5 +614,46 @@ mod tests {
             assert!(check_path(p).is_err(), "{p}");
         }
         assert!(check_path("deploy/values.yaml").is_ok());
+        assert!(check_path(".GitHub/workflows/ci.yml").is_err());
+        assert_eq!(
+            normalized_path("./deploy/./values.yaml"),
+            Ok("deploy/values.yaml".into())
+        );
+    }
+
+    #[test]
+    fn branches_that_would_change_a_url_are_refused_and_names_are_encoded() {
+        for b in [
+            "",
+            "main?ref=x",
+            "main#x",
+            "a b",
+            "../main",
+            "main/..",
+            "-x",
+            "a%2fb",
+            "x.lock",
+            "a//b",
+            "a\0b",
+            "a\\b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a@{1}",
+            "main/",
+            ".hidden",
+        ] {
+            assert!(check_branch(b).is_err(), "{b:?}");
+        }
+        for b in [
+            "main",
+            "release/1.0",
+            "sre-space/web-oomkilled-1-raisememorylimit",
+        ] {
+            assert!(check_branch(b).is_ok(), "{b:?}");
+        }
+        assert_eq!(encode("acme:sre-space/x"), "acme%3Asre-space%2Fx");
+        assert_eq!(encode("a b?&#%"), "a%20b%3F%26%23%25");
+        assert_eq!(encode_components("release/1.0"), "release/1.0");
     }
 }

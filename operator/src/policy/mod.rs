@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
+use crate::allowlist::{AllowList, Tenant};
 use crate::controller::Context;
 use crate::crd::{
     ActionType, ConditionStatus, RemediationPolicy, RemediationPolicySpec, WorkloadKind,
@@ -134,6 +135,50 @@ pub fn validate(
     problems
 }
 
+/// Checks what a policy would make the operator's credentials and network
+/// reach against the operator-side allow-list: its GitHub repository and
+/// GitOps file, and its health-check URLs (before any lookup; the probe
+/// checks the addresses again).
+pub fn check_allowlist(
+    spec: &RemediationPolicySpec,
+    tenant: &Tenant,
+    allow: &AllowList,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(gh) = &spec.github {
+        let path = gh.gitops.as_ref().map(|g| g.path.as_str());
+        let checked = allow
+            .check_github(tenant, &gh.repository, None)
+            .and_then(|()| match path {
+                Some(p) => allow.check_github(tenant, &gh.repository, Some(p)),
+                None => Ok(()),
+            })
+            .and_then(|()| match &gh.gitops {
+                Some(g) => crate::github::check_branch(&g.base_branch)
+                    .map_err(|e| format!("github.gitops.baseBranch: {e}")),
+                None => Ok(()),
+            });
+        if let Err(message) = checked {
+            problems.push(Problem {
+                reason: "RepositoryNotAllowed",
+                message,
+            });
+        }
+    }
+    for (i, t) in spec.triggers.iter().enumerate() {
+        let Some(url) = t.health_check.as_ref().and_then(|h| h.url.as_ref()) else {
+            continue;
+        };
+        if let Err(why) = allow.plan_health_url(tenant, url) {
+            problems.push(Problem {
+                reason: "HealthCheckTargetNotAllowed",
+                message: format!("triggers[{i}].healthCheck.url: {why}"),
+            });
+        }
+    }
+    problems
+}
+
 /// The workloads of a namespace and their pod templates.
 async fn workloads(client: &kube::Client, ns: &str) -> Result<Vec<(WorkloadRef, PodTemplateSpec)>> {
     let lp = ListParams::default();
@@ -239,7 +284,11 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
             selector_matches(&policy.spec.selector, &labels)
         })
         .collect();
-    let problems = validate(&policy.spec, &covered);
+    // What the policy may reach comes first: it is what a reviewer of the
+    // policy must fix before anything else counts.
+    let tenant = ctx.tenant(&ns).await;
+    let mut problems = check_allowlist(&policy.spec, &tenant, &ctx.allowlist.current());
+    problems.extend(validate(&policy.spec, &covered));
 
     // The measured-signal sources write their own conditions into the same
     // status: start from the freshest copy and write with its
@@ -382,6 +431,93 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_repository_or_path_outside_the_allow_list_makes_the_policy_not_ready_with_how_to_allow_it()
+    {
+        let allow = crate::allowlist::parse(
+            "namespaces: [{namespace: shop, github: [{repository: acme/deploy, paths: [apps/shop]}]}]",
+        )
+        .unwrap();
+        let with_github = |repo: &str, path: Option<&str>, base: &str| {
+            let mut s = spec(vec![raise("1Gi")], vec![SignalKind::OOMKilled]);
+            s.github = Some(crate::crd::GitHubTarget {
+                repository: repo.into(),
+                labels: vec![],
+                gitops: path.map(|p| crate::crd::GitOpsTarget {
+                    path: p.into(),
+                    base_branch: base.into(),
+                    values_key: Some("a.b".into()),
+                    container: None,
+                }),
+            });
+            s
+        };
+        let shop = Tenant::named("shop");
+        let fine = with_github("acme/deploy", Some("apps/shop/values.yaml"), "main");
+        assert!(check_allowlist(&fine, &shop, &allow).is_empty());
+        let p = check_allowlist(&with_github("acme/other", None, "main"), &shop, &allow);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].reason, "RepositoryNotAllowed");
+        assert!(
+            p[0].message.contains("acme/other") && p[0].message.contains("allowList"),
+            "{}",
+            p[0].message
+        );
+        let p = check_allowlist(
+            &with_github("acme/deploy", Some("apps/shop-evil/values.yaml"), "main"),
+            &shop,
+            &allow,
+        );
+        assert_eq!(p[0].reason, "RepositoryNotAllowed");
+        assert!(
+            p[0].message.contains("apps/shop-evil/values.yaml"),
+            "{}",
+            p[0].message
+        );
+        let p = check_allowlist(
+            &with_github("acme/deploy", Some("apps/shop/values.yaml"), "main?x=1"),
+            &shop,
+            &allow,
+        );
+        assert_eq!(p[0].reason, "RepositoryNotAllowed");
+        assert!(p[0].message.contains("baseBranch"), "{}", p[0].message);
+        assert_eq!(
+            check_allowlist(&fine, &Tenant::named("other"), &allow)[0].reason,
+            "RepositoryNotAllowed",
+            "another namespace may not use shop's repository"
+        );
+    }
+
+    #[test]
+    fn a_health_check_url_outside_the_namespace_and_the_allow_list_makes_the_policy_not_ready() {
+        let mut s = spec(vec![raise("1Gi")], vec![SignalKind::OOMKilled]);
+        let by_url = |url: &str| {
+            let mut t = Trigger::of(SignalKind::HealthCheck);
+            t.workload = Some("web".into());
+            t.health_check =
+                Some(serde_json::from_value(serde_json::json!({ "url": url })).unwrap());
+            t
+        };
+        s.triggers = vec![
+            by_url("http://web.shop:8080/healthz"),
+            by_url("http://169.254.169.254/latest/meta-data/"),
+            by_url("http://127.0.0.1:8080/healthz"),
+            by_url("http://web.billing:8080/healthz"),
+        ];
+        let p = check_allowlist(&s, &Tenant::named("shop"), &AllowList::deny_all());
+        let reasons: Vec<_> = p.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["HealthCheckTargetNotAllowed"; 3]);
+        assert!(
+            p[0].message.starts_with("triggers[1]") && p[0].message.contains("169.254.169.254")
+        );
+        assert!(p[2].message.contains("web.billing"), "{}", p[2].message);
+        let allow = crate::allowlist::parse(
+            "namespaces: [{namespace: shop, healthCheckHosts: [127.0.0.0/8, web.billing]}]",
+        )
+        .unwrap();
+        assert_eq!(check_allowlist(&s, &Tenant::named("shop"), &allow).len(), 1);
     }
 
     #[test]

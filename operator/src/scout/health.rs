@@ -117,6 +117,10 @@ pub enum Outcome {
     /// Could not probe at all (the API server did not answer, the Service
     /// is missing): says nothing about the service.
     Unmeasured { detail: String },
+    /// Not probed: the target, or an address it resolved to, is outside
+    /// what the operator's allow-list lets this namespace reach. No
+    /// connection was made; says nothing about the service.
+    NotAllowed { detail: String },
 }
 
 impl Outcome {
@@ -127,7 +131,7 @@ impl Outcome {
             Outcome::Answered {
                 status, expected, ..
             } => Some(status == expected),
-            Outcome::Unmeasured { .. } => None,
+            Outcome::Unmeasured { .. } | Outcome::NotAllowed { .. } => None,
             _ => Some(false),
         }
     }
@@ -191,7 +195,7 @@ pub fn operator_network_down<'a>(latest: impl IntoIterator<Item = &'a Outcome>) 
     let mut hosts = BTreeSet::new();
     for o in latest {
         match o {
-            Outcome::Unmeasured { .. } => {}
+            Outcome::Unmeasured { .. } | Outcome::NotAllowed { .. } => {}
             o if o.connection_level() => {
                 hosts.extend(o.authority());
             }
@@ -410,6 +414,7 @@ pub fn summary(outcome: &Outcome, failures: u32, threshold: i32) -> String {
         Outcome::Broken { url, detail } => format!("GET {url} failed: {detail}, {count}"),
         Outcome::NoEndpoint { detail } => format!("{detail}, so nothing answers; {count}"),
         Outcome::Unmeasured { detail } => format!("not probed: {detail}"),
+        Outcome::NotAllowed { detail } => format!("not probed: {detail}"),
     }
 }
 

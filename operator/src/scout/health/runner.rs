@@ -21,6 +21,7 @@ use super::{
     CONDITION, CheckKey, Outcome, Target, awaits_other_checks, checks, count, endpoint_url, jitter,
     judge, next_delay, operator_network_down, ready_endpoints, summary, workload_behind,
 };
+use crate::allowlist::{ApiServer, Route, Shared, Tenant};
 use crate::controller::Context;
 use crate::crd::{ConditionStatus, HealthCheckTrigger, SignalKind};
 use crate::scout::measured::{Reading, Subject, Verdict};
@@ -35,6 +36,8 @@ const WORKLOAD_TTL: Duration = Duration::from_secs(30);
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redirects followed on the same host, at most.
 const MAX_REDIRECTS: usize = 5;
+/// How long the API server's addresses are trusted.
+const API_SERVER_TTL: Duration = Duration::from_secs(60);
 
 /// Starts the HealthCheck source.
 pub fn spawn(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
@@ -107,6 +110,7 @@ async fn run(ctx: Arc<Context>) {
     let mut retry_at: BTreeMap<(String, String), Instant> = BTreeMap::new();
     let mut network_down = false;
     let mut last_sync: Option<Instant> = None;
+    let mut api_server: Option<(Instant, Arc<ApiServer>)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!("health checks started");
@@ -131,7 +135,21 @@ async fn run(ctx: Arc<Context>) {
                 .collect();
             written.retain(|k, _| policies.contains(k));
             retry_at.retain(|k, _| policies.contains(k));
+            if !state.is_empty()
+                && api_server
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.elapsed() >= API_SERVER_TTL)
+            {
+                api_server = Some((
+                    Instant::now(),
+                    Arc::new(api_server_addresses(&ctx.client).await),
+                ));
+            }
         }
+        let api = api_server
+            .as_ref()
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default();
         for (key, check) in state.iter_mut() {
             if check.in_flight || check.next_due > now {
                 continue;
@@ -148,6 +166,10 @@ async fn run(ctx: Arc<Context>) {
             check.turn = check.turn.wrapping_add(1);
             let job = probe(
                 ctx.client.clone(),
+                Reach {
+                    allow: ctx.allowlist.clone(),
+                    api_server: api.clone(),
+                },
                 http,
                 key.clone(),
                 check.spec.clone(),
@@ -427,6 +449,20 @@ fn condition_for(list: &[(&CheckKey, &Check)], network_down: bool) -> Wanted {
                 .into(),
         };
     }
+    let refused: Vec<String> = list
+        .iter()
+        .filter_map(|(_, c)| match &c.last {
+            Some(Outcome::NotAllowed { detail }) => Some(detail.clone()),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Wanted {
+            status: ConditionStatus::False,
+            reason: "HealthCheckTargetNotAllowed",
+            message: refused.join("; "),
+        };
+    }
     let problems: Vec<String> = list
         .iter()
         .filter_map(|(_, c)| c.workload.as_ref()?.1.clone().err())
@@ -453,6 +489,13 @@ fn client_for(
     if let Some(c) = clients.get(&timeout_seconds) {
         return Ok(c.clone());
     }
+    let c = builder(timeout_seconds).build()?;
+    clients.insert(timeout_seconds, c.clone());
+    Ok(c)
+}
+
+/// The settings every probe's client shares.
+fn builder(timeout_seconds: i64) -> reqwest::ClientBuilder {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let same_host = attempt.previous().first().is_some_and(|first| {
             first.host_str() == attempt.url().host_str()
@@ -465,7 +508,7 @@ fn client_for(
             attempt.stop()
         }
     });
-    let c = reqwest::Client::builder()
+    reqwest::Client::builder()
         .connect_timeout(probe_timeout(timeout_seconds))
         .redirect(policy)
         // Probes go straight to the service, as its in-cluster callers do.
@@ -474,15 +517,223 @@ fn client_for(
             "sre-space-health-check/",
             env!("CARGO_PKG_VERSION")
         ))
-        .build()?;
-    clients.insert(timeout_seconds, c.clone());
-    Ok(c)
+}
+
+/// What a probe may reach: the allow-list, and where the API server is.
+struct Reach {
+    allow: Arc<Shared>,
+    api_server: Arc<ApiServer>,
+}
+
+/// Where the Kubernetes API server listens: the `kubernetes` Service of
+/// `default` (its cluster addresses, and its endpoints with their ports)
+/// and, in a pod, `KUBERNETES_SERVICE_HOST`. What cannot be read is left
+/// out (an operator bound to one namespace may not read `default`).
+async fn api_server_addresses(client: &kube::Client) -> ApiServer {
+    let mut out = ApiServer::default();
+    if let Ok(host) = std::env::var("KUBERNETES_SERVICE_HOST")
+        && let Ok(ip) = host.parse()
+    {
+        out.any_port.push(ip);
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    if let Ok(Ok(Some(svc))) =
+        tokio::time::timeout(API_TIMEOUT, services.get_opt("kubernetes")).await
+    {
+        let spec = svc.spec.unwrap_or_default();
+        for ip in spec
+            .cluster_ips
+            .unwrap_or_default()
+            .into_iter()
+            .chain(spec.cluster_ip)
+        {
+            if let Ok(ip) = ip.parse() {
+                out.any_port.push(ip);
+            }
+        }
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().labels("kubernetes.io/service-name=kubernetes");
+    if let Ok(Ok(list)) = tokio::time::timeout(API_TIMEOUT, slices.list(&lp)).await {
+        for slice in list.items {
+            let ports: Vec<u16> = slice
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+                .collect();
+            for e in slice.endpoints.into_iter().flatten() {
+                for a in e.addresses {
+                    if let Ok(ip) = a.parse() {
+                        out.sockets.extend(ports.iter().map(|p| (ip, *p)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The addresses a URL's host resolves to, each checked against the
+/// allow-list, or why it may not be probed. A host name is looked up once
+/// here, and the probe connects to exactly these addresses, so an answer
+/// that changes between the check and the connection (DNS rebinding)
+/// reaches nothing unchecked.
+async fn resolve_url(
+    client: &kube::Client,
+    reach: &Reach,
+    tenant: &Tenant,
+    url: &str,
+) -> Result<Option<(String, Vec<std::net::SocketAddr>)>, Outcome> {
+    let refuse = |detail: String| Outcome::NotAllowed { detail };
+    let allow = reach.allow.current();
+    let planned = allow.plan_health_url(tenant, url).map_err(refuse)?;
+    let port = planned.port;
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let ips: Vec<std::net::IpAddr> = match &planned.route {
+        Route::Address(ip) => vec![*ip],
+        Route::Dns(name) => {
+            let looked =
+                tokio::time::timeout(API_TIMEOUT, tokio::net::lookup_host((name.as_str(), port)));
+            match looked.await {
+                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                Ok(Err(e)) => {
+                    return Err(Outcome::Unreachable {
+                        url: url.to_string(),
+                        detail: format!("{name} did not resolve: {e}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(Outcome::Unreachable {
+                        url: url.to_string(),
+                        detail: format!("looking up {name} timed out"),
+                    });
+                }
+            }
+        }
+        Route::OwnService(svc) => {
+            own_service_addresses(client, &tenant.namespace, svc, url).await?
+        }
+    };
+    if ips.is_empty() {
+        return Err(Outcome::Unreachable {
+            url: url.to_string(),
+            detail: format!("{host} has no address"),
+        });
+    }
+    for ip in &ips {
+        allow
+            .check_address(tenant, *ip, port, &reach.api_server)
+            .map_err(|why| refuse(format!("health check {url}: {why}")))?;
+    }
+    Ok(match planned.route {
+        // An address in the URL: nothing to resolve.
+        Route::Address(_) => None,
+        _ => Some((
+            host,
+            ips.into_iter()
+                .map(|ip| std::net::SocketAddr::new(ip, port))
+                .collect(),
+        )),
+    })
+}
+
+/// The addresses of a Service of the policy's own namespace, from the API:
+/// its cluster addresses, or a headless Service's ready endpoints. An
+/// ExternalName Service is a name elsewhere, which only the allow-list may
+/// open.
+async fn own_service_addresses(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    url: &str,
+) -> Result<Vec<std::net::IpAddr>, Outcome> {
+    let unmeasured = |detail: String| Outcome::Unmeasured { detail };
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = match tokio::time::timeout(API_TIMEOUT, services.get_opt(name)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => {
+            return Err(unmeasured(format!(
+                "{url}: Service {name} does not exist in namespace {ns}"
+            )));
+        }
+        Ok(Err(e)) => return Err(unmeasured(format!("reading Service {name}: {e}"))),
+        Err(_) => return Err(unmeasured(format!("reading Service {name} timed out"))),
+    };
+    let spec = svc.spec.unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Err(Outcome::NotAllowed {
+            detail: format!(
+                "health check {url}: Service {name} is an ExternalName for {}; probe that host by its \
+                 own name, once the operator's allow-list gives it to namespace {ns}",
+                spec.external_name.unwrap_or_default()
+            ),
+        });
+    }
+    let cluster: Vec<std::net::IpAddr> = spec
+        .cluster_ips
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.cluster_ip)
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    if !cluster.is_empty() {
+        return Ok(cluster);
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+    match tokio::time::timeout(API_TIMEOUT, slices.list(&lp)).await {
+        Ok(Ok(list)) => Ok(list
+            .items
+            .into_iter()
+            .flat_map(|s| s.endpoints.into_iter().flatten())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .flat_map(|e| e.addresses)
+            .filter_map(|a| a.parse().ok())
+            .collect()),
+        Ok(Err(e)) => Err(unmeasured(format!("listing EndpointSlices of {name}: {e}"))),
+        Err(_) => Err(unmeasured(format!(
+            "listing EndpointSlices of {name} timed out"
+        ))),
+    }
+}
+
+/// Probes a URL once the allow-list lets it, connecting only to the
+/// addresses checked.
+async fn probe_url(
+    client: &kube::Client,
+    reach: &Reach,
+    ns: &str,
+    http: &reqwest::Client,
+    url: &str,
+    spec: &HealthCheckTrigger,
+) -> Outcome {
+    let tenant = reach.allow.tenant(client, ns).await;
+    match resolve_url(client, reach, &tenant, url).await {
+        Err(outcome) => outcome,
+        Ok(None) => get(http, url, spec).await,
+        Ok(Some((host, addrs))) => {
+            match builder(spec.timeout_seconds)
+                .resolve_to_addrs(&host, &addrs)
+                .build()
+            {
+                Ok(pinned) => get(&pinned, url, spec).await,
+                Err(e) => Outcome::Unmeasured {
+                    detail: format!("cannot build the client for {url}: {}", innermost(&e)),
+                },
+            }
+        }
+    }
 }
 
 /// One probe of a check, with what it learnt of the workload behind a
 /// Service.
 async fn probe(
     client: kube::Client,
+    reach: Reach,
     http: reqwest::Client,
     key: CheckKey,
     spec: HealthCheckTrigger,
@@ -491,10 +742,14 @@ async fn probe(
 ) -> Done {
     let started = Instant::now();
     let (outcome, workload) = match &key.target {
-        Target::Url { url, .. } => (get(&http, url, &spec).await, None),
+        Target::Url { url, .. } => (
+            probe_url(&client, &reach, &key.namespace, &http, url, &spec).await,
+            None,
+        ),
         Target::Service { name, port } => {
             probe_service(
                 &client,
+                &reach,
                 &http,
                 &key.namespace,
                 name,
@@ -517,6 +772,7 @@ async fn probe(
 #[allow(clippy::too_many_arguments)]
 async fn probe_service(
     client: &kube::Client,
+    reach: &Reach,
     http: &reqwest::Client,
     ns: &str,
     name: &str,
@@ -580,7 +836,26 @@ async fn probe_service(
     let outcome = match ready_endpoints(&service, port, &slices) {
         Ok(endpoints) => {
             let (host, p) = &endpoints[turn % endpoints.len()];
-            get(http, &endpoint_url(host, *p, &spec.path), spec).await
+            let url = endpoint_url(host, *p, &spec.path);
+            // The namespace's own endpoints are allowed, but an
+            // EndpointSlice is written by hand as easily as a URL: its
+            // addresses pass the same address rules.
+            let ip = host.trim_start_matches('[').trim_end_matches(']').parse();
+            let tenant = reach.allow.tenant(client, ns).await;
+            match ip.map(|ip| {
+                reach
+                    .allow
+                    .current()
+                    .check_address(&tenant, ip, *p, &reach.api_server)
+            }) {
+                Ok(Ok(())) => get(http, &url, spec).await,
+                Ok(Err(why)) => Outcome::NotAllowed {
+                    detail: format!("Service {name}: endpoint {url}: {why}"),
+                },
+                Err(_) => Outcome::NotAllowed {
+                    detail: format!("Service {name}: endpoint address {host} is not an IP address"),
+                },
+            }
         }
         Err(detail) => Outcome::NoEndpoint { detail },
     };
@@ -694,6 +969,17 @@ mod tests {
             (ConditionStatus::False, "TargetUnresolved")
         );
         assert!(unresolved.message.contains("matches 2 Deployments"));
+        let mut refused = check(Some((Instant::now(), Ok("user-service".into()))));
+        refused.last = Some(Outcome::NotAllowed {
+            detail: "health check http://169.254.169.254/: address 169.254.169.254 (port 80) is not on the allow-list".into(),
+        });
+        let not_allowed = condition_for(&[(&k1, &refused), (&k2, &twin)], false);
+        assert_eq!(
+            (not_allowed.status, not_allowed.reason),
+            (ConditionStatus::False, "HealthCheckTargetNotAllowed"),
+            "a refused target is said first: it is the policy's to fix"
+        );
+        assert!(not_allowed.message.contains("169.254.169.254"));
         let down = condition_for(&[(&k1, &fine), (&k2, &twin)], true);
         assert_eq!(
             (down.status, down.reason),
