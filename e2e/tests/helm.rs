@@ -18,7 +18,9 @@ use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::Value;
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
 use sre_space::crd::{ActionState, ActionType, IncidentMemory, RemediationPolicy};
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, chaos_bin, client, create_policy, deployment, helm_output, helm_run,
     install_crds, kubectl, kubectl_output, repo_dir, service_account_kubeconfig, wait_ready,
@@ -832,7 +834,7 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     let inc = wait_resolved(
         &client,
         &ns.name,
-        "quote-oomkilled",
+        &incident_of("quote", SignalKind::OOMKilled),
         Duration::from_secs(90),
     )
     .await?;
@@ -859,7 +861,7 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     // What each of the other rules is for happened too: the memory was
     // written, the policy's status, and the events.
     let memory = Api::<IncidentMemory>::namespaced(client.clone(), &ns.name)
-        .get("quote-oomkilled")
+        .get(&incident_of("quote", SignalKind::OOMKilled))
         .await?;
     assert!(memory.status.is_some_and(|s| s.total_occurrences == 1));
     let policy = Api::<RemediationPolicy>::namespaced(client.clone(), &ns.name)
@@ -877,7 +879,10 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
         "-n",
         &ns.name,
         "--field-selector",
-        "regarding.name=quote-oomkilled",
+        &format!(
+            "regarding.name={}",
+            incident_of("quote", SignalKind::OOMKilled)
+        ),
         "-o",
         "jsonpath={.items[*].reason}",
     ])?;
