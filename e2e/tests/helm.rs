@@ -211,6 +211,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
     assert_eq!(env["RUST_LOG"], "info,kube=warn");
     assert_eq!(env["SRE_SPACE_BREAKER_LIMIT"], "20");
     assert_eq!(env["SRE_SPACE_BREAKER_WINDOW_SECONDS"], "600");
+    assert_eq!(env["SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT"], "50");
     assert!(
         env["POD_NAME"].contains("metadata.name"),
         "{}",
@@ -488,7 +489,7 @@ async fn the_demo_chart_deploys_the_demo_business_with_peers_by_service_or_loopb
 #[tokio::test]
 async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
     let (operator, demo) = (chart(CHART), chart(DEMO_CHART));
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
         (
             &operator,
             "replicaCount=-1",
@@ -508,6 +509,11 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
             &operator,
             "operator.breaker.limit=0",
             "at '/operator/breaker/limit'",
+        ),
+        (
+            &operator,
+            "operator.breaker.namespaceSharePercent=0",
+            "at '/operator/breaker/namespaceSharePercent'",
         ),
         (
             &operator,
