@@ -16,6 +16,13 @@ target=${CARGO_TARGET_DIR:-target}
 ns=shop
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# The incident of a workload's signal, found by what it is about (its name
+# ends in a hash of the workload and the signal): NAMESPACE WORKLOAD SIGNAL.
+incident_of() {
+    kubectl get incidents -n "$1" \
+        -o jsonpath='{range .items[*]}{.spec.target.name} {.spec.signal} {.metadata.name}{"\n"}{end}' \
+        | awk -v w="$2" -v s="$3" '$1 == w && $2 == s { print $3 }'
+}
 
 step "Starting the local cluster with its real node, Kafka and Jaeger (the first run builds them: ~30 min on 2 cores)"
 $cluster up
@@ -68,18 +75,19 @@ helm upgrade demo charts/demo-services -n "$ns" --reuse-values --set apps.paymen
 kubectl get pods -n "$ns"
 
 step "Waiting for the incident (conversion on Kafka → diagnosis with traces → rollback → verified)"
-until kubectl get incident -n "$ns" policy-service-conversionrate >/dev/null 2>&1; do sleep 0.5; done
+inc=""
+until [ -n "$inc" ]; do sleep 0.5; inc=$(incident_of "$ns" policy-service ConversionRate || true); done
 detected=$(($(date +%s) - start))
 kubectl get incident -n "$ns" -o wide
-kubectl wait -n "$ns" --for=condition=Resolved incident/policy-service-conversionrate --timeout=300s
+kubectl wait -n "$ns" --for=condition=Resolved incident/"$inc" --timeout=300s
 took=$(($(date +%s) - start))
 
 step "The diagnosis (status.diagnosis)"
-kubectl get incident -n "$ns" policy-service-conversionrate \
+kubectl get incident -n "$ns" "$inc" \
     -o jsonpath='{.status.diagnosis.category}: {.status.diagnosis.rootCause}{"\n"}{range .status.diagnosis.evidence[*]}  [{.kind}] {.source}: {.summary}{"\n"}{end}'
 
 step "The timeline (kubectl describe incident: events)"
-kubectl describe incident -n "$ns" policy-service-conversionrate | sed -n '/^Events:/,$p'
+kubectl describe incident -n "$ns" "$inc" | sed -n '/^Events:/,$p'
 
 step "Customers now"
 tail -n 3 "$STATE_DIR/logs/customers.log"

@@ -10,6 +10,13 @@ cluster=e2e/cluster/cluster.sh
 target=${CARGO_TARGET_DIR:-target}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# The incident of a workload's signal, found by what it is about (its name
+# ends in a hash of the workload and the signal): NAMESPACE WORKLOAD SIGNAL.
+incident_of() {
+    kubectl get incidents -n "$1" \
+        -o jsonpath='{range .items[*]}{.spec.target.name} {.spec.signal} {.metadata.name}{"\n"}{end}' \
+        | awk -v w="$2" -v s="$3" '$1 == w && $2 == s { print $3 }'
+}
 
 step "Starting the local cluster (the first run builds Kubernetes and Jaeger: ~20 min on 2 cores)"
 $cluster up
@@ -55,27 +62,28 @@ start=$(date +%s)
 "$target/debug/sre-chaos" oom -n demo -t policy-service
 
 step "Waiting for the incident (detected → diagnosed → fixed → verified)"
-until kubectl get incident -n demo policy-service-oomkilled >/dev/null 2>&1; do sleep 0.5; done
+inc=""
+until [ -n "$inc" ]; do sleep 0.5; inc=$(incident_of demo policy-service OOMKilled || true); done
 kubectl get incident -n demo -o wide
-kubectl wait -n demo --for=condition=Resolved incident/policy-service-oomkilled --timeout=300s
+kubectl wait -n demo --for=condition=Resolved incident/"$inc" --timeout=300s
 took=$(($(date +%s) - start))
 
 step "kubectl get inc,incmem -n demo -o wide"
 kubectl get inc,incmem -n demo -o wide
 
 step "The timeline (kubectl describe incident: events)"
-kubectl describe incident -n demo policy-service-oomkilled | sed -n '/^Events:/,$p'
+kubectl describe incident -n demo "$inc" | sed -n '/^Events:/,$p'
 
 step "The fix: the memory limit now"
 kubectl get deployment -n demo policy-service -o jsonpath='{.spec.template.spec.containers[0].resources.limits.memory}{"\n"}'
 
 step "The GitHub issue it would open (status.github.preview; set SRE_SPACE_GITHUB_TOKEN to open it)"
-until kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.github.preview}' | grep -q INCIDENT; do sleep 0.5; done
-kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.github.preview}'
+until kubectl get incident -n demo "$inc" -o jsonpath='{.status.github.preview}' | grep -q INCIDENT; do sleep 0.5; done
+kubectl get incident -n demo "$inc" -o jsonpath='{.status.github.preview}'
 echo
 
 step "The post-mortem (status.postMortem)"
-kubectl get incident -n demo policy-service-oomkilled -o jsonpath='{.status.postMortem}'
+kubectl get incident -n demo "$inc" -o jsonpath='{.status.postMortem}'
 
 step "Fault to Resolved in ${took} s (of which the policy's verification window is 30 s)"
 echo "  The cluster and the operator are still running:"

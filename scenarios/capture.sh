@@ -33,30 +33,41 @@ pod_status() { # pod json
     kubectl annotate pod "$1" -n $ns kwok.x-k8s.io/status=custom --overwrite >/dev/null
     kubectl patch pod "$1" -n $ns --subresource=status --type=merge -p "$2" >/dev/null
 }
-capture() { # incident expect description file
-    until kubectl get incident "$1" -n $ns -o jsonpath='{.status.diagnosis.category}' 2>/dev/null | grep -q .; do sleep 0.5; done
-    "$bin/sre-space" capture -n $ns --incident "$1" --expect "$2" --description "$3" --out "scenarios/$4.json" 2>/dev/null
-    echo "captured $4"
+# The incident of a workload's signal, found by what it is about (its name
+# ends in a hash of the workload and the signal): WORKLOAD SIGNAL.
+incident_of() {
+    kubectl get incidents -n $ns \
+        -o jsonpath='{range .items[*]}{.spec.target.name} {.spec.signal} {.metadata.name}{"\n"}{end}' \
+        | awk -v w="$1" -v s="$2" '$1 == w && $2 == s { print $3 }'
+}
+capture() { # workload signal expect description file
+    local inc=""
+    until [[ -n $inc ]] && kubectl get incident "$inc" -n $ns -o jsonpath='{.status.diagnosis.category}' 2>/dev/null | grep -q .; do
+        sleep 0.5
+        inc=$(incident_of "$1" "$2" || true)
+    done
+    "$bin/sre-space" capture -n $ns --incident "$inc" --expect "$3" --description "$4" --out "scenarios/$5.json" 2>/dev/null
+    echo "captured $5"
 }
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
 deploy quote 64Mi
 "$bin/sre-chaos" oom -n $ns -t quote >/dev/null
-capture quote-oomkilled OutOfMemory "a container is OOMKilled at its 64Mi limit" oom-at-limit
+capture quote OOMKilled OutOfMemory "a container is OOMKilled at its 64Mi limit" oom-at-limit
 
 deploy ledger 256Mi
 kubectl set resources deploy ledger -n $ns -c app --limits=memory=48Mi >/dev/null
 kubectl rollout status deploy ledger -n $ns --timeout=60s >/dev/null
 "$bin/sre-chaos" oom -n $ns -t ledger >/dev/null
-capture ledger-oomkilled OutOfMemory "OOMKilled right after a rollout lowered the limit from 256Mi to 48Mi" oom-after-limit-lowered
+capture ledger OOMKilled OutOfMemory "OOMKilled right after a rollout lowered the limit from 256Mi to 48Mi" oom-after-limit-lowered
 
 deploy policy 128Mi
 "$bin/sre-chaos" bad-rollout -n $ns -t policy >/dev/null
-capture policy-crashloopbackoff BadRollout "a rollout adds a bad argument and the new pods crash-loop" crashloop-after-bad-args
+capture policy CrashLoopBackOff BadRollout "a rollout adds a bad argument and the new pods crash-loop" crashloop-after-bad-args
 
 deploy user 128Mi
 "$bin/sre-chaos" crashloop -n $ns -t user >/dev/null
-capture user-crashloopbackoff CrashLoop "one pod crash-loops with no recent rollout" crashloop-no-rollout
+capture user CrashLoopBackOff CrashLoop "one pod crash-loops with no recent rollout" crashloop-no-rollout
 
 deploy catalog 128Mi
 kubectl set image deploy catalog -n $ns app=registry.local/catalog:does-not-exist >/dev/null
@@ -64,19 +75,19 @@ until [[ $(kubectl get pods -n $ns -l app=catalog -o name | wc -l) -ge 2 ]]; do 
 sleep 1
 p=$(pod_of catalog)
 pod_status "$p" "{\"status\":{\"containerStatuses\":[{\"name\":\"app\",\"image\":\"registry.local/catalog:does-not-exist\",\"imageID\":\"\",\"ready\":false,\"restartCount\":0,\"state\":{\"waiting\":{\"reason\":\"ImagePullBackOff\",\"message\":\"Back-off pulling image registry.local/catalog:does-not-exist: not found\"}}}]}}"
-capture catalog-imagepullbackoff BadRollout "a rollout switches to an image tag that does not exist" image-pull-after-rollout
+capture catalog ImagePullBackOff BadRollout "a rollout switches to an image tag that does not exist" image-pull-after-rollout
 
 deploy search 128Mi
 p=$(pod_of search)
 pod_status "$p" "{\"status\":{\"containerStatuses\":[{\"name\":\"app\",\"image\":\"registry.local/search:1\",\"imageID\":\"\",\"ready\":false,\"restartCount\":0,\"state\":{\"waiting\":{\"reason\":\"ErrImagePull\",\"message\":\"pull access denied, repository does not exist or may require authorization\"}}}]}}"
-capture search-imagepullbackoff BadImage "the registry refuses the image of a long-running deployment" image-pull-denied
+capture search ImagePullBackOff BadImage "the registry refuses the image of a long-running deployment" image-pull-denied
 
 deploy batch 128Mi 1000
-capture batch-unschedulable Unschedulable "pods request 1000 CPUs; the real scheduler finds no node" unschedulable-cpu
+capture batch Unschedulable Unschedulable "pods request 1000 CPUs; the real scheduler finds no node" unschedulable-cpu
 
 deploy front 128Mi
 p=$(pod_of front)
 pod_status "$p" "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"ContainersNotReady\",\"lastTransitionTime\":\"$(now)\"}],\"containerStatuses\":[{\"name\":\"app\",\"image\":\"registry.local/front:1\",\"imageID\":\"\",\"ready\":false,\"started\":true,\"restartCount\":0,\"state\":{\"running\":{\"startedAt\":\"$(now)\"}}}]}}"
-capture front-readinessfailing ProbeFailure "a running pod fails its readiness probe for longer than the grace period" readiness-failing
+capture front ReadinessFailing ProbeFailure "a running pod fails its readiness probe for longer than the grace period" readiness-failing
 
 kubectl delete namespace $ns --wait=false >/dev/null

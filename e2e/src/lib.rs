@@ -463,6 +463,18 @@ fn is_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The name the operator gives the incident of a Deployment's signal: the
+/// operator's own function, so tests never spell the hash out.
+pub fn incident_of(deployment: &str, signal: sre_space::crd::SignalKind) -> String {
+    sre_space::workload::incident_name(
+        &sre_space::crd::WorkloadRef {
+            kind: sre_space::crd::WorkloadKind::Deployment,
+            name: deployment.into(),
+        },
+        signal,
+    )
+}
+
 /// Waits for an incident to satisfy `check` and returns it.
 pub async fn wait_incident(
     client: &Client,

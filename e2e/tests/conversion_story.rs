@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use kube::Api;
 use sre_chaos::load::{Plan, Tally};
+use sre_space::crd::SignalKind;
 use sre_space::crd::{ActionState, ActionType, Category, EvidenceKind, Incident, Phase};
 use sre_space_e2e::demo::{Demo, sre_chaos};
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{Operator, create_policy, install_crds, wait_incident, wait_until};
 
 const LONG: Duration = Duration::from_secs(180);
@@ -169,7 +171,7 @@ async fn steady(d: &Demo, seconds: &Seconds) -> Result<()> {
 async fn opened(incidents: &Api<Incident>) -> Result<()> {
     wait_until(LONG, "the conversion incident", || async {
         Ok(incidents
-            .get_opt("policy-service-conversionrate")
+            .get_opt(&incident_of("policy-service", SignalKind::ConversionRate))
             .await?
             .is_some())
     })
@@ -255,7 +257,7 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
     wait_incident(
         &d.client,
         &d.ns.name,
-        "policy-service-conversionrate",
+        &incident_of("policy-service", SignalKind::ConversionRate),
         LONG,
         "Resolved",
         |i| i.status.as_ref().map(|s| s.phase) == Some(Phase::Resolved),
@@ -270,14 +272,14 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
     // The traces saw the same fault; that incident, if it opened, ends
     // Resolved as well, without acting again.
     if incidents
-        .get_opt("policy-service-traceerrorrate")
+        .get_opt(&incident_of("policy-service", SignalKind::TraceErrorRate))
         .await?
         .is_some()
     {
         wait_incident(
             &d.client,
             &d.ns.name,
-            "policy-service-traceerrorrate",
+            &incident_of("policy-service", SignalKind::TraceErrorRate),
             LONG,
             "Resolved",
             |i| i.status.as_ref().map(|s| s.phase) == Some(Phase::Resolved),
@@ -289,9 +291,10 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
     let all = incidents.list(&Default::default()).await?.items;
     let names: Vec<String> = all.iter().filter_map(|i| i.metadata.name.clone()).collect();
     assert!(
-        names
-            .iter()
-            .all(|n| n == "policy-service-conversionrate" || n == "policy-service-traceerrorrate"),
+        names.iter().all(
+            |n| *n == incident_of("policy-service", SignalKind::ConversionRate)
+                || *n == incident_of("policy-service", SignalKind::TraceErrorRate)
+        ),
         "one incident per signal of the fault: {names:?}"
     );
     let rollbacks: Vec<(String, ActionState)> = all
@@ -371,7 +374,7 @@ async fn payments_failing_without_a_rollout_are_escalated_naming_the_failing_ope
     let inc = wait_incident(
         &d.client,
         &d.ns.name,
-        "policy-service-conversionrate",
+        &incident_of("policy-service", SignalKind::ConversionRate),
         LONG,
         "Escalated",
         |i| i.status.as_ref().map(|s| s.phase) == Some(Phase::Escalated),

@@ -11,9 +11,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
 use sre_space::crd::{
     ActionState, ActionType, Category, Incident, IncidentMemory, Outcome, Phase, RemediationPolicy,
 };
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, install_crds, kubectl_output,
     wait_incident, wait_ready, wait_until,
@@ -118,14 +120,16 @@ async fn oom_kill_raises_memory_and_resolves_with_postmortem_and_memory() -> Res
     let _operator = Operator::start(s.name(), &[])?;
 
     s.chaos("quote").oom().await?;
-    let inc = s.resolved("quote-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("quote", SignalKind::OOMKilled))
+        .await?;
     // The condition users wait on works with kubectl itself.
     kubectl_output(&[
         "wait",
         "-n",
         s.name(),
         "--for=condition=Resolved",
-        "incident/quote-oomkilled",
+        &format!("incident/{}", incident_of("quote", SignalKind::OOMKilled)),
         "--timeout=5s",
     ])?;
 
@@ -173,7 +177,7 @@ async fn oom_kill_raises_memory_and_resolves_with_postmortem_and_memory() -> Res
     assert_eq!(s.incidents().await?.len(), 1, "one problem, one incident");
 
     let memory = Api::<IncidentMemory>::namespaced(s.client.clone(), s.name())
-        .get("quote-oomkilled")
+        .get(&incident_of("quote", SignalKind::OOMKilled))
         .await?;
     assert_eq!(memory.spec.occurrences.len(), 1);
     assert_eq!(memory.spec.occurrences[0].outcome, Some(Outcome::Effective));
@@ -192,7 +196,9 @@ async fn a_crash_looping_rollout_is_diagnosed_and_rolled_back() -> Result<()> {
     let _operator = Operator::start(s.name(), &[])?;
 
     s.chaos("policy").bad_rollout().await?;
-    let inc = s.resolved("policy-crashloopbackoff").await?;
+    let inc = s
+        .resolved(&incident_of("policy", SignalKind::CrashLoopBackOff))
+        .await?;
     let status = inc.status.clone().unwrap_or_default();
     let diagnosis = status.diagnosis.expect("diagnosed");
     assert_eq!(diagnosis.category, Category::BadRollout);
@@ -240,7 +246,7 @@ async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalat
     let inc = loop {
         let _ = chaos.oom().await;
         let inc = Api::<Incident>::namespaced(s.client.clone(), s.name())
-            .get_opt("user-oomkilled")
+            .get_opt(&incident_of("user", SignalKind::OOMKilled))
             .await?;
         if let Some(inc) = inc.as_ref().filter(|i| phase(i) == Phase::Escalated) {
             break inc.clone();
@@ -390,8 +396,8 @@ impl Scenario {
         oom?;
         crash?;
         Ok([
-            format!("{app}-oomkilled"),
-            format!("{app}-crashloopbackoff"),
+            incident_of(app, SignalKind::OOMKilled),
+            incident_of(app, SignalKind::CrashLoopBackOff),
         ])
     }
 
@@ -518,7 +524,9 @@ async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
     let _operator = Operator::start(s.name(), &[])?;
 
     s.chaos("front").oom().await?;
-    let inc = s.resolved("front-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("front", SignalKind::OOMKilled))
+        .await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::DryRun)]
@@ -558,7 +566,7 @@ async fn manual_mode_waits_for_approval_then_acts_once() -> Result<()> {
     let inc = wait_incident(
         &s.client,
         s.name(),
-        "ledger-crashloopbackoff",
+        &incident_of("ledger", SignalKind::CrashLoopBackOff),
         LONG,
         "AwaitingApproval",
         |i| phase(i) == Phase::AwaitingApproval,
@@ -584,12 +592,14 @@ async fn manual_mode_waits_for_approval_then_acts_once() -> Result<()> {
     let approval = serde_json::json!({ "spec": { "approval": { "actionId": waiting.id, "decision": "Approve", "by": "oncall" } } });
     Api::<Incident>::namespaced(s.client.clone(), s.name())
         .patch(
-            "ledger-crashloopbackoff",
+            &incident_of("ledger", SignalKind::CrashLoopBackOff),
             &PatchParams::default(),
             &Patch::Merge(approval),
         )
         .await?;
-    let inc = s.resolved("ledger-crashloopbackoff").await?;
+    let inc = s
+        .resolved(&incident_of("ledger", SignalKind::CrashLoopBackOff))
+        .await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RestartPod, ActionState::Succeeded)],
@@ -634,7 +644,7 @@ async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> 
     s.chaos("billing").crashloop(5).await?;
     first.wait_exit(LONG).await?;
     let inc = Api::<Incident>::namespaced(s.client.clone(), s.name())
-        .get("billing-crashloopbackoff")
+        .get(&incident_of("billing", SignalKind::CrashLoopBackOff))
         .await?;
     assert_eq!(
         executed(&inc),
@@ -649,7 +659,9 @@ async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> 
     );
 
     let _second = Operator::start(s.name(), &[])?;
-    let inc = s.resolved("billing-crashloopbackoff").await?;
+    let inc = s
+        .resolved(&incident_of("billing", SignalKind::CrashLoopBackOff))
+        .await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RestartPod, ActionState::Succeeded)]
@@ -690,7 +702,7 @@ async fn a_pod_disruption_budget_blocks_the_restart_and_the_incident_says_why() 
     let inc = wait_incident(
         &s.client,
         s.name(),
-        "orders-crashloopbackoff",
+        &incident_of("orders", SignalKind::CrashLoopBackOff),
         LONG,
         "Escalated",
         |i| phase(i) == Phase::Escalated,
@@ -844,7 +856,9 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
     let _operator = Operator::start(s.name(), &env)?;
 
     s.chaos("pricing").oom().await?;
-    let inc = s.resolved("pricing-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("pricing", SignalKind::OOMKilled))
+        .await?;
     let status = inc.status.clone().unwrap_or_default();
     assert_eq!(
         status.diagnosis.as_ref().map(|d| d.analyzer.as_str()),
@@ -863,7 +877,9 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
     // The model's server now fails: the rules' diagnosis stands and the
     // incident is still fixed.
     s.chaos("tax").oom().await?;
-    let inc = s.resolved("tax-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("tax", SignalKind::OOMKilled))
+        .await?;
     let status = inc.status.clone().unwrap_or_default();
     assert_eq!(
         status.diagnosis.as_ref().map(|d| d.analyzer.as_str()),
@@ -913,7 +929,7 @@ async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() 
     let inc = wait_incident(
         &s.client,
         s.name(),
-        "checkout-oomkilled",
+        &incident_of("checkout", SignalKind::OOMKilled),
         LONG,
         "a pull request",
         |i| {
@@ -950,7 +966,9 @@ async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() 
     );
 
     fake.merge("acme/deploy", pr.number);
-    let inc = s.resolved("checkout-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("checkout", SignalKind::OOMKilled))
+        .await?;
     let link = inc
         .status
         .as_ref()
@@ -1034,7 +1052,9 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
     .await?;
 
     s.chaos("ads").oom().await?;
-    let inc = s.resolved("ads-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("ads", SignalKind::OOMKilled))
+        .await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)],
@@ -1073,13 +1093,15 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
         "took over within the lease and a renewal: {failover:?}"
     );
     s.chaos("search").oom().await?;
-    let inc = s.resolved("search-oomkilled").await?;
+    let inc = s
+        .resolved(&incident_of("search", SignalKind::OOMKilled))
+        .await?;
     assert_eq!(
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]
     );
     let before = Api::<Incident>::namespaced(s.client.clone(), s.name())
-        .get("ads-oomkilled")
+        .get(&incident_of("ads", SignalKind::OOMKilled))
         .await?;
     assert_eq!(
         executed(&before),

@@ -16,6 +16,8 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, http_request, install_crds,
     repo_dir, wait_ready, wait_until,
@@ -323,7 +325,7 @@ async fn drive(
     token: &str,
     topics: &(String, String),
 ) -> Result<()> {
-    let incident = format!("{ns}/quote-oomkilled");
+    let incident = format!("{ns}/{}", incident_of("quote", SignalKind::OOMKilled));
     let service = format!("{ns}/quote");
     browser
         .goto(&format!("http://{addr}/?token={token}"))
@@ -423,7 +425,13 @@ async fn drive(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(page["path"], format!("/incidents/{ns}/quote-oomkilled"));
+    assert_eq!(
+        page["path"],
+        format!(
+            "/incidents/{ns}/{}",
+            incident_of("quote", SignalKind::OOMKilled)
+        )
+    );
     assert_eq!(page["phase"][0], "Resolved");
     let timeline = page["timeline"].to_string();
     for step in [

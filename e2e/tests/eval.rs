@@ -41,6 +41,7 @@ async fn the_evaluation_reports_the_model_answers_tokens_and_failures() {
         max_answer_tokens: 400,
         incident_budget: 50_000,
         hourly_budget: 1_000_000,
+        namespace_share_percent: 100,
         evidence_bytes: 12_000,
     };
     let model = OpenAiModel::new(&cfg).expect("client");

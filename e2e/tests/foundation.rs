@@ -303,5 +303,14 @@ async fn incident_identity_is_immutable() -> Result<()> {
         .await
         .expect_err("the target cannot be changed");
     assert!(err.to_string().contains("target is immutable"), "{err}");
+    // Nor the policy: pointing an open incident at a wider policy would
+    // let another policy's ladder act on the workload.
+    let mut repointed = api.get("web-oomkilled").await?;
+    repointed.spec.policy = "wider".into();
+    let err = api
+        .replace("web-oomkilled", &PostParams::default(), &repointed)
+        .await
+        .expect_err("the policy cannot be changed");
+    assert!(err.to_string().contains("policy is immutable"), "{err}");
     ns.cleanup().await
 }

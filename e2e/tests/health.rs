@@ -17,7 +17,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use sre_space::crd::SignalKind;
 use sre_space::crd::{ActionState, ConditionStatus, Incident, Phase, RemediationPolicy};
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
     wait_ready, wait_until,
@@ -338,7 +340,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     let opened = wait_incident(
         &s.client,
         s.name(),
-        "user-service-healthcheck",
+        &incident_of("user-service", SignalKind::HealthCheck),
         LONG,
         "the HealthCheck incident of user-service",
         |i| i.status.as_ref().is_some_and(|s| s.occurrences > 0),
@@ -372,7 +374,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     let verifying = wait_incident(
         &s.client,
         s.name(),
-        "user-service-healthcheck",
+        &incident_of("user-service", SignalKind::HealthCheck),
         LONG,
         "a dry-run action under verification",
         |i| {
@@ -392,7 +394,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     let resolved = wait_incident(
         &s.client,
         s.name(),
-        "user-service-healthcheck",
+        &incident_of("user-service", SignalKind::HealthCheck),
         LONG,
         "Resolved once the check passes for the verification window",
         |i| {
@@ -417,7 +419,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     assert_eq!(status.actions[0].state, ActionState::DryRun);
     assert_eq!(
         s.incidents().await?,
-        vec!["user-service-healthcheck".to_string()],
+        vec![incident_of("user-service", SignalKind::HealthCheck)],
         "the healthy services have no incident"
     );
     s.ns.cleanup().await

@@ -18,7 +18,9 @@ use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::Value;
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
 use sre_space::crd::{ActionState, ActionType, IncidentMemory, RemediationPolicy};
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, chaos_bin, client, create_policy, deployment, helm_output, helm_run,
     install_crds, kubectl, kubectl_output, repo_dir, service_account_kubeconfig, wait_ready,
@@ -219,6 +221,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
     assert_eq!(env["RUST_LOG"], "info,kube=warn");
     assert_eq!(env["SRE_SPACE_BREAKER_LIMIT"], "20");
     assert_eq!(env["SRE_SPACE_BREAKER_WINDOW_SECONDS"], "600");
+    assert_eq!(env["SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT"], "50");
     assert!(
         env["POD_NAME"].contains("metadata.name"),
         "{}",
@@ -627,7 +630,7 @@ async fn the_demo_chart_deploys_the_demo_business_with_peers_by_service_or_loopb
 #[tokio::test]
 async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
     let (operator, demo) = (chart(CHART), chart(DEMO_CHART));
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
         (
             &operator,
             "replicaCount=-1",
@@ -647,6 +650,11 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
             &operator,
             "operator.breaker.limit=0",
             "at '/operator/breaker/limit'",
+        ),
+        (
+            &operator,
+            "operator.breaker.namespaceSharePercent=0",
+            "at '/operator/breaker/namespaceSharePercent'",
         ),
         (
             &operator,
@@ -973,7 +981,7 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     let inc = wait_resolved(
         &client,
         &ns.name,
-        "quote-oomkilled",
+        &incident_of("quote", SignalKind::OOMKilled),
         Duration::from_secs(90),
     )
     .await?;
@@ -1000,7 +1008,7 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     // What each of the other rules is for happened too: the memory was
     // written, the policy's status, and the events.
     let memory = Api::<IncidentMemory>::namespaced(client.clone(), &ns.name)
-        .get("quote-oomkilled")
+        .get(&incident_of("quote", SignalKind::OOMKilled))
         .await?;
     assert!(memory.status.is_some_and(|s| s.total_occurrences == 1));
     let policy = Api::<RemediationPolicy>::namespaced(client.clone(), &ns.name)
@@ -1018,7 +1026,10 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
         "-n",
         &ns.name,
         "--field-selector",
-        "regarding.name=quote-oomkilled",
+        &format!(
+            "regarding.name={}",
+            incident_of("quote", SignalKind::OOMKilled)
+        ),
         "-o",
         "jsonpath={.items[*].reason}",
     ])?;

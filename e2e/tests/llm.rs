@@ -11,7 +11,7 @@ use sre_space::crd::{
     Mode, RemediationPolicySpec, WorkloadSelector,
 };
 use sre_space::fixer::{self, Budget, Plan};
-use sre_space::llm::{LlmConfig, ModelFailure, OpenAiModel, TokenLedger};
+use sre_space::llm::{IncidentKey, LlmConfig, ModelFailure, OpenAiModel, TokenLedger};
 use sre_space_e2e::fake_openai::{Behaviour, FakeOpenAi};
 
 fn config(base_url: String) -> LlmConfig {
@@ -23,6 +23,7 @@ fn config(base_url: String) -> LlmConfig {
         max_answer_tokens: 400,
         incident_budget: 20_000,
         hourly_budget: 100_000,
+        namespace_share_percent: 50,
         evidence_bytes: 12_000,
     }
 }
@@ -86,7 +87,7 @@ async fn consult(
         &model,
         &cfg,
         ledger,
-        incident,
+        &IncidentKey::new("shop", incident),
         "CrashLoopBackOff",
         "Deployment",
         &rules(),
@@ -340,7 +341,7 @@ async fn token_budgets_are_enforced_before_anything_is_sent() {
                 model,
                 cfg,
                 ledger,
-                incident,
+                &IncidentKey::new("shop", incident),
                 "CrashLoopBackOff",
                 "Deployment",
                 &rules(),

@@ -13,8 +13,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::PostParams;
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
 use sre_space::crd::{ConditionStatus, Incident, Phase};
 use sre_space_e2e::gate::Gate;
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
     wait_ready,
@@ -95,9 +97,14 @@ async fn github_unreachable_for_a_minute_delays_the_issue_but_not_the_fix() -> R
     gate.close();
     let outage = Instant::now();
     target(&client, &ns.name, "cart").oom().await?;
-    let inc = wait_incident(&client, &ns.name, "cart-oomkilled", LONG, "Resolved", |i| {
-        phase(i) == Phase::Resolved
-    })
+    let inc = wait_incident(
+        &client,
+        &ns.name,
+        &incident_of("cart", SignalKind::OOMKilled),
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
     .await?;
     ensure!(
         outage.elapsed() < OUTAGE,
@@ -121,7 +128,7 @@ async fn github_unreachable_for_a_minute_delays_the_issue_but_not_the_fix() -> R
     wait_incident(
         &client,
         &ns.name,
-        "cart-oomkilled",
+        &incident_of("cart", SignalKind::OOMKilled),
         LONG,
         "GitHubSynced",
         |i| condition(i, "GitHubSynced").map(|c| c.0) == Some(ConditionStatus::True),
@@ -178,9 +185,14 @@ async fn a_model_unreachable_for_a_minute_leaves_diagnosis_to_the_rules_then_is_
     gate.close();
     let outage = Instant::now();
     target(&client, &ns.name, "tax").oom().await?;
-    let inc = wait_incident(&client, &ns.name, "tax-oomkilled", LONG, "Resolved", |i| {
-        phase(i) == Phase::Resolved
-    })
+    let inc = wait_incident(
+        &client,
+        &ns.name,
+        &incident_of("tax", SignalKind::OOMKilled),
+        LONG,
+        "Resolved",
+        |i| phase(i) == Phase::Resolved,
+    )
     .await?;
     ensure!(
         outage.elapsed() < OUTAGE,
@@ -210,7 +222,7 @@ async fn a_model_unreachable_for_a_minute_leaves_diagnosis_to_the_rules_then_is_
     let inc = wait_incident(
         &client,
         &ns.name,
-        "pricing-oomkilled",
+        &incident_of("pricing", SignalKind::OOMKilled),
         LONG,
         "Resolved",
         |i| phase(i) == Phase::Resolved,

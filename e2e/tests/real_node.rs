@@ -14,6 +14,8 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client};
+use sre_space::crd::SignalKind;
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     TestNamespace, client, http_request, real_node, real_node_pod, wait_pod, wait_until,
 };
@@ -318,7 +320,7 @@ async fn the_oom_story_runs_on_the_real_node_and_the_raised_limit_holds() -> Res
     let inc = wait_resolved(
         &rn.client,
         &rn.ns.name,
-        "hungry-oomkilled",
+        &incident_of("hungry", SignalKind::OOMKilled),
         Duration::from_secs(240),
     )
     .await?;

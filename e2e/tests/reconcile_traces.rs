@@ -11,7 +11,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::PostParams;
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
 use sre_space::crd::{Incident, Phase};
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
     wait_ready, wait_until,
@@ -56,7 +58,7 @@ async fn each_reconcile_of_an_incident_is_a_span_in_jaeger() -> Result<()> {
     wait_incident(
         &client,
         &ns.name,
-        "ledger-oomkilled",
+        &incident_of("ledger", SignalKind::OOMKilled),
         LONG,
         "Resolved",
         |i: &Incident| i.status.as_ref().map(|s| s.phase) == Some(Phase::Resolved),
@@ -89,7 +91,7 @@ async fn each_reconcile_of_an_incident_is_a_span_in_jaeger() -> Result<()> {
                         .map(str::to_string)
                 };
                 if tag("namespace").as_deref() == Some(ns.name.as_str())
-                    && tag("object").as_deref() == Some("ledger-oomkilled")
+                    && tag("object") == Some(incident_of("ledger", SignalKind::OOMKilled))
                 {
                     controllers.extend(tag("controller"));
                 }

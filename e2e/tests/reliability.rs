@@ -10,7 +10,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use sre_chaos::Target;
+use sre_space::crd::SignalKind;
 use sre_space::crd::{ActionState, ActionType, Incident};
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_ready,
     wait_resolved, wait_until,
@@ -119,7 +121,7 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
         replicas.push(start(format!("replica-{}", i + 2))?);
     }
     for i in 0..iterations {
-        let name = format!("svc-{i}-oomkilled");
+        let name = incident_of(&format!("svc-{i}"), SignalKind::OOMKilled);
         let inc = wait_resolved(&client, &ns.name, &name, LONG).await?;
         let taken: Vec<_> = inc
             .status

@@ -14,6 +14,8 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use sre_chaos::Target;
 use sre_space::crd::Incident;
+use sre_space::crd::SignalKind;
+use sre_space_e2e::incident_of;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, install_crds, repo_dir, wait_ready,
     wait_until,
@@ -79,7 +81,10 @@ async fn a_watch_expired_by_compaction_is_listed_again_and_no_fault_is_lost_or_d
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns.name);
     target("before").oom().await?;
     wait_until(LONG, "the first incident", || async {
-        Ok(incidents.get_opt("before-oomkilled").await?.is_some())
+        Ok(incidents
+            .get_opt(&incident_of("before", SignalKind::OOMKilled))
+            .await?
+            .is_some())
     })
     .await?;
 
@@ -108,7 +113,10 @@ async fn a_watch_expired_by_compaction_is_listed_again_and_no_fault_is_lost_or_d
     })
     .await?;
     wait_until(LONG, "the second incident", || async {
-        Ok(incidents.get_opt("after-oomkilled").await?.is_some())
+        Ok(incidents
+            .get_opt(&incident_of("after", SignalKind::OOMKilled))
+            .await?
+            .is_some())
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -57,17 +57,45 @@ pub fn fingerprint(namespace: &str, workload: &WorkloadRef, signal: SignalKind) 
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The Incident (and IncidentMemory) name for a problem: readable, derived
-/// only from the fingerprint's parts, so a repeat finds the same object.
+/// The longest Incident name: a DNS label. Events about an incident are
+/// named `<incident>.<16 hex>` and GitOps branches `sre-space/<incident>-<id>`,
+/// so the name must leave room for both.
+pub const MAX_INCIDENT_NAME: usize = 63;
+
+/// The Incident (and IncidentMemory) name for a problem: the workload's name,
+/// its kind (unless a Deployment) and the signal, readable in `kubectl get
+/// inc`, then a hash of kind, name and signal. The readable part may be cut
+/// or lose characters a label cannot hold; the hash keeps two workloads from
+/// ever sharing a name (a bare Pod `api` and a Deployment `api-pod`, or two
+/// long names that differ only past the cut). A repeat of a problem finds
+/// the same name.
 pub fn incident_name(workload: &WorkloadRef, signal: SignalKind) -> String {
-    let mut name = match workload.kind {
-        WorkloadKind::Deployment => format!("{}-{}", workload.name, signal.as_str()),
-        kind => format!("{}-{}-{}", workload.name, kind.as_str(), signal.as_str()),
+    let digest = Sha256::digest(format!(
+        "{}/{}/{}",
+        workload.kind.as_str(),
+        workload.name,
+        signal.as_str()
+    ));
+    let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let suffix = match workload.kind {
+        WorkloadKind::Deployment => format!("-{}-{hash}", signal.as_str()),
+        kind => format!("-{}-{}-{hash}", kind.as_str(), signal.as_str()),
     }
     .to_lowercase();
-    // Object names are DNS subdomains: at most 253 characters.
-    name.truncate(253);
-    name.trim_end_matches(['-', '.']).to_string()
+    // Object names may hold dots, a label may not.
+    let readable: String = workload
+        .name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(MAX_INCIDENT_NAME - suffix.len())
+        .collect();
+    let readable = readable.trim_matches('-');
+    if readable.is_empty() {
+        suffix.trim_start_matches('-').to_string()
+    } else {
+        format!("{readable}{suffix}")
+    }
 }
 
 fn controller_of(owners: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
@@ -225,15 +253,114 @@ mod tests {
         assert_ne!(a, fingerprint("shop", &api, SignalKind::OOMKilled));
         assert_ne!(a, fingerprint("shop", &web, SignalKind::CrashLoopBackOff));
         assert_ne!(a, fingerprint("other", &web, SignalKind::OOMKilled));
-        assert_eq!(incident_name(&web, SignalKind::OOMKilled), "web-oomkilled");
+        assert!(
+            incident_name(&web, SignalKind::OOMKilled).starts_with("web-oomkilled-"),
+            "{}",
+            incident_name(&web, SignalKind::OOMKilled)
+        );
         let sts = WorkloadRef {
             kind: WorkloadKind::StatefulSet,
             name: "db".into(),
         };
-        assert_eq!(
-            incident_name(&sts, SignalKind::CrashLoopBackOff),
-            "db-statefulset-crashloopbackoff"
+        assert!(
+            incident_name(&sts, SignalKind::CrashLoopBackOff)
+                .starts_with("db-statefulset-crashloopbackoff-")
         );
+    }
+
+    /// A DNS label: what every Kubernetes object name (and label value)
+    /// accepts.
+    fn is_dns_label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+
+    #[test]
+    fn a_bare_pod_and_a_deployment_named_like_it_get_different_incidents() {
+        let pod = WorkloadRef {
+            kind: WorkloadKind::Pod,
+            name: "api".into(),
+        };
+        let deployment = WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "api-pod".into(),
+        };
+        let (a, b) = (
+            incident_name(&pod, SignalKind::OOMKilled),
+            incident_name(&deployment, SignalKind::OOMKilled),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with("api-pod-oomkilled-"), "{a}");
+        assert!(b.starts_with("api-pod-oomkilled-"), "{b}");
+        assert_eq!(
+            a,
+            incident_name(&pod, SignalKind::OOMKilled),
+            "a repeat finds the same incident"
+        );
+    }
+
+    #[test]
+    fn long_names_that_differ_only_at_the_end_get_different_valid_incidents() {
+        let long = |last: char| WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: format!("{}{last}", "a".repeat(299)),
+        };
+        let (a, b) = (
+            incident_name(&long('x'), SignalKind::CrashLoopBackOff),
+            incident_name(&long('y'), SignalKind::CrashLoopBackOff),
+        );
+        assert_ne!(a, b);
+        assert!(is_dns_label(&a) && is_dns_label(&b), "{a} {b}");
+        assert!(a.starts_with("aaaa"), "still readable: {a}");
+    }
+
+    #[test]
+    fn incident_names_are_dns_labels_for_every_kind_signal_and_odd_name() {
+        let kinds = [
+            WorkloadKind::Deployment,
+            WorkloadKind::StatefulSet,
+            WorkloadKind::DaemonSet,
+            WorkloadKind::Job,
+            WorkloadKind::Pod,
+        ];
+        let signals = [
+            SignalKind::OOMKilled,
+            SignalKind::CrashLoopBackOff,
+            SignalKind::ImagePullBackOff,
+            SignalKind::Unschedulable,
+            SignalKind::ReadinessFailing,
+            SignalKind::HealthCheck,
+            SignalKind::ConversionRate,
+            SignalKind::EventRateDrop,
+            SignalKind::TraceErrorRate,
+            SignalKind::TraceLatency,
+        ];
+        let names = [
+            "web",
+            "a",
+            "web.v2.example",
+            "-.-",
+            &"x".repeat(253),
+            &format!("{}.{}", "a".repeat(60), "b".repeat(100)),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in kinds {
+            for signal in signals {
+                for name in names {
+                    let w = WorkloadRef {
+                        kind,
+                        name: name.to_string(),
+                    };
+                    let n = incident_name(&w, signal);
+                    assert!(is_dns_label(&n), "{w} {signal:?}: {n:?}");
+                    assert!(seen.insert(n.clone()), "{n} given twice");
+                }
+            }
+        }
     }
 
     #[test]

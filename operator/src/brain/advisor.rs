@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::{ActionType, Category, Diagnosis, Hypothesis};
-use crate::llm::{ChatModel, LlmConfig, Message, ModelFailure, Role, TokenLedger};
+use crate::llm::{ChatModel, IncidentKey, LlmConfig, Message, ModelFailure, Role, TokenLedger};
 
 /// The analyser name of a diagnosis the model contributed to.
 pub const RULES_AND_MODEL: &str = "rules+llm";
@@ -251,7 +251,7 @@ pub async fn consult(
     model: &dyn ChatModel,
     config: &LlmConfig,
     ledger: &TokenLedger,
-    incident: &str,
+    incident: &IncidentKey,
     signal: &str,
     target_kind: &str,
     rules: &Diagnosis,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Facts, advisor, diagnose};
 use crate::crd::Category;
-use crate::llm::{ChatModel, LlmConfig, TokenLedger};
+use crate::llm::{ChatModel, IncidentKey, LlmConfig, TokenLedger};
 
 /// One captured incident and the answer a good diagnosis gives.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,7 +76,17 @@ pub async fn run(scenarios: &[Scenario], model: Option<(&dyn ChatModel, &LlmConf
                 let signal = s.facts.signal.as_str();
                 let kind = s.facts.target.kind.as_str();
                 Some(
-                    match advisor::consult(m, cfg, &ledger, &s.name, signal, kind, &rules).await {
+                    match advisor::consult(
+                        m,
+                        cfg,
+                        &ledger,
+                        &IncidentKey::new("eval", &s.name),
+                        signal,
+                        kind,
+                        &rules,
+                    )
+                    .await
+                    {
                         Ok((d, tokens)) => {
                             Ok((d.category, correct(d.category, &d.root_cause), tokens))
                         }

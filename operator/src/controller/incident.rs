@@ -26,6 +26,8 @@ use crate::github::GitHubError;
 use crate::scout::read_pod;
 use crate::{Error, FIELD_MANAGER, Result, conditions, memory};
 
+mod selection;
+
 const TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// How often a verifying incident looks at its workload.
@@ -210,10 +212,10 @@ impl Run {
         let window_start = self.now
             - SignedDuration::try_from(self.ctx.config.breaker_window)
                 .unwrap_or(SignedDuration::from_mins(10));
-        let (mut policy_count, mut global_count) = (0, 0);
+        let (mut policy_count, mut global_count, mut namespace_count) = (0, 0, 0);
         for inc in self.ctx.incidents.state() {
-            let same_policy =
-                inc.namespace().as_deref() == Some(ns.as_str()) && &inc.spec.policy == policy;
+            let same_ns = inc.namespace().as_deref() == Some(ns.as_str());
+            let same_policy = same_ns && &inc.spec.policy == policy;
             for a in inc
                 .status
                 .iter()
@@ -222,6 +224,7 @@ impl Run {
             {
                 policy_count += usize::from(same_policy && a.recorded_at.0 > hour_ago);
                 global_count += usize::from(a.recorded_at.0 > window_start);
+                namespace_count += usize::from(same_ns && a.recorded_at.0 > window_start);
             }
         }
         let key = format!("{ns}/{policy}");
@@ -265,6 +268,9 @@ impl Run {
             policy_actions_last_hour: policy_count.max(self.ctx.ledger_count(hour_ago, Some(&key))),
             global_recent_actions: global_count.max(self.ctx.ledger_count(window_start, None)),
             breaker_limit: self.ctx.config.breaker_limit,
+            namespace_recent_actions: namespace_count
+                .max(self.ctx.ledger_count_in_namespace(window_start, &ns)),
+            namespace_limit: self.ctx.config.namespace_limit(),
             pods_disrupted,
         }
     }
@@ -312,8 +318,9 @@ impl Run {
             let signal = self.incident.spec.signal.as_str();
             let kind = self.incident.spec.target.kind.as_str();
             let tokens = &self.ctx.tokens;
+            let key = crate::llm::IncidentKey::new(&ns, &name);
             let outcome =
-                advisor::consult(model.as_ref(), config, tokens, &name, signal, kind, &d).await;
+                advisor::consult(model.as_ref(), config, tokens, &key, signal, kind, &d).await;
             let reason = match &outcome {
                 Ok(_) => "Answered",
                 Err(f) => f.reason(),
@@ -807,6 +814,9 @@ impl Run {
             self.save().await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
+        if let Some(wait) = self.unless_selected(policy).await? {
+            return Ok(wait);
+        }
 
         let prepared = actions::prepare(&self.ctx.client, &self.incident, &step).await?;
         let id = approval::next_action_id(self.status(), step.type_);
@@ -922,6 +932,9 @@ impl Run {
         policy: &RemediationPolicy,
         step: &ActionRecord,
     ) -> Result<Action> {
+        if let Some(wait) = self.unless_selected(policy).await? {
+            return Ok(wait);
+        }
         let budget = self.budget();
         if let Some(Plan::Wait {
             reason,
@@ -1142,7 +1155,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     }
     let last = run.status().actions.last().cloned();
     match last {
-        Some(a) if a.state == ActionState::Pending => run.execute_pending(&policy).await,
+        Some(a) if a.state == ActionState::Pending => match run.unless_selected(&policy).await? {
+            Some(wait) => Ok(wait),
+            None => run.execute_pending(&policy).await,
+        },
         Some(a) if a.state == ActionState::AwaitingMerge => run.follow_pull(&policy, &a).await,
         Some(a) if a.state == ActionState::AwaitingApproval => {
             let decision = match approval::approval_for(

@@ -5,15 +5,16 @@ pub mod approval;
 mod claims;
 mod incident;
 pub mod lease;
+mod ledger;
 mod report;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -36,6 +37,9 @@ pub struct Config {
     pub crash_after_record: bool,
     /// Watch and act in this namespace only; all namespaces when None.
     pub namespace: Option<String>,
+    /// The percentage of the breaker's limit one namespace may use, so a
+    /// storm in one namespace leaves actions for the others.
+    pub namespace_share_percent: u64,
 }
 
 impl Default for Config {
@@ -45,13 +49,15 @@ impl Default for Config {
             breaker_window: Duration::from_secs(600),
             crash_after_record: false,
             namespace: None,
+            namespace_share_percent: 50,
         }
     }
 }
 
 impl Config {
     /// Reads `SRE_SPACE_WATCH_NAMESPACE`, `SRE_SPACE_BREAKER_LIMIT`,
-    /// `SRE_SPACE_BREAKER_WINDOW_SECONDS` and the test hook
+    /// `SRE_SPACE_BREAKER_WINDOW_SECONDS`,
+    /// `SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT` and the test hook
     /// `SRE_SPACE_TEST_CRASH_AFTER_RECORD`.
     pub fn from_env() -> Result<Self> {
         let mut c = Self::default();
@@ -76,12 +82,34 @@ impl Config {
         if let Some(n) = num("SRE_SPACE_BREAKER_WINDOW_SECONDS")? {
             c.breaker_window = Duration::from_secs(n);
         }
+        if let Some(n) = num("SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT")? {
+            if !(1..=100).contains(&n) {
+                return Err(Error::Invalid(format!(
+                    "SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT={n} must be 1 to 100 (100: one namespace may use the whole breaker)"
+                )));
+            }
+            c.namespace_share_percent = n;
+        }
         c.crash_after_record =
             std::env::var("SRE_SPACE_TEST_CRASH_AFTER_RECORD").is_ok_and(|v| v == "1");
         c.namespace = std::env::var("SRE_SPACE_WATCH_NAMESPACE")
             .ok()
             .filter(|n| !n.is_empty());
         Ok(c)
+    }
+
+    /// The most actions one namespace may take in the breaker's window: its
+    /// share of the limit, at least one. None when one namespace is watched:
+    /// there is no other to leave room for.
+    pub fn namespace_limit(&self) -> Option<usize> {
+        if self.namespace.is_some() {
+            return None;
+        }
+        let share = self
+            .breaker_limit
+            .saturating_mul(self.namespace_share_percent as usize)
+            / 100;
+        Some(share.max(1))
     }
 
     fn api<K>(&self, client: &Client) -> Api<K>
@@ -120,9 +148,8 @@ pub struct Context {
     /// Where traces are read from, when a trace store is configured.
     pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
     recorder: Recorder,
-    /// Actions this process took, newest last: (when, namespace/policy).
-    /// The incident store lags our own writes by a moment; this does not.
-    ledger: Mutex<Vec<(Timestamp, String)>>,
+    /// Actions this process took.
+    ledger: ledger::ActionLedger,
     /// The latest automatic change to each workload, by incident.
     pub claims: claims::WorkloadClaims,
 }
@@ -200,23 +227,17 @@ impl Context {
 
     /// Notes an action taken, for the rate limit and the breaker.
     pub fn note_action(&self, policy_key: String, at: Timestamp) {
-        if let Ok(mut l) = self.ledger.lock() {
-            l.push((at, policy_key));
-            let horizon = at - SignedDuration::from_hours(1);
-            l.retain(|(t, _)| *t > horizon);
-        }
+        self.ledger.note(policy_key, at);
     }
 
     /// Actions this process took since `since`, under one policy or all.
     pub fn ledger_count(&self, since: Timestamp, policy_key: Option<&str>) -> usize {
-        self.ledger
-            .lock()
-            .map(|l| {
-                l.iter()
-                    .filter(|(t, p)| *t > since && policy_key.is_none_or(|k| k == p))
-                    .count()
-            })
-            .unwrap_or(0)
+        self.ledger.count(since, policy_key)
+    }
+
+    /// Actions this process took since `since` in one namespace.
+    pub fn ledger_count_in_namespace(&self, since: Timestamp, namespace: &str) -> usize {
+        self.ledger.count_in_namespace(since, namespace)
     }
 }
 
@@ -350,7 +371,11 @@ async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) 
 pub async fn run(client: Client, config: Config) -> Result<()> {
     let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> =
         match crate::llm::LlmConfig::from_env()? {
-            Some(c) => {
+            Some(mut c) => {
+                if config.namespace.is_some() {
+                    // One namespace watched: no other to leave room for.
+                    c.namespace_share_percent = 100;
+                }
                 info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
                 Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
             }
@@ -426,7 +451,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
                 instance: Some(instance),
             },
         ),
-        ledger: Mutex::default(),
+        ledger: ledger::ActionLedger::default(),
         claims: claims::WorkloadClaims::default(),
         model,
         tokens: crate::llm::TokenLedger::default(),
@@ -525,4 +550,34 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     ctx.leadership.release().await;
     info!("sre-space operator stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_may_use_its_share_of_the_breaker_and_at_least_one_action() {
+        let all = Config::default();
+        assert_eq!(all.namespace_limit(), Some(10), "half of 20 by default");
+        let tiny = Config {
+            breaker_limit: 1,
+            ..Config::default()
+        };
+        assert_eq!(tiny.namespace_limit(), Some(1));
+        let whole = Config {
+            namespace_share_percent: 100,
+            ..Config::default()
+        };
+        assert_eq!(whole.namespace_limit(), Some(20));
+        let one = Config {
+            namespace: Some("shop".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            one.namespace_limit(),
+            None,
+            "watching one namespace, there is no other to leave room for"
+        );
+    }
 }

@@ -40,7 +40,9 @@ pub struct IncidentSpec {
     /// immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("signal is immutable"))]
     pub signal: SignalKind,
-    /// The RemediationPolicy that covers the workload.
+    /// The RemediationPolicy that covers the workload. Set by the operator;
+    /// immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("policy is immutable"))]
     pub policy: String,
     /// A person's decision on the action waiting for approval (policies in
     /// Manual mode), best written with `sre-space approve|reject`. This is

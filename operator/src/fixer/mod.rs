@@ -49,6 +49,12 @@ pub struct Budget {
     pub global_recent_actions: usize,
     /// The global circuit breaker's limit for that window.
     pub breaker_limit: usize,
+    /// Actions taken in the breaker's window in the incident's namespace.
+    pub namespace_recent_actions: usize,
+    /// The namespace's share of the breaker's limit, so that a storm in one
+    /// namespace leaves actions for the others. None: no share (one
+    /// namespace is watched).
+    pub namespace_limit: Option<usize>,
     /// Pods of the workload being disrupted now (terminating).
     pub pods_disrupted: usize,
     /// The latest action another incident took on the same workload: when,
@@ -216,6 +222,19 @@ pub fn plan(
             message: format!(
                 "the operator took {} actions recently, its limit; automatic actions are paused",
                 budget.global_recent_actions
+            ),
+            retry_after: Duration::from_secs(30),
+        };
+    }
+    if let Some(limit) = budget.namespace_limit
+        && budget.namespace_recent_actions >= limit
+    {
+        return Plan::Wait {
+            reason: "NamespaceShareExhausted",
+            message: format!(
+                "this namespace took {} of the operator's recent actions, its share of the circuit breaker ({limit} of {}); \
+                 its automatic actions wait while other namespaces still act",
+                budget.namespace_recent_actions, budget.breaker_limit
             ),
             retry_after: Duration::from_secs(30),
         };

@@ -205,6 +205,67 @@ fn rate_limit_and_circuit_breaker_hold_actions_back() {
 }
 
 #[test]
+fn a_namespace_past_its_share_waits_while_another_still_acts() {
+    let p = policy();
+    let storm = Budget {
+        global_recent_actions: 10,
+        namespace_recent_actions: 10,
+        namespace_limit: Some(10),
+        ..budget()
+    };
+    match plan(&p, Category::CrashLoop, &[], None, &storm, now()) {
+        Plan::Wait {
+            reason, message, ..
+        } => {
+            assert_eq!(reason, "NamespaceShareExhausted");
+            assert!(message.contains("10 of 20"), "{message}");
+        }
+        other => panic!("the storm's namespace must wait: {other:?}"),
+    }
+    let calm = Budget {
+        namespace_recent_actions: 0,
+        ..storm
+    };
+    assert!(matches!(
+        plan(&p, Category::CrashLoop, &[], None, &calm, now()),
+        Plan::Act(_)
+    ));
+}
+
+#[test]
+fn a_storm_in_one_namespace_leaves_actions_for_another() {
+    // 30 incidents in `storm` plan one after the other, each action counted
+    // as the operator counts it; then one incident in `calm` plans.
+    let p = policy();
+    let (limit, share) = (20, Some(10));
+    let mut taken: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut order = vec!["storm"; 30];
+    order.push("calm");
+    for ns in order {
+        let b = Budget {
+            global_recent_actions: taken.values().sum(),
+            namespace_recent_actions: taken.get(ns).copied().unwrap_or(0),
+            namespace_limit: share,
+            breaker_limit: limit,
+            ..Budget::default()
+        };
+        if let Plan::Act(_) = plan(&p, Category::CrashLoop, &[], None, &b, now()) {
+            *taken.entry(ns).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        taken.get("storm"),
+        Some(&10),
+        "the storm used its share only"
+    );
+    assert_eq!(
+        taken.get("calm"),
+        Some(&1),
+        "the other namespace still acted"
+    );
+}
+
+#[test]
 fn another_incidents_recent_action_on_the_workload_holds_this_one_back() {
     let at = now() - SignedDuration::from_secs(10);
     let b = Budget {
@@ -375,6 +436,7 @@ async fn a_hostile_model_category_never_moves_escalate_to_rollback_or_scale() {
         incident_budget: 100_000,
         hourly_budget: 1_000_000,
         evidence_bytes: 12_000,
+        namespace_share_percent: 50,
     };
     let planned = |d: &Diagnosis| {
         let category = planning_category(&p, Some(d), &[], None);
@@ -395,7 +457,7 @@ async fn a_hostile_model_category_never_moves_escalate_to_rollback_or_scale() {
             &model,
             &config,
             &ledger,
-            "web-crashloopbackoff",
+            &crate::llm::IncidentKey::new("shop", "web-crashloopbackoff"),
             "CrashLoopBackOff",
             "Deployment",
             &rules,

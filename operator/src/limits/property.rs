@@ -525,6 +525,9 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
         policy_actions_last_hour: per_policy,
         global_recent_actions: global,
         breaker_limit: limit,
+        // The namespace's share, as the operator derives it from the limit.
+        namespace_recent_actions: global,
+        namespace_limit: Some((limit / 2).max(1)),
         pods_disrupted: disrupted,
         workload_changed: w
             .changed

@@ -112,6 +112,9 @@ pub struct LlmConfig {
     pub incident_budget: u64,
     /// The most tokens spent in any hour.
     pub hourly_budget: u64,
+    /// The percentage of the hourly budget one namespace may spend, so that
+    /// incidents in one namespace cannot use up the model for the others.
+    pub namespace_share_percent: u64,
     /// The most bytes of evidence put into one prompt.
     pub evidence_bytes: usize,
 }
@@ -121,7 +124,8 @@ impl LlmConfig {
     /// `SRE_SPACE_LLM_API_KEY`, `SRE_SPACE_LLM_TIMEOUT_SECONDS` (30),
     /// `SRE_SPACE_LLM_MAX_ANSWER_TOKENS` (800),
     /// `SRE_SPACE_LLM_INCIDENT_TOKEN_BUDGET` (8000),
-    /// `SRE_SPACE_LLM_HOURLY_TOKEN_BUDGET` (100000) and
+    /// `SRE_SPACE_LLM_HOURLY_TOKEN_BUDGET` (100000),
+    /// `SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT` (50) and
     /// `SRE_SPACE_LLM_EVIDENCE_BYTES` (12000).
     pub fn from_env() -> Result<Option<Self>> {
         let Some(base_url) = std::env::var("SRE_SPACE_LLM_BASE_URL")
@@ -141,6 +145,12 @@ impl LlmConfig {
         let model = std::env::var("SRE_SPACE_LLM_MODEL").map_err(|_| {
             Error::Invalid("SRE_SPACE_LLM_BASE_URL is set but SRE_SPACE_LLM_MODEL is not".into())
         })?;
+        let share = num("SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT", 50)?;
+        if !(1..=100).contains(&share) {
+            return Err(Error::Invalid(format!(
+                "SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT={share} must be 1 to 100 (100: one namespace may use the whole hourly budget)"
+            )));
+        }
         Ok(Some(Self {
             base_url,
             model,
@@ -151,12 +161,56 @@ impl LlmConfig {
             max_answer_tokens: num("SRE_SPACE_LLM_MAX_ANSWER_TOKENS", 800)? as u32,
             incident_budget: num("SRE_SPACE_LLM_INCIDENT_TOKEN_BUDGET", 8000)?,
             hourly_budget: num("SRE_SPACE_LLM_HOURLY_TOKEN_BUDGET", 100_000)?,
+            namespace_share_percent: share,
             evidence_bytes: num("SRE_SPACE_LLM_EVIDENCE_BYTES", 12_000)? as usize,
         }))
     }
 }
 
-/// Tokens spent, per incident and in the last hour.
+impl LlmConfig {
+    /// The most tokens one namespace may spend in an hour: its share of the
+    /// hourly budget, at least one.
+    pub fn namespace_budget(&self) -> u64 {
+        (self
+            .hourly_budget
+            .saturating_mul(self.namespace_share_percent)
+            / 100)
+            .max(1)
+    }
+}
+
+/// The incident tokens are spent on. Two namespaces may each have an
+/// incident of the same name; they have separate budgets.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IncidentKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl IncidentKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for IncidentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// How long an incident's spending is remembered after its last spend. The
+/// model is consulted when an episode is diagnosed; an incident quiet this
+/// long starts its next episode with a fresh budget, and the hourly and
+/// namespace budgets still bound it. Without this the ledger would keep
+/// every incident the process ever saw.
+const INCIDENT_BUDGET_WINDOW: SignedDuration = SignedDuration::from_hours(1);
+
+/// Tokens spent: per incident, and in the last hour per namespace and in
+/// all.
 #[derive(Default)]
 pub struct TokenLedger {
     inner: Mutex<LedgerState>,
@@ -164,33 +218,61 @@ pub struct TokenLedger {
 
 #[derive(Default)]
 struct LedgerState {
-    per_incident: BTreeMap<String, u64>,
-    recent: Vec<(Timestamp, u64)>,
+    /// Tokens spent on each incident, and when last.
+    per_incident: BTreeMap<IncidentKey, (u64, Timestamp)>,
+    /// Each spend of the last hour: when, in which namespace, how much.
+    recent: Vec<(Timestamp, String, u64)>,
+}
+
+impl LedgerState {
+    fn prune(&mut self, now: Timestamp) {
+        let hour_ago = now
+            .checked_sub(SignedDuration::from_hours(1))
+            .unwrap_or(Timestamp::MIN);
+        self.recent.retain(|(t, _, _)| *t > hour_ago);
+        let horizon = now
+            .checked_sub(INCIDENT_BUDGET_WINDOW)
+            .unwrap_or(Timestamp::MIN);
+        self.per_incident.retain(|_, (_, last)| *last > horizon);
+    }
 }
 
 impl TokenLedger {
-    /// Whether `estimate` more tokens fit both budgets.
+    /// Whether `estimate` more tokens fit the incident's budget, its
+    /// namespace's share of the hour and the hourly budget.
     pub fn check(
         &self,
         config: &LlmConfig,
-        incident: &str,
+        incident: &IncidentKey,
         estimate: u64,
         now: Timestamp,
     ) -> std::result::Result<(), ModelFailure> {
         let Ok(mut s) = self.inner.lock() else {
             return Ok(());
         };
-        let hour_ago = now - SignedDuration::from_hours(1);
-        s.recent.retain(|(t, _)| *t > hour_ago);
-        let spent_hour: u64 = s.recent.iter().map(|(_, n)| n).sum();
-        let spent_incident = s.per_incident.get(incident).copied().unwrap_or(0);
-        if spent_incident + estimate > config.incident_budget {
+        s.prune(now);
+        let spent_hour: u64 = s.recent.iter().map(|(_, _, n)| n).sum();
+        let spent_namespace: u64 = s
+            .recent
+            .iter()
+            .filter(|(_, ns, _)| *ns == incident.namespace)
+            .map(|(_, _, n)| n)
+            .sum();
+        let spent_incident = s.per_incident.get(incident).map_or(0, |(n, _)| *n);
+        if spent_incident.saturating_add(estimate) > config.incident_budget {
             return Err(ModelFailure::BudgetExhausted(format!(
                 "{spent_incident} of {} tokens already spent on this incident, {estimate} more needed",
                 config.incident_budget
             )));
         }
-        if spent_hour + estimate > config.hourly_budget {
+        let share = config.namespace_budget();
+        if spent_namespace.saturating_add(estimate) > share {
+            return Err(ModelFailure::BudgetExhausted(format!(
+                "{spent_namespace} of {share} tokens, namespace {}'s share of the hourly budget, already spent this hour, {estimate} more needed",
+                incident.namespace
+            )));
+        }
+        if spent_hour.saturating_add(estimate) > config.hourly_budget {
             return Err(ModelFailure::BudgetExhausted(format!(
                 "{spent_hour} of {} tokens already spent this hour, {estimate} more needed",
                 config.hourly_budget
@@ -199,10 +281,93 @@ impl TokenLedger {
         Ok(())
     }
 
-    pub fn spend(&self, incident: &str, tokens: u64, now: Timestamp) {
+    pub fn spend(&self, incident: &IncidentKey, tokens: u64, now: Timestamp) {
         if let Ok(mut s) = self.inner.lock() {
-            *s.per_incident.entry(incident.to_string()).or_default() += tokens;
-            s.recent.push((now, tokens));
+            s.prune(now);
+            let entry = s.per_incident.entry(incident.clone()).or_insert((0, now));
+            entry.0 = entry.0.saturating_add(tokens);
+            entry.1 = now;
+            s.recent.push((now, incident.namespace.clone(), tokens));
         }
+    }
+
+    /// How many incidents the ledger remembers.
+    pub fn incidents(&self) -> usize {
+        self.inner.lock().map_or(0, |s| s.per_incident.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LlmConfig {
+        LlmConfig {
+            base_url: "http://127.0.0.1:1/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+            max_answer_tokens: 100,
+            incident_budget: 1_000,
+            hourly_budget: 4_000,
+            namespace_share_percent: 50,
+            evidence_bytes: 1_000,
+        }
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn same_named_incidents_in_two_namespaces_have_separate_budgets() {
+        let (ledger, now) = (TokenLedger::default(), at("2026-11-26T10:00:00Z"));
+        let shop = IncidentKey::new("shop", "web-oomkilled-0123456789");
+        let blog = IncidentKey::new("blog", "web-oomkilled-0123456789");
+        ledger.spend(&shop, 900, now);
+        assert!(ledger.check(&config(), &shop, 200, now).is_err());
+        assert_eq!(
+            ledger.check(&config(), &blog, 200, now),
+            Ok(()),
+            "another namespace's incident of the same name has its own budget"
+        );
+    }
+
+    #[test]
+    fn a_namespace_spends_at_most_its_share_of_the_hour() {
+        let (ledger, now) = (TokenLedger::default(), at("2026-11-26T10:00:00Z"));
+        // Two incidents in `storm` use its share (2,000 of 4,000).
+        for name in ["a", "b"] {
+            let k = IncidentKey::new("storm", name);
+            ledger
+                .check(&config(), &k, 1_000, now)
+                .expect("within share");
+            ledger.spend(&k, 1_000, now);
+        }
+        let third = IncidentKey::new("storm", "c");
+        let err = ledger
+            .check(&config(), &third, 100, now)
+            .expect_err("the namespace's share is spent");
+        assert!(err.to_string().contains("namespace storm's share"), "{err}");
+        assert_eq!(
+            ledger.check(&config(), &IncidentKey::new("calm", "a"), 1_000, now),
+            Ok(()),
+            "another namespace may still consult the model"
+        );
+        // An hour later the share is free again.
+        let later = now + SignedDuration::from_mins(61);
+        assert_eq!(ledger.check(&config(), &third, 100, later), Ok(()));
+    }
+
+    #[test]
+    fn incidents_quiet_for_the_budget_window_are_forgotten() {
+        let (ledger, now) = (TokenLedger::default(), at("2026-11-26T10:00:00Z"));
+        for i in 0..50 {
+            ledger.spend(&IncidentKey::new("shop", format!("i{i}")), 10, now);
+        }
+        assert_eq!(ledger.incidents(), 50);
+        let later = now + SignedDuration::from_mins(61);
+        ledger.spend(&IncidentKey::new("shop", "new"), 10, later);
+        assert_eq!(ledger.incidents(), 1, "the ledger does not grow forever");
     }
 }

@@ -2,6 +2,7 @@
 //! and the workloads a policy covers. Its status says whether it is in force
 //! and, when not, what to fix.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,6 +178,40 @@ pub fn check_allowlist(
         }
     }
     problems
+}
+
+/// Whether a policy still selects an incident's target, judged on the
+/// labels of the target's pod template and current pods: the selector may
+/// have changed since the incident opened. Err says why not, for the
+/// `TargetNotSelected` condition.
+pub fn selects_target<'a>(
+    policy: &RemediationPolicy,
+    target: &WorkloadRef,
+    labels: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+) -> std::result::Result<(), String> {
+    let name = policy.name_any();
+    if policy.metadata.deletion_timestamp.is_some() {
+        return Err(format!(
+            "policy {name} is being deleted; nothing is done to {target}"
+        ));
+    }
+    let mut seen = false;
+    for l in labels {
+        if selector_matches(&policy.spec.selector, l) {
+            return Ok(());
+        }
+        seen = true;
+    }
+    Err(if seen {
+        format!(
+            "policy {name} no longer selects {target} (its selector matches neither the pod template nor a pod of it); \
+             nothing is done until the selector or the labels cover it again"
+        )
+    } else {
+        format!(
+            "{target} has no pod template or pod left to check against policy {name}'s selector; nothing is done"
+        )
+    })
 }
 
 /// The workloads of a namespace and their pod templates.
@@ -518,6 +553,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check_allowlist(&s, &Tenant::named("shop"), &allow).len(), 1);
+    }
+
+    #[test]
+    fn a_target_the_selector_no_longer_matches_is_not_selected() {
+        let mut policy = RemediationPolicy::new("shop", spec(vec![], vec![]));
+        policy.spec.selector.match_labels = [("app".to_string(), "web".to_string())].into();
+        let target = workload("1Gi").0;
+        let web: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let moved: BTreeMap<String, String> = [("app".to_string(), "other".to_string())].into();
+        assert_eq!(selects_target(&policy, &target, [&web]), Ok(()));
+        assert_eq!(
+            selects_target(&policy, &target, [&moved, &web]),
+            Ok(()),
+            "one matching pod or template is enough"
+        );
+        let why = selects_target(&policy, &target, [&moved]).expect_err("not selected");
+        assert!(why.contains("no longer selects Deployment/web"), "{why}");
+        assert!(selects_target(&policy, &target, []).is_err());
+        // The selector changed so that it matches the workload no more.
+        policy.spec.selector.match_labels = [("app".to_string(), "api".to_string())].into();
+        assert!(selects_target(&policy, &target, [&web]).is_err());
+        policy.spec.selector.match_labels = [("app".to_string(), "web".to_string())].into();
+        policy.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+        );
+        assert!(selects_target(&policy, &target, [&web]).is_err());
     }
 
     #[test]

@@ -19,11 +19,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::controller::Context;
 use crate::crd::{
-    ConditionStatus, Incident, IncidentSpec, IncidentStatus, SignalObservation, WorkloadRef,
+    ConditionStatus, Incident, IncidentSpec, IncidentStatus, SignalKind, SignalObservation,
+    WorkloadRef,
 };
 use crate::workload::{covering_policy, fingerprint, incident_name};
 use crate::{FIELD_MANAGER, Result, conditions};
@@ -139,6 +140,18 @@ pub async fn record_signal(
             }
         }
     };
+    if let Some(why) = refusal(&incident.spec, ns, workload, signal.kind) {
+        warn!(incident = %name, namespace = ns, workload = %workload, signal = signal.kind.as_str(), %why, "signal refused");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "FingerprintMismatch".into(),
+            note: Some(why),
+            action: "Detect".into(),
+            secondary: None,
+        };
+        ctx.publish(&event, &incident.object_ref(&())).await;
+        return Ok(());
+    }
     let mut status = incident.status.clone().unwrap_or_default();
     if status
         .last_signal
@@ -171,6 +184,32 @@ pub async fn record_signal(
     Ok(())
 }
 
+/// Why an existing incident must not count a signal: it is bound to another
+/// problem (another workload, signal or namespace), whether by a name
+/// collision or because someone created it under the name the operator
+/// would use. Such an incident is never updated by the signal, so one
+/// workload's signals cannot drive actions on another.
+pub fn refusal(
+    existing: &IncidentSpec,
+    ns: &str,
+    workload: &WorkloadRef,
+    signal: SignalKind,
+) -> Option<String> {
+    let expected = fingerprint(ns, workload, signal);
+    let bound = existing.fingerprint == expected
+        && existing.target == *workload
+        && existing.signal == signal;
+    (!bound).then(|| {
+        format!(
+            "a {} signal of {workload} (fingerprint {expected}) was not counted: this incident is bound to {} of {} (fingerprint {})",
+            signal.as_str(),
+            existing.signal.as_str(),
+            existing.target,
+            existing.fingerprint
+        )
+    })
+}
+
 /// Counts one observation in an incident's status.
 pub fn observe(status: &mut IncidentStatus, signal: &Signal, generation: Option<i64>) {
     let at = Time(signal.observed_at);
@@ -197,4 +236,59 @@ pub fn observe(status: &mut IncidentStatus, signal: &Signal, generation: Option<
         observed_at: at,
         key: signal.key.clone(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::WorkloadKind;
+
+    fn deployment(name: &str) -> WorkloadRef {
+        WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: name.into(),
+        }
+    }
+
+    fn spec_of(ns: &str, workload: &WorkloadRef, signal: SignalKind) -> IncidentSpec {
+        IncidentSpec {
+            fingerprint: fingerprint(ns, workload, signal),
+            target: workload.clone(),
+            signal,
+            policy: "p".into(),
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn an_incident_counts_only_the_signals_of_its_own_fingerprint() {
+        let web = deployment("web");
+        let mine = spec_of("shop", &web, SignalKind::OOMKilled);
+        assert_eq!(refusal(&mine, "shop", &web, SignalKind::OOMKilled), None);
+
+        let other = WorkloadRef {
+            kind: WorkloadKind::Pod,
+            name: "web".into(),
+        };
+        let why = refusal(&mine, "shop", &other, SignalKind::OOMKilled)
+            .expect("another workload's signal is refused");
+        assert!(
+            why.contains("Pod/web") && why.contains("Deployment/web"),
+            "{why}"
+        );
+        assert!(refusal(&mine, "shop", &web, SignalKind::CrashLoopBackOff).is_some());
+        assert!(refusal(&mine, "other", &web, SignalKind::OOMKilled).is_some());
+    }
+
+    #[test]
+    fn an_incident_created_with_a_borrowed_fingerprint_is_refused() {
+        // Someone creates, under the name the operator would use for web,
+        // an incident whose target is another workload but whose
+        // fingerprint is web's: its target decides what would be touched,
+        // so it is refused too.
+        let web = deployment("web");
+        let mut forged = spec_of("shop", &web, SignalKind::OOMKilled);
+        forged.target = deployment("payments");
+        assert!(refusal(&forged, "shop", &web, SignalKind::OOMKilled).is_some());
+    }
 }

@@ -1,0 +1,58 @@
+//! The policy's selector may have changed since the incident opened: before
+//! a step is recorded, approved or replayed, the target must still be
+//! selected by the incident's policy, or nothing is done.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::warn;
+
+use super::Run;
+use crate::crd::{ConditionStatus, RemediationPolicy};
+use crate::{Result, conditions};
+
+/// How often an incident whose target left its policy looks again.
+const RECHECK: Duration = Duration::from_secs(30);
+
+impl Run {
+    /// None when the policy still selects the target. Otherwise the
+    /// incident says so (`Remediated=False`, `TargetNotSelected`, and an
+    /// event) and this is what the reconcile returns.
+    pub(super) async fn unless_selected(
+        &mut self,
+        policy: &RemediationPolicy,
+    ) -> Result<Option<Action>> {
+        let ns = self.ns();
+        let target = self.incident.spec.target.clone();
+        let template = crate::workload::pod_template(&self.ctx.client, &ns, &target).await?;
+        let pods = self.ctx.pods_of(&ns, &target);
+        let labels = template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .into_iter()
+            .chain(pods.iter().filter_map(|p| p.metadata.labels.as_ref()));
+        let Err(why) = crate::policy::selects_target(policy, &target, labels) else {
+            return Ok(None);
+        };
+        let before = conditions::get(&self.status().conditions, "Remediated")
+            .map(|c| (c.reason.clone(), c.message.clone()));
+        if before.as_ref().map(|(r, m)| (r.as_str(), m.as_str()))
+            != Some(("TargetNotSelected", why.as_str()))
+        {
+            warn!(incident = %self.incident.name_any(), %why, "not acting: the policy no longer selects the target");
+            self.condition(
+                "Remediated",
+                ConditionStatus::False,
+                "TargetNotSelected",
+                why.clone(),
+            );
+            self.save().await?;
+            self.event(EventType::Warning, "TargetNotSelected", why)
+                .await;
+        }
+        Ok(Some(Action::requeue(RECHECK)))
+    }
+}
