@@ -13,11 +13,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use sre_chaos::Target;
-use sre_space::crd::{Condition, ConditionStatus, Incident, RemediationPolicy};
+use sre_space::crd::{Condition, ConditionStatus, Incident, RemediationPolicy, SignalKind};
 use sre_space_e2e::fake_github::FakeGitHub;
 use sre_space_e2e::{
-    Operator, TestNamespace, allowlist_file, client, create_policy, deployment, install_crds,
-    wait_incident, wait_ready, wait_until,
+    Operator, TestNamespace, allowlist_file, client, create_policy, deployment, incident_of,
+    install_crds, wait_incident, wait_ready, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(90);
@@ -153,7 +153,7 @@ async fn a_policy_naming_a_repository_outside_its_allow_list_is_not_ready_and_gi
     let inc = wait_incident(
         &s.client,
         s.name(),
-        "checkout-oomkilled",
+        &incident_of("checkout", SignalKind::OOMKilled),
         LONG,
         "GitHubSynced=False RepositoryNotAllowed",
         |i| {

@@ -17,11 +17,11 @@ use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sre_chaos::Target;
-use sre_space::crd::{ActionState, ActionType, ConditionStatus, Incident, Phase};
+use sre_space::crd::{ActionState, ActionType, ConditionStatus, Incident, Phase, SignalKind};
 use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, helm_output, install_crds,
-    kubectl_output, operator_bin, repo_dir, service_account_kubeconfig, wait_incident, wait_ready,
-    wait_until,
+    Operator, TestNamespace, client, create_policy, deployment, helm_output, incident_of,
+    install_crds, kubectl_output, operator_bin, repo_dir, service_account_kubeconfig,
+    wait_incident, wait_ready, wait_until,
 };
 
 const LONG: Duration = Duration::from_secs(90);
@@ -95,7 +95,7 @@ async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()
         dry_run: false,
     };
     let api: Api<Incident> = Api::namespaced(client.clone(), &name);
-    let incident = "ledger-crashloopbackoff";
+    let incident = &incident_of("ledger", SignalKind::CrashLoopBackOff);
 
     // Episode 1: approved, acted on once, resolved.
     chaos.crashloop(5).await?;

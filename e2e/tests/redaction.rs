@@ -11,10 +11,10 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use sre_chaos::Target;
-use sre_space::crd::Incident;
+use sre_space::crd::{Incident, SignalKind};
 use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
-    wait_ready,
+    Operator, TestNamespace, client, create_policy, deployment, incident_of, install_crds,
+    wait_incident, wait_ready,
 };
 
 const LONG: Duration = Duration::from_secs(90);
@@ -66,7 +66,7 @@ async fn a_crash_whose_termination_message_holds_secrets_leaves_none_in_the_inci
     let inc = wait_incident(
         &client,
         &name,
-        "vault-crashloopbackoff",
+        &incident_of("vault", SignalKind::CrashLoopBackOff),
         LONG,
         "a diagnosis quoting the termination message and the event",
         |i| {
