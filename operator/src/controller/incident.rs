@@ -205,13 +205,38 @@ impl Run {
             .collect()
     }
 
+    fn breaker_window_start(&self) -> Timestamp {
+        self.now
+            - SignedDuration::try_from(self.ctx.config.breaker_window)
+                .unwrap_or(SignedDuration::from_mins(10))
+    }
+
+    /// The ledger's key of an action of this incident.
+    fn action_key(&self, id: &str) -> String {
+        format!("{}/{}/{id}", self.ns(), self.incident.name_any())
+    }
+
+    /// Takes the breaker's place for the automatic step `id` just before it
+    /// is recorded: the plan's budget was read from a store that lags, and
+    /// other incidents plan at the same time.
+    fn reserve(&self, budget: &Budget, id: &str) -> bool {
+        let limits = super::ledger::BreakerLimits {
+            since: self.breaker_window_start(),
+            global: budget.breaker_limit,
+            global_seen: budget.global_recent_actions,
+            namespace: budget.namespace_limit,
+            namespace_seen: budget.namespace_recent_actions,
+        };
+        let policy_key = format!("{}/{}", self.ns(), self.incident.spec.policy);
+        self.ctx
+            .reserve_action(policy_key, self.action_key(id), self.now, &limits)
+    }
+
     fn budget(&self) -> Budget {
         let ns = self.ns();
         let policy = &self.incident.spec.policy;
         let hour_ago = self.now - SignedDuration::from_hours(1);
-        let window_start = self.now
-            - SignedDuration::try_from(self.ctx.config.breaker_window)
-                .unwrap_or(SignedDuration::from_mins(10));
+        let window_start = self.breaker_window_start();
         let (mut policy_count, mut global_count, mut namespace_count) = (0, 0, 0);
         for inc in self.ctx.incidents.state() {
             let same_ns = inc.namespace().as_deref() == Some(ns.as_str());
@@ -508,7 +533,8 @@ impl Run {
         }
         self.count_action(record.type_, state);
         if state == ActionState::Succeeded || state == ActionState::Failed {
-            self.ctx.note_action(policy_key, self.now);
+            self.ctx
+                .note_action(policy_key, self.action_key(&record.id), self.now);
         }
         let (kind, reason) = match state {
             ActionState::Succeeded => {
@@ -634,7 +660,8 @@ impl Run {
         };
         if state == ActionState::Succeeded {
             self.status().phase = Phase::Verifying;
-            self.ctx.note_action(policy_key, self.now);
+            self.ctx
+                .note_action(policy_key, self.action_key(&record.id), self.now);
         }
         self.condition(
             "Remediated",
@@ -690,8 +717,11 @@ impl Run {
                 );
                 a.finished_at = Some(now);
             }
-            self.ctx
-                .note_action(format!("{}/{}", self.ns(), policy.name_any()), self.now);
+            self.ctx.note_action(
+                format!("{}/{}", self.ns(), policy.name_any()),
+                self.action_key(&record.id),
+                self.now,
+            );
             self.status().phase = Phase::Verifying;
             self.condition(
                 "Remediated",
@@ -842,6 +872,13 @@ impl Run {
             // Another incident acted on this workload while this plan was
             // made; the next plan sees its change and waits for it.
             info!(incident = %name, other = %by, action = what.as_str(), %at, "workload changed while planning; planning again");
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        if state == ActionState::Pending && !self.reserve(&budget, &id) {
+            // The breaker or the namespace's share filled while this plan
+            // was made; the next plan sees it and waits.
+            self.ctx.claims.release(&ns, &target, &name);
+            info!(incident = %name, "the circuit breaker filled while planning; planning again");
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         let now = Time(self.now);

@@ -225,9 +225,22 @@ impl Context {
         Some(gh.for_tenant(self.tenant(ns).await))
     }
 
-    /// Notes an action taken, for the rate limit and the breaker.
-    pub fn note_action(&self, policy_key: String, at: Timestamp) {
-        self.ledger.note(policy_key, at);
+    /// Notes an action taken, for the rate limit and the breaker; `action`
+    /// (`namespace/incident/id`) counts once, also when it was reserved.
+    pub fn note_action(&self, policy_key: String, action: String, at: Timestamp) {
+        self.ledger.note(policy_key, action, at);
+    }
+
+    /// Takes a place for an automatic action under the breaker and the
+    /// namespace's share, atomically; false when they filled meanwhile.
+    pub fn reserve_action(
+        &self,
+        policy_key: String,
+        action: String,
+        at: Timestamp,
+        limits: &ledger::BreakerLimits,
+    ) -> bool {
+        self.ledger.reserve(policy_key, action, at, limits)
     }
 
     /// Actions this process took since `since`, under one policy or all.
