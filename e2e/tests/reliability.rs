@@ -227,8 +227,8 @@ async fn a_leader_stopped_by_sigterm_hands_the_lease_over_well_within_the_lease_
 
 #[tokio::test]
 async fn a_deposed_leader_that_still_believes_it_leads_is_refused_by_the_lease() -> Result<()> {
-    use sre_space::controller::lease::{LeaseConfig, lead};
     use sre_space::fixer::Fence;
+    use sre_space::lease::{LeaseConfig, lead};
     let client = client().await?;
     let ns = TestNamespace::create(&client, "e2e-fence").await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);

@@ -1,28 +1,33 @@
 //! SRE-Space: a Kubernetes operator that detects, diagnoses, remediates and
 //! verifies workload incidents within the guardrails of a RemediationPolicy.
 //!
-//! Each stage is a module with its inputs passed in; `controller` only
-//! sequences them.
+//! Each stage is a module that takes only what it uses; `runtime` builds
+//! their inputs and starts them. See docs/architecture.md.
 
 pub mod allowlist;
 pub mod approve;
 pub mod brain;
+pub mod clock;
 pub mod conditions;
-pub mod controller;
+pub mod config;
 pub mod crd;
 pub mod dashboard;
 pub mod error;
 pub mod fixer;
 pub mod github;
+pub mod incident;
 pub mod kafka;
+pub mod lease;
 pub mod limits;
 pub mod llm;
 pub mod logging;
 pub mod markdown;
 pub mod memory;
 pub mod policy;
+pub mod publish;
 pub mod quantity;
 pub mod redact;
+pub mod runtime;
 pub mod scout;
 pub mod telemetry;
 pub mod traces;

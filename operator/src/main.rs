@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use sre_space::approve;
 use sre_space::brain::{self, eval};
-use sre_space::controller::{self, Config};
+use sre_space::config::Config;
 use sre_space::crd::{ApprovalDecision, Category, Incident};
 use sre_space::llm::{ChatModel, LlmConfig, OpenAiModel};
 
@@ -99,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let config = Config::from_env()?;
             let client =
                 kube::Client::try_from(kube_config_without_retries(kube::Config::infer().await?))?;
-            controller::run(client, config).await?;
+            sre_space::runtime::run(client, config).await?;
         }
         Command::Approve(d) => decide(d, ApprovalDecision::Approve).await?,
         Command::Reject(d) => decide(d, ApprovalDecision::Reject).await?,

@@ -214,7 +214,7 @@ pub async fn serve(addr: String, served: Arc<Served>) -> crate::Result<()> {
         .with_state(served);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|e| crate::Error::Invalid(format!("SRE_SPACE_HTTP_ADDR={addr}: {e}")))?;
+        .map_err(|e| crate::Error::Config(format!("SRE_SPACE_HTTP_ADDR={addr}: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the metrics server stopped");

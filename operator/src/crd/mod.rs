@@ -4,6 +4,7 @@
 //! them and the checked-in `crds/` must match. Every field carries a doc
 //! comment because it becomes the `kubectl explain` text.
 
+pub mod bounds;
 mod incident;
 mod memory;
 mod policy;

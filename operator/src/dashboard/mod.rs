@@ -36,7 +36,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::controller::Context;
 use crate::crd::{Incident, IncidentMemory};
 use crate::{Error, Result};
 
@@ -76,13 +75,13 @@ impl DashboardConfig {
             _ => return Ok(None),
         };
         let token = std::env::var("SRE_SPACE_DASHBOARD_TOKEN").ok();
-        let addr = auth::check_listen(addr.trim(), token.as_deref()).map_err(Error::Invalid)?;
+        let addr = auth::check_listen(addr.trim(), token.as_deref()).map_err(Error::Config)?;
         let jaeger = std::env::var("SRE_SPACE_JAEGER_UI")
             .ok()
             .filter(|j| !j.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_JAEGER_UI.into());
         let jaeger_ui = view::safe_url(&jaeger).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Config(format!(
                 "SRE_SPACE_JAEGER_UI={jaeger:?} is not an http(s) URL (for example {DEFAULT_JAEGER_UI})"
             ))
         })?;
@@ -94,8 +93,19 @@ impl DashboardConfig {
     }
 }
 
+/// What the dashboard reads: the operator's stores and board, and the API
+/// for memories (read only).
+#[derive(Clone)]
+pub struct Stores {
+    pub client: kube::Client,
+    pub incidents: kube::runtime::reflector::Store<Incident>,
+    pub policies: kube::runtime::reflector::Store<crate::crd::RemediationPolicy>,
+    pub workloads: crate::workload::Workloads,
+    pub board: crate::scout::measured::Board,
+}
+
 struct Dashboard {
-    ctx: Arc<Context>,
+    stores: Stores,
     streams: Arc<std::sync::atomic::AtomicUsize>,
     config: DashboardConfig,
     page: String,
@@ -122,15 +132,15 @@ fn assemble() -> (String, String) {
 }
 
 /// Starts the dashboard server; returns once it listens.
-pub async fn serve(config: DashboardConfig, ctx: Arc<Context>) -> Result<()> {
+pub async fn serve(config: DashboardConfig, stores: Stores) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
-        .map_err(|e| Error::Invalid(format!("SRE_SPACE_DASHBOARD_ADDR={}: {e}", config.addr)))?;
+        .map_err(|e| Error::Config(format!("SRE_SPACE_DASHBOARD_ADDR={}: {e}", config.addr)))?;
     let addr = listener.local_addr().unwrap_or(config.addr);
     let (page, csp) = assemble();
     let token = config.token.is_some();
     let state = Arc::new(Dashboard {
-        ctx,
+        stores,
         streams: Arc::default(),
         config,
         page,
@@ -232,11 +242,12 @@ fn selected(q: &SnapshotQuery) -> Option<(String, String)> {
 
 /// The snapshot from the operator's stores and board.
 fn build(d: &Dashboard, incident: Option<&(String, String)>) -> view::Snapshot {
-    let ctx = &d.ctx;
+    let ctx = &d.stores;
     let incidents = ctx.incidents.state();
     let board = ctx.board.snapshot();
     let policies = ctx.policies.state();
     let pods: Vec<view::PodState> = ctx
+        .workloads
         .pods
         .state()
         .iter()
@@ -244,7 +255,7 @@ fn build(d: &Dashboard, incident: Option<&(String, String)>) -> view::Snapshot {
         .filter_map(|p| {
             let ns = p.namespace()?;
             crate::workload::covering_policy(policies.iter().map(|p| p.as_ref()), &ns, p.labels())?;
-            let workload = ctx.cached_owner_of(p)?;
+            let workload = ctx.workloads.cached_owner_of(p)?;
             Some(view::PodState {
                 namespace: ns,
                 workload: workload.name,
@@ -280,13 +291,13 @@ async fn memory(
     // Only incidents the operator follows: the dashboard lists no other
     // namespace's memories.
     let Some(inc) = d
-        .ctx
+        .stores
         .incidents
         .get(&ObjectRef::<Incident>::new(&name).within(&namespace))
     else {
         return (StatusCode::NOT_FOUND, "no such incident\n").into_response();
     };
-    let api: Api<IncidentMemory> = Api::namespaced(d.ctx.client.clone(), &namespace);
+    let api: Api<IncidentMemory> = Api::namespaced(d.stores.client.clone(), &namespace);
     match api.list(&ListParams::default()).await {
         Ok(list) => axum::Json(view::memory(&inc, &list.items)).into_response(),
         Err(e) => {
@@ -336,7 +347,7 @@ struct Subscription {
 /// and serialising the snapshot, so an idle page costs the operator little.
 /// Order-independent (a sum of per-item hashes): a store's iteration order
 /// is not part of its state.
-fn inputs(ctx: &Context) -> u64 {
+fn inputs(ctx: &Stores) -> u64 {
     fn digest(x: impl std::hash::Hash) -> u64 {
         use std::hash::Hasher;
         let mut h = std::hash::DefaultHasher::new();
@@ -360,9 +371,9 @@ fn inputs(ctx: &Context) -> u64 {
         .fold(0, u64::wrapping_add);
     digest((
         versions(&ctx.incidents.state()),
-        versions(&ctx.pods.state()),
+        versions(&ctx.workloads.pods.state()),
         versions(&ctx.policies.state()),
-        versions(&ctx.replicasets.state()),
+        versions(&ctx.workloads.replicasets.state()),
         board,
     ))
 }
@@ -391,7 +402,7 @@ async fn events(State(d): State<Arc<Dashboard>>, Query(q): Query<SnapshotQuery>)
 fn stream(sub: Subscription) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     Sse::new(futures::stream::unfold(sub, |mut sub| async move {
         loop {
-            let now = inputs(&sub.d.ctx);
+            let now = inputs(&sub.d.stores);
             if sub.last_inputs != Some(now) {
                 sub.last_inputs = Some(now);
                 match serde_json::to_string(&build(&sub.d, sub.incident.as_ref())) {

@@ -470,7 +470,7 @@ async fn patch_workload(
                 .await?,
         ),
         kind => {
-            return Err(crate::Error::Invalid(format!(
+            return Err(crate::Error::Refused(format!(
                 "cannot patch a {}",
                 kind.as_str()
             )));
@@ -558,12 +558,12 @@ pub async fn execute(
                 .into_iter()
                 .find(|rs| rs.metadata.uid == record.target_uid)
                 .ok_or_else(|| {
-                    crate::Error::Invalid(format!("the ReplicaSet of revision {to} is gone"))
+                    crate::Error::Refused(format!("the ReplicaSet of revision {to} is gone"))
                 })?;
             let mut template = rs
                 .spec
                 .template
-                .ok_or_else(|| crate::Error::Invalid("that ReplicaSet has no template".into()))?;
+                .ok_or_else(|| crate::Error::Refused("that ReplicaSet has no template".into()))?;
             if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
                 labels.remove("pod-template-hash");
             }

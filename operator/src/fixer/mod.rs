@@ -4,7 +4,10 @@
 //! Where we decide whether to act: `plan`. Where we act: `actions::execute`.
 
 pub mod actions;
+pub mod budget;
+pub mod claims;
 pub mod gitops;
+pub mod ledger;
 
 use std::time::Duration;
 
@@ -16,29 +19,7 @@ use crate::crd::{
 };
 use crate::{limits, memory};
 
-/// Asked right before each call that changes the cluster or a repository:
-/// may this replica still act? The leader's answer renews its Lease (a
-/// compare-and-swap) and allows the call only within the lease duration
-/// measured from before that renewal, so a deposed leader that has not
-/// noticed yet changes nothing. A multi-call action asks before each call.
-pub trait Fence: Sync {
-    fn renew(&self) -> impl std::future::Future<Output = Result<(), NotLeader>> + Send;
-}
-
-/// This replica may not act: it does not hold the Lease, or could not prove
-/// that it still does.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not the leader: {0}")]
-pub struct NotLeader(pub String);
-
-/// No fencing: a process that runs alone (and tests).
-pub struct Unfenced;
-
-impl Fence for Unfenced {
-    async fn renew(&self) -> Result<(), NotLeader> {
-        Ok(())
-    }
-}
+pub use crate::lease::{Fence, NotLeader, Unfenced};
 
 /// How much of the shared budgets is already used, counted by the caller.
 #[derive(Clone, Debug, Default)]

@@ -4,6 +4,7 @@
 
 pub mod gitops;
 pub mod render;
+pub mod reporter;
 pub mod sync;
 
 use std::sync::Arc;
@@ -56,15 +57,15 @@ impl GitHubConfig {
             (None, Some(app_id)) => {
                 let id = |name: &str, v: Option<String>| -> Result<u64> {
                     v.ok_or_else(|| {
-                        Error::Invalid(format!("{name} is required with SRE_SPACE_GITHUB_APP_ID"))
+                        Error::Config(format!("{name} is required with SRE_SPACE_GITHUB_APP_ID"))
                     })?
                     .parse()
-                    .map_err(|_| Error::Invalid(format!("{name} is not a number")))
+                    .map_err(|_| Error::Config(format!("{name} is not a number")))
                 };
                 GitHubAuth::App {
                     app_id: id("SRE_SPACE_GITHUB_APP_ID", Some(app_id))?,
                     private_key: var("SRE_SPACE_GITHUB_APP_PRIVATE_KEY").ok_or_else(|| {
-                        Error::Invalid("SRE_SPACE_GITHUB_APP_PRIVATE_KEY is required with SRE_SPACE_GITHUB_APP_ID".into())
+                        Error::Config("SRE_SPACE_GITHUB_APP_PRIVATE_KEY is required with SRE_SPACE_GITHUB_APP_ID".into())
                     })?,
                     installation_id: id("SRE_SPACE_GITHUB_INSTALLATION_ID", var("SRE_SPACE_GITHUB_INSTALLATION_ID"))?,
                 }
@@ -93,7 +94,7 @@ pub enum GitHubError {
     /// Not sent: this replica could not prove it still leads. The leader
     /// makes the request.
     #[error("{0}")]
-    NotLeader(#[from] crate::fixer::NotLeader),
+    NotLeader(#[from] crate::lease::NotLeader),
     /// A repository or path outside the namespace's allow-list.
     #[error("{0}")]
     NotAllowed(String),
@@ -278,6 +279,36 @@ pub fn check_branch(branch: &str) -> Result<(), GitHubError> {
     Ok(())
 }
 
+/// GitHub as the stages reach it: one namespace at a time, as far as the
+/// allow-list lets that namespace; nothing when no credentials are set.
+#[derive(Clone)]
+pub struct Access {
+    github: Option<GitHub>,
+    allowlist: Arc<Shared>,
+    client: kube::Client,
+}
+
+impl Access {
+    pub fn new(github: Option<GitHub>, allowlist: Arc<Shared>, client: kube::Client) -> Self {
+        Self {
+            github,
+            allowlist,
+            client,
+        }
+    }
+
+    /// Whether GitHub credentials are configured.
+    pub fn configured(&self) -> bool {
+        self.github.is_some()
+    }
+
+    /// The client serving one namespace, when credentials are configured.
+    pub async fn for_namespace(&self, ns: &str) -> Option<GitHub> {
+        let gh = self.github.as_ref()?;
+        Some(gh.for_tenant(self.allowlist.tenant(&self.client, ns).await))
+    }
+}
+
 /// Percent-encodes one URL path segment or query value: everything but
 /// letters, digits and `-._~`.
 pub fn encode(s: &str) -> String {
@@ -301,11 +332,11 @@ impl GitHub {
     pub fn new(config: &GitHubConfig) -> Result<Self> {
         let builder = Octocrab::builder()
             .base_uri(config.api_url.as_str())
-            .map_err(|e| Error::Invalid(format!("SRE_SPACE_GITHUB_API_URL: {e}")))?
+            .map_err(|e| Error::Config(format!("SRE_SPACE_GITHUB_API_URL: {e}")))?
             .set_connect_timeout(Some(Duration::from_secs(10)))
             .set_read_timeout(Some(Duration::from_secs(30)));
         let built = |r: std::result::Result<Octocrab, octocrab::Error>| {
-            r.map_err(|e| Error::Invalid(format!("building the GitHub client: {e}")))
+            r.map_err(|e| Error::Config(format!("building the GitHub client: {e}")))
         };
         let octo = match &config.auth {
             GitHubAuth::Token(t) => built(builder.personal_token(t.clone()).build())?,
@@ -314,10 +345,8 @@ impl GitHub {
                 private_key,
                 installation_id,
             } => {
-                let key =
-                    octocrab::EncodingKey::from_rsa_pem(private_key.as_bytes()).map_err(|e| {
-                        Error::Invalid(format!("SRE_SPACE_GITHUB_APP_PRIVATE_KEY: {e}"))
-                    })?;
+                let key = octocrab::EncodingKey::from_rsa_pem(private_key.as_bytes())
+                    .map_err(|e| Error::Config(format!("SRE_SPACE_GITHUB_APP_PRIVATE_KEY: {e}")))?;
                 let app = built(builder.app((*app_id).into(), key).build())?;
                 // The installation client fetches and refreshes its token.
                 built(app.installation((*installation_id).into()))?

@@ -63,7 +63,7 @@ impl KafkaConfig {
                 .rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         }) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Config(format!(
                 "SRE_SPACE_KAFKA_BOOTSTRAP={bootstrap:?} is not a list of host:port"
             )));
         }

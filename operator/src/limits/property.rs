@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::brain::traces::WindowStats;
+use crate::crd::bounds::policy_spec_schema;
 use crate::crd::{
     ActionRecord, ActionType, Category, Guardrails, RemediationPolicySpec, SignalKind,
     WorkloadKind, WorkloadRef,
@@ -30,6 +31,7 @@ use crate::quantity::parse_bytes;
 use crate::scout::business::{self, Counts};
 use crate::scout::measured::Subject;
 use crate::scout::{health, signals, traces};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
 
 /// The `minimum` and `maximum` of the integer or number at `path` of the
 /// spec schema (`[]` steps into an array's items).

@@ -138,16 +138,16 @@ impl LlmConfig {
             match std::env::var(name) {
                 Ok(v) => v
                     .parse()
-                    .map_err(|_| Error::Invalid(format!("{name}={v:?} is not a whole number"))),
+                    .map_err(|_| Error::Config(format!("{name}={v:?} is not a whole number"))),
                 Err(_) => Ok(default),
             }
         };
         let model = std::env::var("SRE_SPACE_LLM_MODEL").map_err(|_| {
-            Error::Invalid("SRE_SPACE_LLM_BASE_URL is set but SRE_SPACE_LLM_MODEL is not".into())
+            Error::Config("SRE_SPACE_LLM_BASE_URL is set but SRE_SPACE_LLM_MODEL is not".into())
         })?;
         let share = num("SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT", 50)?;
         if !(1..=100).contains(&share) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Config(format!(
                 "SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT={share} must be 1 to 100 (100: one namespace may use the whole hourly budget)"
             )));
         }

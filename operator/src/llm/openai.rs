@@ -29,7 +29,7 @@ impl OpenAiModel {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
-            .map_err(|e| crate::Error::Invalid(format!("building the model's HTTP client: {e}")))?;
+            .map_err(|e| crate::Error::Config(format!("building the model's HTTP client: {e}")))?;
         Ok(Self {
             client: async_openai::Client::with_config(c).with_http_client(http),
             model: config.model.clone(),

@@ -15,7 +15,6 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::allowlist::{AllowList, Tenant};
-use crate::controller::Context;
 use crate::crd::{
     ActionType, ConditionStatus, RemediationPolicy, RemediationPolicySpec, WorkloadKind,
     WorkloadRef,
@@ -40,7 +39,7 @@ pub fn validate(
 ) -> Vec<Problem> {
     // A CRD installed by an older version may have let in numbers the
     // schema now refuses; such a policy never acts.
-    let mut problems: Vec<Problem> = crate::limits::out_of_bounds(spec)
+    let mut problems: Vec<Problem> = crate::crd::bounds::out_of_bounds(spec)
         .into_iter()
         .map(|message| Problem {
             reason: "ValueOutOfRange",
@@ -299,6 +298,14 @@ pub async fn set_condition(
     }
 }
 
+/// What the policy controller reads and writes.
+pub struct Context {
+    pub client: kube::Client,
+    pub publisher: crate::publish::Publisher,
+    /// What each namespace's policies may reach.
+    pub allowlist: Arc<crate::allowlist::Shared>,
+}
+
 /// How often a policy's matched workloads are recounted.
 const RECHECK: Duration = Duration::from_secs(30);
 
@@ -321,7 +328,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         .collect();
     // What the policy may reach comes first: it is what a reviewer of the
     // policy must fix before anything else counts.
-    let tenant = ctx.tenant(&ns).await;
+    let tenant = ctx.allowlist.tenant(&ctx.client, &ns).await;
     let mut problems = check_allowlist(&policy.spec, &tenant, &ctx.allowlist.current());
     problems.extend(validate(&policy.spec, &covered));
 
@@ -395,7 +402,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
             action: "Validate".into(),
             secondary: None,
         };
-        ctx.publish(&event, &policy.object_ref(&())).await;
+        ctx.publisher.publish(&event, &policy.object_ref(&())).await;
     }
     Ok(Action::requeue(RECHECK))
 }

@@ -19,9 +19,9 @@ use tracing::{info, warn};
 
 use super::business::{self, Counts};
 use super::measured::{Reading, Subject};
-use crate::controller::Context;
 use crate::crd::{ConditionStatus, RemediationPolicy, SignalKind, Trigger};
 use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState, now_ms};
+use crate::scout::Context;
 
 /// The condition each policy with Kafka triggers carries.
 pub const CONDITION: &str = "KafkaAvailable";

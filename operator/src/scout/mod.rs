@@ -8,6 +8,7 @@ pub mod health;
 pub mod measured;
 pub mod signals;
 pub mod traces;
+mod verify;
 
 use std::sync::Arc;
 
@@ -21,14 +22,35 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::controller::Context;
 use crate::crd::{
-    ConditionStatus, Incident, IncidentSpec, IncidentStatus, SignalKind, SignalObservation,
-    WorkloadRef,
+    ConditionStatus, Incident, IncidentSpec, IncidentStatus, RemediationPolicy, SignalKind,
+    SignalObservation, WorkloadRef,
 };
+use crate::publish::Publisher;
+use crate::scout::measured::Board;
+use crate::telemetry::Metrics;
+use crate::workload::Workloads;
 use crate::workload::{covering_policy, fingerprint, incident_name};
 use crate::{FIELD_MANAGER, Result, conditions};
 pub use signals::{Signal, read_pod};
+pub use verify::signals_since;
+
+/// What the Scout reads and writes: the policies, the workloads, the board
+/// of measured signals, and the Incidents it opens.
+pub struct Context {
+    /// Writes Incidents and the policies' source conditions.
+    pub client: kube::Client,
+    pub policies: kube::runtime::reflector::Store<RemediationPolicy>,
+    pub incidents: kube::runtime::reflector::Store<Incident>,
+    pub workloads: Workloads,
+    pub board: Board,
+    pub publisher: Publisher,
+    pub metrics: Arc<Metrics>,
+    /// Which health-check hosts each namespace may reach.
+    pub allowlist: Arc<crate::allowlist::Shared>,
+    /// Where trace triggers read traces, when a trace store is configured.
+    pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
+}
 
 /// Looks at one pod.
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
@@ -45,7 +67,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     let reading = read_pod(&pod, &policy.spec.triggers, Timestamp::now());
     debug!(pod = %pod.name_any(), policy = %policy.name_any(), signals = reading.signals.len(), "pod read");
     if !reading.signals.is_empty() {
-        match ctx.owner_of(&pod).await? {
+        match ctx.workloads.owner_of(&pod).await? {
             Some(workload) => {
                 for signal in &reading.signals {
                     record_signal(&ctx, &ns, &workload, signal, &policy.name_any()).await?;
@@ -149,7 +171,9 @@ pub async fn record_signal(
             action: "Detect".into(),
             secondary: None,
         };
-        ctx.publish(&event, &incident.object_ref(&())).await;
+        ctx.publisher
+            .publish(&event, &incident.object_ref(&()))
+            .await;
         return Ok(());
     }
     let mut status = incident.status.clone().unwrap_or_default();
@@ -180,7 +204,9 @@ pub async fn record_signal(
         action: "Detect".into(),
         secondary: None,
     };
-    ctx.publish(&event, &incident.object_ref(&())).await;
+    ctx.publisher
+        .publish(&event, &incident.object_ref(&()))
+        .await;
     Ok(())
 }
 

@@ -15,8 +15,8 @@ use tracing::{debug, warn};
 
 use super::measured::{Reading, Subject, Verdict};
 use crate::brain::traces::WindowStats;
-use crate::controller::Context;
 use crate::crd::{ConditionStatus, SignalKind, TraceTrigger};
+use crate::scout::Context;
 use crate::traces::{Trace, TraceQuery};
 
 /// The condition the source reports on each policy with trace triggers.

@@ -29,7 +29,7 @@ impl JaegerQuery {
     /// A client of the query service at `base`, e.g. `http://127.0.0.1:16686`.
     pub fn new(base: &str) -> crate::Result<Self> {
         let invalid =
-            |why: String| crate::Error::Invalid(format!("{}={base:?}: {why}", super::QUERY_ENV));
+            |why: String| crate::Error::Config(format!("{}={base:?}: {why}", super::QUERY_ENV));
         let url = reqwest::Url::parse(base).map_err(|e| invalid(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("use an http or https URL".into()));

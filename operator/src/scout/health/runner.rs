@@ -22,8 +22,8 @@ use super::{
     judge, next_delay, operator_network_down, ready_endpoints, summary, workload_behind,
 };
 use crate::allowlist::{ApiServer, Route, Shared, Tenant};
-use crate::controller::Context;
 use crate::crd::{ConditionStatus, HealthCheckTrigger, SignalKind};
+use crate::scout::Context;
 use crate::scout::measured::{Reading, Subject, Verdict};
 
 /// Probes in flight at once, across all policies.

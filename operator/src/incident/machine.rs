@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -23,30 +23,25 @@ use crate::crd::{
 };
 use crate::fixer::{self, Budget, Plan, actions};
 use crate::github::GitHubError;
-use crate::scout::read_pod;
 use crate::{Error, FIELD_MANAGER, Result, conditions, memory};
-
-mod selection;
-
-const TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// How often a verifying incident looks at its workload.
 const VERIFY_POLL: Duration = Duration::from_secs(2);
 
-struct Run {
-    ctx: Arc<Context>,
-    incident: Incident,
-    now: Timestamp,
+pub(super) struct Run {
+    pub(super) ctx: Arc<Context>,
+    pub(super) incident: Incident,
+    pub(super) now: Timestamp,
 }
 
 impl Run {
-    fn status(&mut self) -> &mut IncidentStatus {
+    pub(super) fn status(&mut self) -> &mut IncidentStatus {
         self.incident
             .status
             .get_or_insert_with(IncidentStatus::default)
     }
 
-    fn condition(
+    pub(super) fn condition(
         &mut self,
         type_: &str,
         status: ConditionStatus,
@@ -65,11 +60,11 @@ impl Run {
         );
     }
 
-    fn ns(&self) -> String {
+    pub(super) fn ns(&self) -> String {
         self.incident.namespace().unwrap_or_default()
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
+    pub(super) async fn event(&self, type_: EventType, reason: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.into(),
@@ -78,6 +73,7 @@ impl Run {
             secondary: None,
         };
         self.ctx
+            .publisher
             .publish(&event, &self.incident.object_ref(&()))
             .await;
     }
@@ -85,7 +81,7 @@ impl Run {
     /// Writes the status, keeping the resourceVersion check: if the Scout
     /// wrote in between, this fails with a conflict and the reconcile runs
     /// again on the fresh object.
-    async fn save(&mut self) -> Result<()> {
+    pub(super) async fn save(&mut self) -> Result<()> {
         let generation = self.incident.metadata.generation;
         let status = self.status();
         status.last_action = status
@@ -149,66 +145,21 @@ impl Run {
         Ok(Action::requeue(Duration::from_millis(100)))
     }
 
-    /// After `action`, the signals of the incident's kind in the workload's
-    /// pods, observed after `since`. When the action replaced the pod template
-    /// (a rollout), pods of older revisions are going away and do not count:
-    /// the fix is judged on the pods it made. If no new revision rolled out
-    /// (a merged pull request not applied yet), the old pods still count.
     fn signals_since(
         &self,
         policy: &RemediationPolicy,
         since: Timestamp,
         action: ActionType,
     ) -> Vec<crate::scout::Signal> {
-        let ns = self.ns();
-        let target = &self.incident.spec.target;
-        let kind = self.incident.spec.signal;
-        if !kind.is_pod_signal() {
-            // Measured by the operator itself: the board knows whether it
-            // still fires.
-            return self
-                .ctx
-                .board
-                .firing(&ns, &target.name, kind)
-                .filter(|s| s.observed_at > since)
-                .into_iter()
-                .collect();
-        }
-        let rolls_out = matches!(
+        crate::scout::signals_since(
+            &self.ctx.workloads,
+            &self.ctx.board,
+            &self.incident,
+            &policy.spec.triggers,
+            since,
             action,
-            ActionType::RaiseMemoryLimit | ActionType::Rollback | ActionType::RolloutRestart
-        );
-        let current_hash = (rolls_out && target.kind == crate::crd::WorkloadKind::Deployment)
-            .then(|| {
-                let all = self
-                    .ctx
-                    .replicasets
-                    .state()
-                    .iter()
-                    .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-                    .map(|r| (**r).clone())
-                    .collect::<Vec<_>>();
-                crate::workload::replicasets_of(&target.name, all)
-                    .into_iter()
-                    .next()
-            })
-            .flatten()
-            .and_then(|rs| rs.metadata.labels?.get(TEMPLATE_HASH).cloned());
-        self.ctx
-            .pods_of(&ns, target)
-            .iter()
-            .filter(|p| {
-                current_hash.is_none() || p.labels().get(TEMPLATE_HASH) == current_hash.as_ref()
-            })
-            .flat_map(|p| read_pod(p, &policy.spec.triggers, self.now).signals)
-            .filter(|s| s.kind == self.incident.spec.signal && s.observed_at > since)
-            .collect()
-    }
-
-    fn breaker_window_start(&self) -> Timestamp {
-        self.now
-            - SignedDuration::try_from(self.ctx.config.breaker_window)
-                .unwrap_or(SignedDuration::from_mins(10))
+            self.now,
+        )
     }
 
     /// The ledger's key of an action of this incident.
@@ -220,84 +171,27 @@ impl Run {
     /// is recorded: the plan's budget was read from a store that lags, and
     /// other incidents plan at the same time.
     fn reserve(&self, budget: &Budget, id: &str) -> bool {
-        let limits = super::ledger::BreakerLimits {
-            since: self.breaker_window_start(),
-            global: budget.breaker_limit,
-            global_seen: budget.global_recent_actions,
-            namespace: budget.namespace_limit,
-            namespace_seen: budget.namespace_recent_actions,
-        };
+        let limits = fixer::budget::breaker_limits(budget, &self.ctx.config, self.now);
         let policy_key = format!("{}/{}", self.ns(), self.incident.spec.policy);
         self.ctx
-            .reserve_action(policy_key, self.action_key(id), self.now, &limits)
+            .ledger
+            .reserve(policy_key, self.action_key(id), self.now, &limits)
     }
 
     fn budget(&self) -> Budget {
-        let ns = self.ns();
-        let policy = &self.incident.spec.policy;
-        let hour_ago = self.now - SignedDuration::from_hours(1);
-        let window_start = self.breaker_window_start();
-        let (mut policy_count, mut global_count, mut namespace_count) = (0, 0, 0);
-        for inc in self.ctx.incidents.state() {
-            let same_ns = inc.namespace().as_deref() == Some(ns.as_str());
-            let same_policy = same_ns && &inc.spec.policy == policy;
-            for a in inc
-                .status
-                .iter()
-                .flat_map(|s| s.actions.iter())
-                .filter(|a| fixer::is_executed(a))
-            {
-                policy_count += usize::from(same_policy && a.recorded_at.0 > hour_ago);
-                global_count += usize::from(a.recorded_at.0 > window_start);
-                namespace_count += usize::from(same_ns && a.recorded_at.0 > window_start);
-            }
-        }
-        let key = format!("{ns}/{policy}");
-        let target = &self.incident.spec.target;
-        let pods_disrupted = self
+        let pods = self
             .ctx
-            .pods_of(&ns, target)
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .count();
-        let me = self.incident.name_any();
-        let workload_changed = self
-            .ctx
-            .incidents
-            .state()
-            .iter()
-            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|i| &i.spec.target == target && i.name_any() != me)
-            .flat_map(|i| {
-                let name = i.name_any();
-                i.status
-                    .iter()
-                    .flat_map(|s| s.actions.iter())
-                    .filter(|a| {
-                        a.type_ != ActionType::Escalate
-                            && matches!(
-                                a.state,
-                                ActionState::Pending
-                                    | ActionState::Succeeded
-                                    | ActionState::Failed
-                                    | ActionState::AwaitingMerge
-                            )
-                    })
-                    .map(move |a| (a.recorded_at.0, name.clone(), a.type_))
-                    .collect::<Vec<_>>()
-            })
-            .chain(self.ctx.claims.latest_by_other(&ns, target, &me))
-            .max_by_key(|(at, _, _)| *at);
-        Budget {
-            workload_changed,
-            policy_actions_last_hour: policy_count.max(self.ctx.ledger_count(hour_ago, Some(&key))),
-            global_recent_actions: global_count.max(self.ctx.ledger_count(window_start, None)),
-            breaker_limit: self.ctx.config.breaker_limit,
-            namespace_recent_actions: namespace_count
-                .max(self.ctx.ledger_count_in_namespace(window_start, &ns)),
-            namespace_limit: self.ctx.config.namespace_limit(),
-            pods_disrupted,
-        }
+            .workloads
+            .pods_of(&self.ns(), &self.incident.spec.target);
+        fixer::budget::measure(&fixer::budget::Inputs {
+            incident: &self.incident,
+            incidents: &self.ctx.incidents.state(),
+            pods: &pods,
+            ledger: &self.ctx.ledger,
+            claims: &self.ctx.claims,
+            config: &self.ctx.config,
+            now: self.now,
+        })
     }
 
     fn count_action(&self, action: ActionType, state: ActionState) {
@@ -514,7 +408,7 @@ impl Run {
             }
             // A refusal that retrying cannot fix fails the step; anything
             // else (the API server away) is retried with the record kept.
-            Err(Error::Invalid(why)) => (ActionState::Failed, why),
+            Err(Error::Refused(why)) => (ActionState::Failed, why),
             Err(Error::Kube(kube::Error::Api(s)))
                 if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 =>
             {
@@ -534,7 +428,8 @@ impl Run {
         self.count_action(record.type_, state);
         if state == ActionState::Succeeded || state == ActionState::Failed {
             self.ctx
-                .note_action(policy_key, self.action_key(&record.id), self.now);
+                .ledger
+                .note(policy_key, self.action_key(&record.id), self.now);
         }
         let (kind, reason) = match state {
             ActionState::Succeeded => {
@@ -608,7 +503,7 @@ impl Run {
         repo: &crate::crd::GitHubTarget,
         target: &crate::crd::GitOpsTarget,
     ) -> Result<Action> {
-        let gh = self.ctx.github_for(&self.ns()).await;
+        let gh = self.ctx.github.for_namespace(&self.ns()).await;
         let proposal = match fixer::gitops::propose(
             gh.as_ref(),
             repo,
@@ -661,7 +556,8 @@ impl Run {
         if state == ActionState::Succeeded {
             self.status().phase = Phase::Verifying;
             self.ctx
-                .note_action(policy_key, self.action_key(&record.id), self.now);
+                .ledger
+                .note(policy_key, self.action_key(&record.id), self.now);
         }
         self.condition(
             "Remediated",
@@ -686,7 +582,7 @@ impl Run {
         record: &ActionRecord,
     ) -> Result<Action> {
         let (Some(gh), Some(pr), Some(repo)) = (
-            self.ctx.github_for(&self.ns()).await,
+            self.ctx.github.for_namespace(&self.ns()).await,
             record.pull_request.clone(),
             policy.spec.github.as_ref().map(|g| g.repository.clone()),
         ) else {
@@ -717,7 +613,7 @@ impl Run {
                 );
                 a.finished_at = Some(now);
             }
-            self.ctx.note_action(
+            self.ctx.ledger.note(
                 format!("{}/{}", self.ns(), policy.name_any()),
                 self.action_key(&record.id),
                 self.now,
@@ -1162,7 +1058,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let mut run = Run {
         ctx: ctx.clone(),
         incident: (*incident).clone(),
-        now: Timestamp::now(),
+        now: ctx.clock.now(),
     };
     if let ApprovalCheck::NotApplicable(why) =
         approval::approval_for(incident.status.as_ref(), incident.spec.approval.as_ref())

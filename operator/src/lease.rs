@@ -26,8 +26,31 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::fixer::{Fence, NotLeader};
 use crate::{FIELD_MANAGER, Result};
+
+/// Asked right before each call that changes the cluster or a repository:
+/// may this replica still act? The leader's answer renews its Lease (a
+/// compare-and-swap) and allows the call only within the lease duration
+/// measured from before that renewal, so a deposed leader that has not
+/// noticed yet changes nothing. A multi-call action asks before each call.
+pub trait Fence: Sync {
+    fn renew(&self) -> impl std::future::Future<Output = Result<(), NotLeader>> + Send;
+}
+
+/// This replica may not act: it does not hold the Lease, or could not prove
+/// that it still does.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not the leader: {0}")]
+pub struct NotLeader(pub String);
+
+/// No fencing: a process that runs alone (and tests).
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    async fn renew(&self) -> Result<(), NotLeader> {
+        Ok(())
+    }
+}
 
 /// Where the Lease is and who we are.
 #[derive(Clone, Debug)]
@@ -53,7 +76,7 @@ impl LeaseConfig {
         };
         let seconds = match std::env::var("SRE_SPACE_LEASE_DURATION_SECONDS") {
             Ok(v) => v.parse::<u64>().ok().filter(|s| *s >= 3).ok_or_else(|| {
-                crate::Error::Invalid(format!(
+                crate::Error::Config(format!(
                     "SRE_SPACE_LEASE_DURATION_SECONDS={v:?}: a whole number of seconds, at least 3"
                 ))
             })?,

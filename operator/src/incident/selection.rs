@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use super::Run;
+use super::machine::Run;
 use crate::crd::{ConditionStatus, RemediationPolicy};
 use crate::{Result, conditions};
 
@@ -27,7 +27,7 @@ impl Run {
         let ns = self.ns();
         let target = self.incident.spec.target.clone();
         let template = crate::workload::pod_template(&self.ctx.client, &ns, &target).await?;
-        let pods = self.ctx.pods_of(&ns, &target);
+        let pods = self.ctx.workloads.pods_of(&ns, &target);
         let labels = template
             .as_ref()
             .and_then(|t| t.metadata.as_ref())

@@ -13,10 +13,17 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use super::Context;
 use crate::crd::{ConditionStatus, GitHubStatus, Incident, Phase};
-use crate::github::sync;
+use crate::github::{Access, sync};
 use crate::{FIELD_MANAGER, Result, conditions};
+
+/// What the reporter reads and writes.
+pub struct Context {
+    pub client: kube::Client,
+    pub policies: kube::runtime::reflector::Store<crate::crd::RemediationPolicy>,
+    pub github: Access,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
 
 /// Syncs one incident's issue.
 pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action> {
@@ -38,7 +45,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let mut updated = (*incident).clone();
-    let (github, error, wait) = match &ctx.github_for(&ns).await {
+    let (github, error, wait) = match &ctx.github.for_namespace(&ns).await {
         None => {
             let preview = sync::preview(&incident, &target.labels);
             let gh = GitHubStatus {
@@ -64,7 +71,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     s.github = Some(github);
     let (generation, now) = (incident.metadata.generation, Timestamp::now());
     match &error {
-        None if ctx.github.is_some() => conditions::set(
+        None if ctx.github.configured() => conditions::set(
             &mut s.conditions,
             "GitHubSynced",
             ConditionStatus::True,

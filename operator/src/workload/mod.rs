@@ -1,12 +1,16 @@
 //! Workloads: which one a pod belongs to, how a problem with it is named, and
 //! which policy covers it.
 
+mod lookup;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sha2::{Digest, Sha256};
+
+pub use lookup::Workloads;
 
 use crate::crd::{
     LabelOperator, RemediationPolicy, SignalKind, WorkloadKind, WorkloadRef, WorkloadSelector,

@@ -1,0 +1,449 @@
+//! Start-up: reads the process settings, builds each stage's inputs, starts
+//! the watches and the reconcilers in the order the stages need each other,
+//! and stops them. Every stage is a module of its own that takes only what
+//! it uses; this module depends on all of them and none depends on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::crd::{Incident, RemediationPolicy};
+use crate::publish::Publisher;
+use crate::telemetry::Metrics;
+use crate::workload::Workloads;
+use crate::{Error, Result, lease};
+
+/// Runs a reconcile inside a span (exported as a trace when OTLP is
+/// configured) and records how long it took.
+async fn timed<K: kube::Resource>(
+    metrics: &Metrics,
+    controller: &'static str,
+    object: Arc<K>,
+    reconcile: impl std::future::Future<Output = Result<Action>>,
+) -> Result<Action> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "reconcile",
+        controller,
+        namespace = object.meta().namespace.as_deref().unwrap_or(""),
+        object = object.meta().name.as_deref().unwrap_or(""),
+        otel.status_code = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let result = reconcile.instrument(span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let labels = crate::telemetry::ControllerLabels {
+        controller: controller.into(),
+    };
+    metrics
+        .reconcile_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// When a failed reconcile runs again: a conflict at once, an object that
+/// is gone never (its deletion is an event of its own), anything else soon.
+pub fn retry_after(error: &Error) -> Option<Duration> {
+    if error.is_conflict() {
+        return Some(Duration::from_millis(200));
+    }
+    if error.is_gone() {
+        return None;
+    }
+    Some(Duration::from_secs(5))
+}
+
+fn error_policy(metrics: &Metrics, controller: &'static str, error: &Error) -> Action {
+    metrics
+        .reconcile_errors
+        .get_or_create(&crate::telemetry::ControllerLabels {
+            controller: controller.into(),
+        })
+        .inc();
+    match retry_after(error) {
+        Some(after) if after < Duration::from_secs(1) => Action::requeue(after),
+        Some(after) => {
+            warn!(controller, %error, "reconcile failed; retrying");
+            Action::requeue(after)
+        }
+        None => {
+            info!(controller, %error, "the object is gone; not retrying");
+            Action::await_change()
+        }
+    }
+}
+
+/// A watched kind: its store, the stream that keeps the store current (to
+/// drive a Controller or to be drained), and a readiness flag that any number
+/// of tasks may await. (The store's own readiness is a single-waiter channel,
+/// already awaited by the Controller it feeds.)
+struct Reflected<K: kube::Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq,
+{
+    store: Store<K>,
+    stream: futures::stream::BoxStream<'static, std::result::Result<K, watcher::Error>>,
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+fn reflect<K>(api: Api<K>, trim: fn(&mut K)) -> Reflected<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (flag, ready) = tokio::sync::watch::channel(false);
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
+    )
+    .inspect(move |event| match event {
+        Ok(watcher::Event::InitDone) => {
+            flag.send_replace(true);
+        }
+        // 410 Gone: the resource version we resume from was compacted
+        // away. The watcher lists again, and the reconcilers see every
+        // object anew; nothing is lost.
+        Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+            warn!(kind = K::kind(&()).as_ref(), gone = true, message = %status.message, "watch expired (410 Gone); listing again");
+        }
+        Err(e) => {
+            warn!(kind = K::kind(&()).as_ref(), error = %e, "watch error; the watcher retries with backoff");
+        }
+        Ok(_) => {}
+    })
+    .touched_objects()
+    .boxed();
+    Reflected {
+        store,
+        stream,
+        ready,
+    }
+}
+
+/// What the stores need of an object: never its managed fields.
+fn trim_managed_fields<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// What the stages read of a stored pod: its identity, labels, owners and
+/// status. The spec and annotations are dropped from the store (the Brain
+/// reads a pod fresh from the API when it needs more), which is most of a
+/// pod's size.
+fn trim_pod(p: &mut Pod) {
+    trim_managed_fields(p);
+    p.metadata.annotations = None;
+    p.spec = None;
+}
+
+async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) -> Result<()> {
+    ready
+        .wait_for(|r| *r)
+        .await
+        .map(|_| ())
+        .map_err(|_| Error::Stopped(format!("the {what} watch ended before it was ready")))
+}
+
+/// The outside systems the stages may use, read from the environment.
+struct Outside {
+    model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
+    allowlist: Arc<crate::allowlist::Shared>,
+    github: Option<crate::github::GitHub>,
+    traces: Option<Arc<dyn crate::traces::TraceStore>>,
+    dashboard: Option<crate::dashboard::DashboardConfig>,
+}
+
+fn outside_from_env(config: &Config) -> Result<Outside> {
+    let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> =
+        match crate::llm::LlmConfig::from_env()? {
+            Some(mut c) => {
+                if config.namespace.is_some() {
+                    // One namespace watched: no other to leave room for.
+                    c.namespace_share_percent = 100;
+                }
+                info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
+                Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
+            }
+            None => {
+                info!("no language model configured; the Brain uses its rules");
+                None
+            }
+        };
+    let allowlist = crate::allowlist::Shared::from_env();
+    let github = match crate::github::GitHubConfig::from_env()? {
+        Some(c) => {
+            info!(api = %c.api_url, "incidents are reported to GitHub");
+            Some(crate::github::GitHub::guarded(&c, allowlist.clone())?)
+        }
+        None => {
+            info!("no GitHub credentials; issues and pull requests are previewed in the Incidents");
+            None
+        }
+    };
+    // Checked before anything starts: a dashboard open to the network
+    // without a token is refused here, not after the leader election.
+    let dashboard = crate::dashboard::DashboardConfig::from_env()?;
+    let traces: Option<Arc<dyn crate::traces::TraceStore>> = match crate::traces::from_env()? {
+        Some(jaeger) => {
+            info!(query = %jaeger.base(), "the Brain and the trace triggers read traces from Jaeger");
+            Some(Arc::new(jaeger))
+        }
+        None => {
+            info!(
+                "no trace store configured; diagnoses carry no trace evidence and trace triggers are Unknown"
+            );
+            None
+        }
+    };
+    Ok(Outside {
+        model,
+        allowlist,
+        github,
+        traces,
+        dashboard,
+    })
+}
+
+/// Runs the operator until it is told to stop.
+pub async fn run(client: Client, config: Config) -> Result<()> {
+    let outside = outside_from_env(&config)?;
+    let allowlist_task = outside.allowlist.spawn_reloader();
+    let metrics = Arc::new(Metrics::default());
+    let incidents_controller =
+        Controller::new(config.api::<Incident>(&client), watcher::Config::default())
+            .shutdown_on_signal();
+    if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
+        let served = crate::telemetry::Served {
+            metrics: metrics.clone(),
+            incidents: incidents_controller.store(),
+        };
+        crate::telemetry::serve(addr, Arc::new(served)).await?;
+    }
+    // A follower is a healthy standby: ready, not acting.
+    metrics.set_ready();
+    let leadership = match lease::LeaseConfig::from_env()? {
+        Some(cfg) => lease::lead(client.clone(), cfg).await?,
+        None => lease::Leadership::sole(),
+    };
+    metrics.set_leader(true);
+    let pods = reflect(config.api::<Pod>(&client), trim_pod);
+    let policies = reflect(
+        config.api::<RemediationPolicy>(&client),
+        trim_managed_fields,
+    );
+    let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
+
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
+    let publisher = Publisher::new(client.clone(), instance);
+    let workloads = Workloads::new(
+        client.clone(),
+        pods.store.clone(),
+        replicasets.store.clone(),
+    );
+    let board = crate::scout::measured::Board::default();
+    let github =
+        crate::github::Access::new(outside.github, outside.allowlist.clone(), client.clone());
+    let incidents = incidents_controller.store();
+    // Next to the telemetry server, but it reads the stores and the board,
+    // so only now.
+    if let Some(dashboard) = outside.dashboard {
+        let state = crate::dashboard::Stores {
+            client: client.clone(),
+            incidents: incidents.clone(),
+            policies: policies.store.clone(),
+            workloads: workloads.clone(),
+            board: board.clone(),
+        };
+        crate::dashboard::serve(dashboard, state).await?;
+    }
+
+    // Started in the order the stages need each other: the Scout reads
+    // policies and owners; the incident state machine must see the pods
+    // before it judges whether a signal cleared.
+    let policy_ctx = Arc::new(crate::policy::Context {
+        client: client.clone(),
+        publisher: publisher.clone(),
+        allowlist: outside.allowlist.clone(),
+    });
+    let m = metrics.clone();
+    let policy_controller = Controller::for_stream(policies.stream, policies.store.clone())
+        .shutdown_on_signal()
+        .run(
+            move |o, c| {
+                let m = m.clone();
+                async move { timed(&m, "policy", o.clone(), crate::policy::reconcile(o, c)).await }
+            },
+            {
+                let m = metrics.clone();
+                move |_, e, _| error_policy(&m, "RemediationPolicy", e)
+            },
+            policy_ctx,
+        )
+        .for_each(|_| async {});
+    let policy_task = tokio::spawn(policy_controller);
+    let mut rs_stream = replicasets.stream;
+    let rs_task = tokio::spawn(async move {
+        // Errors are logged where the stream is made.
+        while rs_stream.next().await.is_some() {}
+    });
+    until_ready(policies.ready, "policy").await?;
+    until_ready(replicasets.ready, "ReplicaSet").await?;
+
+    let scout_ctx = Arc::new(crate::scout::Context {
+        client: client.clone(),
+        policies: policies.store.clone(),
+        incidents: incidents.clone(),
+        workloads: workloads.clone(),
+        board: board.clone(),
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        allowlist: outside.allowlist.clone(),
+        traces: outside.traces.clone(),
+    });
+    let m = metrics.clone();
+    let scout = Controller::for_stream(pods.stream, pods.store)
+        .shutdown_on_signal()
+        .run(
+            move |o, c| {
+                let m = m.clone();
+                async move { timed(&m, "scout", o.clone(), crate::scout::reconcile(o, c)).await }
+            },
+            {
+                let m = metrics.clone();
+                move |_, e, _| error_policy(&m, "Pod", e)
+            },
+            scout_ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let scout_task = tokio::spawn(scout);
+    until_ready(pods.ready, "pod").await?;
+
+    let reporter_ctx = Arc::new(crate::github::reporter::Context {
+        client: client.clone(),
+        policies: policies.store.clone(),
+        github: github.clone(),
+        metrics: metrics.clone(),
+    });
+    let m = metrics.clone();
+    let reporter = Controller::new(config.api::<Incident>(&client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(
+            move |o, c| {
+                let m = m.clone();
+                async move {
+                    timed(
+                        &m,
+                        "report",
+                        o.clone(),
+                        crate::github::reporter::reconcile(o, c),
+                    )
+                    .await
+                }
+            },
+            {
+                let m = metrics.clone();
+                move |_, e, _| error_policy(&m, "Incident", e)
+            },
+            reporter_ctx,
+        )
+        .for_each(|_| async {});
+    let report_task = tokio::spawn(reporter);
+    let sources = crate::scout::spawn_sources(&scout_ctx);
+
+    let namespace = config.namespace.clone();
+    let incident_ctx = Arc::new(crate::incident::Context {
+        client: client.clone(),
+        config,
+        workloads,
+        policies: policies.store,
+        incidents,
+        model: outside.model,
+        tokens: crate::llm::TokenLedger::default(),
+        github,
+        metrics: metrics.clone(),
+        leadership,
+        board,
+        traces: outside.traces,
+        publisher,
+        ledger: crate::fixer::ledger::ActionLedger::default(),
+        claims: crate::fixer::claims::WorkloadClaims::default(),
+        clock: Arc::new(crate::clock::SystemClock),
+    });
+    info!(
+        namespace = namespace.as_deref().unwrap_or("(all)"),
+        "sre-space operator started"
+    );
+    // Errors are logged by error_policy; the streams only need draining.
+    let m = metrics.clone();
+    incidents_controller
+        .run(
+            move |o, c| {
+                let m = m.clone();
+                async move { timed(&m, "incident", o.clone(), crate::incident::reconcile(o, c)).await }
+            },
+            {
+                let m = metrics.clone();
+                move |_, e, _| error_policy(&m, "Incident", e)
+            },
+            incident_ctx.clone(),
+        )
+        .for_each(|_| async {})
+        .await;
+    scout_task.abort();
+    policy_task.abort();
+    rs_task.abort();
+    report_task.abort();
+    for source in sources {
+        source.abort();
+    }
+    if let Some(task) = allowlist_task {
+        task.abort();
+    }
+    // A rolling upgrade stops the leader first: handing the Lease over now
+    // lets the next replica lead at its next attempt, not a lease later.
+    incident_ctx.leadership.release().await;
+    info!("sre-space operator stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_that_is_gone_is_not_retried() {
+        let gone = Error::Kube(kube::Error::Api(
+            kube::core::Status::failure("namespaces \"shop\" not found", "NotFound")
+                .with_code(404)
+                .boxed(),
+        ));
+        assert_eq!(retry_after(&gone), None);
+        let conflict = Error::Kube(kube::Error::Api(
+            kube::core::Status::failure("the object has been modified", "Conflict")
+                .with_code(409)
+                .boxed(),
+        ));
+        assert_eq!(retry_after(&conflict), Some(Duration::from_millis(200)));
+        let away = Error::Invalid("the API server is away".into());
+        assert_eq!(retry_after(&away), Some(Duration::from_secs(5)));
+    }
+}
