@@ -5,6 +5,36 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Condition, ConditionStatus};
 
+// The condition types, as `kubectl wait --for=condition=TYPE` names them.
+// An Incident's:
+/// The Scout saw the problem.
+pub const DETECTED: &str = "Detected";
+/// The Brain named a root cause.
+pub const DIAGNOSED: &str = "Diagnosed";
+/// A step was taken (True), or why none was (False, with the reason).
+pub const REMEDIATED: &str = "Remediated";
+/// The signal cleared and stayed clear for the verification window.
+pub const RESOLVED: &str = "Resolved";
+/// The problem was handed to people.
+pub const ESCALATED: &str = "Escalated";
+/// A person's decision on the waiting step.
+pub const APPROVED: &str = "Approved";
+/// Whether the diagnosis could read traces.
+pub const TRACE_EVIDENCE: &str = "TraceEvidence";
+/// Whether the language model answered.
+pub const MODEL_CONSULTED: &str = "ModelConsulted";
+/// Whether the incident's GitHub issue is in line with it.
+pub const GITHUB_SYNCED: &str = "GitHubSynced";
+// A RemediationPolicy's:
+/// The policy is valid and may act.
+pub const READY: &str = "Ready";
+/// Whether the Kafka event rates a policy's triggers read are measured.
+pub const KAFKA_AVAILABLE: &str = "KafkaAvailable";
+/// Whether the traces a policy's triggers read are measured.
+pub const TRACES_AVAILABLE: &str = "TracesAvailable";
+/// Whether a policy's health checks run.
+pub const HEALTH_CHECKS_AVAILABLE: &str = "HealthChecksAvailable";
+
 /// Sets a condition, keeping its `lastTransitionTime` when the status does not
 /// change, as `kubectl wait` and people reading `describe` expect.
 pub fn set(

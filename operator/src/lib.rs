@@ -30,6 +30,8 @@ pub mod redact;
 pub mod runtime;
 pub mod scout;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod traces;
 pub mod workload;
 

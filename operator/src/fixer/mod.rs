@@ -45,6 +45,69 @@ pub struct Budget {
     pub workload_changed: Option<(Timestamp, String, ActionType)>,
 }
 
+/// Which guardrail holds a step back; the `Remediated` condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitReason {
+    /// The operator took its limit of actions in the breaker's window.
+    CircuitBreakerOpen,
+    /// The namespace used its share of the breaker.
+    NamespaceShareExhausted,
+    /// The policy's `maxActionsPerHour` is used up.
+    RateLimited,
+    /// The last action's cooldown has not passed.
+    CooldownActive,
+    /// Another incident changed the workload; its effect is awaited.
+    WorkloadChangedByAnotherIncident,
+    /// Too many of the workload's pods are going away already.
+    TooManyPodsDisrupted,
+}
+
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CircuitBreakerOpen => "CircuitBreakerOpen",
+            Self::NamespaceShareExhausted => "NamespaceShareExhausted",
+            Self::RateLimited => "RateLimited",
+            Self::CooldownActive => "CooldownActive",
+            Self::WorkloadChangedByAnotherIncident => "WorkloadChangedByAnotherIncident",
+            Self::TooManyPodsDisrupted => "TooManyPodsDisrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a problem is handed to people; the `Escalated` condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EscalationReason {
+    /// The policy's `escalateAfterAttempts` ineffective attempts were made.
+    AttemptsExhausted,
+    /// No step of the policy's ladder is left, or the ladder says Escalate.
+    LadderExhausted,
+    /// The problem returned within the recurrence window.
+    Recurred,
+}
+
+impl EscalationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AttemptsExhausted => "AttemptsExhausted",
+            Self::LadderExhausted => "LadderExhausted",
+            Self::Recurred => "Recurred",
+        }
+    }
+}
+
+impl std::fmt::Display for EscalationReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the Fixer decided.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
@@ -52,12 +115,15 @@ pub enum Plan {
     Act(ActionStep),
     /// A guardrail holds the next step back; look again after `retry_after`.
     Wait {
-        reason: &'static str,
+        reason: WaitReason,
         message: String,
         retry_after: Duration,
     },
     /// Hand the problem to people.
-    Escalate { reason: String },
+    Escalate {
+        reason: EscalationReason,
+        message: String,
+    },
 }
 
 /// Records that count as an attempt to fix the problem.
@@ -180,7 +246,8 @@ pub fn plan(
     if failed.len() >= g.escalate_after_attempts.max(1) as usize {
         let tried: Vec<&str> = failed.iter().map(|a| a.type_.as_str()).collect();
         return Plan::Escalate {
-            reason: format!(
+            reason: EscalationReason::AttemptsExhausted,
+            message: format!(
                 "{} attempt(s) did not clear the signal: {}",
                 failed.len(),
                 tried.join(", ")
@@ -189,17 +256,19 @@ pub fn plan(
     }
     let Some(step) = next_step(policy, category, actions, memory) else {
         return Plan::Escalate {
-            reason: format!("no step of the policy's ladder is left for a {category:?} problem"),
+            reason: EscalationReason::LadderExhausted,
+            message: format!("no step of the policy's ladder is left for a {category:?} problem"),
         };
     };
     if step.type_ == ActionType::Escalate {
         return Plan::Escalate {
-            reason: "the policy's ladder reached Escalate".into(),
+            reason: EscalationReason::LadderExhausted,
+            message: "the policy's ladder reached Escalate".into(),
         };
     }
     if budget.global_recent_actions >= budget.breaker_limit {
         return Plan::Wait {
-            reason: "CircuitBreakerOpen",
+            reason: WaitReason::CircuitBreakerOpen,
             message: format!(
                 "the operator took {} actions recently, its limit; automatic actions are paused",
                 budget.global_recent_actions
@@ -211,7 +280,7 @@ pub fn plan(
         && budget.namespace_recent_actions >= limit
     {
         return Plan::Wait {
-            reason: "NamespaceShareExhausted",
+            reason: WaitReason::NamespaceShareExhausted,
             message: format!(
                 "this namespace took {} of the operator's recent actions, its share of the circuit breaker ({limit} of {}); \
                  its automatic actions wait while other namespaces still act",
@@ -222,7 +291,7 @@ pub fn plan(
     }
     if budget.policy_actions_last_hour >= g.max_actions_per_hour.max(0) as usize {
         return Plan::Wait {
-            reason: "RateLimited",
+            reason: WaitReason::RateLimited,
             message: format!(
                 "{} action(s) in the last hour under this policy; maxActionsPerHour is {}",
                 budget.policy_actions_last_hour, g.max_actions_per_hour
@@ -242,7 +311,7 @@ pub fn plan(
         let ready_at = limits::after(last.min(now), g.cooldown_seconds);
         if now < ready_at {
             return Plan::Wait {
-                reason: "CooldownActive",
+                reason: WaitReason::CooldownActive,
                 message: format!("the last action finished at {last}; cooldown until {ready_at}"),
                 retry_after: ready_at.duration_since(now).unsigned_abs(),
             };
@@ -253,7 +322,7 @@ pub fn plan(
     }
     if disrupts_pods(step.type_) && budget.pods_disrupted >= g.max_pods_disrupted.max(1) as usize {
         return Plan::Wait {
-            reason: "TooManyPodsDisrupted",
+            reason: WaitReason::TooManyPodsDisrupted,
             message: format!(
                 "{} pod(s) of the workload are already going away; maxPodsDisrupted is {}",
                 budget.pods_disrupted, g.max_pods_disrupted
@@ -272,7 +341,7 @@ pub fn workload_settling(g: &Guardrails, budget: &Budget, now: Timestamp) -> Opt
     // A time ahead of our clock counts as now, as for the cooldown.
     let settled = verification_deadline(g, limits::after((*at).min(now), g.cooldown_seconds));
     (now < settled).then(|| Plan::Wait {
-        reason: "WorkloadChangedByAnotherIncident",
+        reason: WaitReason::WorkloadChangedByAnotherIncident,
         message: format!(
             "incident {by} took {} on this workload at {at}; waiting until {settled} to see whether it cleared this signal too",
             what.as_str()

@@ -126,7 +126,7 @@ fn a_tried_step_is_not_repeated_and_the_next_one_waits_for_the_cooldown() {
             retry_after,
             ..
         } => {
-            assert_eq!(reason, "CooldownActive");
+            assert_eq!(reason, WaitReason::CooldownActive);
             assert_eq!(retry_after, Duration::from_secs(30));
         }
         other => panic!("{other:?}"),
@@ -163,7 +163,10 @@ fn escalates_after_the_configured_number_of_ineffective_attempts() {
         ),
     ];
     match plan(&p, Category::OutOfMemory, &tried, None, &budget(), now()) {
-        Plan::Escalate { reason } => assert!(reason.contains("2 attempt(s)"), "{reason}"),
+        Plan::Escalate { reason, message } => {
+            assert_eq!(reason, EscalationReason::AttemptsExhausted);
+            assert!(message.contains("2 attempt(s)"), "{message}");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -178,7 +181,7 @@ fn rate_limit_and_circuit_breaker_hold_actions_back() {
     assert!(matches!(
         plan(&p, Category::CrashLoop, &[], None, &b, now()),
         Plan::Wait {
-            reason: "RateLimited",
+            reason: WaitReason::RateLimited,
             ..
         }
     ));
@@ -189,7 +192,7 @@ fn rate_limit_and_circuit_breaker_hold_actions_back() {
     assert!(matches!(
         plan(&p, Category::CrashLoop, &[], None, &b, now()),
         Plan::Wait {
-            reason: "CircuitBreakerOpen",
+            reason: WaitReason::CircuitBreakerOpen,
             ..
         }
     ));
@@ -198,7 +201,7 @@ fn rate_limit_and_circuit_breaker_hold_actions_back() {
     assert!(matches!(
         plan(&killed, Category::CrashLoop, &[], None, &budget(), now()),
         Plan::Wait {
-            reason: "RateLimited",
+            reason: WaitReason::RateLimited,
             ..
         }
     ));
@@ -217,7 +220,7 @@ fn a_namespace_past_its_share_waits_while_another_still_acts() {
         Plan::Wait {
             reason, message, ..
         } => {
-            assert_eq!(reason, "NamespaceShareExhausted");
+            assert_eq!(reason, WaitReason::NamespaceShareExhausted);
             assert!(message.contains("10 of 20"), "{message}");
         }
         other => panic!("the storm's namespace must wait: {other:?}"),
@@ -276,7 +279,7 @@ fn another_incidents_recent_action_on_the_workload_holds_this_one_back() {
         Plan::Wait {
             reason, message, ..
         } => {
-            assert_eq!(reason, "WorkloadChangedByAnotherIncident");
+            assert_eq!(reason, WaitReason::WorkloadChangedByAnotherIncident);
             assert!(message.contains("checkout-traceerrorrate"), "{message}");
         }
         other => panic!("a second rollback must wait: {other:?}"),
@@ -305,7 +308,7 @@ fn pods_already_going_away_hold_a_restart_back() {
     assert!(matches!(
         plan(&policy(), Category::CrashLoop, &[], None, &b, now()),
         Plan::Wait {
-            reason: "TooManyPodsDisrupted",
+            reason: WaitReason::TooManyPodsDisrupted,
             ..
         }
     ));

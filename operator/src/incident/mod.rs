@@ -3,15 +3,21 @@
 //! (`brain`, `fixer`, `memory`); this folder sequences them and writes the
 //! Incident's status.
 
+mod apply;
 pub mod approval;
-mod machine;
+pub mod decide;
+mod diagnose;
+mod load;
 mod selection;
+mod update;
 
 use std::sync::Arc;
 
 use kube::Client;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 
+use crate::Result;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crd::{Incident, RemediationPolicy};
@@ -23,7 +29,8 @@ use crate::scout::measured::Board;
 use crate::telemetry::Metrics;
 use crate::workload::Workloads;
 
-pub use machine::reconcile;
+use decide::Decision;
+use update::IncidentUpdate;
 
 /// What the incident reconciler reads and writes.
 pub struct Context {
@@ -50,4 +57,55 @@ pub struct Context {
     /// The latest automatic change to each workload, by incident.
     pub claims: WorkloadClaims,
     pub clock: Arc<dyn Clock>,
+}
+
+/// Moves an incident one or more steps along: reads what the decision
+/// needs, decides (pure), and applies the decision.
+pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action> {
+    let mut update = IncidentUpdate::new(ctx, (*incident).clone());
+    let policy = update.policy();
+    match (
+        decide::decide(&incident, policy.as_deref(), update.now),
+        policy,
+    ) {
+        (Decision::Idle, _) => Ok(Action::await_change()),
+        (Decision::RefuseApproval(why), _) => update.refuse_approval(why).await,
+        (Decision::Recur(recurrence), _) => update.recur(recurrence).await,
+        (Decision::PolicyNotFound, _) | (_, None) => update.policy_not_found().await,
+        (decision, Some(policy)) => {
+            if decision.needs_diagnosis() && update.status().diagnosis.is_none() {
+                update.diagnose().await?;
+            }
+            apply(update, decision, &policy, &incident).await
+        }
+    }
+}
+
+/// Takes the step a decision names, on the incident as read (`read`) and
+/// diagnosed.
+async fn apply(
+    mut update: IncidentUpdate,
+    decision: Decision,
+    policy: &RemediationPolicy,
+    read: &Incident,
+) -> Result<Action> {
+    let last = update.status().actions.last().cloned();
+    match (decision, last) {
+        (Decision::Replay, _) => match update.unless_selected(policy).await? {
+            Some(wait) => Ok(wait),
+            None => update.execute_pending(policy).await,
+        },
+        (Decision::FollowPull, Some(last)) => update.follow_pull(policy, &last).await,
+        (Decision::Approve, Some(last)) => update.approved(policy, &last).await,
+        (Decision::Reject, Some(last)) => update.rejected(policy, &last).await,
+        (Decision::AwaitApproval, _) => {
+            // The diagnosis may have just been written.
+            if update.incident.status != read.status {
+                update.save().await?;
+            }
+            Ok(Action::await_change())
+        }
+        (Decision::Verify, Some(last)) => update.verify(policy, &last).await,
+        _ => update.plan_next(policy).await,
+    }
 }

@@ -9,14 +9,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use super::machine::Run;
+use super::update::IncidentUpdate;
 use crate::crd::{ConditionStatus, RemediationPolicy};
 use crate::{Result, conditions};
 
 /// How often an incident whose target left its policy looks again.
 const RECHECK: Duration = Duration::from_secs(30);
 
-impl Run {
+impl IncidentUpdate {
     /// None when the policy still selects the target. Otherwise the
     /// incident says so (`Remediated=False`, `TargetNotSelected`, and an
     /// event) and this is what the reconcile returns.

@@ -546,7 +546,7 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
                 prop_assert!(!message.is_empty(), "{reason}");
                 prop_assert!(retry_after <= 2 * WEEK, "{reason}: {retry_after:?}");
             }
-            Plan::Escalate { reason } => prop_assert!(!reason.is_empty()),
+            Plan::Escalate { message, .. } => prop_assert!(!message.is_empty()),
         }
     }
     if let Some(Plan::Wait { retry_after, .. }) = fixer::workload_settling(g, &budget, now()) {

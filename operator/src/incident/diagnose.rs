@@ -1,0 +1,109 @@
+//! The diagnosis of an incident: the Brain's rules on the evidence, and the
+//! language model's proposal when one is configured.
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+use super::update::IncidentUpdate;
+use crate::brain::{self, advisor};
+use crate::conditions::{DIAGNOSED, MODEL_CONSULTED, TRACE_EVIDENCE};
+use crate::crd::{ConditionStatus, Phase};
+use crate::{Result, memory};
+
+impl IncidentUpdate {
+    pub(super) async fn diagnose(&mut self) -> Result<()> {
+        let ns = self.ns();
+        let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
+        let facts = brain::gather(
+            &self.ctx.client,
+            &self.incident,
+            memory.map(|m| m.spec),
+            self.ctx.traces.as_deref(),
+        )
+        .await?;
+        if let Some(f) = &facts.traces {
+            match &f.unavailable {
+                None => self.condition(
+                    TRACE_EVIDENCE,
+                    ConditionStatus::True,
+                    "TracesRead",
+                    format!(
+                        "{} traces of {} in the incident window, {} in the baseline",
+                        f.window_traces, f.service, f.baseline_traces
+                    ),
+                ),
+                Some(why) => self.condition(
+                    TRACE_EVIDENCE,
+                    ConditionStatus::False,
+                    "NoTraceEvidence",
+                    format!("no trace evidence was available: {why}"),
+                ),
+            }
+        }
+        let mut d = brain::diagnose(&facts, self.now);
+        if let Some((model, config)) = &self.ctx.model {
+            let name = self.incident.name_any();
+            let signal = self.incident.spec.signal.as_str();
+            let kind = self.incident.spec.target.kind.as_str();
+            let tokens = &self.ctx.tokens;
+            let key = crate::llm::IncidentKey::new(&ns, &name);
+            let outcome =
+                advisor::consult(model.as_ref(), config, tokens, &key, signal, kind, &d).await;
+            let reason = match &outcome {
+                Ok(_) => "Answered",
+                Err(f) => f.reason(),
+            };
+            let labels = crate::telemetry::CallLabels {
+                system: "llm".into(),
+                result: reason.into(),
+            };
+            self.ctx.metrics.outside_calls.get_or_create(&labels).inc();
+            match outcome {
+                Ok((merged, spent)) => {
+                    let lead = if merged.category == d.category {
+                        "agrees with the rules"
+                    } else {
+                        "leads with its own hypothesis"
+                    };
+                    self.condition(
+                        MODEL_CONSULTED,
+                        ConditionStatus::True,
+                        "Answered",
+                        format!("the model ({spent} tokens) {lead}"),
+                    );
+                    d = merged;
+                }
+                Err(failure) => {
+                    warn!(incident = %name, %failure, "the model's answer is not used; the rules' diagnosis stands");
+                    self.condition(
+                        MODEL_CONSULTED,
+                        ConditionStatus::False,
+                        failure.reason(),
+                        format!("{failure}; the rules' diagnosis stands"),
+                    );
+                }
+            }
+        }
+        let note = format!(
+            "{:?} ({:.0}%): {}{}",
+            d.category,
+            d.confidence * 100.0,
+            d.root_cause,
+            d.proposed_action
+                .map(|a| format!("; proposed action {}", a.as_str()))
+                .unwrap_or_default()
+        );
+        self.condition(
+            DIAGNOSED,
+            ConditionStatus::True,
+            &format!("{:?}", d.category),
+            d.root_cause.clone(),
+        );
+        self.status().diagnosis = Some(d);
+        self.status().phase = Phase::Diagnosing;
+        info!(incident = %self.incident.name_any(), %note, "diagnosed");
+        self.event(EventType::Normal, "Diagnosed", note).await;
+        Ok(())
+    }
+}
