@@ -353,6 +353,51 @@ fn by_id(traces: Vec<Trace>) -> BTreeMap<String, Trace> {
 mod tests {
     use super::*;
 
+    /// A ReplicaSet of revision `rev` with template hash `hash`, running
+    /// `image`.
+    fn replicaset(rev: i64, hash: &str, image: &str) -> ReplicaSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("web-{hash}"),
+                "labels": { TEMPLATE_HASH: hash },
+                "annotations": { "deployment.kubernetes.io/revision": rev.to_string() },
+                "creationTimestamp": "2026-11-26T09:00:00Z",
+            },
+            "spec": { "selector": {}, "template": { "spec": {
+                "containers": [{ "name": "app", "image": image }],
+            }}},
+        }))
+        .expect("a replicaset")
+    }
+
+    #[test]
+    fn the_latest_rollout_says_what_changed_and_whether_the_failing_pod_runs_it() {
+        let owned = [replicaset(3, "b", "web:2"), replicaset(2, "a", "web:1")];
+        let new = latest_rollout(&owned, Some(&"b".to_string())).expect("a rollout");
+        assert_eq!((new.revision, new.previous_revision), (3, 2));
+        assert_eq!(new.changes.len(), 1);
+        assert_eq!(new.changes[0].field, "containers[app].image");
+        assert_eq!(
+            (new.changes[0].from.as_str(), new.changes[0].to.as_str()),
+            ("web:1", "web:2")
+        );
+        assert!(new.failing_pod_is_new);
+
+        let old = latest_rollout(&owned, Some(&"a".to_string())).expect("a rollout");
+        assert!(
+            !old.failing_pod_is_new,
+            "the failing pod runs the old revision"
+        );
+        let unknown = latest_rollout(&owned, None).expect("a rollout");
+        assert!(!unknown.failing_pod_is_new, "no pod, no blame");
+
+        assert_eq!(
+            latest_rollout(&owned[..1], Some(&"b".to_string())),
+            None,
+            "one revision, no rollout"
+        );
+    }
+
     fn at(s: &str) -> Timestamp {
         s.parse().expect("time")
     }
