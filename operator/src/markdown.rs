@@ -109,6 +109,23 @@ pub fn link(label: &str, url: &str, hosts: &[&str]) -> String {
     }
 }
 
+/// One bullet a piece of evidence, `- {id} {kind} {source}: {summary}`,
+/// the text it copied quoted: the post-mortem and the diagnosis
+/// list it alike.
+pub fn evidence_list(out: &mut String, evidence: &[crate::crd::Evidence]) {
+    use std::fmt::Write;
+    for e in evidence {
+        let _ = writeln!(
+            out,
+            "- {} {:?} {}: {}",
+            inline(&e.id),
+            e.kind,
+            inline(&e.source),
+            inline(&e.summary)
+        );
+    }
+}
+
 /// Whether a body carries one of the operator's hidden markers: as its last
 /// line, where the operator writes it, never somewhere inside.
 pub fn ends_with_marker(body: &str, marker: &str) -> bool {

@@ -3,7 +3,8 @@
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -11,7 +12,9 @@ use kube::{Api, Client};
 use super::traces::{Symptom, TraceFindings, analyze};
 use super::{ContainerResources, Facts, Rollout, rollout::diff_templates};
 use crate::Result;
-use crate::crd::{Incident, IncidentMemorySpec, RemediationPolicy, SignalKind, WorkloadKind};
+use crate::crd::{
+    Incident, IncidentMemorySpec, RemediationPolicy, SignalKind, WorkloadKind, WorkloadRef,
+};
 use crate::traces::{Trace, TraceQuery, TraceStore};
 use crate::workload::{pod_template, replicasets_of, revision};
 use tracing::{debug, warn};
@@ -47,47 +50,12 @@ pub async fn gather(
         Some(name) => pods.get_opt(name).await?,
         None => None,
     };
-    let mut events = match &pod_name {
-        Some(name) => {
-            Api::<Event>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-                .await?
-                .items
-        }
+    let events = match &pod_name {
+        Some(name) => pod_events(client, &ns, name).await?,
         None => vec![],
     };
-    events.sort_by_key(|e| {
-        e.last_timestamp
-            .as_ref()
-            .or(e.first_timestamp.as_ref())
-            .map(|t| t.0)
-    });
-
     let template = pod_template(client, &ns, &target).await?;
-    let resources = template
-        .as_ref()
-        .and_then(|t| t.spec.as_ref())
-        .map(|spec| {
-            spec.containers
-                .iter()
-                .map(|c| {
-                    let get = |m: Option<&std::collections::BTreeMap<String, _>>| {
-                        m.and_then(|m| m.get("memory")).map(
-                            |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
-                                q.0.clone()
-                            },
-                        )
-                    };
-                    let r = c.resources.as_ref();
-                    ContainerResources {
-                        container: c.name.clone(),
-                        memory_limit: get(r.and_then(|r| r.limits.as_ref())),
-                        memory_request: get(r.and_then(|r| r.requests.as_ref())),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let resources = memory_settings(template.as_ref());
 
     let mut owner_chain = Vec::new();
     if let Some(p) = &pod_name {
@@ -95,57 +63,7 @@ pub async fn gather(
     }
     let mut rollout = None;
     if target.kind == WorkloadKind::Deployment {
-        let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await?;
-        let owned = replicasets_of(&target.name, all.items);
-        let pod_hash = pod
-            .as_ref()
-            .and_then(|p| p.metadata.labels.as_ref()?.get(TEMPLATE_HASH).cloned());
-        if let Some(rs) = owned.iter().find(|rs| {
-            let hash = rs
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(TEMPLATE_HASH));
-            pod_hash.is_some() && hash == pod_hash.as_ref()
-        }) {
-            owner_chain.push(format!(
-                "ReplicaSet/{}",
-                rs.metadata.name.clone().unwrap_or_default()
-            ));
-        }
-        if let [current, previous, ..] = owned.as_slice() {
-            let hash_of = |rs: &ReplicaSet| {
-                rs.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(TEMPLATE_HASH))
-                    .cloned()
-            };
-            let templates = current
-                .spec
-                .template
-                .clone()
-                .zip(previous.spec.template.clone());
-            if let Some((cur, prev)) = templates {
-                rollout = Some(Rollout {
-                    revision: revision(current).unwrap_or(0),
-                    previous_revision: revision(previous).unwrap_or(0),
-                    at: current.metadata.creation_timestamp.clone(),
-                    changes: diff_templates(&prev, &cur),
-                    failing_pod_is_new: pod_hash.is_some() && pod_hash == hash_of(current),
-                });
-            }
-        }
-        // The Deployment itself must still exist for the chain to end there.
-        if Api::<Deployment>::namespaced(client.clone(), &ns)
-            .get_opt(&target.name)
-            .await?
-            .is_some()
-        {
-            owner_chain.push(target.to_string());
-        }
+        rollout = deployment_lineage(client, &ns, &target, pod.as_ref(), &mut owner_chain).await?;
     } else {
         owner_chain.push(target.to_string());
     }
@@ -167,6 +85,108 @@ pub async fn gather(
     // GitHub, a captured scenario) sees the redacted text only.
     facts.redact();
     Ok(facts)
+}
+
+/// The events about a pod, oldest first.
+async fn pod_events(client: &Client, ns: &str, pod: &str) -> Result<Vec<Event>> {
+    let mut events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+        .await?
+        .items;
+    events.sort_by_key(|e| {
+        e.last_timestamp
+            .as_ref()
+            .or(e.first_timestamp.as_ref())
+            .map(|t| t.0)
+    });
+    Ok(events)
+}
+
+/// Each container's memory limit and request in the workload's template.
+fn memory_settings(template: Option<&PodTemplateSpec>) -> Vec<ContainerResources> {
+    let get = |m: Option<&BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get("memory")).map(|q| q.0.clone())
+    };
+    template
+        .and_then(|t| t.spec.as_ref())
+        .map(|spec| {
+            spec.containers
+                .iter()
+                .map(|c| {
+                    let r = c.resources.as_ref();
+                    ContainerResources {
+                        container: c.name.clone(),
+                        memory_limit: get(r.and_then(|r| r.limits.as_ref())),
+                        memory_request: get(r.and_then(|r| r.requests.as_ref())),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// For a Deployment: extends the owner chain by the failing pod's
+/// ReplicaSet and the Deployment (while it exists), and returns its latest
+/// rollout.
+async fn deployment_lineage(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    pod: Option<&Pod>,
+    owner_chain: &mut Vec<String>,
+) -> Result<Option<Rollout>> {
+    let all = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let owned = replicasets_of(&target.name, all.items);
+    let pod_hash = pod.and_then(|p| p.metadata.labels.as_ref()?.get(TEMPLATE_HASH).cloned());
+    if let Some(rs) = owned
+        .iter()
+        .find(|rs| pod_hash.is_some() && template_hash(rs) == pod_hash)
+    {
+        owner_chain.push(format!(
+            "ReplicaSet/{}",
+            rs.metadata.name.clone().unwrap_or_default()
+        ));
+    }
+    let rollout = latest_rollout(&owned, pod_hash.as_ref());
+    // The Deployment itself must still exist for the chain to end there.
+    if Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(&target.name)
+        .await?
+        .is_some()
+    {
+        owner_chain.push(target.to_string());
+    }
+    Ok(rollout)
+}
+
+fn template_hash(rs: &ReplicaSet) -> Option<String> {
+    rs.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(TEMPLATE_HASH))
+        .cloned()
+}
+
+/// What the newest of a Deployment's ReplicaSets (newest first) changed from
+/// the one before, and whether the failing pod (by its template hash) runs it.
+fn latest_rollout(owned: &[ReplicaSet], pod_hash: Option<&String>) -> Option<Rollout> {
+    let [current, previous, ..] = owned else {
+        return None;
+    };
+    let (cur, prev) = current
+        .spec
+        .template
+        .clone()
+        .zip(previous.spec.template.clone())?;
+    Some(Rollout {
+        revision: revision(current).unwrap_or(0),
+        previous_revision: revision(previous).unwrap_or(0),
+        at: current.metadata.creation_timestamp.clone(),
+        changes: diff_templates(&prev, &cur),
+        failing_pod_is_new: pod_hash.is_some() && pod_hash == template_hash(current).as_ref(),
+    })
 }
 
 /// The incident window (from a minute before the first signal to now, at
@@ -332,6 +352,51 @@ fn by_id(traces: Vec<Trace>) -> BTreeMap<String, Trace> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ReplicaSet of revision `rev` with template hash `hash`, running
+    /// `image`.
+    fn replicaset(rev: i64, hash: &str, image: &str) -> ReplicaSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("web-{hash}"),
+                "labels": { TEMPLATE_HASH: hash },
+                "annotations": { "deployment.kubernetes.io/revision": rev.to_string() },
+                "creationTimestamp": "2026-11-26T09:00:00Z",
+            },
+            "spec": { "selector": {}, "template": { "spec": {
+                "containers": [{ "name": "app", "image": image }],
+            }}},
+        }))
+        .expect("a replicaset")
+    }
+
+    #[test]
+    fn the_latest_rollout_says_what_changed_and_whether_the_failing_pod_runs_it() {
+        let owned = [replicaset(3, "b", "web:2"), replicaset(2, "a", "web:1")];
+        let new = latest_rollout(&owned, Some(&"b".to_string())).expect("a rollout");
+        assert_eq!((new.revision, new.previous_revision), (3, 2));
+        assert_eq!(new.changes.len(), 1);
+        assert_eq!(new.changes[0].field, "containers[app].image");
+        assert_eq!(
+            (new.changes[0].from.as_str(), new.changes[0].to.as_str()),
+            ("web:1", "web:2")
+        );
+        assert!(new.failing_pod_is_new);
+
+        let old = latest_rollout(&owned, Some(&"a".to_string())).expect("a rollout");
+        assert!(
+            !old.failing_pod_is_new,
+            "the failing pod runs the old revision"
+        );
+        let unknown = latest_rollout(&owned, None).expect("a rollout");
+        assert!(!unknown.failing_pod_is_new, "no pod, no blame");
+
+        assert_eq!(
+            latest_rollout(&owned[..1], Some(&"b".to_string())),
+            None,
+            "one revision, no rollout"
+        );
+    }
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("time")

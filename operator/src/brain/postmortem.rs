@@ -3,10 +3,11 @@
 
 use std::fmt::Write;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{ActionState, Category, Incident, Outcome, Phase};
-use crate::markdown::inline;
+use crate::crd::{ActionState, Category, Diagnosis, Incident, IncidentStatus, Outcome, Phase};
+use crate::markdown::{evidence_list, inline};
 
 /// The most a post-mortem may take in the Incident's status.
 pub const MAX_LEN: usize = 8 * 1024;
@@ -52,18 +53,54 @@ fn prevention(category: Category) -> &'static str {
     }
 }
 
-fn time(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
+fn time(t: Option<&Time>) -> String {
     t.map(|t| t.0.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "?".into())
 }
 
 /// Renders the post-mortem of an incident that has ended.
 pub fn render(incident: &Incident, now: Timestamp) -> String {
-    let spec = &incident.spec;
     let status = incident.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    summary(&mut out, incident, &status, now);
+    if let Some(d) = &status.diagnosis {
+        root_cause(&mut out, d);
+    }
+    timeline(&mut out, &status, now);
+    let taken = status
+        .actions
+        .iter()
+        .filter(|a| a.state == ActionState::Succeeded)
+        .count();
+    let _ = writeln!(
+        out,
+        "\n## Actions\n\n{taken} action(s) taken, {} recorded.\n",
+        status.actions.len()
+    );
+    let category = status
+        .diagnosis
+        .as_ref()
+        .map(|d| d.category)
+        .unwrap_or(Category::Unknown);
+    let _ = writeln!(
+        out,
+        "## What would prevent a recurrence\n\n{}",
+        prevention(category)
+    );
+    truncate(&mut out);
+    out
+}
+
+/// When the incident started: when it was detected, or first seen.
+fn started(status: &IncidentStatus) -> Option<&Time> {
+    status.detected_at.as_ref().or(status.first_seen.as_ref())
+}
+
+/// The title, the summary and the impact.
+fn summary(out: &mut String, incident: &Incident, status: &IncidentStatus, now: Timestamp) {
+    let spec = &incident.spec;
     let ns = incident.metadata.namespace.as_deref().unwrap_or("");
     let name = incident.metadata.name.as_deref().unwrap_or("");
-    let mut out = String::new();
     let outcome = match status.phase {
         Phase::Resolved => "resolved",
         Phase::Escalated => "escalated to people",
@@ -75,7 +112,7 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
         spec.signal.as_str(),
         spec.target
     );
-    let started = status.detected_at.as_ref().or(status.first_seen.as_ref());
+    let started = started(status);
     let duration = started
         .map(|s| now.duration_since(s.0).as_secs())
         .unwrap_or(0);
@@ -98,44 +135,41 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
             .map(|p| format!(" (last seen on pod {})", inline(p)))
             .unwrap_or_default()
     );
-    if let Some(d) = &status.diagnosis {
+}
+
+/// The diagnosis: the root cause, every hypothesis and the evidence cited.
+fn root_cause(out: &mut String, d: &Diagnosis) {
+    let _ = writeln!(
+        out,
+        "**Root cause** ({:?}, confidence {:.0}%, analyser {}). {}\n",
+        d.category,
+        d.confidence * 100.0,
+        inline(&d.analyzer),
+        inline(&d.root_cause)
+    );
+    let _ = writeln!(out, "## Hypotheses\n");
+    for h in &d.hypotheses {
         let _ = writeln!(
             out,
-            "**Root cause** ({:?}, confidence {:.0}%, analyser {}). {}\n",
-            d.category,
-            d.confidence * 100.0,
-            inline(&d.analyzer),
-            inline(&d.root_cause)
+            "- {:?} ({:.0}%): {} [evidence: {}]",
+            h.category,
+            h.confidence * 100.0,
+            inline(&h.statement),
+            inline(&h.evidence.join(", "))
         );
-        let _ = writeln!(out, "## Hypotheses\n");
-        for h in &d.hypotheses {
-            let _ = writeln!(
-                out,
-                "- {:?} ({:.0}%): {} [evidence: {}]",
-                h.category,
-                h.confidence * 100.0,
-                inline(&h.statement),
-                inline(&h.evidence.join(", "))
-            );
-        }
-        let _ = writeln!(out, "\n## Evidence\n");
-        for e in &d.evidence {
-            let _ = writeln!(
-                out,
-                "- {} {:?} {}: {}",
-                inline(&e.id),
-                e.kind,
-                inline(&e.source),
-                inline(&e.summary)
-            );
-        }
-        out.push('\n');
     }
+    let _ = writeln!(out, "\n## Evidence\n");
+    evidence_list(out, &d.evidence);
+    out.push('\n');
+}
+
+/// Detection, diagnosis, every action and the end, in order.
+fn timeline(out: &mut String, status: &IncidentStatus, now: Timestamp) {
     let _ = writeln!(out, "## Timeline\n");
     let _ = writeln!(
         out,
         "- {} detected: {}",
-        time(started),
+        time(started(status)),
         inline(
             status
                 .last_signal
@@ -185,26 +219,11 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
         }
         _ => {}
     }
-    let taken = status
-        .actions
-        .iter()
-        .filter(|a| a.state == ActionState::Succeeded)
-        .count();
-    let _ = writeln!(
-        out,
-        "\n## Actions\n\n{taken} action(s) taken, {} recorded.\n",
-        status.actions.len()
-    );
-    let category = status
-        .diagnosis
-        .as_ref()
-        .map(|d| d.category)
-        .unwrap_or(Category::Unknown);
-    let _ = writeln!(
-        out,
-        "## What would prevent a recurrence\n\n{}",
-        prevention(category)
-    );
+}
+
+/// Cuts a post-mortem longer than `MAX_LEN` at a character boundary and
+/// says so.
+fn truncate(out: &mut String) {
     if out.len() > MAX_LEN {
         let mut end = MAX_LEN - 32;
         while !out.is_char_boundary(end) {
@@ -213,5 +232,4 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
         out.truncate(end);
         out.push_str("\n\n(truncated)\n");
     }
-    out
 }

@@ -13,8 +13,8 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::crd::{
-    ActionState, ActionType, Category, ConditionStatus, EvidenceKind, Incident, IncidentMemory,
-    Outcome, Phase, SignalKind,
+    ActionRecord, ActionState, ActionType, Category, ConditionStatus, Diagnosis, EvidenceKind,
+    GitHubStatus, Incident, IncidentMemory, IncidentStatus, Outcome, Phase, SignalKind,
 };
 use crate::scout::measured::{Entry, Verdict};
 
@@ -469,6 +469,52 @@ pub fn services(pods: &[PodState], entries: &[Entry]) -> Vec<ServiceHealth> {
 pub fn detail(inc: &Incident, jaeger_ui: &str) -> IncidentDetail {
     let status = inc.status.clone().unwrap_or_default();
     let row = row(inc);
+    let timeline = timeline(inc, &status);
+    let diagnosis = status
+        .diagnosis
+        .as_ref()
+        .map(|d| diagnosis_view(d, jaeger_ui));
+    let actions: Vec<ActionView> = status.actions.iter().map(action_view).collect();
+    let github = status.github.clone().unwrap_or_default();
+    IncidentDetail {
+        policy: inc.spec.policy.clone(),
+        fingerprint: inc.spec.fingerprint.clone(),
+        first_seen: status.first_seen.as_ref().map(time),
+        last_seen: status.last_seen.as_ref().map(time),
+        resolved_at: status.resolved_at.as_ref().map(time),
+        escalation_reason: status.escalation_reason.clone(),
+        last_signal: status
+            .last_signal
+            .as_ref()
+            .map(|s| format!("{}: {}", s.reason, s.message)),
+        timeline,
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| ConditionView {
+                type_: c.type_.clone(),
+                status: c.status,
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                at: time(&c.last_transition_time),
+            })
+            .collect(),
+        pull_requests: actions
+            .iter()
+            .filter_map(|a| a.pull_request.clone())
+            .collect(),
+        actions,
+        diagnosis,
+        issue: issue_link(&github),
+        issue_preview: github.preview.clone(),
+        post_mortem: status.post_mortem.clone(),
+        row,
+    }
+}
+
+/// Detection, every condition's last change, every action recorded and
+/// finished, and the resolution, oldest first.
+fn timeline(inc: &Incident, status: &IncidentStatus) -> Vec<TimelineEntry> {
     let mut timeline: Vec<(Timestamp, TimelineEntry)> = Vec::new();
     let mut at = |t: &Time, title: String, detail: String| {
         timeline.push((
@@ -480,7 +526,8 @@ pub fn detail(inc: &Incident, jaeger_ui: &str) -> IncidentDetail {
             },
         ));
     };
-    if let Some(t) = status.detected_at.as_ref().or(status.first_seen.as_ref()) {
+    let detected = status.detected_at.as_ref().or(status.first_seen.as_ref());
+    if let Some(t) = detected {
         let detail = status
             .last_signal
             .as_ref()
@@ -488,7 +535,6 @@ pub fn detail(inc: &Incident, jaeger_ui: &str) -> IncidentDetail {
             .unwrap_or_default();
         at(t, format!("Detected: {}", inc.spec.signal.as_str()), detail);
     }
-    let detected = status.detected_at.as_ref().or(status.first_seen.as_ref());
     for c in &status.conditions {
         if c.type_ == "Detected" && Some(&c.last_transition_time) == detected {
             // The same moment as the detection entry above.
@@ -521,8 +567,13 @@ pub fn detail(inc: &Incident, jaeger_ui: &str) -> IncidentDetail {
     // Stable: entries of the same instant keep the order above (detection,
     // conditions, actions).
     timeline.sort_by_key(|(t, _)| *t);
+    timeline.into_iter().map(|(_, e)| e).collect()
+}
 
-    let diagnosis = status.diagnosis.as_ref().map(|d| DiagnosisView {
+/// The diagnosis with its hypotheses and evidence, trace ids in the
+/// evidence linked to `jaeger_ui`.
+fn diagnosis_view(d: &Diagnosis, jaeger_ui: &str) -> DiagnosisView {
+    DiagnosisView {
         analyzer: d.analyzer.clone(),
         category: d.category,
         root_cause: d.root_cause.clone(),
@@ -552,75 +603,45 @@ pub fn detail(inc: &Incident, jaeger_ui: &str) -> IncidentDetail {
                 traces: trace_links(&format!("{} {}", e.source, e.summary), jaeger_ui),
             })
             .collect(),
-    });
-    let pr_link = |pr: &crate::crd::PullRequestRef| {
-        safe_url(&pr.url).map(|url| Link {
-            label: format!("#{}", pr.number),
+    }
+}
+
+fn action_view(a: &ActionRecord) -> ActionView {
+    ActionView {
+        id: a.id.clone(),
+        type_: a.type_,
+        state: a.state,
+        outcome: a.outcome,
+        detail: a.detail.clone(),
+        target: a.target.clone(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        recorded_at: time(&a.recorded_at),
+        finished_at: a.finished_at.as_ref().map(time),
+        // Only a link that is safe to put in a page.
+        pull_request: a.pull_request.as_ref().and_then(|pr| {
+            safe_url(&pr.url).map(|url| Link {
+                label: format!("#{}", pr.number),
+                url,
+            })
+        }),
+    }
+}
+
+/// The incident's GitHub issue, `owner/repo#n`, when its URL is safe to
+/// link.
+fn issue_link(github: &GitHubStatus) -> Option<Link> {
+    github
+        .issue_url
+        .as_deref()
+        .and_then(safe_url)
+        .map(|url| Link {
+            label: match github.issue_number {
+                Some(n) => format!("{}#{n}", github.repository),
+                None => github.repository.clone(),
+            },
             url,
         })
-    };
-    let actions: Vec<ActionView> = status
-        .actions
-        .iter()
-        .map(|a| ActionView {
-            id: a.id.clone(),
-            type_: a.type_,
-            state: a.state,
-            outcome: a.outcome,
-            detail: a.detail.clone(),
-            target: a.target.clone(),
-            from: a.from.clone(),
-            to: a.to.clone(),
-            recorded_at: time(&a.recorded_at),
-            finished_at: a.finished_at.as_ref().map(time),
-            pull_request: a.pull_request.as_ref().and_then(pr_link),
-        })
-        .collect();
-    let github = status.github.clone().unwrap_or_default();
-    IncidentDetail {
-        policy: inc.spec.policy.clone(),
-        fingerprint: inc.spec.fingerprint.clone(),
-        first_seen: status.first_seen.as_ref().map(time),
-        last_seen: status.last_seen.as_ref().map(time),
-        resolved_at: status.resolved_at.as_ref().map(time),
-        escalation_reason: status.escalation_reason.clone(),
-        last_signal: status
-            .last_signal
-            .as_ref()
-            .map(|s| format!("{}: {}", s.reason, s.message)),
-        timeline: timeline.into_iter().map(|(_, e)| e).collect(),
-        conditions: status
-            .conditions
-            .iter()
-            .map(|c| ConditionView {
-                type_: c.type_.clone(),
-                status: c.status,
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-                at: time(&c.last_transition_time),
-            })
-            .collect(),
-        pull_requests: actions
-            .iter()
-            .filter_map(|a| a.pull_request.clone())
-            .collect(),
-        actions,
-        diagnosis,
-        issue: github
-            .issue_url
-            .as_deref()
-            .and_then(safe_url)
-            .map(|url| Link {
-                label: match github.issue_number {
-                    Some(n) => format!("{}#{n}", github.repository),
-                    None => github.repository.clone(),
-                },
-                url,
-            }),
-        issue_preview: github.preview.clone(),
-        post_mortem: status.post_mortem.clone(),
-        row,
-    }
 }
 
 fn memory_entry(m: &IncidentMemory) -> MemoryEntry {

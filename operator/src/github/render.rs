@@ -4,8 +4,10 @@
 
 use std::fmt::Write;
 
-use crate::crd::{ActionState, Incident, Phase, SignalKind};
-use crate::markdown::{cell, inline};
+use crate::crd::{
+    ActionRecord, ActionState, Diagnosis, Incident, IncidentStatus, Phase, SignalKind,
+};
+use crate::markdown::{cell, evidence_list, inline};
 
 /// The hidden marker that ties an issue to its incident.
 pub fn issue_marker(incident: &Incident) -> String {
@@ -59,20 +61,40 @@ pub fn desired(
     extra_labels: &[String],
     posted_recurrences: i64,
 ) -> DesiredIssue {
-    let spec = &incident.spec;
     let status = incident.status.clone().unwrap_or_default();
-    let ns = incident.metadata.namespace.as_deref().unwrap_or("");
+    let state = if status.phase == Phase::Resolved {
+        "closed"
+    } else {
+        "open"
+    };
+    DesiredIssue {
+        title: title(incident, &status),
+        body: body(incident, &status),
+        labels: labels(incident.spec.signal, &status, extra_labels),
+        state,
+        comments: comments(incident, &status, posted_recurrences),
+    }
+}
+
+/// `[INCIDENT] {category}: {ns}/{workload} {signal}`.
+fn title(incident: &Incident, status: &IncidentStatus) -> String {
     let category = status
         .diagnosis
         .as_ref()
         .map(|d| format!("{:?}", d.category))
         .unwrap_or_else(|| "Detected".into());
-    let title = format!(
-        "[INCIDENT] {category}: {ns}/{} {}",
-        spec.target.name,
-        spec.signal.as_str()
-    );
+    format!(
+        "[INCIDENT] {category}: {}/{} {}",
+        incident.metadata.namespace.as_deref().unwrap_or(""),
+        incident.spec.target.name,
+        incident.spec.signal.as_str()
+    )
+}
 
+/// What was detected where, the incident's name and policy, and the marker.
+fn body(incident: &Incident, status: &IncidentStatus) -> String {
+    let spec = &incident.spec;
+    let ns = incident.metadata.namespace.as_deref().unwrap_or("");
     let mut body = String::new();
     let _ = writeln!(
         body,
@@ -105,7 +127,12 @@ pub fn desired(
         incident.metadata.name.as_deref().unwrap_or("")
     );
     body.push_str(&issue_marker(incident));
+    body
+}
 
+/// The operator's label, severity and status, the escalation label when
+/// escalated, then the policy's own labels.
+fn labels(signal: SignalKind, status: &IncidentStatus, extra_labels: &[String]) -> Vec<String> {
     let status_label = match status.phase {
         Phase::Resolved => "Status: Fixed",
         Phase::Escalated => "Status: Escalated",
@@ -113,14 +140,23 @@ pub fn desired(
     };
     let mut labels = vec![
         "sre-space".to_string(),
-        severity(spec.signal).to_string(),
+        severity(signal).to_string(),
         status_label.to_string(),
     ];
     if status.phase == Phase::Escalated {
         labels.push(ESCALATION_LABEL.into());
     }
     labels.extend(extra_labels.iter().cloned());
+    labels
+}
 
+/// The comments, keyed by the episode (when it was detected) so that a
+/// later episode of the same incident posts its own.
+fn comments(
+    incident: &Incident,
+    status: &IncidentStatus,
+    posted_recurrences: i64,
+) -> Vec<(String, String)> {
     let episode = status
         .detected_at
         .as_ref()
@@ -130,90 +166,19 @@ pub fn desired(
     let key = |k: &str| format!("{episode}/{k}");
     let mut comments = Vec::new();
     if let Some(d) = &status.diagnosis {
-        let mut c = format!(
-            "### Diagnosis ({}, analyser {})\n\n**{:?}**, confidence {:.0}%: {}\n\n| # | hypothesis | confidence | evidence |\n|---|---|---|---|\n",
-            d.diagnosed_at.0,
-            inline(&d.analyzer),
-            d.category,
-            d.confidence * 100.0,
-            inline(&d.root_cause)
-        );
-        for (i, h) in d.hypotheses.iter().enumerate() {
-            let _ = writeln!(
-                c,
-                "| {} | {:?}: {} | {:.0}% | {} |",
-                i + 1,
-                h.category,
-                cell(&h.statement),
-                h.confidence * 100.0,
-                cell(&h.evidence.join(", "))
-            );
-        }
-        c.push_str("\n<details><summary>Evidence</summary>\n\n");
-        for e in &d.evidence {
-            let _ = writeln!(
-                c,
-                "- {} {:?} {}: {}",
-                inline(&e.id),
-                e.kind,
-                inline(&e.source),
-                inline(&e.summary)
-            );
-        }
-        c.push_str("\n</details>\n");
-        comments.push((key("diagnosis"), c));
+        comments.push((key("diagnosis"), diagnosis_comment(d)));
     }
-    if status.occurrences > posted_recurrences.max(1) {
-        let from = posted_recurrences.max(1) + 1;
-        let to = status.occurrences;
-        let which = if from == to {
-            format!("occurrence {to}")
-        } else {
-            format!("occurrences {from} to {to}")
-        };
-        let msg = status
-            .last_signal
-            .as_ref()
-            .map(|s| s.message.clone())
-            .unwrap_or_default();
-        comments.push((
-            key(&format!("seen/{to}")),
-            format!("### Seen again ({which})\n\n> {}\n", inline(&msg)),
-        ));
+    if let Some((to, c)) = recurrences_comment(status, posted_recurrences) {
+        comments.push((key(&format!("seen/{to}")), c));
     }
     for a in &status.actions {
-        let reported = matches!(
-            a.state,
-            ActionState::Succeeded
-                | ActionState::Failed
-                | ActionState::Blocked
-                | ActionState::DryRun
-                | ActionState::Rejected
-                | ActionState::AwaitingApproval
-                | ActionState::AwaitingMerge
-                | ActionState::Superseded
-        );
-        if !reported || a.type_ == crate::crd::ActionType::Escalate {
+        if !reported(a) {
             continue;
         }
-        let mut c = format!(
-            "### Action {}: {} {:?}\n\n{}\n",
-            inline(&a.id),
-            a.type_.as_str(),
-            a.state,
-            inline(&a.detail)
-        );
-        if let (Some(from), Some(to)) = (&a.from, &a.to) {
-            let _ = writeln!(c, "\nFrom {} to {}.", inline(from), inline(to));
-        }
-        if let Some(pr) = &a.pull_request {
-            let _ = writeln!(
-                c,
-                "\nProposed in {} (never merged by the operator).",
-                crate::markdown::link(&format!("#{}", pr.number), &pr.url, &["github.com"])
-            );
-        }
-        comments.push((key(&format!("action/{}/{:?}", a.id, a.state)), c));
+        comments.push((
+            key(&format!("action/{}/{:?}", a.id, a.state)),
+            action_comment(a),
+        ));
         if let Some(outcome) = a.outcome {
             comments.push((
                 key(&format!("action/{}/outcome", a.id)),
@@ -229,18 +194,99 @@ pub fn desired(
     {
         comments.push((key("postmortem"), pm.clone()));
     }
-    let state = if status.phase == Phase::Resolved {
-        "closed"
-    } else {
-        "open"
-    };
-    DesiredIssue {
-        title,
-        body,
-        labels,
-        state,
-        comments,
+    comments
+}
+
+/// The diagnosis: the root cause, a table of the hypotheses, and the
+/// evidence folded away.
+fn diagnosis_comment(d: &Diagnosis) -> String {
+    let mut c = format!(
+        "### Diagnosis ({}, analyser {})\n\n**{:?}**, confidence {:.0}%: {}\n\n| # | hypothesis | confidence | evidence |\n|---|---|---|---|\n",
+        d.diagnosed_at.0,
+        inline(&d.analyzer),
+        d.category,
+        d.confidence * 100.0,
+        inline(&d.root_cause)
+    );
+    for (i, h) in d.hypotheses.iter().enumerate() {
+        let _ = writeln!(
+            c,
+            "| {} | {:?}: {} | {:.0}% | {} |",
+            i + 1,
+            h.category,
+            cell(&h.statement),
+            h.confidence * 100.0,
+            cell(&h.evidence.join(", "))
+        );
     }
+    c.push_str("\n<details><summary>Evidence</summary>\n\n");
+    evidence_list(&mut c, &d.evidence);
+    c.push_str("\n</details>\n");
+    c
+}
+
+/// The occurrences not reported yet as one comment, with the last
+/// occurrence's number; none when every one was. The first occurrence is
+/// the issue itself.
+fn recurrences_comment(status: &IncidentStatus, posted_recurrences: i64) -> Option<(i64, String)> {
+    if status.occurrences <= posted_recurrences.max(1) {
+        return None;
+    }
+    let from = posted_recurrences.max(1) + 1;
+    let to = status.occurrences;
+    let which = if from == to {
+        format!("occurrence {to}")
+    } else {
+        format!("occurrences {from} to {to}")
+    };
+    let msg = status
+        .last_signal
+        .as_ref()
+        .map(|s| s.message.clone())
+        .unwrap_or_default();
+    Some((
+        to,
+        format!("### Seen again ({which})\n\n> {}\n", inline(&msg)),
+    ))
+}
+
+/// Whether an action gets a comment: once it did something or was stopped,
+/// never while it runs, and never the escalation (it has its own).
+fn reported(a: &ActionRecord) -> bool {
+    let reported = matches!(
+        a.state,
+        ActionState::Succeeded
+            | ActionState::Failed
+            | ActionState::Blocked
+            | ActionState::DryRun
+            | ActionState::Rejected
+            | ActionState::AwaitingApproval
+            | ActionState::AwaitingMerge
+            | ActionState::Superseded
+    );
+    reported && a.type_ != crate::crd::ActionType::Escalate
+}
+
+/// What an action did, from what to what, and its pull request.
+fn action_comment(a: &ActionRecord) -> String {
+    let mut c = format!(
+        "### Action {}: {} {:?}\n\n{}\n",
+        inline(&a.id),
+        a.type_.as_str(),
+        a.state,
+        inline(&a.detail)
+    );
+    if let (Some(from), Some(to)) = (&a.from, &a.to) {
+        let _ = writeln!(c, "\nFrom {} to {}.", inline(from), inline(to));
+    }
+    if let Some(pr) = &a.pull_request {
+        let _ = writeln!(
+            c,
+            "\nProposed in {} (never merged by the operator).",
+            crate::markdown::link(&format!("#{}", pr.number), &pr.url, &["github.com"])
+        );
+    }
+    c
 }
 
 /// The brief for an architectural fix, posted when an incident escalates.

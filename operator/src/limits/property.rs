@@ -445,10 +445,27 @@ fn names_a_field(message: &str) -> bool {
 fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
     let spec: RemediationPolicySpec =
         serde_json::from_value(value.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let g = &spec.guardrails;
+    let history: Vec<ActionRecord> = w
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, h)| record(i, h))
+        .collect();
+    validation_refuses_by_name(&spec, old, w)?;
+    fixer_plans(&spec, &history, w)?;
+    deadlines_are_bounded(&spec.guardrails, &history)?;
+    scout_thresholds_are_bounded(&spec, w)?;
+    raised_limits_stay_under_the_cap(&spec, w)
+}
 
-    // Validation: a clear refusal, naming the field, for anything outside
-    // the schema's bounds; nothing for a spec inside them.
+/// Validation: a clear refusal, naming the field, for anything outside the
+/// schema's bounds; nothing for a spec inside them.
+fn validation_refuses_by_name(
+    spec: &RemediationPolicySpec,
+    old: bool,
+    w: &World,
+) -> Result<(), TestCaseError> {
+    let g = &spec.guardrails;
     let covered: Vec<(WorkloadRef, k8s_openapi::api::core::v1::PodTemplateSpec)> =
         vec![(
         WorkloadRef {
@@ -460,7 +477,7 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
         }}))
         .map_err(|e| TestCaseError::fail(e.to_string()))?,
     )];
-    let problems = crate::policy::validate(&spec, &covered);
+    let problems = crate::policy::validate(spec, &covered);
     for p in &problems {
         prop_assert!(names_a_field(&p.message), "{}: {}", p.reason, p.message);
     }
@@ -514,14 +531,17 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
         }
     }
 
-    // The Fixer: a plan (a step of the ladder, a bounded wait, or an
-    // escalation), whatever the numbers and the times.
-    let history: Vec<ActionRecord> = w
-        .history
-        .iter()
-        .enumerate()
-        .map(|(i, h)| record(i, h))
-        .collect();
+    Ok(())
+}
+
+/// The Fixer: a plan (a step of the ladder, a bounded wait, or an
+/// escalation), whatever the numbers and the times.
+fn fixer_plans(
+    spec: &RemediationPolicySpec,
+    history: &[ActionRecord],
+    w: &World,
+) -> Result<(), TestCaseError> {
+    let g = &spec.guardrails;
     let (per_policy, global, limit, disrupted) = w.budget;
     let budget = Budget {
         policy_actions_last_hour: per_policy,
@@ -536,7 +556,7 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
             .map(|t| (t, "other".into(), ActionType::RolloutRestart)),
     };
     for category in CATEGORIES {
-        match fixer::plan(&spec, category, &history, None, &budget, now()) {
+        match fixer::plan(spec, category, history, None, &budget, now()) {
             Plan::Act(step) => prop_assert!(spec.actions.contains(&step)),
             Plan::Wait {
                 reason,
@@ -553,7 +573,11 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
         prop_assert!(retry_after <= 2 * WEEK, "{retry_after:?}");
     }
 
-    // The deadlines: within a week of the action, or the end of time.
+    Ok(())
+}
+
+/// The deadlines: within a week of the action, or the end of time.
+fn deadlines_are_bounded(g: &Guardrails, history: &[ActionRecord]) -> Result<(), TestCaseError> {
     let finished = history
         .iter()
         .filter_map(|a| a.finished_at.as_ref().map(|t| t.0));
@@ -567,7 +591,14 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
         );
     }
 
-    // The Scout's thresholds, per trigger.
+    Ok(())
+}
+
+/// The Scout's thresholds, per trigger.
+fn scout_thresholds_are_bounded(
+    spec: &RemediationPolicySpec,
+    w: &World,
+) -> Result<(), TestCaseError> {
     for pod in pods(w) {
         let reading = signals::read_pod(&pod, &spec.triggers, now());
         if let Some(after) = reading.recheck_after {
@@ -624,7 +655,14 @@ fn check(value: &Value, old: bool, w: &World) -> Result<(), TestCaseError> {
         }
     }
 
-    // Raising a memory limit: above the current limit, never above the cap.
+    Ok(())
+}
+
+/// Raising a memory limit: above the current limit, never above the cap.
+fn raised_limits_stay_under_the_cap(
+    spec: &RemediationPolicySpec,
+    w: &World,
+) -> Result<(), TestCaseError> {
     for step in &spec.actions {
         let Some(m) = &step.memory else { continue };
         let (Ok(current), Ok(cap)) = (parse_bytes(w.limit), parse_bytes(&m.max)) else {

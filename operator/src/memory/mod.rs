@@ -7,8 +7,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use crate::crd::{
-    ActionState, ActionTally, ActionType, Incident, IncidentMemory, IncidentMemorySpec,
-    IncidentMemoryStatus, OccurrenceRecord, Outcome, Phase,
+    ActionRecord, ActionState, ActionTally, ActionType, Incident, IncidentMemory,
+    IncidentMemorySpec, IncidentMemoryStatus, IncidentStatus, OccurrenceRecord, Outcome, Phase,
 };
 use crate::{FIELD_MANAGER, Result};
 
@@ -61,10 +61,11 @@ pub fn record(
     {
         return None;
     }
-    let mut total = existing
+    let total = existing
         .and_then(|m| m.status.as_ref())
         .map(|s| s.total_occurrences)
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .saturating_add(1);
 
     let executed: Vec<_> = status
         .actions
@@ -76,19 +77,33 @@ pub fn record(
             )
         })
         .collect();
-    for a in &executed {
-        let tally = match spec.actions.iter_mut().position(|t| t.type_ == a.type_) {
-            Some(i) => &mut spec.actions[i],
+    tally(&mut spec.actions, &executed);
+    spec.occurrences
+        .push(occurrence(name, detected_at, &status, &executed));
+    keep_within_schema(&mut spec);
+    add_keywords(&mut spec.keywords, incident, &status);
+
+    let memory_status = summary(&spec, total, incident);
+    Some((spec, memory_status))
+}
+
+/// Counts each executed action as having worked (its outcome was
+/// Effective) or not.
+fn tally(actions: &mut Vec<ActionTally>, executed: &[&ActionRecord]) {
+    for a in executed {
+        let i = match actions.iter().position(|t| t.type_ == a.type_) {
+            Some(i) => i,
             None => {
-                spec.actions.push(ActionTally {
+                actions.push(ActionTally {
                     type_: a.type_,
                     effective: 0,
                     ineffective: 0,
                     last_tried: None,
                 });
-                spec.actions.last_mut()?
+                actions.len() - 1
             }
         };
+        let tally = &mut actions[i];
         if a.outcome == Some(Outcome::Effective) {
             tally.effective = tally.effective.saturating_add(1);
         } else {
@@ -96,9 +111,19 @@ pub fn record(
         }
         tally.last_tried = Some(a.recorded_at.clone());
     }
+}
+
+/// The episode: what it was diagnosed as, what was done, and whether (and
+/// how fast) it was resolved.
+fn occurrence(
+    incident: String,
+    detected_at: Time,
+    status: &IncidentStatus,
+    executed: &[&ActionRecord],
+) -> OccurrenceRecord {
     let resolved = status.phase == Phase::Resolved;
-    spec.occurrences.push(OccurrenceRecord {
-        incident: name,
+    OccurrenceRecord {
+        incident,
         detected_at: detected_at.clone(),
         category: status.diagnosis.as_ref().map(|d| d.category),
         actions: executed.iter().map(|a| a.type_).collect(),
@@ -115,10 +140,13 @@ pub fn record(
                     .map(|r| r.0.duration_since(detected_at.0).as_secs())
             })
             .flatten(),
-    });
-    total = total.saturating_add(1);
-    // Within the schema's bounds, what an older version wrote included, so
-    // the API server never refuses the memory: counting stops there.
+    }
+}
+
+/// Within the schema's bounds, what an older version wrote included, so
+/// the API server never refuses the memory: counting stops there, and the
+/// oldest occurrences are dropped.
+fn keep_within_schema(spec: &mut IncidentMemorySpec) {
     let max_tally = i32::try_from(crate::limits::MAX_TALLY).unwrap_or(i32::MAX);
     for t in &mut spec.actions {
         t.effective = t.effective.clamp(0, max_tally);
@@ -131,8 +159,11 @@ pub fn record(
     }
     let excess = spec.occurrences.len().saturating_sub(MAX_OCCURRENCES);
     spec.occurrences.drain(..excess);
+}
 
-    let mut keywords = spec.keywords.clone();
+/// Adds the words this incident can be found by (signal, category, reason,
+/// container), keeping the newest `MAX_KEYWORDS`.
+fn add_keywords(keywords: &mut Vec<String>, incident: &Incident, status: &IncidentStatus) {
     let mut add = |k: String| {
         if !k.is_empty() && !keywords.contains(&k) {
             keywords.push(k);
@@ -150,10 +181,6 @@ pub fn record(
     }
     let excess = keywords.len().saturating_sub(MAX_KEYWORDS);
     keywords.drain(..excess);
-    spec.keywords = keywords;
-
-    let memory_status = summary(&spec, total, incident);
-    Some((spec, memory_status))
 }
 
 /// The summary in the memory's status.
