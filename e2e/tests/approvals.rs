@@ -87,7 +87,7 @@ async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()
         .create(&PostParams::default(), &deployment("ledger", 3, "64Mi"))
         .await?;
     wait_ready(&client, &name, "ledger", 3, LONG).await?;
-    let _operator = Operator::start(&name, &[])?;
+    let _operator = Operator::start(&name, &[]).await?;
     let chaos = Target {
         client: client.clone(),
         namespace: name.clone(),

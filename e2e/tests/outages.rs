@@ -92,7 +92,8 @@ async fn github_unreachable_for_a_minute_delays_the_issue_but_not_the_fix() -> R
             ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
             ("SRE_SPACE_GITHUB_API_URL", api_url.as_str()),
         ],
-    )?;
+    )
+    .await?;
 
     gate.close();
     let outage = Instant::now();
@@ -180,7 +181,8 @@ async fn a_model_unreachable_for_a_minute_leaves_diagnosis_to_the_rules_then_is_
             ("SRE_SPACE_LLM_MODEL", "fake"),
             ("SRE_SPACE_LLM_TIMEOUT_SECONDS", "5"),
         ],
-    )?;
+    )
+    .await?;
 
     gate.close();
     let outage = Instant::now();

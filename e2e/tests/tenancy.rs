@@ -106,7 +106,7 @@ async fn an_incident_created_under_a_workloads_name_for_another_target_is_never_
     );
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns.name);
     incidents.create(&PostParams::default(), &squat).await?;
-    let _operator = Operator::start(&ns.name, &[])?;
+    let _operator = Operator::start(&ns.name, &[]).await?;
 
     chaos(&client, &ns.name, "web").oom().await?;
     wait_until(
@@ -169,7 +169,7 @@ async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() 
     })
     .await?;
     deploy(&client, &ns.name, "ledger", 2).await?;
-    let _operator = Operator::start(&ns.name, &[])?;
+    let _operator = Operator::start(&ns.name, &[]).await?;
 
     chaos(&client, &ns.name, "ledger").crashloop(5).await?;
     let name = incident_of("ledger", SignalKind::CrashLoopBackOff);
