@@ -404,9 +404,10 @@ impl Operator {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The last `lines` lines of its log, to put in an error.
+    /// The last `lines` lines of its log, to put in an error, without the
+    /// terminal colours the operator's log has.
     pub fn log_tail(&self, lines: usize) -> String {
-        let out = self.output();
+        let out = without_colours(&self.output());
         let all: Vec<&str> = out.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -436,6 +437,24 @@ impl Operator {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `text` without ANSI escape sequences (ESC, `[`, parameters, a letter).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Operator {
@@ -744,4 +763,16 @@ pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().expect("the bound address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     addr
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_operator_log_line_loses_its_colours_and_keeps_its_words() {
+        let line = "\u{1b}[2m2026-12-02T05:01:43Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m sre-space operator started \u{1b}[3mnamespace\u{1b}[0m\u{1b}[2m=\u{1b}[0me2e-x";
+        assert_eq!(
+            super::without_colours(line),
+            "2026-12-02T05:01:43Z  INFO sre-space operator started namespace=e2e-x"
+        );
+    }
 }
