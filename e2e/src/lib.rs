@@ -398,12 +398,6 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Whether the process still runs (false once it exited, whatever its
-    /// status).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// The last `lines` lines of its log, to put in an error, without the
     /// terminal colours the operator's log has.
     pub fn log_tail(&self, lines: usize) -> String {
