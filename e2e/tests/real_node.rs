@@ -366,5 +366,5 @@ async fn the_oom_story_runs_on_the_real_node_and_the_raised_limit_holds() -> Res
         cs.iter().all(|c| c.restart_count == 0 && c.ready),
         "the new pod runs without restarts: {cs:?}"
     );
-    Ok(())
+    rn.ns.cleanup().await
 }
