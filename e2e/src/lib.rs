@@ -295,8 +295,8 @@ pub fn allowlist_file(namespace: &str, yaml: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// What the operator logs at the end of its start-up
-/// (`sre_space::controller::run`).
+/// What the operator logs as the last step of its start-up (`run`), once
+/// its reflectors have synced and its controllers run.
 const STARTED: &str = "sre-space operator started";
 /// What a replica with a Lease logs while another leads.
 const STANDING_BY: &str = "waiting to lead";
