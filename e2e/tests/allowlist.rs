@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sre_chaos::Target;
 use sre_space::crd::{ConditionStatus, SignalKind};
-use sre_space_e2e::fake_github::FakeGitHub;
+use sre_space_e2e::fake_github::{self, FakeGitHub};
 use sre_space_e2e::scenario::LONG;
 use sre_space_e2e::{Scenario, allowlist_file, incident_of, wait_incident, wait_until};
 
@@ -34,11 +34,7 @@ async fn a_policy_naming_a_repository_outside_its_allow_list_is_not_ready_and_gi
         .start()
         .await?;
     // The harness's allow-list gives this namespace acme/* only.
-    let env = [
-        ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
-        ("SRE_SPACE_GITHUB_API_URL", url.as_str()),
-    ];
-    let operator = s.operator(&env).await?;
+    let operator = s.operator(&fake_github::operator_env(&url)).await?;
 
     let ready = s
         .policy_condition(

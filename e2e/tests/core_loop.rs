@@ -857,7 +857,7 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
 
 #[tokio::test]
 async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() -> Result<()> {
-    use sre_space_e2e::fake_github::FakeGitHub;
+    use sre_space_e2e::fake_github::{self, FakeGitHub};
     let values = "policyService:\n  resources:\n    limits:\n      memory: 64Mi\n";
     let (fake, url) = FakeGitHub::start().await;
     fake.seed("acme/deploy", &[("deploy/values.yaml", values)]);
@@ -872,11 +872,7 @@ async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() 
         .deploy("checkout", 1, "64Mi")
         .start()
         .await?;
-    let env = [
-        ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
-        ("SRE_SPACE_GITHUB_API_URL", url.as_str()),
-    ];
-    let _operator = s.operator(&env).await?;
+    let _operator = s.operator(&fake_github::operator_env(&url)).await?;
 
     s.chaos("checkout").oom().await?;
     let inc = wait_incident(
