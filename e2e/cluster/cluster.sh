@@ -14,6 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 PKI=$STATE_DIR/pki
+# Read by the process helpers of lib.sh (start, running, wait_for, ...).
 LOGS=$STATE_DIR/logs
 PIDS=$STATE_DIR/pids
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -29,14 +30,6 @@ ports_of() {
         kwok) echo "$KWOK_PORT" ;;
         kubelet) echo "$KUBELET_PORT $KUBELET_HEALTHZ_PORT" ;;
     esac
-}
-
-pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
-# Alive, and not a zombie waiting to be reaped (kill -0 succeeds on those).
-running() {
-    local pid
-    pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
-        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
 # A certificate signed by the CA, made in the current folder.
@@ -101,32 +94,6 @@ contexts:
     user: $1
 current-context: sre-space-local
 YAML
-}
-
-port_in_use() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-start() { # name command...
-    local name=$1; shift
-    if running "$name"; then return 0; fi
-    local port
-    for port in $(ports_of "$name"); do
-        port_in_use "$port" && die "port $port for $name is taken by another process (another clone's cluster? run its 'make cluster-down', or set the port variables in e2e/cluster/lib.sh)"
-    done
-    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo $! >"$PIDS/$name"
-}
-
-wait_for() { # what seconds command...
-    local what=$1 seconds=$2; shift 2
-    local deadline=$((SECONDS + seconds))
-    until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            log "$what not ready after ${seconds}s; last log lines:"
-            tail -n 20 "$LOGS/$what.log" >&2 2>/dev/null || true
-            die "$what did not become ready"
-        fi
-        sleep 0.5
-    done
 }
 
 healthz() { # port path
@@ -279,18 +246,6 @@ cmd_up() {
     cmd_status
 }
 
-stop_component() { # name
-    local c=$1 pid
-    pid=$(pid_of "$c") || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-        log "stopped $c"
-    fi
-    rm -f "$PIDS/$c"
-}
-
 cmd_down() {
     # The operator started by `make demo`, if any, goes first.
     local extra
@@ -314,10 +269,7 @@ cmd_down() {
 
 cmd_status() {
     local ok=0
-    for c in "${COMPONENTS[@]}"; do
-        if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
-        else printf '  %-24s stopped\n' "$c"; ok=1; fi
-    done
+    status_of "${COMPONENTS[@]}" || ok=1
     if real_node_enabled; then real_node_status || ok=1; fi
     if ((ok == 0)); then
         echo "  Kubernetes $K8S_VERSION at https://127.0.0.1:$APISERVER_PORT, $(kubectl_ get nodes --no-headers -l type=kwok 2>/dev/null | wc -l) kwok nodes"

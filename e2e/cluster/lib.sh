@@ -89,5 +89,85 @@ build_image_tool() {
     mv "$IMAGE_TOOL.tmp" "$IMAGE_TOOL"
 }
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+# Messages say which script speaks: cluster.sh and what it sources, or
+# signals.sh, which sets LOG_TAG=signals.
+log() { printf '[%s] %s\n' "${LOG_TAG:-cluster}" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "${LOG_TAG:-cluster}" "$*" >&2; exit 1; }
+
+# --- processes ---------------------------------------------------------------
+# The processes cluster.sh and signals.sh run in the background: one per
+# name, its pid in $PIDS/NAME, its output in $LOGS/NAME.log. The sourcing
+# script sets PIDS and LOGS and defines `ports_of NAME` (the ports it
+# listens on).
+
+pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
+# Alive, and not a zombie waiting to be reaped (kill -0 succeeds on those).
+running() {
+    local pid
+    pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
+        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
+}
+port_in_use() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# A line per process, running (with its pid) or stopped; fails when one is
+# stopped.
+status_of() { # name...
+    local ok=0 name
+    for name in "$@"; do
+        if running "$name"; then printf '  %-24s running (pid %s)\n' "$name" "$(pid_of "$name")"
+        else printf '  %-24s stopped\n' "$name"; ok=1; fi
+    done
+    return $ok
+}
+
+# Starts NAME in a session of its own (so that stopping it stops its
+# children too), unless it runs already; refuses when one of its ports is
+# taken.
+start() { # name command...
+    local name=$1; shift
+    if running "$name"; then return 0; fi
+    local port
+    for port in $(ports_of "$name"); do
+        port_in_use "$port" && die "port $port for $name is taken by another process (another clone's cluster? run its 'make cluster-down', or set the port variables in e2e/cluster/lib.sh)"
+    done
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/$name"
+}
+
+# Waits until the command succeeds; fails with the end of NAME's log when
+# NAME's process exits or the seconds pass. The command's errors go to
+# $LOGS/NAME-check.log.
+wait_for() { # name seconds command...
+    local name=$1 seconds=$2; shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>>"$LOGS/$name-check.log"; do
+        if [[ -f $PIDS/$name ]] && ! running "$name"; then
+            tail -n 30 "$LOGS/$name.log" >&2 2>/dev/null || true
+            die "$name exited; log: $LOGS/$name.log"
+        fi
+        if ((SECONDS >= deadline)); then
+            log "$name not ready after ${seconds}s; last log lines:"
+            tail -n 30 "$LOGS/$name.log" >&2 2>/dev/null || true
+            die "$name did not become ready"
+        fi
+        sleep 0.5
+    done
+}
+
+# Stops NAME's session: SIGTERM, up to the seconds to exit (10 by default),
+# then SIGKILL for whatever is left of it.
+stop_component() { # name [seconds]
+    local name=$1 seconds=${2:-10} pid _
+    pid=$(pid_of "$name") || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 $((seconds * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "killed $name (it did not stop within $seconds s)"
+        else
+            log "stopped $name"
+        fi
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDS/$name"
+}

@@ -1,7 +1,8 @@
 # The real node: a kubelet built from the same Kubernetes release as the
 # control plane, with containerd, runc and the bridge CNI plugin, registered
 # beside the kwok nodes. Sourced by cluster.sh, whose helpers it uses (start,
-# wait_for, running, pid_of, kubectl_, log, die). See docs/real-node.md.
+# wait_for, running, pid_of, status_of, stop_component from lib.sh; kubectl_).
+# See docs/real-node.md.
 # shellcheck shell=bash
 
 NODE_DIR=$STATE_DIR/real-node
@@ -323,11 +324,8 @@ real_node_forget_nat_rules() {
 }
 
 real_node_status() {
-    local ok=0 c
-    for c in "${NODE_COMPONENTS[@]}"; do
-        if running "$c"; then printf '  %-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
-        else printf '  %-24s stopped\n' "$c"; ok=1; fi
-    done
+    local ok=0
+    status_of "${NODE_COMPONENTS[@]}" || ok=1
     if ((ok == 0)) && ! kubelet_healthy; then
         echo "  kubelet does not answer on 127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"
         ok=1

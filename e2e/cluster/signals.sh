@@ -13,7 +13,9 @@
 # `cluster.sh up` runs this too unless SIGNALS=0. Ports: see e2e/cluster/lib.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+LOG_TAG=signals
 
+# Read by the process helpers of lib.sh (start, running, wait_for, ...).
 LOGS=$SIGNALS_DIR/logs
 PIDS=$SIGNALS_DIR/pids
 KAFKA_STATE=$SIGNALS_DIR/kafka
@@ -23,19 +25,12 @@ SERVICES=(kafka jaeger)
 CHECK_TOPIC=sre-space.harness-check
 CHECK_SERVICE=sre-space-harness-check
 
-slog() { printf '[signals] %s\n' "$*" >&2; }
-sdie() { printf '[signals] error: %s\n' "$*" >&2; exit 1; }
-
 ports_of() {
     case $1 in
         kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
         jaeger) echo "$JAEGER_OTLP_GRPC_PORT $JAEGER_OTLP_HTTP_PORT $JAEGER_QUERY_PORT $JAEGER_QUERY_GRPC_PORT $JAEGER_HEALTH_PORT $JAEGER_METRICS_PORT" ;;
     esac
 }
-
-pid_of() { [[ -f $PIDS/$1 ]] && cat "$PIDS/$1"; }
-running() { local pid; pid=$(pid_of "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
-port_in_use() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
 # --- fetch and build ---------------------------------------------------------
 
@@ -47,19 +42,19 @@ fetch_kafka() {
     local pom=$E2E_DIR/build/kafka/pom.xml sum
     sum=$(sha256sum "$pom" | cut -d' ' -f1)
     [[ -f $KAFKA_HOME/pom.sha256 && $(cat "$KAFKA_HOME/pom.sha256") == "$sum" ]] && return 0
-    command -v mvn >/dev/null || sdie "mvn is not installed (apt-get install maven)"
-    slog "fetching Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
+    command -v mvn >/dev/null || die "mvn is not installed (apt-get install maven)"
+    log "fetching Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
     local start=$SECONDS
     rm -rf "$KAFKA_HOME.tmp" && mkdir -p "$KAFKA_HOME.tmp"
     mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
         -DoutputDirectory="$KAFKA_HOME.tmp/libs" >&2
     echo "$sum" >"$KAFKA_HOME.tmp/pom.sha256"
     rm -rf "$KAFKA_HOME" && mv "$KAFKA_HOME.tmp" "$KAFKA_HOME"
-    slog "fetched Kafka $KAFKA_VERSION ($(ls "$KAFKA_HOME/libs" | wc -l) jars) in $((SECONDS - start)) s"
+    log "fetched Kafka $KAFKA_VERSION ($(ls "$KAFKA_HOME/libs" | wc -l) jars) in $((SECONDS - start)) s"
 }
 
 prepare() {
-    command -v java >/dev/null || sdie "java is not installed (Kafka $KAFKA_VERSION needs Java 17 or newer)"
+    command -v java >/dev/null || die "java is not installed (Kafka $KAFKA_VERSION needs Java 17 or newer)"
     fetch_kafka
     "$E2E_DIR/cluster/build.sh" jaeger
 }
@@ -131,13 +126,13 @@ start_kafka() {
     kafka_java kafka.tools.StorageTool random-uuid | tail -n 1 >"$KAFKA_STATE/cluster-id"
     kafka_java kafka.tools.StorageTool format -t "$(cat "$KAFKA_STATE/cluster-id")" \
         -c "$KAFKA_STATE/server.properties" --standalone >>"$LOGS/kafka.log" 2>&1 ||
-        { tail -n 20 "$LOGS/kafka.log" >&2; sdie "formatting Kafka's storage failed"; }
+        { tail -n 20 "$LOGS/kafka.log" >&2; die "formatting Kafka's storage failed"; }
     launch_kafka
 }
 
 # Starts the broker on the storage it already has (start_kafka formats it).
 launch_kafka() {
-    spawn kafka java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    start kafka java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$KAFKA_STATE/log4j2.properties" \
         -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_STATE/server.properties"
@@ -234,7 +229,7 @@ start_jaeger() {
     running jaeger && return 0
     mkdir -p "$JAEGER_STATE"
     jaeger_config >"$JAEGER_STATE/config.yaml"
-    spawn jaeger "$JAEGER_BIN/jaeger" --config "$JAEGER_STATE/config.yaml"
+    start jaeger "$JAEGER_BIN/jaeger" --config "$JAEGER_STATE/config.yaml"
 }
 
 # Ready when a span sent over OTLP/HTTP can be found through the query API.
@@ -261,30 +256,6 @@ JSON
 
 # --- common ------------------------------------------------------------------
 
-spawn() { # name command...
-    local name=$1; shift
-    local port
-    for port in $(ports_of "$name"); do
-        port_in_use "$port" && sdie "port $port for $name is taken by another process (another clone's harness? run its 'make cluster-down', or set the port variables in e2e/cluster/lib.sh)"
-    done
-    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo $! >"$PIDS/$name"
-}
-
-wait_ready() { # name seconds check
-    local name=$1 seconds=$2 check=$3
-    local deadline=$((SECONDS + seconds))
-    until $check >/dev/null 2>>"$LOGS/$name-check.log"; do
-        running "$name" || { tail -n 30 "$LOGS/$name.log" >&2; sdie "$name exited; log: $LOGS/$name.log"; }
-        if ((SECONDS >= deadline)); then
-            slog "$name not ready after ${seconds}s; last log lines:"
-            tail -n 30 "$LOGS/$name.log" >&2 || true
-            sdie "$name did not become ready"
-        fi
-        sleep 1
-    done
-}
-
 cmd_start() {
     prepare
     mkdir -p "$LOGS" "$PIDS"
@@ -295,51 +266,35 @@ cmd_start() {
 cmd_up() {
     local start_time=$SECONDS
     if running kafka && running jaeger && [[ -f $SIGNALS_DIR/ready ]]; then
-        slog "already running"
+        log "already running"
         cmd_status
         return 0
     fi
     rm -f "$SIGNALS_DIR/ready"
     cmd_start
     local t=$SECONDS
-    wait_ready jaeger 60 jaeger_ready
-    slog "jaeger ready (a trace sent over OTLP found through the query API) in $((SECONDS - t)) s"
+    wait_for jaeger 60 jaeger_ready
+    log "jaeger ready (a trace sent over OTLP found through the query API) in $((SECONDS - t)) s"
     t=$SECONDS
-    wait_ready kafka 120 kafka_ready
-    slog "kafka ready (topic $CHECK_TOPIC created, written and read) in $((SECONDS - t)) s"
+    wait_for kafka 120 kafka_ready
+    log "kafka ready (topic $CHECK_TOPIC created, written and read) in $((SECONDS - t)) s"
     touch "$SIGNALS_DIR/ready"
-    slog "ready in $((SECONDS - start_time)) s"
+    log "ready in $((SECONDS - start_time)) s"
     cmd_status
 }
 
 cmd_down() {
     local i
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-        local s=${SERVICES[i]} pid
-        pid=$(pid_of "$s") || continue
-        if kill -0 "$pid" 2>/dev/null; then
-            # Kafka shuts down in order on SIGTERM (a few seconds); give it 30.
-            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-            local _
-            for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            if kill -0 "$pid" 2>/dev/null; then
-                kill -KILL -- "-$pid" 2>/dev/null || true
-                slog "killed $s (it did not stop within 30 s)"
-            else
-                slog "stopped $s"
-            fi
-        fi
-        rm -f "$PIDS/$s"
+        # Kafka shuts down in order on SIGTERM (a few seconds); give it 30.
+        stop_component "${SERVICES[i]}" 30
     done
     rm -rf "$KAFKA_STATE/data" "$LOGS" "$SIGNALS_DIR/ready"
 }
 
 cmd_status() {
     local ok=0
-    for s in "${SERVICES[@]}"; do
-        if running "$s"; then printf '  %-24s running (pid %s)\n' "$s" "$(pid_of "$s")"
-        else printf '  %-24s stopped\n' "$s"; ok=1; fi
-    done
+    status_of "${SERVICES[@]}" || ok=1
     if ((ok == 0)); then
         echo "  Kafka $KAFKA_VERSION (KRaft) bootstrap 127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
         echo "  Jaeger $JAEGER_RELEASE OTLP gRPC 127.0.0.1:$JAEGER_OTLP_GRPC_PORT, OTLP HTTP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT, query http://127.0.0.1:$JAEGER_QUERY_PORT"
@@ -358,21 +313,16 @@ cmd_env() {
 # same storage, so topics, offsets and the cluster id survive, as when a
 # real broker restarts.
 cmd_kafka_stop() {
-    local pid
-    pid=$(pid_of kafka) || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    rm -f "$PIDS/kafka"
-    slog "stopped kafka (storage kept)"
+    stop_component kafka 20
+    log "kafka's storage is kept for kafka-start"
 }
 
 cmd_kafka_start() {
     running kafka && return 0
     prepare
     launch_kafka
-    wait_ready kafka 120 kafka_ready
-    slog "kafka started again on its storage"
+    wait_for kafka 120 kafka_ready
+    log "kafka started again on its storage"
 }
 
 case ${1:-} in

@@ -75,6 +75,15 @@ fn sha_of(text: &str) -> String {
 
 type Reply = Result<Response, Response>;
 
+/// The settings that point an operator at a fake GitHub's `api_url`, with
+/// a token the fake accepts.
+pub fn operator_env(api_url: &str) -> [(&'static str, &str); 2] {
+    [
+        ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
+        ("SRE_SPACE_GITHUB_API_URL", api_url),
+    ]
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "message": message, "documentation_url": "https://docs.github.com/rest" });
     (status, Json(body)).into_response()

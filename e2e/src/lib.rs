@@ -6,6 +6,9 @@ pub mod demo;
 pub mod fake_github;
 pub mod fake_openai;
 pub mod gate;
+pub mod scenario;
+
+pub use scenario::{Scenario, ScenarioBuilder};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -169,6 +172,15 @@ pub async fn install_crds(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// A suffix no other run uses, valid in namespace, topic and group names.
+pub fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
+
 /// A namespace of its own for one test, deleted by `cleanup`.
 pub struct TestNamespace {
     pub name: String,
@@ -283,6 +295,15 @@ pub fn allowlist_file(namespace: &str, yaml: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// What the operator logs as the last step of its start-up (`run`), once
+/// its reflectors have synced and its controllers run.
+const STARTED: &str = "sre-space operator started";
+/// What a replica with a Lease logs while another leads.
+const STANDING_BY: &str = "waiting to lead";
+/// Start-up lists every watched kind first; on a busy two-core machine
+/// that has taken tens of seconds.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A real operator process scoped to one namespace, killed when dropped.
 pub struct Operator {
     child: std::process::Child,
@@ -290,9 +311,29 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator for `namespace` with `env`; the allow-list is
-    /// `default_allowlist` unless `env` names another.
-    pub fn start(namespace: &str, env: &[(&str, &str)]) -> Result<Self> {
+    /// Starts the operator for `namespace` with `env` and waits until it
+    /// says it started (its reflectors synced, its controllers running); the
+    /// allow-list is `default_allowlist` unless `env` names another. Fails,
+    /// with the end of its log, when it exits or stays silent instead: a
+    /// test that checks nothing happens must not pass with no operator.
+    pub async fn start(namespace: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let mut operator = Self::spawn(namespace, env)?;
+        operator.wait_for_log(STARTED, START_TIMEOUT).await?;
+        Ok(operator)
+    }
+
+    /// Starts a replica with a Lease (`SRE_SPACE_LEASE_NAMESPACE` in `env`)
+    /// and waits until it stands by for the Lease: a follower never says it
+    /// started until it leads, so the test waits for the leader itself.
+    pub async fn start_standby(namespace: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let mut operator = Self::spawn(namespace, env)?;
+        operator.wait_for_log(STANDING_BY, START_TIMEOUT).await?;
+        Ok(operator)
+    }
+
+    /// Starts the process and returns at once, without waiting for it to
+    /// start: for the tests of a start-up the operator must refuse.
+    pub fn spawn(namespace: &str, env: &[(&str, &str)]) -> Result<Self> {
         let bin = operator_bin();
         anyhow::ensure!(
             bin.exists(),
@@ -356,6 +397,58 @@ impl Operator {
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The last `lines` lines of its log, to put in an error, without the
+    /// terminal colours the operator's log has.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let out = without_colours(&self.output());
+        let all: Vec<&str> = out.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until the log holds `line`; fails when the process exits
+    /// first or `timeout` passes, with the end of its log.
+    async fn wait_for_log(&mut self, line: &str, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.output().contains(line) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "the operator exited ({status}) before saying \"{line}\"; the end of its log ({}):\n{}",
+                    self.log.display(),
+                    self.log_tail(20)
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the operator did not say \"{line}\" within {timeout:?}; the end of its log ({}):\n{}",
+                    self.log.display(),
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `text` without ANSI escape sequences (ESC, `[`, parameters, a letter).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Operator {
@@ -664,4 +757,16 @@ pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().expect("the bound address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     addr
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_operator_log_line_loses_its_colours_and_keeps_its_words() {
+        let line = "\u{1b}[2m2026-12-02T05:01:43Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m sre-space operator started \u{1b}[3mnamespace\u{1b}[0m\u{1b}[2m=\u{1b}[0me2e-x";
+        assert_eq!(
+            super::without_colours(line),
+            "2026-12-02T05:01:43Z  INFO sre-space operator started namespace=e2e-x"
+        );
+    }
 }

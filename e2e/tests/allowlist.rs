@@ -9,97 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
 use sre_chaos::Target;
-use sre_space::crd::{Condition, ConditionStatus, Incident, RemediationPolicy, SignalKind};
-use sre_space_e2e::fake_github::FakeGitHub;
-use sre_space_e2e::{
-    Operator, TestNamespace, allowlist_file, client, create_policy, deployment, incident_of,
-    install_crds, wait_incident, wait_ready, wait_until,
-};
-
-const LONG: Duration = Duration::from_secs(90);
-
-struct Scenario {
-    client: Client,
-    ns: TestNamespace,
-}
-
-impl Scenario {
-    async fn new(prefix: &str) -> Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let ns = TestNamespace::create(&client, prefix).await?;
-        Ok(Self { client, ns })
-    }
-
-    fn name(&self) -> &str {
-        &self.ns.name
-    }
-
-    async fn deploy(&self, names: &[&str]) -> Result<()> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.name());
-        for name in names {
-            api.create(&PostParams::default(), &deployment(name, 1, "64Mi"))
-                .await?;
-        }
-        for name in names {
-            wait_ready(&self.client, self.name(), name, 1, LONG).await?;
-        }
-        Ok(())
-    }
-
-    /// Waits until the policy's condition `type_` has `status` and
-    /// `reason`, and returns it.
-    async fn policy_condition(
-        &self,
-        policy: &str,
-        type_: &str,
-        status: ConditionStatus,
-        reason: &str,
-    ) -> Result<Condition> {
-        let api: Api<RemediationPolicy> = Api::namespaced(self.client.clone(), self.name());
-        let current = || async {
-            let p = api.get(policy).await?;
-            anyhow::Ok(
-                p.status
-                    .unwrap_or_default()
-                    .conditions
-                    .into_iter()
-                    .find(|c| c.type_ == type_),
-            )
-        };
-        let waited = wait_until(
-            LONG,
-            &format!("{type_}={status:?} {reason} on policy {policy}"),
-            || async {
-                Ok(current()
-                    .await?
-                    .is_some_and(|c| c.status == status && c.reason == reason))
-            },
-        )
-        .await;
-        if let Err(e) = waited {
-            let now = api.get(policy).await?.status.unwrap_or_default().conditions;
-            return Err(e.context(format!("the policy's conditions are: {now:?}")));
-        }
-        current().await?.context("the condition went away")
-    }
-
-    async fn incidents(&self) -> Result<Vec<String>> {
-        Ok(
-            Api::<Incident>::namespaced(self.client.clone(), self.name())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|i| i.metadata.name)
-                .collect(),
-        )
-    }
-}
+use sre_space::crd::{ConditionStatus, SignalKind};
+use sre_space_e2e::fake_github::{self, FakeGitHub};
+use sre_space_e2e::scenario::LONG;
+use sre_space_e2e::{Scenario, allowlist_file, incident_of, wait_incident, wait_until};
 
 #[tokio::test]
 async fn a_policy_naming_a_repository_outside_its_allow_list_is_not_ready_and_github_hears_nothing()
@@ -108,22 +22,19 @@ async fn a_policy_naming_a_repository_outside_its_allow_list_is_not_ready_and_gi
     let (fake, url) = FakeGitHub::start().await;
     // Another team's repository, which the operator's token could reach.
     fake.seed("victim/secrets", &[("deploy/values.yaml", values)]);
-    let s = Scenario::new("e2e-allow-repo").await?;
-    create_policy(&s.client, s.name(), |v| {
+    let s = Scenario::builder("e2e-allow-repo")
+        .policy(|v| {
         v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
         v["spec"]["github"] = serde_json::json!({
             "repository": "victim/secrets",
             "gitops": { "path": "deploy/values.yaml", "valuesKey": "policyService.resources.limits.memory" }
         });
     })
-    .await?;
-    s.deploy(&["checkout"]).await?;
+        .deploy_each(&["checkout"])
+        .start()
+        .await?;
     // The harness's allow-list gives this namespace acme/* only.
-    let env = [
-        ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
-        ("SRE_SPACE_GITHUB_API_URL", url.as_str()),
-    ];
-    let operator = Operator::start(s.name(), &env)?;
+    let operator = s.operator(&fake_github::operator_env(&url)).await?;
 
     let ready = s
         .policy_condition(
@@ -131,6 +42,7 @@ async fn a_policy_naming_a_repository_outside_its_allow_list_is_not_ready_and_gi
             "Ready",
             ConditionStatus::False,
             "RepositoryNotAllowed",
+            LONG,
         )
         .await
         .with_context(|| operator.output())?;
@@ -192,7 +104,7 @@ async fn a_policy_naming_a_repository_outside_its_allow_list_is_not_ready_and_gi
         "the operator's credential was never used on the repository"
     );
     drop(operator);
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 /// A TCP listener on loopback that counts the connections it accepts.
@@ -224,10 +136,12 @@ fn by_url(url: &str, workload: &str) -> serde_json::Value {
 async fn health_checks_to_loopback_or_the_metadata_address_are_refused_without_a_connection()
 -> Result<()> {
     let (addr, accepted) = counting_listener().await?;
-    let s = Scenario::new("e2e-allow-health").await?;
-    s.deploy(&["web", "api", "worker"]).await?;
+    let s = Scenario::builder("e2e-allow-health")
+        .deploy_each(&["web", "api", "worker"])
+        .start()
+        .await?;
     let port = addr.port();
-    create_policy(&s.client, s.name(), |v| {
+    s.policy(|v| {
         v["metadata"]["name"] = "health".into();
         v["spec"]["mode"] = "DryRun".into();
         v["spec"]["actions"] = serde_json::json!([{ "type": "Escalate" }]);
@@ -249,7 +163,9 @@ async fn health_checks_to_loopback_or_the_metadata_address_are_refused_without_a
         ),
     )?;
     let list = list.to_string_lossy().to_string();
-    let operator = Operator::start(s.name(), &[("SRE_SPACE_ALLOWLIST", list.as_str())])?;
+    let operator = s
+        .operator(&[("SRE_SPACE_ALLOWLIST", list.as_str())])
+        .await?;
 
     let ready = s
         .policy_condition(
@@ -257,6 +173,7 @@ async fn health_checks_to_loopback_or_the_metadata_address_are_refused_without_a
             "Ready",
             ConditionStatus::False,
             "HealthCheckTargetNotAllowed",
+            LONG,
         )
         .await
         .with_context(|| operator.output())?;
@@ -273,6 +190,7 @@ async fn health_checks_to_loopback_or_the_metadata_address_are_refused_without_a
             "HealthChecksAvailable",
             ConditionStatus::False,
             "HealthCheckTargetNotAllowed",
+            LONG,
         )
         .await
         .with_context(|| operator.output())?;
@@ -284,6 +202,7 @@ async fn health_checks_to_loopback_or_the_metadata_address_are_refused_without_a
                 "HealthChecksAvailable",
                 ConditionStatus::False,
                 "HealthCheckTargetNotAllowed",
+                LONG,
             )
             .await?;
         Ok(c.message.contains("169.254.169.254")
@@ -299,7 +218,7 @@ async fn health_checks_to_loopback_or_the_metadata_address_are_refused_without_a
         0,
         "no probe connected to loopback"
     );
-    assert_eq!(s.incidents().await?, Vec::<String>::new());
+    assert_eq!(s.incident_names().await?, Vec::<String>::new());
     drop(operator);
-    s.ns.cleanup().await
+    s.cleanup().await
 }

@@ -4,27 +4,22 @@
 //! `sre-space approve|reject` sign as the caller.
 #![cfg(feature = "cluster")]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sre_chaos::Target;
 use sre_space::crd::{ActionState, ActionType, ConditionStatus, Incident, Phase, SignalKind};
+use sre_space_e2e::scenario::LONG;
 use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, helm_output, incident_of,
-    install_crds, kubectl_output, operator_bin, repo_dir, service_account_kubeconfig,
-    wait_incident, wait_ready, wait_until,
+    Scenario, TestNamespace, client, helm_output, incident_of, install_crds, kubectl_output,
+    operator_bin, repo_dir, service_account_kubeconfig, wait_incident, wait_until,
 };
-
-const LONG: Duration = Duration::from_secs(90);
 
 fn phase(i: &Incident) -> Phase {
     i.status.as_ref().map(|s| s.phase).unwrap_or_default()
@@ -57,43 +52,22 @@ fn approval(id: &str, by: &str) -> Value {
     json!({ "spec": { "approval": { "actionId": id, "decision": "Approve", "by": by } } })
 }
 
-async fn pod_names(client: &Client, ns: &str, app: &str) -> Result<BTreeSet<String>> {
-    let list = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| p.name_any())
-        .collect())
-}
-
 #[tokio::test]
 async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "e2e-approve-episode").await?;
-    let name = ns.name.clone();
-    create_policy(&client, &name, |v| {
-        v["spec"]["mode"] = "Manual".into();
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
-        // A problem that returns opens a new episode, not an escalation.
-        v["spec"]["guardrails"]["recurrenceWindowSeconds"] = 0.into();
-    })
-    .await?;
-    Api::<Deployment>::namespaced(client.clone(), &name)
-        .create(&PostParams::default(), &deployment("ledger", 3, "64Mi"))
+    let s = Scenario::builder("e2e-approve-episode")
+        .policy(|v| {
+            v["spec"]["mode"] = "Manual".into();
+            v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+            v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
+            // A problem that returns opens a new episode, not an escalation.
+            v["spec"]["guardrails"]["recurrenceWindowSeconds"] = 0.into();
+        })
+        .deploy("ledger", 3, "64Mi")
+        .start()
         .await?;
-    wait_ready(&client, &name, "ledger", 3, LONG).await?;
-    let _operator = Operator::start(&name, &[])?;
-    let chaos = Target {
-        client: client.clone(),
-        namespace: name.clone(),
-        deployment: "ledger".into(),
-        dry_run: false,
-    };
+    let (client, name) = (s.client.clone(), s.name().to_string());
+    let _operator = s.operator(&[]).await?;
+    let chaos = s.chaos("ledger");
     let api: Api<Incident> = Api::namespaced(client.clone(), &name);
     let incident = &incident_of("ledger", SignalKind::CrashLoopBackOff);
 
@@ -149,7 +123,7 @@ async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()
     assert_ne!(new_id, old_id, "action ids never repeat across episodes");
 
     // Last episode's approval, applied again (say, from a stale manifest).
-    let pods_before = pod_names(&client, &name, "ledger").await?;
+    let pods_before = s.pod_names("ledger").await?;
     api.patch(
         incident,
         &PatchParams::default(),
@@ -193,7 +167,7 @@ async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()
         )]
     );
     assert_eq!(
-        pod_names(&client, &name, "ledger").await?,
+        s.pod_names("ledger").await?,
         pods_before,
         "no pod was restarted"
     );
@@ -229,12 +203,12 @@ async fn last_episodes_approval_does_not_run_this_episodes_action() -> Result<()
     );
     assert_eq!(
         pods_before
-            .difference(&pod_names(&client, &name, "ledger").await?)
+            .difference(&s.pod_names("ledger").await?)
             .count(),
         1,
         "exactly one pod was restarted"
     );
-    ns.cleanup().await
+    s.cleanup().await
 }
 
 /// The chart's admission policy and people's roles, rendered for a release

@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sre_space::crd::{
@@ -20,10 +18,7 @@ use sre_space::crd::{
     WorkloadKind, WorkloadRef,
 };
 use sre_space::workload::incident_name;
-use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, repo_dir,
-    wait_incident, wait_ready, wait_until,
-};
+use sre_space_e2e::{Operator, Scenario, repo_dir, wait_incident, wait_until};
 
 /// The policy `create_policy` makes (examples/remediation-policy.yaml).
 const POLICY: &str = "demo-services";
@@ -37,15 +32,6 @@ fn bootstrap() -> String {
         let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "19092".into());
         format!("127.0.0.1:{port}")
     })
-}
-
-/// A suffix no other run uses, valid in topic and group names.
-fn unique() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{:x}-{}", nanos & 0xffff_ffff_ffff, std::process::id())
 }
 
 /// A small deterministic generator (xorshift), seeded per run and printed,
@@ -197,44 +183,34 @@ impl Traffic {
     }
 }
 
-struct Scenario {
-    client: Client,
-    ns: TestNamespace,
-    id: String,
+/// What a business-signal test does on top of its scenario: its own
+/// topics and consumer group, a dry-run policy, and the operator following
+/// the broker.
+trait Business {
+    fn topic(&self, base: &str) -> String;
+    async fn dry_run_policy(&self, triggers: serde_json::Value, verify: i64) -> Result<()>;
+    async fn kafka_operator(&self, bootstrap: &str) -> Result<Operator>;
+    async fn kafka_condition(&self) -> Result<Option<(ConditionStatus, String, String)>>;
+    async fn wait_kafka(&self, status: ConditionStatus, reason: &str, op: &Operator) -> Result<()>;
+    async fn no_incident_for(
+        &self,
+        period: Duration,
+        traffic: &Traffic,
+        op: &Operator,
+    ) -> Result<()>;
+    async fn wait_opened(&self, name: &str, op: &Operator) -> Result<Incident>;
 }
 
-impl Scenario {
-    async fn new(prefix: &str) -> Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let ns = TestNamespace::create(&client, prefix).await?;
-        Ok(Self {
-            client,
-            ns,
-            id: unique(),
-        })
-    }
-
-    fn name(&self) -> &str {
-        &self.ns.name
-    }
-
+impl Business for Scenario {
     fn topic(&self, base: &str) -> String {
         format!("{base}.e2e-{}", self.id)
-    }
-
-    async fn deploy(&self, name: &str) -> Result<()> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.name());
-        api.create(&PostParams::default(), &deployment(name, 1, "64Mi"))
-            .await?;
-        wait_ready(&self.client, self.name(), name, 1, Duration::from_secs(90)).await
     }
 
     /// The demo policy with these triggers, a dry-run ladder of one
     /// rollout restart (so the incident resolves once the signal clears)
     /// and a verification window of `verify` seconds.
-    async fn policy(&self, triggers: serde_json::Value, verify: i64) -> Result<()> {
-        create_policy(&self.client, self.name(), |v| {
+    async fn dry_run_policy(&self, triggers: serde_json::Value, verify: i64) -> Result<()> {
+        self.policy(|v| {
             v["spec"]["triggers"] = triggers;
             v["spec"]["actions"] = serde_json::json!([
                 { "type": "RolloutRestart" },
@@ -247,26 +223,15 @@ impl Scenario {
         Ok(())
     }
 
-    fn operator(&self, bootstrap: &str) -> Result<Operator> {
-        Operator::start(
-            self.name(),
-            &[
-                ("SRE_SPACE_KAFKA_BOOTSTRAP", bootstrap),
-                (
-                    "SRE_SPACE_KAFKA_GROUP",
-                    &format!("sre-space-e2e-{}", self.id),
-                ),
-            ],
-        )
-    }
-
-    async fn incidents(&self) -> Result<Vec<Incident>> {
-        Ok(
-            Api::<Incident>::namespaced(self.client.clone(), self.name())
-                .list(&ListParams::default())
-                .await?
-                .items,
-        )
+    async fn kafka_operator(&self, bootstrap: &str) -> Result<Operator> {
+        self.operator(&[
+            ("SRE_SPACE_KAFKA_BOOTSTRAP", bootstrap),
+            (
+                "SRE_SPACE_KAFKA_GROUP",
+                &format!("sre-space-e2e-{}", self.id),
+            ),
+        ])
+        .await
     }
 
     /// The policy's KafkaAvailable condition: (status, reason, message).
@@ -380,17 +345,17 @@ fn conversion_incident() -> String {
 async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_they_return()
 -> Result<()> {
     let _broker = BROKER.read().await;
-    let s = Scenario::new("e2e-conversion").await?;
+    let s = Scenario::builder("e2e-conversion").start().await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // 10 quotes a second, every third-or-so bought: 30%.
     let traffic = Traffic::start(&quotes, &purchases, 10, 300, None)?;
-    s.deploy("policy-service").await?;
-    s.policy(
+    s.deploy_each(&["policy-service"]).await?;
+    s.dry_run_policy(
         serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
         40,
     )
     .await?;
-    let op = s.operator(&bootstrap())?;
+    let op = s.kafka_operator(&bootstrap()).await?;
     s.wait_kafka(ConditionStatus::True, "Consuming", &op)
         .await?;
     // A full window of healthy conversion: nothing opens.
@@ -469,24 +434,24 @@ async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_the
     );
 
     traffic.finish().await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_few_quotes_open_nothing_however_low_the_conversion() -> Result<()> {
     let _broker = BROKER.read().await;
-    let s = Scenario::new("e2e-few-events").await?;
+    let s = Scenario::builder("e2e-few-events").start().await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // One quote a second and no purchase at all: 10 quotes per 10 s
     // window, half the 20 the policy needs.
     let traffic = Traffic::start(&quotes, &purchases, 1, 0, None)?;
-    s.deploy("policy-service").await?;
-    s.policy(
+    s.deploy_each(&["policy-service"]).await?;
+    s.dry_run_policy(
         serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
         30,
     )
     .await?;
-    let op = s.operator(&bootstrap())?;
+    let op = s.kafka_operator(&bootstrap()).await?;
     s.wait_kafka(ConditionStatus::True, "Consuming", &op)
         .await?;
     s.no_incident_for(Duration::from_secs(30), &traffic, &op)
@@ -503,21 +468,21 @@ async fn too_few_quotes_open_nothing_however_low_the_conversion() -> Result<()> 
     );
 
     traffic.finish().await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> Result<()> {
     let _broker = BROKER.read().await;
-    let s = Scenario::new("e2e-business-noop").await?;
+    let s = Scenario::builder("e2e-business-noop").start().await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
     println!("purchase draws seeded with {seed}");
     // Each quote bought with probability 0.3, independently.
     let traffic = Traffic::start(&quotes, &purchases, 10, 300, Some(seed))?;
-    s.deploy("policy-service").await?;
-    s.deploy("quote-service").await?;
-    s.policy(
+    s.deploy_each(&["policy-service"]).await?;
+    s.deploy_each(&["quote-service"]).await?;
+    s.dry_run_policy(
         serde_json::json!([
             conversion_trigger(&quotes, &purchases, 20, 30),
             {
@@ -535,7 +500,7 @@ async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> 
         30,
     )
     .await?;
-    let op = s.operator(&bootstrap())?;
+    let op = s.kafka_operator(&bootstrap()).await?;
     s.wait_kafka(ConditionStatus::True, "Consuming", &op)
         .await?;
     let cpu_before = cpu_seconds(op.pid());
@@ -574,20 +539,20 @@ async fn steady_traffic_with_random_variance_opens_no_incident_for_minutes() -> 
     assert!(said.contains("below the minimum 50%"), "{said}");
 
     traffic.finish().await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_bootstrap_the_policy_says_its_kafka_triggers_are_not_measured() -> Result<()> {
-    let s = Scenario::new("e2e-kafka-off").await?;
+    let s = Scenario::builder("e2e-kafka-off").start().await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
-    s.deploy("policy-service").await?;
-    s.policy(
+    s.deploy_each(&["policy-service"]).await?;
+    s.dry_run_policy(
         serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
         30,
     )
     .await?;
-    let op = s.operator("")?;
+    let op = s.kafka_operator("").await?;
     s.wait_kafka(ConditionStatus::False, "NotConfigured", &op)
         .await?;
     let message = s
@@ -605,7 +570,7 @@ async fn without_a_bootstrap_the_policy_says_its_kafka_triggers_are_not_measured
         1,
         "said once in the log:\n{log}"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 /// CPU seconds a process has used, from /proc (0 when unknown; Linux
@@ -643,12 +608,12 @@ async fn forward(listener: tokio::net::TcpListener, to: String) {
 async fn an_unreachable_broker_opens_no_incident_says_so_and_detection_starts_when_it_answers()
 -> Result<()> {
     let _broker = BROKER.read().await;
-    let s = Scenario::new("e2e-broker-away").await?;
+    let s = Scenario::builder("e2e-broker-away").start().await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // The conversion is already zero: a source that guessed would fire.
     let traffic = Traffic::start(&quotes, &purchases, 10, 0, None)?;
-    s.deploy("policy-service").await?;
-    s.policy(
+    s.deploy_each(&["policy-service"]).await?;
+    s.dry_run_policy(
         serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
         30,
     )
@@ -659,7 +624,7 @@ async fn an_unreachable_broker_opens_no_incident_says_so_and_detection_starts_wh
         l.local_addr()?.port()
     };
     let away = format!("127.0.0.1:{port}");
-    let op = s.operator(&away)?;
+    let op = s.kafka_operator(&away).await?;
     s.wait_kafka(ConditionStatus::False, "BrokerUnavailable", &op)
         .await?;
     let message = s
@@ -691,7 +656,7 @@ async fn an_unreachable_broker_opens_no_incident_says_so_and_detection_starts_wh
 
     forwarder.abort();
     traffic.finish().await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 /// Runs the harness's signals script (`kafka-stop`, `kafka-start`).
@@ -711,16 +676,16 @@ fn signals(command: &str) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_away_for_a_minute_opens_no_incident_and_detection_resumes_after() -> Result<()> {
     let _broker = BROKER.write().await;
-    let s = Scenario::new("e2e-broker-outage").await?;
+    let s = Scenario::builder("e2e-broker-outage").start().await?;
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     let traffic = Traffic::start(&quotes, &purchases, 10, 300, None)?;
-    s.deploy("policy-service").await?;
-    s.policy(
+    s.deploy_each(&["policy-service"]).await?;
+    s.dry_run_policy(
         serde_json::json!([conversion_trigger(&quotes, &purchases, 20, 10)]),
         20,
     )
     .await?;
-    let op = s.operator(&bootstrap())?;
+    let op = s.kafka_operator(&bootstrap()).await?;
     s.wait_kafka(ConditionStatus::True, "Consuming", &op)
         .await?;
     s.no_incident_for(Duration::from_secs(15), &traffic, &op)
@@ -760,5 +725,5 @@ async fn a_broker_away_for_a_minute_opens_no_incident_and_detection_resumes_afte
         fault.elapsed().as_secs_f64()
     );
     traffic.finish().await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }

@@ -76,7 +76,7 @@ async fn faults_detected_across_an_etcd_and_api_server_restart_get_one_incident_
     for n in &names {
         wait_ready(&client, &ns.name, n, 1, LONG).await?;
     }
-    let _operator = Operator::start(&ns.name, &[])?;
+    let _operator = Operator::start(&ns.name, &[]).await?;
 
     // Two faults just before the crash, while detection is in flight.
     inject_once(&client, &ns.name, &names[0]).await?;

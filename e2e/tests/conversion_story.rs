@@ -136,7 +136,7 @@ async fn business_policy(d: &Demo, ladder: serde_json::Value, traces: TraceCheck
     Ok(())
 }
 
-fn operator(d: &Demo) -> Result<Operator> {
+async fn operator(d: &Demo) -> Result<Operator> {
     Operator::start(
         &d.ns.name,
         &[
@@ -144,6 +144,7 @@ fn operator(d: &Demo) -> Result<Operator> {
             ("SRE_SPACE_JAEGER_QUERY", d.query.as_str()),
         ],
     )
+    .await
 }
 
 /// Waits for the source to say it is consuming, and for a healthy
@@ -231,7 +232,7 @@ async fn a_release_that_breaks_purchases_is_detected_on_kafka_and_rolled_back() 
         TraceCheck::NameOnly,
     )
     .await?;
-    let _operator = operator(&d)?;
+    let _operator = operator(&d).await?;
     let (load, seconds) = customers(&d);
     steady(&d, &seconds).await?;
 
@@ -356,7 +357,7 @@ async fn payments_failing_without_a_rollout_are_escalated_naming_the_failing_ope
         TraceCheck::Errors,
     )
     .await?;
-    let _operator = operator(&d)?;
+    let _operator = operator(&d).await?;
     let (load, seconds) = customers(&d);
     steady(&d, &seconds).await?;
 

@@ -9,91 +9,14 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use sre_chaos::Target;
+use kube::{Api, ResourceExt};
 use sre_space::crd::SignalKind;
 use sre_space::crd::{
     ActionState, ActionType, Category, Incident, IncidentMemory, Outcome, Phase, RemediationPolicy,
 };
 use sre_space_e2e::incident_of;
-use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, kubectl_output,
-    wait_incident, wait_ready, wait_until,
-};
-
-const LONG: Duration = Duration::from_secs(90);
-
-struct Scenario {
-    client: Client,
-    ns: TestNamespace,
-}
-
-impl Scenario {
-    async fn new(prefix: &str) -> Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let ns = TestNamespace::create(&client, prefix).await?;
-        Ok(Self { client, ns })
-    }
-
-    fn name(&self) -> &str {
-        &self.ns.name
-    }
-
-    async fn deploy(&self, name: &str, replicas: i32, memory: &str) -> Result<()> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.name());
-        api.create(&PostParams::default(), &deployment(name, replicas, memory))
-            .await?;
-        wait_ready(&self.client, self.name(), name, replicas as usize, LONG).await
-    }
-
-    fn chaos(&self, deployment: &str) -> Target {
-        Target {
-            client: self.client.clone(),
-            namespace: self.name().to_string(),
-            deployment: deployment.into(),
-            dry_run: false,
-        }
-    }
-
-    async fn incidents(&self) -> Result<Vec<Incident>> {
-        Ok(
-            Api::<Incident>::namespaced(self.client.clone(), self.name())
-                .list(&ListParams::default())
-                .await?
-                .items,
-        )
-    }
-
-    async fn deployment(&self, name: &str) -> Result<Deployment> {
-        Ok(
-            Api::<Deployment>::namespaced(self.client.clone(), self.name())
-                .get(name)
-                .await?,
-        )
-    }
-
-    /// Waits until the named incident is Resolved and returns it.
-    async fn resolved(&self, incident: &str) -> Result<Incident> {
-        wait_incident(&self.client, self.name(), incident, LONG, "Resolved", |i| {
-            phase(i) == Phase::Resolved
-        })
-        .await
-    }
-
-    async fn pod_names(&self, app: &str) -> Result<BTreeSet<String>> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), self.name());
-        let list = pods
-            .list(&ListParams::default().labels(&format!("app={app}")))
-            .await?;
-        Ok(list
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.name_any())
-            .collect())
-    }
-}
+use sre_space_e2e::scenario::LONG;
+use sre_space_e2e::{Operator, Scenario, kubectl_output, wait_incident, wait_ready, wait_until};
 
 fn phase(i: &Incident) -> Phase {
     i.status.as_ref().map(|s| s.phase).unwrap_or_default()
@@ -114,10 +37,12 @@ fn fast(v: &mut serde_json::Value, cooldown: i64, window: i64) {
 
 #[tokio::test]
 async fn oom_kill_raises_memory_and_resolves_with_postmortem_and_memory() -> Result<()> {
-    let s = Scenario::new("e2e-oom").await?;
-    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
-    s.deploy("quote", 2, "64Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let s = Scenario::builder("e2e-oom")
+        .policy(|v| fast(v, 5, 5))
+        .deploy("quote", 2, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
     s.chaos("quote").oom().await?;
     let inc = s
@@ -185,15 +110,17 @@ async fn oom_kill_raises_memory_and_resolves_with_postmortem_and_memory() -> Res
         memory.status.and_then(|m| m.best_action),
         Some(ActionType::RaiseMemoryLimit)
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn a_crash_looping_rollout_is_diagnosed_and_rolled_back() -> Result<()> {
-    let s = Scenario::new("e2e-rollout").await?;
-    create_policy(&s.client, s.name(), |v| fast(v, 5, 8)).await?;
-    s.deploy("policy", 2, "128Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let s = Scenario::builder("e2e-rollout")
+        .policy(|v| fast(v, 5, 8))
+        .deploy("policy", 2, "128Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
     s.chaos("policy").bad_rollout().await?;
     let inc = s
@@ -224,21 +151,22 @@ async fn a_crash_looping_rollout_is_diagnosed_and_rolled_back() -> Result<()> {
         .and_then(|a| a.get(sre_chaos::SIMULATE).cloned());
     assert_eq!(simulate, None);
     wait_ready(&s.client, s.name(), "policy", 2, LONG).await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalates() -> Result<()> {
-    let s = Scenario::new("e2e-repeat").await?;
-    create_policy(&s.client, s.name(), |v| {
+    let s = Scenario::builder("e2e-repeat")
+        .policy(|v| {
         fast(v, 15, 4);
         v["spec"]["guardrails"]["escalateAfterAttempts"] = 2.into();
         v["spec"]["actions"] = serde_json::json!([{ "type": "RestartPod" }, { "type": "RolloutRestart" }, { "type": "Escalate" }]);
     })
-    .await?;
-    // Two replicas: the only ready pod of a workload is never evicted.
-    s.deploy("user", 2, "64Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+        // Two replicas: the only ready pod of a workload is never evicted.
+        .deploy("user", 2, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
     // The fault keeps coming back, every two seconds, whatever is done.
     let chaos = s.chaos("user");
@@ -283,19 +211,20 @@ async fn a_fault_repeating_within_the_cooldown_gets_no_extra_action_then_escalat
             .contains("2 attempt(s)")
     );
     assert!(status.post_mortem.unwrap_or_default().contains("escalated"));
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn an_oom_of_a_bare_pod_never_deletes_it_the_restart_is_refused_and_the_ladder_moves_on()
 -> Result<()> {
-    let s = Scenario::new("e2e-barepod").await?;
-    create_policy(&s.client, s.name(), |v| {
-        fast(v, 1, 5);
-        v["spec"]["actions"] =
-            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
-    })
-    .await?;
+    let s = Scenario::builder("e2e-barepod")
+        .policy(|v| {
+            fast(v, 1, 5);
+            v["spec"]["actions"] =
+                serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+        })
+        .start()
+        .await?;
     // A pod without a controller: deleted, nothing would bring it back.
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), s.name());
     let bare: Pod = serde_json::from_value(serde_json::json!({
@@ -312,7 +241,7 @@ async fn an_oom_of_a_bare_pod_never_deletes_it_the_restart_is_refused_and_the_la
         Ok(p.status.and_then(|st| st.phase).as_deref() == Some("Running"))
     })
     .await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let _operator = s.operator(&[]).await?;
 
     s.chaos("batch-runner")
         .oom_pod(pods.get("batch-runner").await?)
@@ -372,7 +301,7 @@ async fn an_oom_of_a_bare_pod_never_deletes_it_the_restart_is_refused_and_the_la
         pods.get_opt("batch-runner").await?.is_some(),
         "still there after the escalation"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 /// A policy that restarts one pod at a time, lets two go at once (so only
@@ -385,7 +314,14 @@ fn restart_two_pods(v: &mut serde_json::Value, mode: &str) {
     v["spec"]["actions"] = serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
 }
 
-impl Scenario {
+/// Two incidents of one workload at once, and what each of them did.
+trait TwoIncidents {
+    async fn oom_and_crashloop_at_once(&self, app: &str) -> Result<[String; 2]>;
+    async fn restarts(&self, names: &[String]) -> Result<Vec<(Incident, usize)>>;
+    async fn one_restart_and_one_waiting(&self, names: &[String], saying: &str) -> Result<()>;
+}
+
+impl TwoIncidents for Scenario {
     /// OOM-kills one pod of the app and crash-loops the other in the same
     /// moment: two incidents of one workload. Returns their names.
     async fn oom_and_crashloop_at_once(&self, app: &str) -> Result<[String; 2]> {
@@ -462,26 +398,30 @@ impl Scenario {
 
 #[tokio::test]
 async fn two_faults_of_one_workload_at_once_get_one_change() -> Result<()> {
-    let s = Scenario::new("e2e-twofaults").await?;
-    create_policy(&s.client, s.name(), |v| restart_two_pods(v, "Automatic")).await?;
-    // A third pod stays ready: the OOM-killed pod is never the last ready one.
-    s.deploy("cart", 3, "64Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let s = Scenario::builder("e2e-twofaults")
+        .policy(|v| restart_two_pods(v, "Automatic"))
+        // A third pod stays ready: the OOM-killed pod is never the last ready one.
+        .deploy("cart", 3, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
     // Two incidents of one workload plan at once.
     let names = s.oom_and_crashloop_at_once("cart").await?;
     s.one_restart_and_one_waiting(&names, "waiting until")
         .await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn two_approvals_for_one_workload_at_once_make_one_change() -> Result<()> {
-    let s = Scenario::new("e2e-twoapprovals").await?;
-    create_policy(&s.client, s.name(), |v| restart_two_pods(v, "Manual")).await?;
-    // A third pod stays ready: the OOM-killed pod is never the last ready one.
-    s.deploy("basket", 3, "64Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let s = Scenario::builder("e2e-twoapprovals")
+        .policy(|v| restart_two_pods(v, "Manual"))
+        // A third pod stays ready: the OOM-killed pod is never the last ready one.
+        .deploy("basket", 3, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
     let names = s.oom_and_crashloop_at_once("basket").await?;
     let mut waiting = vec![];
@@ -507,21 +447,22 @@ async fn two_approvals_for_one_workload_at_once_make_one_change() -> Result<()> 
         approved?;
     }
     s.one_restart_and_one_waiting(&names, "is approved").await?;
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
-    let s = Scenario::new("e2e-dryrun").await?;
-    create_policy(&s.client, s.name(), |v| {
-        v["spec"]["mode"] = "DryRun".into();
-        fast(v, 5, 5);
-    })
-    .await?;
-    s.deploy("front", 2, "64Mi").await?;
+    let s = Scenario::builder("e2e-dryrun")
+        .policy(|v| {
+            v["spec"]["mode"] = "DryRun".into();
+            fast(v, 5, 5);
+        })
+        .deploy("front", 2, "64Mi")
+        .start()
+        .await?;
     let before = s.deployment("front").await?;
     let pods_before = s.pod_names("front").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let _operator = s.operator(&[]).await?;
 
     s.chaos("front").oom().await?;
     let inc = s
@@ -547,19 +488,20 @@ async fn dry_run_records_what_it_would_do_and_changes_nothing() -> Result<()> {
         pods_before,
         "no pod was touched"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn manual_mode_waits_for_approval_then_acts_once() -> Result<()> {
-    let s = Scenario::new("e2e-manual").await?;
-    create_policy(&s.client, s.name(), |v| {
-        v["spec"]["mode"] = "Manual".into();
-        fast(v, 5, 5);
-    })
-    .await?;
-    s.deploy("ledger", 2, "64Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let s = Scenario::builder("e2e-manual")
+        .policy(|v| {
+            v["spec"]["mode"] = "Manual".into();
+            fast(v, 5, 5);
+        })
+        .deploy("ledger", 2, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
     s.chaos("ledger").crashloop(5).await?;
     let pods_before = s.pod_names("ledger").await?;
@@ -611,14 +553,16 @@ async fn manual_mode_waits_for_approval_then_acts_once() -> Result<()> {
         1,
         "exactly one pod was restarted"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> Result<()> {
-    let s = Scenario::new("e2e-crash").await?;
-    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
-    s.deploy("billing", 3, "64Mi").await?;
+    let s = Scenario::builder("e2e-crash")
+        .policy(|v| fast(v, 5, 5))
+        .deploy("billing", 3, "64Mi")
+        .start()
+        .await?;
 
     // Every pod ever seen, to count replacements.
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), s.name());
@@ -640,7 +584,9 @@ async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> 
         })
     };
 
-    let mut first = Operator::start(s.name(), &[("SRE_SPACE_TEST_CRASH_AFTER_RECORD", "1")])?;
+    let mut first = s
+        .operator(&[("SRE_SPACE_TEST_CRASH_AFTER_RECORD", "1")])
+        .await?;
     s.chaos("billing").crashloop(5).await?;
     first.wait_exit(LONG).await?;
     let inc = Api::<Incident>::namespaced(s.client.clone(), s.name())
@@ -658,7 +604,7 @@ async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> 
         "nothing was restarted before the crash"
     );
 
-    let _second = Operator::start(s.name(), &[])?;
+    let _second = s.operator(&[]).await?;
     let inc = s
         .resolved(&incident_of("billing", SignalKind::CrashLoopBackOff))
         .await?;
@@ -674,19 +620,20 @@ async fn an_operator_killed_between_recording_and_acting_acts_exactly_once() -> 
         4,
         "exactly one pod was replaced"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn a_pod_disruption_budget_blocks_the_restart_and_the_incident_says_why() -> Result<()> {
-    let s = Scenario::new("e2e-pdb").await?;
-    create_policy(&s.client, s.name(), |v| {
-        fast(v, 1, 5);
-        v["spec"]["actions"] =
-            serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
-    })
-    .await?;
-    s.deploy("orders", 2, "64Mi").await?;
+    let s = Scenario::builder("e2e-pdb")
+        .policy(|v| {
+            fast(v, 1, 5);
+            v["spec"]["actions"] =
+                serde_json::json!([{ "type": "RestartPod" }, { "type": "Escalate" }]);
+        })
+        .deploy("orders", 2, "64Mi")
+        .start()
+        .await?;
     let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
         serde_json::from_value(serde_json::json!({
             "metadata": { "name": "orders" },
@@ -696,7 +643,7 @@ async fn a_pod_disruption_budget_blocks_the_restart_and_the_incident_says_why() 
         .create(&PostParams::default(), &pdb)
         .await?;
     let pods_before = s.pod_names("orders").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let _operator = s.operator(&[]).await?;
 
     s.chaos("orders").crashloop(5).await?;
     let inc = wait_incident(
@@ -723,21 +670,22 @@ async fn a_pod_disruption_budget_blocks_the_restart_and_the_incident_says_why() 
         pods_before,
         "no pod was evicted"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn normal_churn_opens_no_incident() -> Result<()> {
-    let s = Scenario::new("e2e-noop").await?;
-    create_policy(&s.client, s.name(), |v| {
+    let s = Scenario::builder("e2e-noop")
+        .policy(|v| {
         v["spec"]["triggers"] = serde_json::json!([
             { "type": "OOMKilled" }, { "type": "CrashLoopBackOff" }, { "type": "ImagePullBackOff" },
             { "type": "Unschedulable", "gracePeriodSeconds": 10 }, { "type": "ReadinessFailing", "gracePeriodSeconds": 10 }
         ]);
     })
-    .await?;
-    s.deploy("catalog", 3, "64Mi").await?;
-    let _operator = Operator::start(s.name(), &[])?;
+        .deploy("catalog", 3, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), s.name());
 
     // A rolling update to a new image.
@@ -787,16 +735,18 @@ async fn normal_churn_opens_no_incident() -> Result<()> {
         "churn opened incidents: {:?}",
         incidents.iter().map(|i| i.name_any()).collect::<Vec<_>>()
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn a_policy_whose_cap_is_below_a_current_limit_is_not_ready_and_says_what_to_fix()
 -> Result<()> {
-    let s = Scenario::new("e2e-cap").await?;
-    s.deploy("search", 1, "2Gi").await?;
-    create_policy(&s.client, s.name(), |_| {}).await?;
-    let _operator = Operator::start(s.name(), &[])?;
+    let s = Scenario::builder("e2e-cap")
+        .deploy("search", 1, "2Gi")
+        .policy(|_| {})
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
     let api: Api<RemediationPolicy> = Api::namespaced(s.client.clone(), s.name());
     let ready_condition = |p: RemediationPolicy| {
         p.status
@@ -826,16 +776,18 @@ async fn a_policy_whose_cap_is_below_a_current_limit_is_not_ready_and_says_what_
         "name",
     ])?;
     assert!(!events.trim().is_empty(), "a Warning event is published");
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop() -> Result<()> {
     use sre_space_e2e::fake_openai::{Behaviour, FakeOpenAi};
-    let s = Scenario::new("e2e-llm").await?;
-    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
-    s.deploy("pricing", 1, "64Mi").await?;
-    s.deploy("tax", 1, "64Mi").await?;
+    let s = Scenario::builder("e2e-llm")
+        .policy(|v| fast(v, 5, 5))
+        .deploy("pricing", 1, "64Mi")
+        .deploy("tax", 1, "64Mi")
+        .start()
+        .await?;
     let (fake, url) = FakeOpenAi::start().await;
     let agrees = serde_json::json!({ "hypotheses": [{
         "category": "OutOfMemory", "statement": "pricing leaks memory under load", "confidence": 0.8,
@@ -853,7 +805,7 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
         ("SRE_SPACE_LLM_MODEL", "fake"),
         ("SRE_SPACE_LLM_TIMEOUT_SECONDS", "5"),
     ];
-    let _operator = Operator::start(s.name(), &env)?;
+    let _operator = s.operator(&env).await?;
 
     s.chaos("pricing").oom().await?;
     let inc = s
@@ -900,30 +852,27 @@ async fn a_configured_model_is_consulted_and_a_failing_one_never_blocks_the_loop
         executed(&inc),
         [(ActionType::RaiseMemoryLimit, ActionState::Succeeded)]
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() -> Result<()> {
-    use sre_space_e2e::fake_github::FakeGitHub;
+    use sre_space_e2e::fake_github::{self, FakeGitHub};
     let values = "policyService:\n  resources:\n    limits:\n      memory: 64Mi\n";
     let (fake, url) = FakeGitHub::start().await;
     fake.seed("acme/deploy", &[("deploy/values.yaml", values)]);
-    let s = Scenario::new("e2e-gitops").await?;
-    create_policy(&s.client, s.name(), |v| {
+    let s = Scenario::builder("e2e-gitops")
+        .policy(|v| {
         fast(v, 5, 5);
         v["spec"]["github"] = serde_json::json!({
             "repository": "acme/deploy",
             "gitops": { "path": "deploy/values.yaml", "valuesKey": "policyService.resources.limits.memory" }
         });
     })
-    .await?;
-    s.deploy("checkout", 1, "64Mi").await?;
-    let env = [
-        ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
-        ("SRE_SPACE_GITHUB_API_URL", url.as_str()),
-    ];
-    let _operator = Operator::start(s.name(), &env)?;
+        .deploy("checkout", 1, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&fake_github::operator_env(&url)).await?;
 
     s.chaos("checkout").oom().await?;
     let inc = wait_incident(
@@ -994,7 +943,7 @@ async fn an_oom_is_reported_on_github_and_fixed_through_a_merged_pull_request() 
         fake.requests().iter().all(|r| !r.contains("/merge")),
         "the operator never merges"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 fn free_port() -> u16 {
@@ -1017,12 +966,14 @@ async fn http_get(port: u16, path: &str) -> Result<String> {
 #[tokio::test]
 async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
     use k8s_openapi::api::coordination::v1::Lease;
-    let s = Scenario::new("e2e-leader").await?;
-    create_policy(&s.client, s.name(), |v| fast(v, 5, 5)).await?;
-    s.deploy("ads", 1, "64Mi").await?;
-    s.deploy("search", 1, "64Mi").await?;
+    let s = Scenario::builder("e2e-leader")
+        .policy(|v| fast(v, 5, 5))
+        .deploy("ads", 1, "64Mi")
+        .deploy("search", 1, "64Mi")
+        .start()
+        .await?;
     let ports = [free_port(), free_port()];
-    let start = |id: &str, port: u16| {
+    let start = async |id: &str, port: u16| {
         let addr = format!("127.0.0.1:{port}");
         let env = [
             ("SRE_SPACE_LEASE_NAMESPACE", s.name()),
@@ -1030,9 +981,9 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
             ("POD_NAME", id),
             ("SRE_SPACE_HTTP_ADDR", addr.as_str()),
         ];
-        Operator::start(s.name(), &env)
+        Operator::start_standby(s.name(), &env).await
     };
-    let mut a = start("replica-a", ports[0])?;
+    let mut a = start("replica-a", ports[0]).await?;
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), s.name());
     wait_until(LONG, "replica-a to lead", || async {
         Ok(leases
@@ -1043,7 +994,7 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
             == Some("replica-a"))
     })
     .await?;
-    let mut b = start("replica-b", ports[1])?;
+    let mut b = start("replica-b", ports[1]).await?;
     wait_until(LONG, "the follower to serve /readyz", || async {
         Ok(http_get(ports[1], "/readyz")
             .await
@@ -1109,5 +1060,5 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
         "the new leader repeated nothing"
     );
     b.kill();
-    s.ns.cleanup().await
+    s.cleanup().await
 }

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sre_chaos::Target;
 use sre_space::crd::SignalKind;
 use sre_space_e2e::incident_of;
+use sre_space_e2e::unique;
 use sre_space_e2e::{
     Operator, TestNamespace, client, create_policy, deployment, http_request, install_crds,
     repo_dir, wait_ready, wait_until,
@@ -29,14 +30,6 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn unique() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos:x}-{}", std::process::id())
 }
 
 /// A chromedriver process on a free loopback port, killed when dropped.
@@ -210,7 +203,7 @@ async fn a_bare_dashboard_on_the_network_is_refused_and_a_token_is_required() ->
     let ns = TestNamespace::create(&client, "e2e-dash-auth").await?;
 
     let port = free_port()?;
-    let mut open = Operator::start(
+    let mut open = Operator::spawn(
         &ns.name,
         &[("SRE_SPACE_DASHBOARD_ADDR", &format!("0.0.0.0:{port}"))],
     )?;
@@ -234,7 +227,8 @@ async fn a_bare_dashboard_on_the_network_is_refused_and_a_token_is_required() ->
             ("SRE_SPACE_DASHBOARD_ADDR", addr.as_str()),
             ("SRE_SPACE_DASHBOARD_TOKEN", token.as_str()),
         ],
-    )?;
+    )
+    .await?;
     wait_until(
         Duration::from_secs(30),
         "the dashboard to listen",
@@ -290,7 +284,8 @@ async fn an_oom_kill_appears_on_the_open_dashboard_and_resolves_without_a_reload
             ("SRE_SPACE_DASHBOARD_ADDR", addr.as_str()),
             ("SRE_SPACE_DASHBOARD_TOKEN", token.as_str()),
         ],
-    )?;
+    )
+    .await?;
     wait_until(
         Duration::from_secs(30),
         "the dashboard to listen",

@@ -12,20 +12,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use sre_space::crd::SignalKind;
-use sre_space::crd::{ActionState, ConditionStatus, Incident, Phase, RemediationPolicy};
+use sre_space::crd::{ActionState, ConditionStatus, Phase};
 use sre_space_e2e::incident_of;
-use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
-    wait_ready, wait_until,
-};
-
-const LONG: Duration = Duration::from_secs(90);
+use sre_space_e2e::scenario::LONG;
+use sre_space_e2e::{Scenario, wait_incident, wait_until};
 
 /// A health endpoint served by the test: answers `status` on /healthz and
 /// counts the requests; closes every connection after its answer, so a
@@ -120,47 +115,18 @@ impl HealthServer {
     }
 }
 
-struct Scenario {
-    client: Client,
-    ns: TestNamespace,
+/// The policy's HealthChecksAvailable condition.
+trait HealthChecks {
+    async fn health_condition(
+        &self,
+        policy: &str,
+        status: ConditionStatus,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<String>;
 }
 
-impl Scenario {
-    async fn new(prefix: &str) -> Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let ns = TestNamespace::create(&client, prefix).await?;
-        Ok(Self { client, ns })
-    }
-
-    fn name(&self) -> &str {
-        &self.ns.name
-    }
-
-    async fn deploy(&self, names: &[&str]) -> Result<()> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.name());
-        for name in names {
-            api.create(&PostParams::default(), &deployment(name, 1, "64Mi"))
-                .await?;
-        }
-        for name in names {
-            wait_ready(&self.client, self.name(), name, 1, LONG).await?;
-        }
-        Ok(())
-    }
-
-    async fn incidents(&self) -> Result<Vec<String>> {
-        Ok(
-            Api::<Incident>::namespaced(self.client.clone(), self.name())
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|i| i.metadata.name)
-                .collect(),
-        )
-    }
-
+impl HealthChecks for Scenario {
     /// Waits until the policy's HealthChecksAvailable condition has
     /// `status` and `reason`, and returns its message.
     async fn health_condition(
@@ -170,32 +136,10 @@ impl Scenario {
         reason: &str,
         timeout: Duration,
     ) -> Result<String> {
-        let api: Api<RemediationPolicy> = Api::namespaced(self.client.clone(), self.name());
-        let current = || async {
-            let p = api.get(policy).await?;
-            anyhow::Ok(
-                p.status
-                    .unwrap_or_default()
-                    .conditions
-                    .into_iter()
-                    .find(|c| c.type_ == "HealthChecksAvailable"),
-            )
-        };
-        let waited = wait_until(
-            timeout,
-            &format!("HealthChecksAvailable={status:?} {reason} on policy {policy}"),
-            || async {
-                Ok(current()
-                    .await?
-                    .is_some_and(|c| c.status == status && c.reason == reason))
-            },
-        )
-        .await;
-        if let Err(e) = waited {
-            let now = api.get(policy).await?.status.unwrap_or_default().conditions;
-            return Err(e.context(format!("the policy's conditions are: {now:?}")));
-        }
-        Ok(current().await?.map(|c| c.message).unwrap_or_default())
+        let condition = self
+            .policy_condition(policy, "HealthChecksAvailable", status, reason, timeout)
+            .await?;
+        Ok(condition.message)
     }
 }
 
@@ -292,16 +236,16 @@ async fn service_with_loopback_endpoint(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears() -> Result<()> {
-    let s = Scenario::new("e2e-health").await?;
+    let s = Scenario::builder("e2e-health").start().await?;
     let (quote, policy, user) = (
         HealthServer::start().await?,
         HealthServer::start().await?,
         HealthServer::start_on(host_address()?).await?,
     );
-    s.deploy(&["quote-service", "policy-service", "user-service"])
+    s.deploy_each(&["quote-service", "policy-service", "user-service"])
         .await?;
     service_with_loopback_endpoint(&s.client, s.name(), "user-service", &user).await?;
-    create_policy(&s.client, s.name(), |v| {
+    s.policy(|v| {
         health_policy(
             v,
             vec![
@@ -319,7 +263,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
         )
     })
     .await?;
-    let operator = Operator::start(s.name(), &[])?;
+    let operator = s.operator(&[]).await?;
 
     let message = s
         .health_condition("health", ConditionStatus::True, "Probing", LONG)
@@ -333,7 +277,7 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     })
     .await
     .with_context(|| operator.output())?;
-    assert_eq!(s.incidents().await?, Vec::<String>::new());
+    assert_eq!(s.incident_names().await?, Vec::<String>::new());
 
     user.answer(500);
     let broke = std::time::Instant::now();
@@ -418,24 +362,24 @@ async fn a_failing_health_check_opens_one_incident_for_its_workload_and_clears()
     assert_eq!(status.actions.len(), 1, "{:?}", status.actions);
     assert_eq!(status.actions[0].state, ActionState::DryRun);
     assert_eq!(
-        s.incidents().await?,
+        s.incident_names().await?,
         vec![incident_of("user-service", SignalKind::HealthCheck)],
         "the healthy services have no incident"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_nothing_connects_the_operator_blames_its_network_not_the_services() -> Result<()> {
-    let s = Scenario::new("e2e-health-net").await?;
+    let s = Scenario::builder("e2e-health-net").start().await?;
     let servers = [
         HealthServer::start().await?,
         HealthServer::start().await?,
         HealthServer::start().await?,
     ];
     let names = ["quote-service", "policy-service", "user-service"];
-    s.deploy(&names).await?;
-    create_policy(&s.client, s.name(), |v| {
+    s.deploy_each(&names).await?;
+    s.policy(|v| {
         health_policy(
             v,
             servers
@@ -446,7 +390,7 @@ async fn when_nothing_connects_the_operator_blames_its_network_not_the_services(
         )
     })
     .await?;
-    let operator = Operator::start(s.name(), &[])?;
+    let operator = s.operator(&[]).await?;
     s.health_condition("health", ConditionStatus::True, "Probing", LONG)
         .await
         .with_context(|| operator.output())?;
@@ -472,7 +416,7 @@ async fn when_nothing_connects_the_operator_blames_its_network_not_the_services(
     // Several thresholds' worth of failed probes later, still no incident.
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(
-        s.incidents().await?,
+        s.incident_names().await?,
         Vec::<String>::new(),
         "no service is blamed for the operator's network"
     );
@@ -499,17 +443,19 @@ async fn when_nothing_connects_the_operator_blames_its_network_not_the_services(
     })
     .await?;
     assert_eq!(
-        s.incidents().await?,
+        s.incident_names().await?,
         Vec::<String>::new(),
         "services that answer again have nothing to blame"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_in_front_of_two_deployments_is_a_policy_problem_not_an_incident() -> Result<()> {
-    let s = Scenario::new("e2e-health-svc").await?;
-    s.deploy(&["quote-service", "policy-service"]).await?;
+    let s = Scenario::builder("e2e-health-svc")
+        .deploy_each(&["quote-service", "policy-service"])
+        .start()
+        .await?;
     // Its selector matches the pods of both Deployments.
     let service: Service = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "shop" },
@@ -521,7 +467,7 @@ async fn a_service_in_front_of_two_deployments_is_a_policy_problem_not_an_incide
     Api::<Service>::namespaced(s.client.clone(), s.name())
         .create(&PostParams::default(), &service)
         .await?;
-    create_policy(&s.client, s.name(), |v| {
+    s.policy(|v| {
         health_policy(
             v,
             vec![serde_json::json!({
@@ -534,7 +480,7 @@ async fn a_service_in_front_of_two_deployments_is_a_policy_problem_not_an_incide
         )
     })
     .await?;
-    let operator = Operator::start(s.name(), &[])?;
+    let operator = s.operator(&[]).await?;
     let message = s
         .health_condition("health", ConditionStatus::False, "TargetUnresolved", LONG)
         .await
@@ -547,15 +493,15 @@ async fn a_service_in_front_of_two_deployments_is_a_policy_problem_not_an_incide
     // at once (threshold 1), but a check without its one workload posts
     // nothing.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(s.incidents().await?, Vec::<String>::new());
-    s.ns.cleanup().await
+    assert_eq!(s.incident_names().await?, Vec::<String>::new());
+    s.cleanup().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_check_waits_for_a_slow_one_before_blaming_its_service() -> Result<()> {
-    let s = Scenario::new("e2e-health-slow").await?;
+    let s = Scenario::builder("e2e-health-slow").start().await?;
     let (fast, slow) = (HealthServer::start().await?, HealthServer::start().await?);
-    s.deploy(&["quote-service", "policy-service"]).await?;
+    s.deploy_each(&["quote-service", "policy-service"]).await?;
     let check = |url: String, workload: &str, period: i64| {
         serde_json::json!({
             "type": "HealthCheck",
@@ -563,7 +509,7 @@ async fn a_fast_check_waits_for_a_slow_one_before_blaming_its_service() -> Resul
             "healthCheck": { "url": url, "periodSeconds": period, "timeoutSeconds": 1, "failureThreshold": 1 }
         })
     };
-    create_policy(&s.client, s.name(), |v| {
+    s.policy(|v| {
         health_policy(
             v,
             vec![
@@ -573,7 +519,7 @@ async fn a_fast_check_waits_for_a_slow_one_before_blaming_its_service() -> Resul
         )
     })
     .await?;
-    let operator = Operator::start(s.name(), &[])?;
+    let operator = s.operator(&[]).await?;
     s.health_condition("health", ConditionStatus::True, "Probing", LONG)
         .await
         .with_context(|| operator.output())?;
@@ -603,9 +549,9 @@ async fn a_fast_check_waits_for_a_slow_one_before_blaming_its_service() -> Resul
         "the slow check was probed early, not after its 60 s period: {noticed:?}"
     );
     assert_eq!(
-        s.incidents().await?,
+        s.incident_names().await?,
         Vec::<String>::new(),
         "quote-service is not blamed for what is the operator's network"
     );
-    s.ns.cleanup().await
+    s.cleanup().await
 }

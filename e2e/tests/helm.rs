@@ -959,7 +959,7 @@ async fn the_operator_with_the_charts_service_account_resolves_an_oom_and_may_do
     // ServiceAccount's rights.
     let kubeconfig = service_account_kubeconfig(&ns.name, &account)?;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    let mut operator = Operator::start(&ns.name, &[("KUBECONFIG", kubeconfig.as_str())])?;
+    let mut operator = Operator::start(&ns.name, &[("KUBECONFIG", kubeconfig.as_str())]).await?;
     create_policy(&client, &ns.name, |v| {
         v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
         v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();

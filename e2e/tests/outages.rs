@@ -9,18 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
-use kube::api::PostParams;
-use sre_chaos::Target;
 use sre_space::crd::SignalKind;
 use sre_space::crd::{ConditionStatus, Incident, Phase};
 use sre_space_e2e::gate::Gate;
 use sre_space_e2e::incident_of;
-use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, install_crds, wait_incident,
-    wait_ready,
-};
+use sre_space_e2e::{Scenario, fake_github, wait_incident};
 
 const OUTAGE: Duration = Duration::from_secs(60);
 const LONG: Duration = Duration::from_secs(120);
@@ -47,59 +40,30 @@ fn condition(i: &Incident, type_: &str) -> Option<(ConditionStatus, String)> {
         .map(|c| (c.status, c.reason.clone()))
 }
 
-async fn setup(prefix: &str, apps: &[&str]) -> Result<(kube::Client, TestNamespace)> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, prefix).await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    for app in apps {
-        deployments
-            .create(&PostParams::default(), &deployment(app, 1, "64Mi"))
-            .await?;
-    }
-    for app in apps {
-        wait_ready(&client, &ns.name, app, 1, LONG).await?;
-    }
-    Ok((client, ns))
-}
-
-fn target(client: &kube::Client, ns: &str, app: &str) -> Target {
-    Target {
-        client: client.clone(),
-        namespace: ns.into(),
-        deployment: app.into(),
-        dry_run: false,
-    }
-}
-
 #[tokio::test]
 async fn github_unreachable_for_a_minute_delays_the_issue_but_not_the_fix() -> Result<()> {
     use sre_space_e2e::fake_github::FakeGitHub;
     let (fake, url) = FakeGitHub::start().await;
     fake.seed("acme/shop", &[]);
     let (gate, gated) = Gate::start(addr_of(&url)?).await;
-    let (client, ns) = setup("e2e-gh-outage", &["cart"]).await?;
-    create_policy(&client, &ns.name, |v| {
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
-        v["spec"]["github"] = serde_json::json!({ "repository": "acme/shop" });
-    })
-    .await?;
+    let s = Scenario::builder("e2e-gh-outage")
+        .policy(|v| {
+            v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+            v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
+            v["spec"]["github"] = serde_json::json!({ "repository": "acme/shop" });
+        })
+        .deploy_each(&["cart"])
+        .start()
+        .await?;
     let api_url = format!("http://{gated}");
-    let _operator = Operator::start(
-        &ns.name,
-        &[
-            ("SRE_SPACE_GITHUB_TOKEN", "ghp_test"),
-            ("SRE_SPACE_GITHUB_API_URL", api_url.as_str()),
-        ],
-    )?;
+    let _operator = s.operator(&fake_github::operator_env(&api_url)).await?;
 
     gate.close();
     let outage = Instant::now();
-    target(&client, &ns.name, "cart").oom().await?;
+    s.chaos("cart").oom().await?;
     let inc = wait_incident(
-        &client,
-        &ns.name,
+        &s.client,
+        s.name(),
         &incident_of("cart", SignalKind::OOMKilled),
         LONG,
         "Resolved",
@@ -126,8 +90,8 @@ async fn github_unreachable_for_a_minute_delays_the_issue_but_not_the_fix() -> R
     gate.open();
     let recovered = Instant::now();
     wait_incident(
-        &client,
-        &ns.name,
+        &s.client,
+        s.name(),
         &incident_of("cart", SignalKind::OOMKilled),
         LONG,
         "GitHubSynced",
@@ -157,7 +121,7 @@ async fn github_unreachable_for_a_minute_delays_the_issue_but_not_the_fix() -> R
         issue.comments.len(),
         "no comment posted twice"
     );
-    ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
@@ -166,28 +130,29 @@ async fn a_model_unreachable_for_a_minute_leaves_diagnosis_to_the_rules_then_is_
     use sre_space_e2e::fake_openai::{Behaviour, FakeOpenAi};
     let (fake, url) = FakeOpenAi::start().await;
     let (gate, gated) = Gate::start(addr_of(&url)?).await;
-    let (client, ns) = setup("e2e-llm-outage", &["tax", "pricing"]).await?;
-    create_policy(&client, &ns.name, |v| {
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
-    })
-    .await?;
+    let s = Scenario::builder("e2e-llm-outage")
+        .policy(|v| {
+            v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+            v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
+        })
+        .deploy_each(&["tax", "pricing"])
+        .start()
+        .await?;
     let base_url = format!("http://{gated}/v1");
-    let _operator = Operator::start(
-        &ns.name,
-        &[
+    let _operator = s
+        .operator(&[
             ("SRE_SPACE_LLM_BASE_URL", base_url.as_str()),
             ("SRE_SPACE_LLM_MODEL", "fake"),
             ("SRE_SPACE_LLM_TIMEOUT_SECONDS", "5"),
-        ],
-    )?;
+        ])
+        .await?;
 
     gate.close();
     let outage = Instant::now();
-    target(&client, &ns.name, "tax").oom().await?;
+    s.chaos("tax").oom().await?;
     let inc = wait_incident(
-        &client,
-        &ns.name,
+        &s.client,
+        s.name(),
         &incident_of("tax", SignalKind::OOMKilled),
         LONG,
         "Resolved",
@@ -218,10 +183,10 @@ async fn a_model_unreachable_for_a_minute_leaves_diagnosis_to_the_rules_then_is_
         "evidence": ["e1"], "proposed_action": "RaiseMemoryLimit"
     }]});
     fake.then(Behaviour::Answer(agrees.to_string()));
-    target(&client, &ns.name, "pricing").oom().await?;
+    s.chaos("pricing").oom().await?;
     let inc = wait_incident(
-        &client,
-        &ns.name,
+        &s.client,
+        s.name(),
         &incident_of("pricing", SignalKind::OOMKilled),
         LONG,
         "Resolved",
@@ -237,5 +202,5 @@ async fn a_model_unreachable_for_a_minute_leaves_diagnosis_to_the_rules_then_is_
         "the model is consulted again once it is back"
     );
     assert_eq!(fake.requests().len(), 1, "asked once");
-    ns.cleanup().await
+    s.cleanup().await
 }

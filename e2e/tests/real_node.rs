@@ -315,7 +315,7 @@ async fn the_oom_story_runs_on_the_real_node_and_the_raised_limit_holds() -> Res
     Api::<Deployment>::namespaced(rn.client.clone(), &rn.ns.name)
         .create(&PostParams::default(), &deployment)
         .await?;
-    let _operator = Operator::start(&rn.ns.name, &[])?;
+    let _operator = Operator::start(&rn.ns.name, &[]).await?;
 
     let inc = wait_resolved(
         &rn.client,
@@ -366,5 +366,5 @@ async fn the_oom_story_runs_on_the_real_node_and_the_raised_limit_holds() -> Res
         cs.iter().all(|c| c.restart_count == 0 && c.ready),
         "the new pod runs without restarts: {cs:?}"
     );
-    Ok(())
+    rn.ns.cleanup().await
 }

@@ -46,7 +46,8 @@ async fn each_reconcile_of_an_incident_is_a_span_in_jaeger() -> Result<()> {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
             ("OTEL_SERVICE_NAME", service.as_str()),
         ],
-    )?;
+    )
+    .await?;
     Target {
         client: client.clone(),
         namespace: ns.name.clone(),

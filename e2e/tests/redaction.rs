@@ -34,7 +34,7 @@ async fn a_crash_whose_termination_message_holds_secrets_leaves_none_in_the_inci
         .create(&PostParams::default(), &deployment("vault", 1, "64Mi"))
         .await?;
     wait_ready(&client, &name, "vault", 1, LONG).await?;
-    let _operator = Operator::start(&name, &[])?;
+    let _operator = Operator::start(&name, &[]).await?;
 
     let chaos = Target {
         client: client.clone(),

@@ -71,16 +71,21 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
         wait_ready(&client, &ns.name, &format!("svc-{i}"), 1, LONG).await?;
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
-    let start = |id: String| {
+    let start = async |id: String| {
         let env = [
             ("SRE_SPACE_LEASE_NAMESPACE", ns.name.as_str()),
             ("SRE_SPACE_LEASE_DURATION_SECONDS", "3"),
             ("POD_NAME", id.as_str()),
             ("SRE_SPACE_BREAKER_LIMIT", "1000"),
         ];
-        Operator::start(&ns.name, &env).map(|o| (id.clone(), o))
+        Operator::start_standby(&ns.name, &env)
+            .await
+            .map(|o| (id.clone(), o))
     };
-    let mut replicas = vec![start("replica-0".into())?, start("replica-1".into())?];
+    let mut replicas = vec![
+        start("replica-0".into()).await?,
+        start("replica-1".into()).await?,
+    ];
     let mut failovers = Vec::new();
     for i in 0..iterations {
         let deadline = tokio::time::Instant::now() + LONG;
@@ -118,7 +123,7 @@ async fn the_leader_killed_twenty_times_mid_incident_loses_nothing_and_repeats_n
         .await?;
         failovers.push(at.elapsed());
         // Replicas 0 and 1 started first; each kill brings a new one.
-        replicas.push(start(format!("replica-{}", i + 2))?);
+        replicas.push(start(format!("replica-{}", i + 2)).await?);
     }
     for i in 0..iterations {
         let name = incident_of(&format!("svc-{i}"), SignalKind::OOMKilled);
@@ -187,8 +192,8 @@ async fn a_leader_stopped_by_sigterm_hands_the_lease_over_well_within_the_lease_
     // The chart's defaults: a 15 s Lease, tried again every 5 s.
     let lease_seconds = 15u64;
     let seconds = lease_seconds.to_string();
-    let start = |id: &str| {
-        Operator::start(
+    let start = async |id: &str| {
+        Operator::start_standby(
             &ns.name,
             &[
                 ("SRE_SPACE_LEASE_NAMESPACE", ns.name.as_str()),
@@ -196,10 +201,11 @@ async fn a_leader_stopped_by_sigterm_hands_the_lease_over_well_within_the_lease_
                 ("POD_NAME", id),
             ],
         )
+        .await
     };
-    let mut a = start("handover-a")?;
+    let mut a = start("handover-a").await?;
     wait_leader(&leases, &["handover-a"]).await?;
-    let _b = start("handover-b")?;
+    let _b = start("handover-b").await?;
     // Let the follower settle into its retry rhythm, and the leader renew.
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
@@ -310,7 +316,8 @@ async fn a_storm_of_failing_pods_is_held_by_the_guardrails_and_the_breaker() -> 
     let operator = Operator::start(
         &ns.name,
         &[("SRE_SPACE_BREAKER_LIMIT", breaker_env.as_str())],
-    )?;
+    )
+    .await?;
     let pid = operator.pid();
 
     // 200 pods fail at once: every pod of every workload crash-loops.

@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use sre_space_e2e::unique;
 
 /// An address from the variable `signals.sh env` exports, or the default port.
 fn address(var: &str, port_var: &str, default_port: u16, scheme: &str) -> String {
@@ -22,15 +23,6 @@ fn address(var: &str, port_var: &str, default_port: u16, scheme: &str) -> String
             .unwrap_or(default_port);
         format!("{scheme}127.0.0.1:{port}")
     })
-}
-
-/// A suffix no other run of this test uses.
-fn unique() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos:x}-{}", std::process::id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

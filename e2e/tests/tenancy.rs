@@ -3,55 +3,20 @@
 //! own namespace and operator process.
 #![cfg(feature = "cluster")]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use sre_chaos::Target;
+use kube::{Api, Client};
 use sre_space::crd::{
     ActionState, Incident, IncidentSpec, Phase, RemediationPolicy, SignalKind, WorkloadKind,
     WorkloadRef,
 };
 use sre_space::workload::fingerprint;
-use sre_space_e2e::{
-    Operator, TestNamespace, client, create_policy, deployment, incident_of, install_crds,
-    wait_incident, wait_ready, wait_until,
-};
-
-const LONG: Duration = Duration::from_secs(90);
-
-async fn deploy(client: &Client, ns: &str, name: &str, replicas: i32) -> Result<()> {
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment(name, replicas, "64Mi"))
-        .await?;
-    wait_ready(client, ns, name, replicas as usize, LONG).await
-}
-
-fn chaos(client: &Client, ns: &str, deployment: &str) -> Target {
-    Target {
-        client: client.clone(),
-        namespace: ns.to_string(),
-        deployment: deployment.into(),
-        dry_run: false,
-    }
-}
-
-async fn pod_names(client: &Client, ns: &str, app: &str) -> Result<BTreeSet<String>> {
-    let list = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| p.name_any())
-        .collect())
-}
+use sre_space_e2e::scenario::LONG;
+use sre_space_e2e::{Scenario, incident_of, wait_incident, wait_until};
 
 async fn event_reasons(client: &Client, ns: &str, object: &str) -> Result<Vec<String>> {
     let events = Api::<Event>::namespaced(client.clone(), ns)
@@ -72,17 +37,16 @@ fn remediated_reason(i: &Incident) -> Option<String> {
 #[tokio::test]
 async fn an_incident_created_under_a_workloads_name_for_another_target_is_never_fed_its_signals()
 -> Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "e2e-squat").await?;
-    create_policy(&client, &ns.name, |v| {
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
-    })
-    .await?;
-    deploy(&client, &ns.name, "web", 2).await?;
-    deploy(&client, &ns.name, "payments", 2).await?;
-    let payments_before = pod_names(&client, &ns.name, "payments").await?;
+    let s = Scenario::builder("e2e-squat")
+        .policy(|v| {
+            v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+            v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
+        })
+        .deploy("web", 2, "64Mi")
+        .deploy("payments", 2, "64Mi")
+        .start()
+        .await?;
+    let payments_before = s.pod_names("payments").await?;
 
     // Someone who may create Incidents takes the name the operator would
     // give web's OOM kills, with web's fingerprint but payments as target.
@@ -94,7 +58,7 @@ async fn an_incident_created_under_a_workloads_name_for_another_target_is_never_
     let squat = Incident::new(
         &name,
         IncidentSpec {
-            fingerprint: fingerprint(&ns.name, &web, SignalKind::OOMKilled),
+            fingerprint: fingerprint(s.name(), &web, SignalKind::OOMKilled),
             target: WorkloadRef {
                 kind: WorkloadKind::Deployment,
                 name: "payments".into(),
@@ -104,16 +68,16 @@ async fn an_incident_created_under_a_workloads_name_for_another_target_is_never_
             approval: None,
         },
     );
-    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns.name);
+    let incidents: Api<Incident> = Api::namespaced(s.client.clone(), s.name());
     incidents.create(&PostParams::default(), &squat).await?;
-    let _operator = Operator::start(&ns.name, &[])?;
+    let _operator = s.operator(&[]).await?;
 
-    chaos(&client, &ns.name, "web").oom().await?;
+    s.chaos("web").oom().await?;
     wait_until(
         LONG,
         "a FingerprintMismatch event on the squatting incident",
         || {
-            let (client, ns, name) = (client.clone(), ns.name.clone(), name.clone());
+            let (client, ns, name) = (s.client.clone(), s.name().to_string(), name.clone());
             async move {
                 Ok(event_reasons(&client, &ns, &name)
                     .await?
@@ -140,11 +104,11 @@ async fn an_incident_created_under_a_workloads_name_for_another_target_is_never_
         after.status
     );
     assert_eq!(
-        pod_names(&client, &ns.name, "payments").await?,
+        s.pod_names("payments").await?,
         payments_before,
         "payments was not touched"
     );
-    let limit = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+    let limit = Api::<Deployment>::namespaced(s.client.clone(), s.name())
         .get("payments")
         .await?
         .spec
@@ -154,26 +118,25 @@ async fn an_incident_created_under_a_workloads_name_for_another_target_is_never_
         .and_then(|r| r.limits)
         .and_then(|l| l.get("memory").map(|q| q.0.clone()));
     assert_eq!(limit.as_deref(), Some("64Mi"), "payments' memory unchanged");
-    ns.cleanup().await
+    s.cleanup().await
 }
 
 #[tokio::test]
 async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() -> Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "e2e-unselected").await?;
-    create_policy(&client, &ns.name, |v| {
-        v["spec"]["mode"] = "Manual".into();
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
-    })
-    .await?;
-    deploy(&client, &ns.name, "ledger", 2).await?;
-    let _operator = Operator::start(&ns.name, &[])?;
+    let s = Scenario::builder("e2e-unselected")
+        .policy(|v| {
+            v["spec"]["mode"] = "Manual".into();
+            v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+            v["spec"]["guardrails"]["verificationWindowSeconds"] = 5.into();
+        })
+        .deploy("ledger", 2, "64Mi")
+        .start()
+        .await?;
+    let _operator = s.operator(&[]).await?;
 
-    chaos(&client, &ns.name, "ledger").crashloop(5).await?;
+    s.chaos("ledger").crashloop(5).await?;
     let name = incident_of("ledger", SignalKind::CrashLoopBackOff);
-    let inc = wait_incident(&client, &ns.name, &name, LONG, "AwaitingApproval", |i| {
+    let inc = wait_incident(&s.client, s.name(), &name, LONG, "AwaitingApproval", |i| {
         i.status
             .as_ref()
             .is_some_and(|s| s.phase == Phase::AwaitingApproval)
@@ -185,10 +148,10 @@ async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() 
         .and_then(|s| s.actions.last())
         .expect("an action waits")
         .clone();
-    let pods_before = pod_names(&client, &ns.name, "ledger").await?;
+    let pods_before = s.pod_names("ledger").await?;
 
     // The platform team narrows the policy: ledger is no longer covered.
-    let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let policies: Api<RemediationPolicy> = Api::namespaced(s.client.clone(), s.name());
     let narrow = serde_json::json!({ "spec": { "selector": { "matchLabels": {
         "sre.space/protected": null, "app": "checkout" } } } });
     policies
@@ -198,13 +161,13 @@ async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() 
             &Patch::Merge(narrow),
         )
         .await?;
-    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns.name);
+    let incidents: Api<Incident> = Api::namespaced(s.client.clone(), s.name());
     let approval = serde_json::json!({ "spec": { "approval": {
         "actionId": waiting.id, "decision": "Approve", "by": "oncall" } } });
     incidents
         .patch(&name, &PatchParams::default(), &Patch::Merge(approval))
         .await?;
-    let held = wait_incident(&client, &ns.name, &name, LONG, "TargetNotSelected", |i| {
+    let held = wait_incident(&s.client, s.name(), &name, LONG, "TargetNotSelected", |i| {
         remediated_reason(i).as_deref() == Some("TargetNotSelected")
     })
     .await?;
@@ -220,7 +183,7 @@ async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() 
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        pod_names(&client, &ns.name, "ledger").await?,
+        s.pod_names("ledger").await?,
         pods_before,
         "nothing was restarted while ledger is not selected"
     );
@@ -234,7 +197,7 @@ async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() 
         "the approved step waits"
     );
     assert!(
-        event_reasons(&client, &ns.name, &name)
+        event_reasons(&s.client, s.name(), &name)
             .await?
             .iter()
             .any(|r| r == "TargetNotSelected"),
@@ -254,14 +217,11 @@ async fn an_approved_step_waits_while_the_policy_no_longer_selects_the_target() 
     wait_until(
         LONG,
         "the approved restart once ledger is covered again",
-        || {
-            let (client, ns, before) = (client.clone(), ns.name.clone(), pods_before.clone());
-            async move {
-                let after = pod_names(&client, &ns, "ledger").await?;
-                Ok(before.difference(&after).count() == 1)
-            }
+        || async {
+            let after = s.pod_names("ledger").await?;
+            Ok(pods_before.difference(&after).count() == 1)
         },
     )
     .await?;
-    ns.cleanup().await
+    s.cleanup().await
 }

@@ -256,7 +256,7 @@ async fn diagnosed(
         .await?;
     wait_ready(client, ns, &shop.policy, 1, LONG).await?;
     trace_policy(client, ns, kind, &shop.policy, limits).await?;
-    let operator = Operator::start(ns, &[("SRE_SPACE_JAEGER_QUERY", &jaeger())])?;
+    let operator = Operator::start(ns, &[("SRE_SPACE_JAEGER_QUERY", &jaeger())]).await?;
 
     // The trouble lasts as long as the test runs.
     let task = {
@@ -456,7 +456,8 @@ async fn an_unreachable_jaeger_makes_the_trigger_unknown_and_says_so_on_the_poli
     let operator = Operator::start(
         &ns.name,
         &[("SRE_SPACE_JAEGER_QUERY", "http://127.0.0.1:9")],
-    )?;
+    )
+    .await?;
     let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns.name);
     wait_until(LONG, "TracesAvailable False JaegerUnavailable", || async {
         let p = policies.get("demo-services").await?;

@@ -71,7 +71,7 @@ async fn a_watch_expired_by_compaction_is_listed_again_and_no_fault_is_lost_or_d
             .await?;
         wait_ready(&client, &ns.name, name, 1, LONG).await?;
     }
-    let operator = Operator::start(&ns.name, &[])?;
+    let operator = Operator::start(&ns.name, &[]).await?;
     let target = |name: &str| Target {
         client: client.clone(),
         namespace: ns.name.clone(),
