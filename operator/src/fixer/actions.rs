@@ -5,7 +5,8 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::Status;
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
@@ -479,6 +480,23 @@ async fn patch_workload(
     Ok(())
 }
 
+/// Evicts a pod, only if it still has `uid`: a pod recreated under the same
+/// name (a StatefulSet's) is not the one the step was planned for. The body
+/// is written here because kube's `Api::evict` sends the options as
+/// `delete_options`, a field the API server does not know and drops, with
+/// the precondition in it.
+async fn evict(client: &Client, ns: &str, pod: &str, uid: Option<&str>) -> kube::Result<Status> {
+    let eviction = serde_json::json!({
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": { "name": pod, "namespace": ns },
+        "deleteOptions": { "preconditions": { "uid": uid } },
+    });
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create_subresource("eviction", pod, &PostParams::default(), &eviction)
+        .await
+}
+
 /// Takes a recorded action. Safe to call again for the same record. The
 /// action's precondition is checked first (a Superseded result when the
 /// workload changed since it was planned), and `fence` right before each
@@ -511,21 +529,8 @@ pub async fn execute(
                     return Ok(superseded(why));
                 }
             }
-            let params = EvictParams {
-                delete_options: Some(DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: record.target_uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                }),
-                ..EvictParams::default()
-            };
             fence.renew().await?;
-            match Api::<Pod>::namespaced(client.clone(), &ns)
-                .evict(pod, &params)
-                .await
-            {
+            match evict(client, &ns, pod, record.target_uid.as_deref()).await {
                 Ok(_) => Ok(done(format!("evicted pod {pod}"))),
                 // Gone, or replaced by a pod with another UID: the restart
                 // already happened.

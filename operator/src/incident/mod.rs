@@ -109,3 +109,6 @@ async fn apply(
         _ => update.plan_next(policy).await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -408,6 +408,9 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
 }
 
 #[cfg(test)]
+mod reconcile_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{

@@ -1,5 +1,8 @@
 //! Builders for the objects the unit tests share: incidents, their action
-//! records, policies.
+//! records, policies, a workload's objects, and a fake API server.
+
+pub mod api;
+pub mod world;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -7,7 +10,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::crd::{
     ActionRecord, ActionState, ActionStep, ActionType, Approval, ApprovalDecision, Category,
     Diagnosis, Guardrails, Incident, IncidentSpec, IncidentStatus, Mode, Phase, RemediationPolicy,
-    RemediationPolicySpec, SignalKind, WorkloadKind, WorkloadRef, WorkloadSelector,
+    RemediationPolicySpec, SignalKind, SignalObservation, WorkloadKind, WorkloadRef,
+    WorkloadSelector,
 };
 
 /// The time the tests run at.
@@ -69,6 +73,14 @@ pub fn incident(phase: Phase, actions: Vec<ActionRecord>) -> Incident {
         phase,
         occurrences: 1,
         detected_at: Some(at(-300)),
+        last_signal: Some(SignalObservation {
+            pod: Some("web-1".into()),
+            container: Some("app".into()),
+            reason: "OOMKilled".into(),
+            message: "web-1/app was OOMKilled".into(),
+            observed_at: at(-300),
+            key: "web-1/app/OOMKilled".into(),
+        }),
         episode: Some(1),
         diagnosis: Some(Diagnosis {
             analyzer: "rules".into(),
@@ -108,7 +120,10 @@ pub fn policy(mode: Mode) -> RemediationPolicy {
     let mut p = RemediationPolicy::new(
         "heal",
         RemediationPolicySpec {
-            selector: WorkloadSelector::default(),
+            selector: WorkloadSelector {
+                match_labels: [("app".to_string(), "web".to_string())].into(),
+                ..WorkloadSelector::default()
+            },
             triggers: vec![],
             actions: vec![step(ActionType::RestartPod), step(ActionType::Escalate)],
             mode,
