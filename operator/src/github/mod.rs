@@ -4,10 +4,12 @@
 //!
 //! `GitHub` is what the stages call: it checks every call against the
 //! allow-list, then hands it to a `GitHubApi`, the REST transport
-//! (`OctocrabApi`) in the operator, a double in unit tests.
+//! (`OctocrabApi`) in the operator, `memory::InMemoryGitHub` in unit tests.
 
 mod client;
 pub mod gitops;
+#[cfg(test)]
+pub mod memory;
 pub mod render;
 pub mod reporter;
 pub mod sync;
@@ -559,6 +561,73 @@ impl GitHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allowlist::parse;
+    use crate::crd::{ActionState, ActionType, GitHubTarget, GitOpsTarget, Phase};
+    use crate::github::memory::InMemoryGitHub;
+    use crate::testing;
+
+    const LIST: &str = "namespaces:\n- namespace: shop\n  github:\n  - repository: acme/deploy\n";
+
+    /// Access as the runtime builds it, over `github`. The list names
+    /// namespaces only, so no namespace's labels are read and the client
+    /// never connects.
+    fn access(github: &InMemoryGitHub) -> Access {
+        let allow = Shared::fixed(parse(LIST).expect("a valid list"));
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        Access::new(
+            Some(GitHub::guarding(github.api(), allow.clone())),
+            allow,
+            client,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_namespace_the_allow_list_does_not_name_is_refused_before_github_is_called() {
+        let github = InMemoryGitHub::new();
+        github.seed("acme/deploy", &[("values.yaml", "web:\n  memory: 64Mi\n")]);
+        let access = access(&github);
+        let gh = access.for_namespace("billing").await.expect("configured");
+
+        let err = gh.issues("acme/deploy").await.expect_err("refused");
+        assert!(matches!(err, GitHubError::NotAllowed(_)), "{err:?}");
+        assert_eq!(err.reason(), "RepositoryNotAllowed");
+        assert!(err.to_string().contains("acme/deploy"), "{err}");
+        let incident = testing::incident(Phase::Remediating, vec![]);
+        let (_, err) = sync::sync(&gh, "acme/deploy", &incident, &[]).await;
+        assert!(matches!(err, Some(GitHubError::NotAllowed(_))), "{err:?}");
+        let target = GitOpsTarget {
+            path: "values.yaml".into(),
+            base_branch: "main".into(),
+            values_key: Some("web.memory".into()),
+            container: None,
+        };
+        let repo = GitHubTarget {
+            repository: "acme/deploy".into(),
+            labels: vec![],
+            gitops: Some(target.clone()),
+        };
+        let mut record = testing::record(1, ActionType::RaiseMemoryLimit, ActionState::Pending);
+        (record.from, record.to) = (Some("64Mi".into()), Some("96Mi".into()));
+        let err = crate::fixer::gitops::propose(
+            Some(&gh),
+            &repo,
+            &target,
+            &incident,
+            &record,
+            &crate::fixer::Unfenced,
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(matches!(err, GitHubError::NotAllowed(_)), "{err:?}");
+        assert_eq!(github.calls(), Vec::<String>::new(), "GitHub saw nothing");
+
+        // The namespace the list names reaches the same GitHub.
+        let shop = access.for_namespace("shop").await.expect("configured");
+        assert_eq!(shop.issues("acme/deploy").await, Ok(vec![]));
+        assert_eq!(github.calls(), ["issues acme/deploy"]);
+    }
 
     #[test]
     fn files_under_dot_github_are_refused() {
