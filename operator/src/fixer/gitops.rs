@@ -200,3 +200,97 @@ pub async fn propose(
         diff: Some(diff),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ActionType, Phase};
+    use crate::github::memory::InMemoryGitHub;
+    use crate::lease::Unfenced;
+    use crate::testing;
+
+    const REPO: &str = "acme/deploy";
+    const PATH: &str = "apps/shop/values.yaml";
+    const VALUES: &str = "web:\n  resources:\n    limits:\n      memory: 64Mi\n";
+    const LIST: &str = "namespaces:\n- namespace: shop\n  github:\n  - repository: acme/deploy\n    paths: [apps/shop]\n";
+
+    fn target() -> (GitHubTarget, GitOpsTarget) {
+        let t = GitOpsTarget {
+            path: PATH.into(),
+            base_branch: "main".into(),
+            values_key: Some("web.resources.limits.memory".into()),
+            container: None,
+        };
+        let repo = GitHubTarget {
+            repository: REPO.into(),
+            labels: vec![],
+            gitops: Some(t.clone()),
+        };
+        (repo, t)
+    }
+
+    fn raise() -> ActionRecord {
+        let mut r = testing::record(1, ActionType::RaiseMemoryLimit, ActionState::Pending);
+        r.container = Some("app".into());
+        (r.from, r.to) = (Some("64Mi".into()), Some("96Mi".into()));
+        r
+    }
+
+    #[tokio::test]
+    async fn a_memory_raise_opens_one_pull_request_and_a_repeat_finds_it() {
+        let github = InMemoryGitHub::new();
+        github.seed(REPO, &[(PATH, VALUES)]);
+        let gh = github.serving(LIST, "shop");
+        let (repo, t) = target();
+        let incident = testing::incident(Phase::Remediating, vec![raise()]);
+
+        let first = propose(Some(&gh), &repo, &t, &incident, &raise(), &Unfenced)
+            .await
+            .expect("proposed");
+        assert_eq!(first.state, ActionState::AwaitingMerge);
+        let pr = first.pull_request.expect("a pull request");
+        let pulls = github.pulls(REPO);
+        assert_eq!(pulls.len(), 1);
+        assert_eq!(
+            (pulls[0].head.as_str(), pulls[0].base.as_str()),
+            (pr.branch.as_str(), "main")
+        );
+        assert!(github.branches(REPO).contains(&pr.branch));
+        let proposed = github
+            .file_text(REPO, &pr.branch, PATH)
+            .expect("the file on the branch");
+        assert!(proposed.contains("memory: 96Mi"), "{proposed}");
+        assert_eq!(
+            github.file_text(REPO, "main", PATH).as_deref(),
+            Some(VALUES),
+            "main untouched until merged"
+        );
+        assert!(
+            first
+                .diff
+                .is_some_and(|d| d.contains("+      memory: 96Mi"))
+        );
+
+        // A repeat (a restart, a replay) finds the branch, the commit and the
+        // pull request, and writes nothing.
+        let writes = github.writes();
+        let again = propose(Some(&gh), &repo, &t, &incident, &raise(), &Unfenced)
+            .await
+            .expect("found");
+        assert_eq!(again.pull_request.map(|p| p.number), Some(pr.number));
+        assert_eq!(github.pulls(REPO).len(), 1);
+        assert_eq!(github.writes(), writes);
+
+        // Merged by a reviewer: read back as merged, and the base carries the
+        // change, so proposing again has nothing to do.
+        github.merge(REPO, pr.number);
+        let merged = gh.pull(REPO, pr.number).await.expect("the pull request");
+        assert!(merged.merged_at.is_some());
+        assert_eq!(merged.state, "closed");
+        let after = propose(Some(&gh), &repo, &t, &incident, &raise(), &Unfenced)
+            .await
+            .expect("answered");
+        assert_eq!(after.state, ActionState::Succeeded);
+        assert_eq!(github.pulls(REPO).len(), 1);
+    }
+}

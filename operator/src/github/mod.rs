@@ -1,18 +1,27 @@
 //! GitHub, behind one client: incident issues and their comments, and GitOps
 //! pull requests. The operator never merges, never enables auto-merge, and
 //! never writes under `.github/`.
+//!
+//! `GitHub` is what the stages call: it checks every call against the
+//! allow-list, then hands it to a `GitHubApi`, the REST transport
+//! (`OctocrabApi`) in the operator, `memory::InMemoryGitHub` in unit tests.
 
+mod client;
 pub mod gitops;
+#[cfg(test)]
+pub mod memory;
 pub mod render;
 pub mod reporter;
 pub mod sync;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use octocrab::Octocrab;
 use serde::Deserialize;
+
+pub use client::OctocrabApi;
 
 use crate::allowlist::{Shared, Tenant, path_components, split_repository};
 use crate::{Error, Result};
@@ -122,49 +131,12 @@ impl GitHubError {
         }
     }
 
-    fn status(&self) -> Option<u16> {
+    /// The HTTP status GitHub refused with, when it did.
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Self::Refused(m) => m.split(':').next().and_then(|c| c.trim().parse().ok()),
             _ => None,
         }
-    }
-}
-
-fn classify(e: octocrab::Error) -> GitHubError {
-    match e {
-        octocrab::Error::GitHub { source, .. } => {
-            let code = source.status_code.as_u16();
-            let header = |name: &str| {
-                source
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            let limited = code == 429
-                || (code == 403
-                    && (header("x-ratelimit-remaining") == Some(0)
-                        || source.message.to_lowercase().contains("rate limit")));
-            if limited {
-                let wait = header("retry-after").or_else(|| {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .ok()?
-                        .as_secs();
-                    source
-                        .rate_limit_reset
-                        .or(header("x-ratelimit-reset"))
-                        .map(|reset| reset.saturating_sub(now))
-                });
-                GitHubError::RateLimited(Duration::from_secs(wait.unwrap_or(60).clamp(1, 3600)))
-            } else if code >= 500 {
-                GitHubError::Unavailable(format!("{code}: {}", source.message))
-            } else {
-                GitHubError::Refused(format!("{code}: {}", source.message))
-            }
-        }
-        other => GitHubError::Unavailable(other.to_string()),
     }
 }
 
@@ -196,22 +168,6 @@ pub struct PullRequest {
     pub merged_at: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct GitRef {
-    object: GitObject,
-}
-
-#[derive(Deserialize)]
-struct GitObject {
-    sha: String,
-}
-
-#[derive(Deserialize)]
-struct Contents {
-    sha: String,
-    content: String,
-}
-
 /// Whom the client's calls serve.
 #[derive(Clone)]
 enum Scope {
@@ -226,12 +182,94 @@ enum Scope {
     },
 }
 
-/// The GitHub client of the operator. Every call passes through `guard`,
+pub type GitHubFuture<'a, T> =
+    Pin<Box<dyn Future<Output = std::result::Result<T, GitHubError>> + Send + 'a>>;
+
+/// The GitHub REST calls the operator makes, and nothing else. A transport
+/// only carries them: by the time one is called, `GitHub` has checked the
+/// repository (`owner/name`), the branch names and the path (normalized),
+/// and the allow-list. Errors are classified as GitHub's would be: a refusal
+/// is `Refused("{status}: {message}")`.
+pub trait GitHubApi: Send + Sync {
+    /// Open and closed issues labelled `sre-space`, newest first, one page;
+    /// pull requests left out.
+    fn issues<'a>(&'a self, repo: &'a str) -> GitHubFuture<'a, Vec<Issue>>;
+    fn create_issue<'a>(
+        &'a self,
+        repo: &'a str,
+        title: &'a str,
+        body: &'a str,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, Issue>;
+    /// Sets the issue's title, state (`open`/`closed`) and labels.
+    fn update_issue<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        title: &'a str,
+        state: &'a str,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, Issue>;
+    /// The issue's comments, oldest first.
+    fn comments<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<Comment>>;
+    fn comment<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Comment>;
+    /// The commit a branch points at, or None when it does not exist.
+    fn branch_sha<'a>(&'a self, repo: &'a str, branch: &'a str)
+    -> GitHubFuture<'a, Option<String>>;
+    /// Creates `branch` at commit `sha`; refused (422) when it exists.
+    fn create_branch<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+        sha: &'a str,
+    ) -> GitHubFuture<'a, ()>;
+    /// A file's text and blob sha on a branch.
+    fn file<'a>(
+        &'a self,
+        repo: &'a str,
+        path: &'a str,
+        branch: &'a str,
+    ) -> GitHubFuture<'a, (String, String)>;
+    /// Commits new text for one file on a branch; `sha` is the blob being
+    /// replaced, and a stale one is refused (409).
+    fn write_file<'a>(
+        &'a self,
+        repo: &'a str,
+        path: &'a str,
+        branch: &'a str,
+        text: &'a str,
+        sha: &'a str,
+        message: &'a str,
+    ) -> GitHubFuture<'a, ()>;
+    /// The pull request proposing `branch`, open or not.
+    fn pull_for_branch<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+    ) -> GitHubFuture<'a, Option<PullRequest>>;
+    fn create_pull<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+        base: &'a str,
+        title: &'a str,
+        body: &'a str,
+    ) -> GitHubFuture<'a, PullRequest>;
+    fn pull<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, PullRequest>;
+}
+
+/// GitHub as the operator calls it. Every call passes through `guard`,
 /// which checks the repository (and path) against the allow-list in force
-/// at that moment.
+/// at that moment, before the transport sees it: whichever `GitHubApi`
+/// carries the calls, a refused one reaches none.
 #[derive(Clone)]
 pub struct GitHub {
-    octo: Octocrab,
+    api: Arc<dyn GitHubApi>,
     scope: Scope,
 }
 
@@ -324,36 +362,16 @@ pub fn encode(s: &str) -> String {
 }
 
 /// Encodes each component of a slash-separated name, keeping the slashes.
-fn encode_components(s: &str) -> String {
+pub(crate) fn encode_components(s: &str) -> String {
     s.split('/').map(encode).collect::<Vec<_>>().join("/")
 }
 
 impl GitHub {
+    /// A client over GitHub's REST API that serves any repository the
+    /// credentials reach.
     pub fn new(config: &GitHubConfig) -> Result<Self> {
-        let builder = Octocrab::builder()
-            .base_uri(config.api_url.as_str())
-            .map_err(|e| Error::Config(format!("SRE_SPACE_GITHUB_API_URL: {e}")))?
-            .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(30)));
-        let built = |r: std::result::Result<Octocrab, octocrab::Error>| {
-            r.map_err(|e| Error::Config(format!("building the GitHub client: {e}")))
-        };
-        let octo = match &config.auth {
-            GitHubAuth::Token(t) => built(builder.personal_token(t.clone()).build())?,
-            GitHubAuth::App {
-                app_id,
-                private_key,
-                installation_id,
-            } => {
-                let key = octocrab::EncodingKey::from_rsa_pem(private_key.as_bytes())
-                    .map_err(|e| Error::Config(format!("SRE_SPACE_GITHUB_APP_PRIVATE_KEY: {e}")))?;
-                let app = built(builder.app((*app_id).into(), key).build())?;
-                // The installation client fetches and refreshes its token.
-                built(app.installation((*installation_id).into()))?
-            }
-        };
         Ok(Self {
-            octo,
+            api: OctocrabApi::shared(config)?,
             scope: Scope::Unrestricted,
         })
     }
@@ -361,12 +379,18 @@ impl GitHub {
     /// The operator's client: it may serve a namespace only through
     /// `for_tenant`, and then only as far as the allow-list says.
     pub fn guarded(config: &GitHubConfig, allow: Arc<Shared>) -> Result<Self> {
-        let mut gh = Self::new(config)?;
-        gh.scope = Scope::Guarded {
-            allow,
-            tenant: None,
-        };
-        Ok(gh)
+        Ok(Self::guarding(OctocrabApi::shared(config)?, allow))
+    }
+
+    /// `api`, guarded by `allow` as `guarded` guards the REST client.
+    pub fn guarding(api: Arc<dyn GitHubApi>, allow: Arc<Shared>) -> Self {
+        Self {
+            api,
+            scope: Scope::Guarded {
+                allow,
+                tenant: None,
+            },
+        }
     }
 
     /// This client, serving one namespace.
@@ -379,16 +403,16 @@ impl GitHub {
             },
         };
         Self {
-            octo: self.octo.clone(),
+            api: self.api.clone(),
             scope,
         }
     }
 
-    /// The one gate of every call: the repository's owner and name, checked
-    /// and encoded for a route, once the allow-list lets this namespace use
-    /// the repository (and the file at `path`).
-    fn guard(&self, repo: &str, path: Option<&str>) -> Result<(String, String), GitHubError> {
-        let (o, r) = split_repository(repo).map_err(GitHubError::Refused)?;
+    /// The one gate of every call: the repository's owner and name must be
+    /// well formed, and the allow-list must let this namespace use the
+    /// repository (and the file at `path`).
+    fn guard(&self, repo: &str, path: Option<&str>) -> Result<(), GitHubError> {
+        split_repository(repo).map_err(GitHubError::Refused)?;
         if let Scope::Guarded { allow, tenant } = &self.scope {
             let Some(tenant) = tenant else {
                 return Err(GitHubError::NotAllowed(format!(
@@ -400,20 +424,13 @@ impl GitHub {
                 .check_github(tenant, repo, path)
                 .map_err(GitHubError::NotAllowed)?;
         }
-        Ok((encode(o), encode(r)))
+        Ok(())
     }
 
     /// Open and closed issues labelled `sre-space`, newest first, one page.
     pub async fn issues(&self, repo: &str) -> Result<Vec<Issue>, GitHubError> {
-        let (o, r) = self.guard(repo, None)?;
-        let route = format!(
-            "/repos/{o}/{r}/issues?state=all&labels=sre-space&per_page=100&sort=created&direction=desc"
-        );
-        let all: Vec<Issue> = self.octo.get(route, None::<&()>).await.map_err(classify)?;
-        Ok(all
-            .into_iter()
-            .filter(|i| i.pull_request.is_none())
-            .collect())
+        self.guard(repo, None)?;
+        self.api.issues(repo).await
     }
 
     pub async fn create_issue(
@@ -423,12 +440,8 @@ impl GitHub {
         body: &str,
         labels: &[String],
     ) -> Result<Issue, GitHubError> {
-        let (o, r) = self.guard(repo, None)?;
-        let body = serde_json::json!({ "title": title, "body": body, "labels": labels });
-        self.octo
-            .post(format!("/repos/{o}/{r}/issues"), Some(&body))
-            .await
-            .map_err(classify)
+        self.guard(repo, None)?;
+        self.api.create_issue(repo, title, body, labels).await
     }
 
     /// Sets the issue's title, state (`open`/`closed`) and labels.
@@ -440,30 +453,15 @@ impl GitHub {
         state: &str,
         labels: &[String],
     ) -> Result<Issue, GitHubError> {
-        let (o, r) = self.guard(repo, None)?;
-        let mut body = serde_json::json!({ "title": title, "state": state, "labels": labels });
-        if state == "closed" {
-            body["state_reason"] = "completed".into();
-        }
-        self.octo
-            .patch(format!("/repos/{o}/{r}/issues/{number}"), Some(&body))
+        self.guard(repo, None)?;
+        self.api
+            .update_issue(repo, number, title, state, labels)
             .await
-            .map_err(classify)
     }
 
     pub async fn comments(&self, repo: &str, number: i64) -> Result<Vec<Comment>, GitHubError> {
-        let (o, r) = self.guard(repo, None)?;
-        let mut all = Vec::new();
-        for page in 1..=10 {
-            let route = format!("/repos/{o}/{r}/issues/{number}/comments?per_page=100&page={page}");
-            let batch: Vec<Comment> = self.octo.get(route, None::<&()>).await.map_err(classify)?;
-            let done = batch.len() < 100;
-            all.extend(batch);
-            if done {
-                break;
-            }
-        }
-        Ok(all)
+        self.guard(repo, None)?;
+        self.api.comments(repo, number).await
     }
 
     pub async fn comment(
@@ -472,15 +470,8 @@ impl GitHub {
         number: i64,
         body: &str,
     ) -> Result<Comment, GitHubError> {
-        let (o, r) = self.guard(repo, None)?;
-        let body = serde_json::json!({ "body": body });
-        self.octo
-            .post(
-                format!("/repos/{o}/{r}/issues/{number}/comments"),
-                Some(&body),
-            )
-            .await
-            .map_err(classify)
+        self.guard(repo, None)?;
+        self.api.comment(repo, number, body).await
     }
 
     /// The commit a branch points at, or None when it does not exist.
@@ -490,22 +481,8 @@ impl GitHub {
         branch: &str,
     ) -> Result<Option<String>, GitHubError> {
         check_branch(branch)?;
-        let (o, r) = self.guard(repo, None)?;
-        let branch = encode_components(branch);
-        match self
-            .octo
-            .get::<GitRef, _, _>(
-                format!("/repos/{o}/{r}/git/ref/heads/{branch}"),
-                None::<&()>,
-            )
-            .await
-        {
-            Ok(r) => Ok(Some(r.object.sha)),
-            Err(e) => match classify(e) {
-                e if e.status() == Some(404) => Ok(None),
-                e => Err(e),
-            },
-        }
+        self.guard(repo, None)?;
+        self.api.branch_sha(repo, branch).await
     }
 
     pub async fn create_branch(
@@ -515,14 +492,8 @@ impl GitHub {
         sha: &str,
     ) -> Result<(), GitHubError> {
         check_branch(branch)?;
-        let (o, r) = self.guard(repo, None)?;
-        let body = serde_json::json!({ "ref": format!("refs/heads/{branch}"), "sha": sha });
-        let _: serde_json::Value = self
-            .octo
-            .post(format!("/repos/{o}/{r}/git/refs"), Some(&body))
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.guard(repo, None)?;
+        self.api.create_branch(repo, branch, sha).await
     }
 
     /// A file's text and blob sha on a branch.
@@ -534,23 +505,8 @@ impl GitHub {
     ) -> Result<(String, String), GitHubError> {
         let path = normalized_path(path)?;
         check_branch(branch)?;
-        let (o, r) = self.guard(repo, Some(&path))?;
-        let (route_path, branch_q) = (encode_components(&path), encode(branch));
-        let c: Contents = self
-            .octo
-            .get(
-                format!("/repos/{o}/{r}/contents/{route_path}?ref={branch_q}"),
-                None::<&()>,
-            )
-            .await
-            .map_err(classify)?;
-        let raw: String = c.content.chars().filter(|c| !c.is_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(raw)
-            .map_err(|e| GitHubError::Refused(format!("{path} is not base64 content: {e}")))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| GitHubError::Refused(format!("{path} is not UTF-8 text")))?;
-        Ok((text, c.sha))
+        self.guard(repo, Some(&path))?;
+        self.api.file(repo, &path, branch).await
     }
 
     /// Commits new text for one file on a branch.
@@ -565,22 +521,10 @@ impl GitHub {
     ) -> Result<(), GitHubError> {
         let path = normalized_path(path)?;
         check_branch(branch)?;
-        let (o, r) = self.guard(repo, Some(&path))?;
-        let body = serde_json::json!({
-            "message": message,
-            "content": base64::engine::general_purpose::STANDARD.encode(text),
-            "sha": sha,
-            "branch": branch,
-        });
-        let _: serde_json::Value = self
-            .octo
-            .put(
-                format!("/repos/{o}/{r}/contents/{}", encode_components(&path)),
-                Some(&body),
-            )
+        self.guard(repo, Some(&path))?;
+        self.api
+            .write_file(repo, &path, branch, text, sha, message)
             .await
-            .map_err(classify)?;
-        Ok(())
     }
 
     /// The pull request proposing `branch`, open or not.
@@ -590,14 +534,8 @@ impl GitHub {
         branch: &str,
     ) -> Result<Option<PullRequest>, GitHubError> {
         check_branch(branch)?;
-        let (o, r) = self.guard(repo, None)?;
-        let head = encode(&format!(
-            "{}:{branch}",
-            split_repository(repo).map_err(GitHubError::Refused)?.0
-        ));
-        let route = format!("/repos/{o}/{r}/pulls?state=all&head={head}&per_page=10");
-        let pulls: Vec<PullRequest> = self.octo.get(route, None::<&()>).await.map_err(classify)?;
-        Ok(pulls.into_iter().next())
+        self.guard(repo, None)?;
+        self.api.pull_for_branch(repo, branch).await
     }
 
     pub async fn create_pull(
@@ -610,27 +548,86 @@ impl GitHub {
     ) -> Result<PullRequest, GitHubError> {
         check_branch(branch)?;
         check_branch(base)?;
-        let (o, r) = self.guard(repo, None)?;
-        // Never with auto-merge, never as anything but a proposal.
-        let body = serde_json::json!({ "title": title, "head": branch, "base": base, "body": body, "maintainer_can_modify": true });
-        self.octo
-            .post(format!("/repos/{o}/{r}/pulls"), Some(&body))
-            .await
-            .map_err(classify)
+        self.guard(repo, None)?;
+        self.api.create_pull(repo, branch, base, title, body).await
     }
 
     pub async fn pull(&self, repo: &str, number: i64) -> Result<PullRequest, GitHubError> {
-        let (o, r) = self.guard(repo, None)?;
-        self.octo
-            .get(format!("/repos/{o}/{r}/pulls/{number}"), None::<&()>)
-            .await
-            .map_err(classify)
+        self.guard(repo, None)?;
+        self.api.pull(repo, number).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allowlist::parse;
+    use crate::crd::{ActionState, ActionType, GitHubTarget, GitOpsTarget, Phase};
+    use crate::github::memory::InMemoryGitHub;
+    use crate::testing;
+
+    const LIST: &str = "namespaces:\n- namespace: shop\n  github:\n  - repository: acme/deploy\n";
+
+    /// Access as the runtime builds it, over `github`. The list names
+    /// namespaces only, so no namespace's labels are read and the client
+    /// never connects.
+    fn access(github: &InMemoryGitHub) -> Access {
+        let allow = Shared::fixed(parse(LIST).expect("a valid list"));
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        Access::new(
+            Some(GitHub::guarding(github.api(), allow.clone())),
+            allow,
+            client,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_namespace_the_allow_list_does_not_name_is_refused_before_github_is_called() {
+        let github = InMemoryGitHub::new();
+        github.seed("acme/deploy", &[("values.yaml", "web:\n  memory: 64Mi\n")]);
+        let access = access(&github);
+        let gh = access.for_namespace("billing").await.expect("configured");
+
+        let err = gh.issues("acme/deploy").await.expect_err("refused");
+        assert!(matches!(err, GitHubError::NotAllowed(_)), "{err:?}");
+        assert_eq!(err.reason(), "RepositoryNotAllowed");
+        assert!(err.to_string().contains("acme/deploy"), "{err}");
+        let incident = testing::incident(Phase::Remediating, vec![]);
+        let (_, err) = sync::sync(&gh, "acme/deploy", &incident, &[]).await;
+        assert!(matches!(err, Some(GitHubError::NotAllowed(_))), "{err:?}");
+        let target = GitOpsTarget {
+            path: "values.yaml".into(),
+            base_branch: "main".into(),
+            values_key: Some("web.memory".into()),
+            container: None,
+        };
+        let repo = GitHubTarget {
+            repository: "acme/deploy".into(),
+            labels: vec![],
+            gitops: Some(target.clone()),
+        };
+        let mut record = testing::record(1, ActionType::RaiseMemoryLimit, ActionState::Pending);
+        (record.from, record.to) = (Some("64Mi".into()), Some("96Mi".into()));
+        let err = crate::fixer::gitops::propose(
+            Some(&gh),
+            &repo,
+            &target,
+            &incident,
+            &record,
+            &crate::fixer::Unfenced,
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(matches!(err, GitHubError::NotAllowed(_)), "{err:?}");
+        assert_eq!(github.calls(), Vec::<String>::new(), "GitHub saw nothing");
+
+        // The namespace the list names reaches the same GitHub.
+        let shop = access.for_namespace("shop").await.expect("configured");
+        assert_eq!(shop.issues("acme/deploy").await, Ok(vec![]));
+        assert_eq!(github.calls(), ["issues acme/deploy"]);
+    }
 
     #[test]
     fn files_under_dot_github_are_refused() {

@@ -133,3 +133,76 @@ async fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::crd::Phase;
+    use crate::github::memory::InMemoryGitHub;
+    use crate::testing;
+
+    const LIST: &str = "namespaces:\n- namespace: shop\n  github:\n  - repository: acme/deploy\n";
+
+    /// The incident as the reporter stored it after a sync.
+    fn linked(mut i: Incident, link: &GitHubStatus) -> Incident {
+        if let Some(s) = i.status.as_mut() {
+            s.github = Some(link.clone());
+        }
+        i
+    }
+
+    #[tokio::test]
+    async fn an_incident_opens_one_issue_that_later_syncs_update() {
+        let github = InMemoryGitHub::new();
+        github.seed("acme/deploy", &[]);
+        let gh = github.serving(LIST, "shop");
+
+        let open = testing::incident(Phase::Remediating, vec![]);
+        let (link, err) = sync(&gh, "acme/deploy", &open, &[]).await;
+        assert_eq!(err, None);
+        let issues = github.issues("acme/deploy");
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].state, "open");
+        assert!(issues[0].labels.contains(&"sre-space".to_string()));
+        assert_eq!(link.issue_number, Some(issues[0].number));
+        assert!(
+            issues[0].comments.iter().any(|c| c.contains("Diagnosis")),
+            "the diagnosis is posted: {:?}",
+            issues[0].comments
+        );
+
+        // Resolved: the same issue is closed, nothing posted twice.
+        let resolved = linked(testing::incident(Phase::Resolved, vec![]), &link);
+        let (link, err) = sync(&gh, "acme/deploy", &resolved, &[]).await;
+        assert_eq!(err, None);
+        let issues = github.issues("acme/deploy");
+        assert_eq!(issues.len(), 1, "one issue per incident");
+        assert_eq!(issues[0].state, "closed");
+        let distinct: BTreeSet<&String> = issues[0].comments.iter().collect();
+        assert_eq!(distinct.len(), issues[0].comments.len(), "no comment twice");
+
+        // In line already: a third sync writes nothing.
+        let writes = github.writes().len();
+        let resolved = linked(testing::incident(Phase::Resolved, vec![]), &link);
+        let (_, err) = sync(&gh, "acme/deploy", &resolved, &[]).await;
+        assert_eq!(err, None);
+        assert_eq!(
+            github.writes().len(),
+            writes,
+            "nothing changed, nothing written"
+        );
+
+        // The link lost (a restart before the status was saved): the issue
+        // is found again by its marker, and its comments are not repeated.
+        let comments = issues[0].comments.len();
+        let relinked = testing::incident(Phase::Resolved, vec![]);
+        let (again, err) = sync(&gh, "acme/deploy", &relinked, &[]).await;
+        assert_eq!(err, None);
+        assert_eq!(again.issue_number, link.issue_number);
+        let issues = github.issues("acme/deploy");
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].comments.len(), comments);
+    }
+}

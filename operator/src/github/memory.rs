@@ -1,0 +1,540 @@
+//! A stateful GitHub in memory, for unit tests: issues with labels, state
+//! and comments, branches at commits, files per branch with their blob sha,
+//! and pull requests a test merges or closes as a reviewer would. It answers
+//! as GitHub does where the operator relies on it: numbers shared by issues
+//! and pull requests, 404 for what does not exist, 422 for a branch that
+//! exists already or a second open pull request for one branch, 409 for a
+//! write with a stale blob sha. Every call is logged as `method repo`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Comment, GitHub, GitHubApi, GitHubError, GitHubFuture, Issue, PullRequest};
+use crate::allowlist::{Shared, Tenant, parse};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IssueRec {
+    pub number: i64,
+    pub title: String,
+    pub body: String,
+    pub state: String,
+    pub labels: Vec<String>,
+    pub comments: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PullRec {
+    pub number: i64,
+    pub title: String,
+    pub body: String,
+    pub head: String,
+    pub base: String,
+    pub state: String,
+    pub merged: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Repo {
+    issues: Vec<IssueRec>,
+    /// branch → commit sha
+    branches: BTreeMap<String, String>,
+    /// commit sha → path → text
+    commits: BTreeMap<String, BTreeMap<String, String>>,
+    pulls: Vec<PullRec>,
+    /// Issues and pull requests share one sequence, as on GitHub.
+    last_number: i64,
+}
+
+impl Repo {
+    fn tree(&self, branch: &str) -> Option<&BTreeMap<String, String>> {
+        self.commits.get(self.branches.get(branch)?)
+    }
+
+    /// A new commit on `branch` with `files`; returns its sha.
+    fn commit(&mut self, branch: &str, files: BTreeMap<String, String>) -> String {
+        let sha = sha_of(&format!("commit {} {branch}", self.commits.len()));
+        self.commits.insert(sha.clone(), files);
+        self.branches.insert(branch.to_string(), sha.clone());
+        sha
+    }
+}
+
+#[derive(Default)]
+struct State {
+    repos: BTreeMap<String, Repo>,
+    calls: Vec<String>,
+    failures: VecDeque<GitHubError>,
+}
+
+/// GitHub in memory. Clones share one state.
+#[derive(Clone, Default)]
+pub struct InMemoryGitHub {
+    state: Arc<Mutex<State>>,
+}
+
+/// A blob or commit sha: 40 hex digits, the same for the same text.
+fn sha_of(text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:040x}", u128::from(h.finish()))
+}
+
+fn refused(status: u16, message: &str) -> GitHubError {
+    GitHubError::Refused(format!("{status}: {message}"))
+}
+
+fn not_found() -> GitHubError {
+    refused(404, "Not Found")
+}
+
+fn html_url(repo: &str, kind: &str, number: i64) -> String {
+    format!("https://github.test/{repo}/{kind}/{number}")
+}
+
+fn issue(repo: &str, i: &IssueRec) -> Issue {
+    Issue {
+        number: i.number,
+        html_url: html_url(repo, "issues", i.number),
+        state: i.state.clone(),
+        body: Some(i.body.clone()),
+        pull_request: None,
+    }
+}
+
+fn pull(repo: &str, p: &PullRec) -> PullRequest {
+    PullRequest {
+        number: p.number,
+        html_url: html_url(repo, "pull", p.number),
+        state: p.state.clone(),
+        merged_at: p.merged.then(|| "2026-11-26T00:00:00Z".to_string()),
+    }
+}
+
+impl InMemoryGitHub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This GitHub as the transport of a `GitHub`.
+    pub fn api(&self) -> Arc<dyn GitHubApi> {
+        Arc::new(self.clone())
+    }
+
+    /// The operator's guarded client over this GitHub, serving namespace
+    /// `ns` under the allow-list `list` (the chart's YAML).
+    pub fn serving(&self, list: &str, ns: &str) -> GitHub {
+        let allow = Shared::fixed(parse(list).expect("a valid allow-list"));
+        GitHub::guarding(self.api(), allow).for_tenant(Tenant::named(ns))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a repository whose branch `main` holds these files.
+    pub fn seed(&self, repo: &str, files: &[(&str, &str)]) {
+        let mut st = self.lock();
+        let r = st.repos.entry(repo.to_string()).or_default();
+        let tree = files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect();
+        r.commit("main", tree);
+    }
+
+    /// The next calls fail with these errors, one each, before touching
+    /// any state.
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = GitHubError>) {
+        self.lock().failures.extend(errors);
+    }
+
+    /// Every call received, as `method repo`, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// The calls that change something.
+    pub fn writes(&self) -> Vec<String> {
+        const WRITES: [&str; 6] = [
+            "create_issue",
+            "update_issue",
+            "comment",
+            "create_branch",
+            "write_file",
+            "create_pull",
+        ];
+        self.calls()
+            .into_iter()
+            .filter(|c| WRITES.iter().any(|w| c.split(' ').next() == Some(w)))
+            .collect()
+    }
+
+    pub fn issues(&self, repo: &str) -> Vec<IssueRec> {
+        let st = self.lock();
+        st.repos
+            .get(repo)
+            .map(|r| r.issues.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn pulls(&self, repo: &str) -> Vec<PullRec> {
+        let st = self.lock();
+        st.repos
+            .get(repo)
+            .map(|r| r.pulls.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn branches(&self, repo: &str) -> Vec<String> {
+        let st = self.lock();
+        st.repos
+            .get(repo)
+            .map(|r| r.branches.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn file_text(&self, repo: &str, branch: &str, path: &str) -> Option<String> {
+        let st = self.lock();
+        st.repos.get(repo)?.tree(branch)?.get(path).cloned()
+    }
+
+    /// A reviewer merges the pull request: its branch's files land on its
+    /// base in a new commit, and it is closed as merged.
+    pub fn merge(&self, repo: &str, number: i64) {
+        let mut st = self.lock();
+        let Some(r) = st.repos.get_mut(repo) else {
+            return;
+        };
+        let Some(p) = r.pulls.iter_mut().find(|p| p.number == number) else {
+            return;
+        };
+        p.merged = true;
+        p.state = "closed".into();
+        let (head, base) = (p.head.clone(), p.base.clone());
+        let mut tree = r.tree(&base).cloned().unwrap_or_default();
+        tree.extend(r.tree(&head).cloned().unwrap_or_default());
+        r.commit(&base, tree);
+    }
+
+    /// A reviewer closes the pull request without merging.
+    pub fn close(&self, repo: &str, number: i64) {
+        let mut st = self.lock();
+        if let Some(p) = st
+            .repos
+            .get_mut(repo)
+            .and_then(|r| r.pulls.iter_mut().find(|p| p.number == number))
+        {
+            p.state = "closed".into();
+        }
+    }
+
+    /// Logs the call, fails it when a failure is queued, else runs `f` on
+    /// the repository (404 when there is none).
+    fn call<T>(
+        &self,
+        method: &str,
+        repo: &str,
+        f: impl FnOnce(&mut Repo) -> Result<T, GitHubError>,
+    ) -> Result<T, GitHubError> {
+        let mut st = self.lock();
+        st.calls.push(format!("{method} {repo}"));
+        if let Some(e) = st.failures.pop_front() {
+            return Err(e);
+        }
+        let r = st.repos.get_mut(repo).ok_or_else(not_found)?;
+        f(r)
+    }
+
+    fn answer<'a, T: Send + 'a>(result: Result<T, GitHubError>) -> GitHubFuture<'a, T> {
+        Box::pin(std::future::ready(result))
+    }
+}
+
+fn issue_mut(r: &mut Repo, number: i64) -> Result<&mut IssueRec, GitHubError> {
+    r.issues
+        .iter_mut()
+        .find(|i| i.number == number)
+        .ok_or_else(not_found)
+}
+
+impl GitHubApi for InMemoryGitHub {
+    fn issues<'a>(&'a self, repo: &'a str) -> GitHubFuture<'a, Vec<Issue>> {
+        Self::answer(self.call("issues", repo, |r| {
+            Ok(r.issues
+                .iter()
+                .rev()
+                .filter(|i| i.labels.iter().any(|l| l == "sre-space"))
+                .take(100)
+                .map(|i| issue(repo, i))
+                .collect())
+        }))
+    }
+
+    fn create_issue<'a>(
+        &'a self,
+        repo: &'a str,
+        title: &'a str,
+        body: &'a str,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, Issue> {
+        Self::answer(self.call("create_issue", repo, |r| {
+            if title.is_empty() {
+                return Err(refused(422, "Validation Failed: title"));
+            }
+            r.last_number += 1;
+            let i = IssueRec {
+                number: r.last_number,
+                title: title.into(),
+                body: body.into(),
+                state: "open".into(),
+                labels: labels.to_vec(),
+                comments: vec![],
+            };
+            let out = issue(repo, &i);
+            r.issues.push(i);
+            Ok(out)
+        }))
+    }
+
+    fn update_issue<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        title: &'a str,
+        state: &'a str,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, Issue> {
+        Self::answer(self.call("update_issue", repo, |r| {
+            if !matches!(state, "open" | "closed") {
+                return Err(refused(422, "Validation Failed: state"));
+            }
+            let i = issue_mut(r, number)?;
+            i.title = title.into();
+            i.state = state.into();
+            i.labels = labels.to_vec();
+            Ok(issue(repo, i))
+        }))
+    }
+
+    fn comments<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<Comment>> {
+        Self::answer(self.call("comments", repo, |r| {
+            let i = issue_mut(r, number)?;
+            Ok(i.comments
+                .iter()
+                .zip(1..)
+                .map(|(b, id)| Comment {
+                    id,
+                    body: Some(b.clone()),
+                })
+                .collect())
+        }))
+    }
+
+    fn comment<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Comment> {
+        Self::answer(self.call("comment", repo, |r| {
+            let i = issue_mut(r, number)?;
+            i.comments.push(body.into());
+            Ok(Comment {
+                id: i.comments.len() as i64,
+                body: Some(body.into()),
+            })
+        }))
+    }
+
+    fn branch_sha<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+    ) -> GitHubFuture<'a, Option<String>> {
+        Self::answer(self.call("branch_sha", repo, |r| Ok(r.branches.get(branch).cloned())))
+    }
+
+    fn create_branch<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+        sha: &'a str,
+    ) -> GitHubFuture<'a, ()> {
+        Self::answer(self.call("create_branch", repo, |r| {
+            if r.branches.contains_key(branch) {
+                return Err(refused(422, "Reference already exists"));
+            }
+            if !r.commits.contains_key(sha) {
+                return Err(refused(422, "Object does not exist"));
+            }
+            r.branches.insert(branch.into(), sha.into());
+            Ok(())
+        }))
+    }
+
+    fn file<'a>(
+        &'a self,
+        repo: &'a str,
+        path: &'a str,
+        branch: &'a str,
+    ) -> GitHubFuture<'a, (String, String)> {
+        Self::answer(self.call("file", repo, |r| {
+            let text = r
+                .tree(branch)
+                .and_then(|t| t.get(path))
+                .ok_or_else(not_found)?;
+            Ok((text.clone(), sha_of(text)))
+        }))
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        repo: &'a str,
+        path: &'a str,
+        branch: &'a str,
+        text: &'a str,
+        sha: &'a str,
+        _message: &'a str,
+    ) -> GitHubFuture<'a, ()> {
+        Self::answer(self.call("write_file", repo, |r| {
+            let mut tree = r
+                .tree(branch)
+                .cloned()
+                .ok_or_else(|| refused(404, &format!("Branch {branch} not found")))?;
+            match tree.get(path) {
+                Some(_) if sha.is_empty() => {
+                    return Err(refused(
+                        422,
+                        &format!("Invalid request: \"sha\" wasn't supplied for {path}"),
+                    ));
+                }
+                Some(current) if sha_of(current) != sha => {
+                    return Err(refused(409, &format!("{path} does not match {sha}")));
+                }
+                _ => {}
+            }
+            tree.insert(path.into(), text.into());
+            r.commit(branch, tree);
+            Ok(())
+        }))
+    }
+
+    fn pull_for_branch<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+    ) -> GitHubFuture<'a, Option<PullRequest>> {
+        Self::answer(self.call("pull_for_branch", repo, |r| {
+            // Newest first, as GitHub lists them.
+            Ok(r.pulls
+                .iter()
+                .rev()
+                .find(|p| p.head == branch)
+                .map(|p| pull(repo, p)))
+        }))
+    }
+
+    fn create_pull<'a>(
+        &'a self,
+        repo: &'a str,
+        branch: &'a str,
+        base: &'a str,
+        title: &'a str,
+        body: &'a str,
+    ) -> GitHubFuture<'a, PullRequest> {
+        Self::answer(self.call("create_pull", repo, |r| {
+            if !r.branches.contains_key(branch) {
+                return Err(refused(422, "Validation Failed: head"));
+            }
+            if !r.branches.contains_key(base) {
+                return Err(refused(422, "Validation Failed: base"));
+            }
+            if r.pulls
+                .iter()
+                .any(|p| p.head == branch && p.state == "open")
+            {
+                return Err(refused(
+                    422,
+                    &format!("A pull request already exists for {branch}"),
+                ));
+            }
+            r.last_number += 1;
+            let p = PullRec {
+                number: r.last_number,
+                title: title.into(),
+                body: body.into(),
+                head: branch.into(),
+                base: base.into(),
+                state: "open".into(),
+                merged: false,
+            };
+            let out = pull(repo, &p);
+            r.pulls.push(p);
+            Ok(out)
+        }))
+    }
+
+    fn pull<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, PullRequest> {
+        Self::answer(self.call("pull", repo, |r| {
+            r.pulls
+                .iter()
+                .find(|p| p.number == number)
+                .map(|p| pull(repo, p))
+                .ok_or_else(not_found)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn branches_files_and_pulls_answer_as_github_does() {
+        let github = InMemoryGitHub::new();
+        github.seed("acme/deploy", &[("values.yaml", "a: 1\n")]);
+        let api = github.api();
+        let main = api.branch_sha("acme/deploy", "main").await;
+        let main = main.expect("answers").expect("main exists");
+        api.create_branch("acme/deploy", "fix", &main)
+            .await
+            .expect("created");
+        let again = api.create_branch("acme/deploy", "fix", &main).await;
+        assert_eq!(again, Err(refused(422, "Reference already exists")));
+
+        let (text, blob) = api
+            .file("acme/deploy", "values.yaml", "fix")
+            .await
+            .expect("file");
+        assert_eq!(text, "a: 1\n");
+        let stale = api
+            .write_file("acme/deploy", "values.yaml", "fix", "a: 2\n", "0", "m")
+            .await;
+        assert_eq!(stale.map_err(|e| e.status()), Err(Some(409)));
+        api.write_file("acme/deploy", "values.yaml", "fix", "a: 2\n", &blob, "m")
+            .await
+            .expect("written");
+        assert_eq!(
+            github
+                .file_text("acme/deploy", "main", "values.yaml")
+                .as_deref(),
+            Some("a: 1\n")
+        );
+
+        let p = api
+            .create_pull("acme/deploy", "fix", "main", "t", "b")
+            .await
+            .expect("opened");
+        let twice = api
+            .create_pull("acme/deploy", "fix", "main", "t", "b")
+            .await;
+        assert_eq!(twice.map_err(|e| e.status()).err(), Some(Some(422)));
+        github.close("acme/deploy", p.number);
+        let closed = api.pull("acme/deploy", p.number).await.expect("pull");
+        assert_eq!((closed.state.as_str(), closed.merged_at), ("closed", None));
+        let gone = api.pull("acme/deploy", p.number + 1).await;
+        assert_eq!(gone.map_err(|e| e.status()).err(), Some(Some(404)));
+    }
+}
