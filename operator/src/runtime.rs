@@ -164,6 +164,7 @@ async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) 
 }
 
 /// The outside systems the stages may use, read from the environment.
+#[derive(Clone)]
 struct Outside {
     model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
     allowlist: Arc<crate::allowlist::Shared>,
@@ -223,21 +224,162 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
     })
 }
 
+/// Runs a controller until the operator stops: each reconcile timed and
+/// traced, each failure counted and retried as `retry_after` says.
+async fn drive<K, C, F, Fut>(
+    controller: Controller<K>,
+    name: &'static str,
+    kind: &'static str,
+    metrics: Arc<Metrics>,
+    ctx: Arc<C>,
+    reconcile: F,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    C: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+{
+    let m = metrics.clone();
+    controller
+        .shutdown_on_signal()
+        .run(
+            move |o, c| {
+                let (m, reconcile) = (m.clone(), reconcile.clone());
+                async move { timed(&m, name, o.clone(), reconcile(o, c)).await }
+            },
+            move |_, e, _| error_policy(&metrics, kind, e),
+            ctx,
+        )
+        // Errors are counted and logged by error_policy; the stream only
+        // needs draining.
+        .for_each(|_| async {})
+        .await;
+}
+
+/// The shared parts every stage's inputs are made of.
+struct Shared {
+    client: Client,
+    metrics: Arc<Metrics>,
+    publisher: Publisher,
+    workloads: Workloads,
+    board: crate::scout::measured::Board,
+    policies: Store<RemediationPolicy>,
+    incidents: Store<Incident>,
+    github: crate::github::Access,
+}
+
+impl Shared {
+    fn new(
+        client: &Client,
+        outside: &Outside,
+        metrics: &Arc<Metrics>,
+        watched: (
+            &Reflected<Pod>,
+            &Reflected<ReplicaSet>,
+            &Reflected<RemediationPolicy>,
+        ),
+        incidents: &Controller<Incident>,
+    ) -> Self {
+        let (pods, replicasets, policies) = watched;
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
+        Shared {
+            client: client.clone(),
+            metrics: metrics.clone(),
+            publisher: Publisher::new(client.clone(), instance),
+            workloads: Workloads::new(
+                client.clone(),
+                pods.store.clone(),
+                replicasets.store.clone(),
+            ),
+            board: crate::scout::measured::Board::default(),
+            policies: policies.store.clone(),
+            incidents: incidents.store(),
+            github: crate::github::Access::new(
+                outside.github.clone(),
+                outside.allowlist.clone(),
+                client.clone(),
+            ),
+        }
+    }
+
+    /// What the dashboard reads.
+    fn dashboard(&self) -> crate::dashboard::Stores {
+        crate::dashboard::Stores {
+            client: self.client.clone(),
+            incidents: self.incidents.clone(),
+            policies: self.policies.clone(),
+            workloads: self.workloads.clone(),
+            board: self.board.clone(),
+        }
+    }
+}
+
+fn scout_context(s: &Shared, outside: &Outside) -> Arc<crate::scout::Context> {
+    Arc::new(crate::scout::Context {
+        client: s.client.clone(),
+        policies: s.policies.clone(),
+        incidents: s.incidents.clone(),
+        workloads: s.workloads.clone(),
+        board: s.board.clone(),
+        publisher: s.publisher.clone(),
+        metrics: s.metrics.clone(),
+        allowlist: outside.allowlist.clone(),
+        traces: outside.traces.clone(),
+    })
+}
+
+fn incident_context(
+    s: Shared,
+    config: Config,
+    outside: Outside,
+    leadership: lease::Leadership,
+) -> Arc<crate::incident::Context> {
+    Arc::new(crate::incident::Context {
+        client: s.client,
+        config,
+        workloads: s.workloads,
+        policies: s.policies,
+        incidents: s.incidents,
+        model: outside.model,
+        tokens: crate::llm::TokenLedger::default(),
+        github: s.github,
+        metrics: s.metrics,
+        leadership,
+        board: s.board,
+        traces: outside.traces,
+        publisher: s.publisher,
+        ledger: crate::fixer::ledger::ActionLedger::default(),
+        claims: crate::fixer::claims::WorkloadClaims::default(),
+        clock: Arc::new(crate::clock::SystemClock),
+    })
+}
+
+/// Serves metrics and health when `SRE_SPACE_HTTP_ADDR` is set.
+async fn serve_telemetry(metrics: &Arc<Metrics>, incidents: Store<Incident>) -> Result<()> {
+    if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
+        let served = crate::telemetry::Served {
+            metrics: metrics.clone(),
+            incidents,
+        };
+        crate::telemetry::serve(addr, Arc::new(served)).await?;
+    }
+    Ok(())
+}
+
 /// Runs the operator until it is told to stop.
 pub async fn run(client: Client, config: Config) -> Result<()> {
     let outside = outside_from_env(&config)?;
     let allowlist_task = outside.allowlist.spawn_reloader();
     let metrics = Arc::new(Metrics::default());
     let incidents_controller =
-        Controller::new(config.api::<Incident>(&client), watcher::Config::default())
-            .shutdown_on_signal();
-    if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
-        let served = crate::telemetry::Served {
-            metrics: metrics.clone(),
-            incidents: incidents_controller.store(),
-        };
-        crate::telemetry::serve(addr, Arc::new(served)).await?;
-    }
+        Controller::new(config.api::<Incident>(&client), watcher::Config::default());
+    serve_telemetry(&metrics, incidents_controller.store()).await?;
     // A follower is a healthy standby: ready, not acting.
     metrics.set_ready();
     let leadership = match lease::LeaseConfig::from_env()? {
@@ -251,29 +393,12 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         trim_managed_fields,
     );
     let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
-
-    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
-    let publisher = Publisher::new(client.clone(), instance);
-    let workloads = Workloads::new(
-        client.clone(),
-        pods.store.clone(),
-        replicasets.store.clone(),
-    );
-    let board = crate::scout::measured::Board::default();
-    let github =
-        crate::github::Access::new(outside.github, outside.allowlist.clone(), client.clone());
-    let incidents = incidents_controller.store();
+    let watched = (&pods, &replicasets, &policies);
+    let shared = Shared::new(&client, &outside, &metrics, watched, &incidents_controller);
     // Next to the telemetry server, but it reads the stores and the board,
     // so only now.
-    if let Some(dashboard) = outside.dashboard {
-        let state = crate::dashboard::Stores {
-            client: client.clone(),
-            incidents: incidents.clone(),
-            policies: policies.store.clone(),
-            workloads: workloads.clone(),
-            board: board.clone(),
-        };
-        crate::dashboard::serve(dashboard, state).await?;
+    if let Some(dashboard) = outside.dashboard.clone() {
+        crate::dashboard::serve(dashboard, shared.dashboard()).await?;
     }
 
     // Started in the order the stages need each other: the Scout reads
@@ -281,25 +406,18 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     // before it judges whether a signal cleared.
     let policy_ctx = Arc::new(crate::policy::Context {
         client: client.clone(),
-        publisher: publisher.clone(),
+        publisher: shared.publisher.clone(),
         allowlist: outside.allowlist.clone(),
     });
-    let m = metrics.clone();
-    let policy_controller = Controller::for_stream(policies.stream, policies.store.clone())
-        .shutdown_on_signal()
-        .run(
-            move |o, c| {
-                let m = m.clone();
-                async move { timed(&m, "policy", o.clone(), crate::policy::reconcile(o, c)).await }
-            },
-            {
-                let m = metrics.clone();
-                move |_, e, _| error_policy(&m, "RemediationPolicy", e)
-            },
-            policy_ctx,
-        )
-        .for_each(|_| async {});
-    let policy_task = tokio::spawn(policy_controller);
+    let policy_controller = Controller::for_stream(policies.stream, policies.store.clone());
+    let policy_task = tokio::spawn(drive(
+        policy_controller,
+        "policy",
+        "RemediationPolicy",
+        metrics.clone(),
+        policy_ctx,
+        crate::policy::reconcile,
+    ));
     let mut rs_stream = replicasets.stream;
     let rs_task = tokio::spawn(async move {
         // Errors are logged where the stream is made.
@@ -308,114 +426,52 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     until_ready(policies.ready, "policy").await?;
     until_ready(replicasets.ready, "ReplicaSet").await?;
 
-    let scout_ctx = Arc::new(crate::scout::Context {
-        client: client.clone(),
-        policies: policies.store.clone(),
-        incidents: incidents.clone(),
-        workloads: workloads.clone(),
-        board: board.clone(),
-        publisher: publisher.clone(),
-        metrics: metrics.clone(),
-        allowlist: outside.allowlist.clone(),
-        traces: outside.traces.clone(),
-    });
-    let m = metrics.clone();
-    let scout = Controller::for_stream(pods.stream, pods.store)
-        .shutdown_on_signal()
-        .run(
-            move |o, c| {
-                let m = m.clone();
-                async move { timed(&m, "scout", o.clone(), crate::scout::reconcile(o, c)).await }
-            },
-            {
-                let m = metrics.clone();
-                move |_, e, _| error_policy(&m, "Pod", e)
-            },
-            scout_ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let scout_task = tokio::spawn(scout);
+    let scout_ctx = scout_context(&shared, &outside);
+    let scout_task = tokio::spawn(drive(
+        Controller::for_stream(pods.stream, pods.store),
+        "scout",
+        "Pod",
+        metrics.clone(),
+        scout_ctx.clone(),
+        crate::scout::reconcile,
+    ));
     until_ready(pods.ready, "pod").await?;
 
     let reporter_ctx = Arc::new(crate::github::reporter::Context {
         client: client.clone(),
-        policies: policies.store.clone(),
-        github: github.clone(),
+        policies: shared.policies.clone(),
+        github: shared.github.clone(),
         metrics: metrics.clone(),
     });
-    let m = metrics.clone();
-    let reporter = Controller::new(config.api::<Incident>(&client), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(
-            move |o, c| {
-                let m = m.clone();
-                async move {
-                    timed(
-                        &m,
-                        "report",
-                        o.clone(),
-                        crate::github::reporter::reconcile(o, c),
-                    )
-                    .await
-                }
-            },
-            {
-                let m = metrics.clone();
-                move |_, e, _| error_policy(&m, "Incident", e)
-            },
-            reporter_ctx,
-        )
-        .for_each(|_| async {});
-    let report_task = tokio::spawn(reporter);
+    let report_task = tokio::spawn(drive(
+        Controller::new(config.api::<Incident>(&client), watcher::Config::default()),
+        "report",
+        "Incident",
+        metrics.clone(),
+        reporter_ctx,
+        crate::github::reporter::reconcile,
+    ));
     let sources = crate::scout::spawn_sources(&scout_ctx);
 
-    let namespace = config.namespace.clone();
-    let incident_ctx = Arc::new(crate::incident::Context {
-        client: client.clone(),
-        config,
-        workloads,
-        policies: policies.store,
-        incidents,
-        model: outside.model,
-        tokens: crate::llm::TokenLedger::default(),
-        github,
-        metrics: metrics.clone(),
-        leadership,
-        board,
-        traces: outside.traces,
-        publisher,
-        ledger: crate::fixer::ledger::ActionLedger::default(),
-        claims: crate::fixer::claims::WorkloadClaims::default(),
-        clock: Arc::new(crate::clock::SystemClock),
-    });
     info!(
-        namespace = namespace.as_deref().unwrap_or("(all)"),
+        namespace = config.namespace.as_deref().unwrap_or("(all)"),
         "sre-space operator started"
     );
-    // Errors are logged by error_policy; the streams only need draining.
-    let m = metrics.clone();
-    incidents_controller
-        .run(
-            move |o, c| {
-                let m = m.clone();
-                async move { timed(&m, "incident", o.clone(), crate::incident::reconcile(o, c)).await }
-            },
-            {
-                let m = metrics.clone();
-                move |_, e, _| error_policy(&m, "Incident", e)
-            },
-            incident_ctx.clone(),
-        )
-        .for_each(|_| async {})
-        .await;
-    scout_task.abort();
-    policy_task.abort();
-    rs_task.abort();
-    report_task.abort();
-    for source in sources {
-        source.abort();
-    }
-    if let Some(task) = allowlist_task {
+    let incident_ctx = incident_context(shared, config, outside, leadership);
+    drive(
+        incidents_controller,
+        "incident",
+        "Incident",
+        metrics,
+        incident_ctx.clone(),
+        crate::incident::reconcile,
+    )
+    .await;
+    for task in [scout_task, policy_task, rs_task, report_task]
+        .into_iter()
+        .chain(sources)
+        .chain(allowlist_task)
+    {
         task.abort();
     }
     // A rolling upgrade stops the leader first: handing the Lease over now

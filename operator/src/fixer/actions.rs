@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::Fence;
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ActionType, Incident, Precondition, WorkloadKind,
-    WorkloadRef,
+    ActionRecord, ActionState, ActionStep, ActionType, Incident, Precondition, SignalObservation,
+    WorkloadKind, WorkloadRef,
 };
 use crate::quantity::{format_bytes_within, parse_bytes};
 use crate::workload::{owner_of_pod, pod_template, replicasets_of, revision};
@@ -85,32 +85,7 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
     let target = &incident.spec.target;
     let signal = incident.status.as_ref().and_then(|s| s.last_signal.clone());
     Ok(match step.type_ {
-        ActionType::RestartPod => {
-            let Some(pod_name) = signal.as_ref().and_then(|s| s.pod.clone()) else {
-                return Ok(Prepared::impossible(
-                    "the signal names no pod to restart".into(),
-                ));
-            };
-            match Api::<Pod>::namespaced(client.clone(), &ns)
-                .get_opt(&pod_name)
-                .await?
-            {
-                Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
-                    let siblings = pods_of_workload(client, &ns, target).await?;
-                    if let Some(why) = restart_refusal(&pod, target, &siblings) {
-                        return Ok(Prepared::impossible(why));
-                    }
-                    Prepared {
-                        target: Some(format!("Pod/{pod_name}")),
-                        target_uid: pod.metadata.uid.clone(),
-                        ..Prepared::new(format!(
-                            "evict pod {pod_name} so that its controller replaces it"
-                        ))
-                    }
-                }
-                _ => Prepared::impossible(format!("pod {pod_name} is already gone")),
-            }
-        }
+        ActionType::RestartPod => prepare_restart_pod(client, &ns, target, signal.as_ref()).await?,
         ActionType::RolloutRestart => match target.kind {
             // Nothing would roll a bare pod or a Job's pods out again.
             WorkloadKind::Pod | WorkloadKind::Job => Prepared::impossible(format!(
@@ -121,142 +96,195 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                 ..Prepared::new(format!("restart every pod of {target} by a rolling update"))
             },
         },
-        ActionType::Rollback => {
-            if target.kind != WorkloadKind::Deployment {
-                return Ok(Prepared::impossible(format!(
-                    "{target} is not a Deployment; only Deployments roll back"
-                )));
-            }
-            let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
-                .get_opt(&target.name)
-                .await?
-            else {
-                return Ok(Prepared::impossible(format!("{target} is gone")));
-            };
-            let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default())
-                .await?;
-            let owned = replicasets_of(&target.name, all.items);
-            match owned.as_slice() {
-                [current, previous, ..] => {
-                    let (from, to) = (
-                        revision(current).unwrap_or(0),
-                        revision(previous).unwrap_or(0),
-                    );
-                    Prepared {
-                        target: Some(target.to_string()),
-                        target_uid: previous.metadata.uid.clone(),
-                        from: Some(from.to_string()),
-                        to: Some(to.to_string()),
-                        precondition: Some(Precondition {
-                            generation: deployment.metadata.generation,
-                            template_hash: Some(template_hash(&deployment.spec.template)),
-                        }),
-                        ..Prepared::new(format!(
-                            "roll {target} back from revision {from} to revision {to}"
-                        ))
-                    }
-                }
-                _ => Prepared::impossible(format!(
-                    "{target} has no previous revision to roll back to"
-                )),
-            }
-        }
-        ActionType::Scale => {
-            let max = step.max_replicas.unwrap_or(1);
-            let current = current_replicas(client, &ns, target).await?;
-            match current {
-                None => Prepared::impossible(format!("{target} has no replica count to scale")),
-                Some(n) if n >= max => {
-                    Prepared::impossible(format!("{target} already runs {n} replicas, the maximum"))
-                }
-                Some(n) => {
-                    let to = n.saturating_mul(2).max(n.saturating_add(1)).min(max);
-                    Prepared {
-                        target: Some(target.to_string()),
-                        from: Some(n.to_string()),
-                        to: Some(to.to_string()),
-                        ..Prepared::new(format!("scale {target} from {n} to {to} replicas"))
-                    }
-                }
-            }
-        }
+        ActionType::Rollback => prepare_rollback(client, &ns, target).await?,
+        ActionType::Scale => prepare_scale(client, &ns, target, step).await?,
         ActionType::RaiseMemoryLimit => {
-            let Some(raise) = &step.memory else {
-                return Ok(Prepared::impossible(
-                    "the step has no memory settings".into(),
-                ));
-            };
-            let Some(template) = pod_template(client, &ns, target).await? else {
-                return Ok(Prepared::impossible(format!(
-                    "{target} has no pod template to change"
-                )));
-            };
-            let containers = template.spec.map(|s| s.containers).unwrap_or_default();
-            let wanted = signal.as_ref().and_then(|s| s.container.clone());
-            let Some(container) = containers
-                .iter()
-                .find(|c| Some(&c.name) == wanted.as_ref())
-                .or(containers.first())
-            else {
-                return Ok(Prepared::impossible(format!("{target} has no containers")));
-            };
-            let limit = container
-                .resources
-                .as_ref()
-                .and_then(|r| r.limits.as_ref())
-                .and_then(|l| l.get("memory"))
-                .map(|q| q.0.clone());
-            let current = match limit.as_deref().map(parse_bytes) {
-                Some(Ok(current)) => current,
-                Some(Err(e)) => {
-                    return Ok(Prepared::impossible(format!(
-                        "the memory limit of container {} of {target}: {e}",
-                        container.name
-                    )));
-                }
-                None => {
-                    return Ok(Prepared::impossible(format!(
-                        "container {} of {target} has no memory limit to raise",
-                        container.name
-                    )));
-                }
-            };
-            let cap = match parse_bytes(&raise.max) {
-                Ok(cap) => cap,
-                Err(e) => return Ok(Prepared::impossible(format!("memory.max: {e}"))),
-            };
-            let min = match raise.min_increase.as_deref().map(parse_bytes).transpose() {
-                Ok(min) => min,
-                Err(e) => return Ok(Prepared::impossible(format!("memory.minIncrease: {e}"))),
-            };
-            match raised_limit(current, raise.increase_percent, min, cap) {
-                None => Prepared::impossible(format!(
-                    "container {} of {target} is already at {} of memory, the policy's cap of {}",
-                    container.name,
-                    limit.clone().unwrap_or_default(),
-                    raise.max
-                )),
-                Some(new) => {
-                    let (from, to) = (
-                        limit.clone().unwrap_or_default(),
-                        format_bytes_within(new, cap),
-                    );
-                    Prepared {
-                        target: Some(target.to_string()),
-                        container: Some(container.name.clone()),
-                        from: Some(from.clone()),
-                        to: Some(to.clone()),
-                        ..Prepared::new(format!(
-                            "raise the memory limit of container {} of {target} from {from} to {to} (cap {})",
-                            container.name, raise.max
-                        ))
-                    }
-                }
-            }
+            prepare_raise_memory_limit(client, &ns, target, step, signal.as_ref()).await?
         }
         ActionType::Escalate => Prepared::new("hand the problem to people".into()),
     })
+}
+
+async fn prepare_restart_pod(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    signal: Option<&SignalObservation>,
+) -> Result<Prepared> {
+    let Some(pod_name) = signal.and_then(|s| s.pod.clone()) else {
+        return Ok(Prepared::impossible(
+            "the signal names no pod to restart".into(),
+        ));
+    };
+    Ok(
+        match Api::<Pod>::namespaced(client.clone(), &ns)
+            .get_opt(&pod_name)
+            .await?
+        {
+            Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
+                let siblings = pods_of_workload(client, &ns, target).await?;
+                if let Some(why) = restart_refusal(&pod, target, &siblings) {
+                    return Ok(Prepared::impossible(why));
+                }
+                Prepared {
+                    target: Some(format!("Pod/{pod_name}")),
+                    target_uid: pod.metadata.uid.clone(),
+                    ..Prepared::new(format!(
+                        "evict pod {pod_name} so that its controller replaces it"
+                    ))
+                }
+            }
+            _ => Prepared::impossible(format!("pod {pod_name} is already gone")),
+        },
+    )
+}
+
+async fn prepare_rollback(client: &Client, ns: &str, target: &WorkloadRef) -> Result<Prepared> {
+    if target.kind != WorkloadKind::Deployment {
+        return Ok(Prepared::impossible(format!(
+            "{target} is not a Deployment; only Deployments roll back"
+        )));
+    }
+    let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get_opt(&target.name)
+        .await?
+    else {
+        return Ok(Prepared::impossible(format!("{target} is gone")));
+    };
+    let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    let owned = replicasets_of(&target.name, all.items);
+    Ok(match owned.as_slice() {
+        [current, previous, ..] => {
+            let (from, to) = (
+                revision(current).unwrap_or(0),
+                revision(previous).unwrap_or(0),
+            );
+            Prepared {
+                target: Some(target.to_string()),
+                target_uid: previous.metadata.uid.clone(),
+                from: Some(from.to_string()),
+                to: Some(to.to_string()),
+                precondition: Some(Precondition {
+                    generation: deployment.metadata.generation,
+                    template_hash: Some(template_hash(&deployment.spec.template)),
+                }),
+                ..Prepared::new(format!(
+                    "roll {target} back from revision {from} to revision {to}"
+                ))
+            }
+        }
+        _ => Prepared::impossible(format!("{target} has no previous revision to roll back to")),
+    })
+}
+
+async fn prepare_scale(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    step: &ActionStep,
+) -> Result<Prepared> {
+    let max = step.max_replicas.unwrap_or(1);
+    let current = current_replicas(client, &ns, target).await?;
+    Ok(match current {
+        None => Prepared::impossible(format!("{target} has no replica count to scale")),
+        Some(n) if n >= max => {
+            Prepared::impossible(format!("{target} already runs {n} replicas, the maximum"))
+        }
+        Some(n) => {
+            let to = n.saturating_mul(2).max(n.saturating_add(1)).min(max);
+            Prepared {
+                target: Some(target.to_string()),
+                from: Some(n.to_string()),
+                to: Some(to.to_string()),
+                ..Prepared::new(format!("scale {target} from {n} to {to} replicas"))
+            }
+        }
+    })
+}
+
+async fn prepare_raise_memory_limit(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    step: &ActionStep,
+    signal: Option<&SignalObservation>,
+) -> Result<Prepared> {
+    let Some(raise) = &step.memory else {
+        return Ok(Prepared::impossible(
+            "the step has no memory settings".into(),
+        ));
+    };
+    let Some(template) = pod_template(client, &ns, target).await? else {
+        return Ok(Prepared::impossible(format!(
+            "{target} has no pod template to change"
+        )));
+    };
+    let containers = template.spec.map(|s| s.containers).unwrap_or_default();
+    let wanted = signal.and_then(|s| s.container.clone());
+    let Some(container) = containers
+        .iter()
+        .find(|c| Some(&c.name) == wanted.as_ref())
+        .or(containers.first())
+    else {
+        return Ok(Prepared::impossible(format!("{target} has no containers")));
+    };
+    let limit = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| q.0.clone());
+    let current = match limit.as_deref().map(parse_bytes) {
+        Some(Ok(current)) => current,
+        Some(Err(e)) => {
+            return Ok(Prepared::impossible(format!(
+                "the memory limit of container {} of {target}: {e}",
+                container.name
+            )));
+        }
+        None => {
+            return Ok(Prepared::impossible(format!(
+                "container {} of {target} has no memory limit to raise",
+                container.name
+            )));
+        }
+    };
+    let cap = match parse_bytes(&raise.max) {
+        Ok(cap) => cap,
+        Err(e) => return Ok(Prepared::impossible(format!("memory.max: {e}"))),
+    };
+    let min = match raise.min_increase.as_deref().map(parse_bytes).transpose() {
+        Ok(min) => min,
+        Err(e) => return Ok(Prepared::impossible(format!("memory.minIncrease: {e}"))),
+    };
+    Ok(
+        match raised_limit(current, raise.increase_percent, min, cap) {
+            None => Prepared::impossible(format!(
+                "container {} of {target} is already at {} of memory, the policy's cap of {}",
+                container.name,
+                limit.clone().unwrap_or_default(),
+                raise.max
+            )),
+            Some(new) => {
+                let (from, to) = (
+                    limit.clone().unwrap_or_default(),
+                    format_bytes_within(new, cap),
+                );
+                Prepared {
+                    target: Some(target.to_string()),
+                    container: Some(container.name.clone()),
+                    from: Some(from.clone()),
+                    to: Some(to.clone()),
+                    ..Prepared::new(format!(
+                        "raise the memory limit of container {} of {target} from {from} to {to} (cap {})",
+                        container.name, raise.max
+                    ))
+                }
+            }
+        },
+    )
 }
 
 async fn current_replicas(client: &Client, ns: &str, target: &WorkloadRef) -> Result<Option<i32>> {
@@ -511,143 +539,185 @@ pub async fn execute(
     let target = &incident.spec.target;
     let incident_name = incident.metadata.name.clone().unwrap_or_default();
     match record.type_ {
-        ActionType::RestartPod => {
-            let pod = record
-                .target
-                .as_deref()
-                .and_then(|t| t.strip_prefix("Pod/"))
-                .unwrap_or_default();
-            // Approved or replayed later, the other pods may have gone
-            // unready since it was planned.
-            let current = Api::<Pod>::namespaced(client.clone(), &ns)
-                .get_opt(pod)
-                .await?
-                .filter(|p| p.metadata.uid == record.target_uid);
-            if let Some(current) = current {
-                let siblings = pods_of_workload(client, &ns, target).await?;
-                if let Some(why) = restart_refusal(&current, target, &siblings) {
-                    return Ok(superseded(why));
-                }
-            }
-            fence.renew().await?;
-            match evict(client, &ns, pod, record.target_uid.as_deref()).await {
-                Ok(_) => Ok(done(format!("evicted pod {pod}"))),
-                // Gone, or replaced by a pod with another UID: the restart
-                // already happened.
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
-                    Ok(done(format!("pod {pod} was already gone")))
-                }
-                Err(kube::Error::Api(s)) if s.code == 429 => Ok(Executed {
-                    state: ActionState::Blocked,
-                    detail: format!(
-                        "eviction of pod {pod} refused: {} (a PodDisruptionBudget forbids it)",
-                        s.message
-                    ),
-                }),
-                Err(e) => Err(e.into()),
-            }
-        }
+        ActionType::RestartPod => execute_restart_pod(client, &ns, target, record, fence).await,
         ActionType::RolloutRestart => {
-            let value = format!("{incident_name}/{}", record.id);
-            let patch = serde_json::json!({ "spec": { "template": { "metadata": { "annotations": { RESTART_ANNOTATION: value } } } } });
-            fence.renew().await?;
-            patch_workload(client, &ns, target, &Patch::Merge(patch)).await?;
-            Ok(done(format!("rolling restart of {target}")))
+            execute_rollout_restart(client, &ns, target, &incident_name, record, fence).await
         }
-        ActionType::Rollback => {
-            let to = record.to.clone().unwrap_or_default();
-            let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default())
-                .await?;
-            let rs = replicasets_of(&target.name, all.items)
-                .into_iter()
-                .find(|rs| rs.metadata.uid == record.target_uid)
-                .ok_or_else(|| {
-                    crate::Error::Refused(format!("the ReplicaSet of revision {to} is gone"))
-                })?;
-            let mut template = rs
-                .spec
-                .template
-                .ok_or_else(|| crate::Error::Refused("that ReplicaSet has no template".into()))?;
-            if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-                labels.remove("pod-template-hash");
-            }
-            let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
-                .get_opt(&target.name)
-                .await?
-            else {
-                return Ok(superseded(format!("{target} is gone")));
-            };
-            if let Err(why) =
-                rollback_still_applies(record.precondition.as_ref(), &deployment, &template)
-            {
-                return Ok(superseded(why));
-            }
-            // Replacing the whole template with the old one is what
-            // `kubectl rollout undo` does; replaying it changes nothing.
-            let patch = serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]);
-            let patch: json_patch::Patch = serde_json::from_value(patch)?;
-            fence.renew().await?;
-            Api::<Deployment>::namespaced(client.clone(), &ns)
-                .patch(
-                    &target.name,
-                    &PatchParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..PatchParams::default()
-                    },
-                    &Patch::<()>::Json(patch),
-                )
-                .await?;
-            Ok(done(format!("rolled {target} back to revision {to}")))
-        }
-        ActionType::Scale => {
-            let to: i32 = record
-                .to
-                .as_deref()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(1);
-            let current = current_replicas(client, &ns, target).await?;
-            if let Err(why) = scale_still_applies(record, target, current) {
-                return Ok(superseded(why));
-            }
-            fence.renew().await?;
-            patch_workload(
-                client,
-                &ns,
-                target,
-                &Patch::Merge(serde_json::json!({ "spec": { "replicas": to } })),
-            )
-            .await?;
-            Ok(done(format!("scaled {target} to {to} replicas")))
-        }
+        ActionType::Rollback => execute_rollback(client, &ns, target, record, fence).await,
+        ActionType::Scale => execute_scale(client, &ns, target, record, fence).await,
         ActionType::RaiseMemoryLimit => {
-            let container = record.container.clone().unwrap_or_default();
-            let to = record.to.clone().unwrap_or_default();
-            let now = pod_template(client, &ns, target)
-                .await?
-                .and_then(|t| t.spec)
-                .and_then(|s| s.containers.into_iter().find(|c| c.name == container))
-                .and_then(|c| c.resources?.limits?.get("memory").map(|q| q.0.clone()));
-            if let Err(why) = value_still_applies(
-                &format!("the memory limit of container {container} of {target}"),
-                record.from.as_deref(),
-                Some(to.as_str()),
-                Some(now.as_deref().unwrap_or("none")),
-                |a, b| parse_bytes(a).is_ok_and(|a| parse_bytes(b).is_ok_and(|b| a == b)),
-            ) {
-                return Ok(superseded(why));
-            }
-            let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [
-                { "name": container, "resources": { "limits": { "memory": to } } }
-            ] } } } });
-            fence.renew().await?;
-            patch_workload(client, &ns, target, &Patch::Strategic(patch)).await?;
-            Ok(done(format!(
-                "memory limit of container {container} of {target} set to {to}"
-            )))
+            execute_raise_memory_limit(client, &ns, target, record, fence).await
         }
         ActionType::Escalate => Ok(done("escalated")),
     }
+}
+
+async fn execute_restart_pod(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    record: &ActionRecord,
+    fence: &impl Fence,
+) -> Result<Executed> {
+    let pod = record
+        .target
+        .as_deref()
+        .and_then(|t| t.strip_prefix("Pod/"))
+        .unwrap_or_default();
+    // Approved or replayed later, the other pods may have gone
+    // unready since it was planned.
+    let current = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get_opt(pod)
+        .await?
+        .filter(|p| p.metadata.uid == record.target_uid);
+    if let Some(current) = current {
+        let siblings = pods_of_workload(client, &ns, target).await?;
+        if let Some(why) = restart_refusal(&current, target, &siblings) {
+            return Ok(superseded(why));
+        }
+    }
+    fence.renew().await?;
+    match evict(client, &ns, pod, record.target_uid.as_deref()).await {
+        Ok(_) => Ok(done(format!("evicted pod {pod}"))),
+        // Gone, or replaced by a pod with another UID: the restart
+        // already happened.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+            Ok(done(format!("pod {pod} was already gone")))
+        }
+        Err(kube::Error::Api(s)) if s.code == 429 => Ok(Executed {
+            state: ActionState::Blocked,
+            detail: format!(
+                "eviction of pod {pod} refused: {} (a PodDisruptionBudget forbids it)",
+                s.message
+            ),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn execute_rollout_restart(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    incident_name: &str,
+    record: &ActionRecord,
+    fence: &impl Fence,
+) -> Result<Executed> {
+    let value = format!("{incident_name}/{}", record.id);
+    let patch = serde_json::json!({ "spec": { "template": { "metadata": { "annotations": { RESTART_ANNOTATION: value } } } } });
+    fence.renew().await?;
+    patch_workload(client, &ns, target, &Patch::Merge(patch)).await?;
+    Ok(done(format!("rolling restart of {target}")))
+}
+
+async fn execute_rollback(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    record: &ActionRecord,
+    fence: &impl Fence,
+) -> Result<Executed> {
+    let to = record.to.clone().unwrap_or_default();
+    let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    let rs = replicasets_of(&target.name, all.items)
+        .into_iter()
+        .find(|rs| rs.metadata.uid == record.target_uid)
+        .ok_or_else(|| crate::Error::Refused(format!("the ReplicaSet of revision {to} is gone")))?;
+    let mut template = rs
+        .spec
+        .template
+        .ok_or_else(|| crate::Error::Refused("that ReplicaSet has no template".into()))?;
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove("pod-template-hash");
+    }
+    let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get_opt(&target.name)
+        .await?
+    else {
+        return Ok(superseded(format!("{target} is gone")));
+    };
+    if let Err(why) = rollback_still_applies(record.precondition.as_ref(), &deployment, &template) {
+        return Ok(superseded(why));
+    }
+    // Replacing the whole template with the old one is what
+    // `kubectl rollout undo` does; replaying it changes nothing.
+    let patch =
+        serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]);
+    let patch: json_patch::Patch = serde_json::from_value(patch)?;
+    fence.renew().await?;
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            &target.name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::<()>::Json(patch),
+        )
+        .await?;
+    Ok(done(format!("rolled {target} back to revision {to}")))
+}
+
+async fn execute_scale(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    record: &ActionRecord,
+    fence: &impl Fence,
+) -> Result<Executed> {
+    let to: i32 = record
+        .to
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let current = current_replicas(client, &ns, target).await?;
+    if let Err(why) = scale_still_applies(record, target, current) {
+        return Ok(superseded(why));
+    }
+    fence.renew().await?;
+    patch_workload(
+        client,
+        &ns,
+        target,
+        &Patch::Merge(serde_json::json!({ "spec": { "replicas": to } })),
+    )
+    .await?;
+    Ok(done(format!("scaled {target} to {to} replicas")))
+}
+
+async fn execute_raise_memory_limit(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    record: &ActionRecord,
+    fence: &impl Fence,
+) -> Result<Executed> {
+    let container = record.container.clone().unwrap_or_default();
+    let to = record.to.clone().unwrap_or_default();
+    let now = pod_template(client, &ns, target)
+        .await?
+        .and_then(|t| t.spec)
+        .and_then(|s| s.containers.into_iter().find(|c| c.name == container))
+        .and_then(|c| c.resources?.limits?.get("memory").map(|q| q.0.clone()));
+    if let Err(why) = value_still_applies(
+        &format!("the memory limit of container {container} of {target}"),
+        record.from.as_deref(),
+        Some(to.as_str()),
+        Some(now.as_deref().unwrap_or("none")),
+        |a, b| parse_bytes(a).is_ok_and(|a| parse_bytes(b).is_ok_and(|b| a == b)),
+    ) {
+        return Ok(superseded(why));
+    }
+    let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [
+        { "name": container, "resources": { "limits": { "memory": to } } }
+    ] } } } });
+    fence.renew().await?;
+    patch_workload(client, &ns, target, &Patch::Strategic(patch)).await?;
+    Ok(done(format!(
+        "memory limit of container {container} of {target} set to {to}"
+    )))
 }
 
 #[cfg(test)]

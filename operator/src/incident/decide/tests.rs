@@ -366,7 +366,7 @@ fn planned(
 }
 
 #[test]
-fn each_guardrail_outcome_of_planning_is_its_own_decision() {
+fn each_guardrail_that_holds_a_step_back_is_its_own_wait() {
     let fresh = incident(Phase::Diagnosing, vec![])
         .status
         .unwrap_or_default();
@@ -429,7 +429,15 @@ fn each_guardrail_outcome_of_planning_is_its_own_decision() {
             other => panic!("{what}: expected a wait, got {other:?}"),
         }
     }
+}
 
+#[test]
+fn a_measured_signal_cleared_by_another_incidents_change_needs_nothing_more() {
+    let fresh = incident(Phase::Diagnosing, vec![])
+        .status
+        .unwrap_or_default();
+    let p = policy(Mode::Automatic);
+    let restart = ActionType::RestartPod;
     let changed = Budget {
         workload_changed: Some((now(), "web-errors".into(), ActionType::Rollback)),
         ..budget()
@@ -463,7 +471,14 @@ fn each_guardrail_outcome_of_planning_is_its_own_decision() {
             ..
         }
     ));
+}
 
+#[test]
+fn planning_escalates_when_attempts_or_the_ladder_run_out_and_waits_for_a_broken_policy() {
+    let fresh = incident(Phase::Diagnosing, vec![])
+        .status
+        .unwrap_or_default();
+    let restart = ActionType::RestartPod;
     let tried = |n| {
         incident(
             Phase::Remediating,
