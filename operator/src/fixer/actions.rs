@@ -117,12 +117,12 @@ async fn prepare_restart_pod(
         ));
     };
     Ok(
-        match Api::<Pod>::namespaced(client.clone(), &ns)
+        match Api::<Pod>::namespaced(client.clone(), ns)
             .get_opt(&pod_name)
             .await?
         {
             Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
-                let siblings = pods_of_workload(client, &ns, target).await?;
+                let siblings = pods_of_workload(client, ns, target).await?;
                 if let Some(why) = restart_refusal(&pod, target, &siblings) {
                     return Ok(Prepared::impossible(why));
                 }
@@ -145,13 +145,13 @@ async fn prepare_rollback(client: &Client, ns: &str, target: &WorkloadRef) -> Re
             "{target} is not a Deployment; only Deployments roll back"
         )));
     }
-    let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
+    let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt(&target.name)
         .await?
     else {
         return Ok(Prepared::impossible(format!("{target} is gone")));
     };
-    let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+    let all = Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?;
     let owned = replicasets_of(&target.name, all.items);
@@ -186,7 +186,7 @@ async fn prepare_scale(
     step: &ActionStep,
 ) -> Result<Prepared> {
     let max = step.max_replicas.unwrap_or(1);
-    let current = current_replicas(client, &ns, target).await?;
+    let current = current_replicas(client, ns, target).await?;
     Ok(match current {
         None => Prepared::impossible(format!("{target} has no replica count to scale")),
         Some(n) if n >= max => {
@@ -216,7 +216,7 @@ async fn prepare_raise_memory_limit(
             "the step has no memory settings".into(),
         ));
     };
-    let Some(template) = pod_template(client, &ns, target).await? else {
+    let Some(template) = pod_template(client, ns, target).await? else {
         return Ok(Prepared::impossible(format!(
             "{target} has no pod template to change"
         )));
@@ -566,18 +566,18 @@ async fn execute_restart_pod(
         .unwrap_or_default();
     // Approved or replayed later, the other pods may have gone
     // unready since it was planned.
-    let current = Api::<Pod>::namespaced(client.clone(), &ns)
+    let current = Api::<Pod>::namespaced(client.clone(), ns)
         .get_opt(pod)
         .await?
         .filter(|p| p.metadata.uid == record.target_uid);
     if let Some(current) = current {
-        let siblings = pods_of_workload(client, &ns, target).await?;
+        let siblings = pods_of_workload(client, ns, target).await?;
         if let Some(why) = restart_refusal(&current, target, &siblings) {
             return Ok(superseded(why));
         }
     }
     fence.renew().await?;
-    match evict(client, &ns, pod, record.target_uid.as_deref()).await {
+    match evict(client, ns, pod, record.target_uid.as_deref()).await {
         Ok(_) => Ok(done(format!("evicted pod {pod}"))),
         // Gone, or replaced by a pod with another UID: the restart
         // already happened.
@@ -606,7 +606,7 @@ async fn execute_rollout_restart(
     let value = format!("{incident_name}/{}", record.id);
     let patch = serde_json::json!({ "spec": { "template": { "metadata": { "annotations": { RESTART_ANNOTATION: value } } } } });
     fence.renew().await?;
-    patch_workload(client, &ns, target, &Patch::Merge(patch)).await?;
+    patch_workload(client, ns, target, &Patch::Merge(patch)).await?;
     Ok(done(format!("rolling restart of {target}")))
 }
 
@@ -618,7 +618,7 @@ async fn execute_rollback(
     fence: &impl Fence,
 ) -> Result<Executed> {
     let to = record.to.clone().unwrap_or_default();
-    let all = Api::<ReplicaSet>::namespaced(client.clone(), &ns)
+    let all = Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?;
     let rs = replicasets_of(&target.name, all.items)
@@ -632,7 +632,7 @@ async fn execute_rollback(
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove("pod-template-hash");
     }
-    let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), &ns)
+    let Some(deployment) = Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt(&target.name)
         .await?
     else {
@@ -647,7 +647,7 @@ async fn execute_rollback(
         serde_json::json!([{ "op": "replace", "path": "/spec/template", "value": template }]);
     let patch: json_patch::Patch = serde_json::from_value(patch)?;
     fence.renew().await?;
-    Api::<Deployment>::namespaced(client.clone(), &ns)
+    Api::<Deployment>::namespaced(client.clone(), ns)
         .patch(
             &target.name,
             &PatchParams {
@@ -672,14 +672,14 @@ async fn execute_scale(
         .as_deref()
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
-    let current = current_replicas(client, &ns, target).await?;
+    let current = current_replicas(client, ns, target).await?;
     if let Err(why) = scale_still_applies(record, target, current) {
         return Ok(superseded(why));
     }
     fence.renew().await?;
     patch_workload(
         client,
-        &ns,
+        ns,
         target,
         &Patch::Merge(serde_json::json!({ "spec": { "replicas": to } })),
     )
@@ -696,7 +696,7 @@ async fn execute_raise_memory_limit(
 ) -> Result<Executed> {
     let container = record.container.clone().unwrap_or_default();
     let to = record.to.clone().unwrap_or_default();
-    let now = pod_template(client, &ns, target)
+    let now = pod_template(client, ns, target)
         .await?
         .and_then(|t| t.spec)
         .and_then(|s| s.containers.into_iter().find(|c| c.name == container))
@@ -714,7 +714,7 @@ async fn execute_raise_memory_limit(
         { "name": container, "resources": { "limits": { "memory": to } } }
     ] } } } });
     fence.renew().await?;
-    patch_workload(client, &ns, target, &Patch::Strategic(patch)).await?;
+    patch_workload(client, ns, target, &Patch::Strategic(patch)).await?;
     Ok(done(format!(
         "memory limit of container {container} of {target} set to {to}"
     )))
