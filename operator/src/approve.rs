@@ -46,7 +46,10 @@ pub fn describe(incident: &Incident, action: &ActionRecord) -> String {
     out += &format!("  action:    {} ({})\n", action.type_.as_str(), action.id);
     out += &format!(
         "  target:    {}\n",
-        action.target.as_deref().unwrap_or("the workload")
+        action
+            .target
+            .as_ref()
+            .map_or("the workload".to_string(), |t| t.to_string())
     );
     if let (Some(from), Some(to)) = (&action.from, &action.to) {
         out += &format!("  change:    {from} -> {to}\n");
@@ -152,7 +155,7 @@ mod tests {
                     type_: ActionType::RestartPod,
                     state,
                     detail: "evict pod ledger-1".into(),
-                    target: Some("Pod/ledger-1".into()),
+                    target: "Pod/ledger-1".parse().ok(),
                     target_uid: None,
                     container: None,
                     from: None,

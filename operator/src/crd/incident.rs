@@ -297,8 +297,13 @@ pub struct ActionRecord {
     pub detail: String,
     /// The object it acts on, fixed when it is recorded (for example
     /// `Pod/web-7f9c` or `Deployment/web`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::kind_slash_name"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub target: Option<WorkloadRef>,
     /// The UID of that object, so a replayed action cannot hit a newer one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_uid: Option<String>,

@@ -68,6 +68,55 @@ impl std::fmt::Display for WorkloadRef {
     }
 }
 
+impl std::str::FromStr for WorkloadRef {
+    type Err = String;
+
+    /// Reads `Kind/name`, as `Display` writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, name) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not Kind/name"))?;
+        let kind = [
+            WorkloadKind::Deployment,
+            WorkloadKind::StatefulSet,
+            WorkloadKind::DaemonSet,
+            WorkloadKind::Job,
+            WorkloadKind::Pod,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| format!("{kind:?} is not a kind SRE-Space acts on"))?;
+        if name.is_empty() || name.contains('/') {
+            return Err(format!("{s:?} is not Kind/name"));
+        }
+        Ok(Self {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// An optional object written as `Kind/name` in the CRD (a string, as
+/// records of earlier versions hold it) and read into a `WorkloadRef`. A
+/// string that is not `Kind/name` reads as no target rather than making the
+/// whole Incident unreadable.
+pub mod kind_slash_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::WorkloadRef;
+
+    pub fn serialize<S: Serializer>(t: &Option<WorkloadRef>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(t),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WorkloadRef>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.and_then(|s| s.parse().ok()))
+    }
+}
+
 /// The kinds of workload SRE-Space follows.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum WorkloadKind {
@@ -247,6 +296,31 @@ pub struct Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_target_is_stored_as_kind_slash_name_and_read_back_typed() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Record {
+            #[serde(default, with = "super::kind_slash_name")]
+            target: Option<WorkloadRef>,
+        }
+        let pod = WorkloadRef {
+            kind: WorkloadKind::Pod,
+            name: "web-7f9c".into(),
+        };
+        let json = serde_json::to_value(Record {
+            target: Some(pod.clone()),
+        })
+        .unwrap();
+        assert_eq!(json, serde_json::json!({ "target": "Pod/web-7f9c" }));
+        let back: Record = serde_json::from_value(json).unwrap();
+        assert_eq!(back.target, Some(pod));
+        let odd: Record =
+            serde_json::from_value(serde_json::json!({ "target": "Secret/keys" })).unwrap();
+        assert_eq!(odd.target, None, "not a kind the operator acts on");
+        assert!("Deployment/".parse::<WorkloadRef>().is_err());
+        assert!("web".parse::<WorkloadRef>().is_err());
+    }
 
     #[test]
     fn every_crd_is_namespaced_with_a_status_subresource() {

@@ -550,7 +550,7 @@ fn timeline(inc: &Incident, status: &IncidentStatus) -> Vec<TimelineEntry> {
         at(
             &a.recorded_at,
             format!("{} recorded", a.type_.as_str()),
-            a.target.clone().unwrap_or_default(),
+            a.target.as_ref().map(|t| t.to_string()).unwrap_or_default(),
         );
         if let Some(done) = &a.finished_at {
             let outcome = a.outcome.map(|o| format!(", {o:?}")).unwrap_or_default();
@@ -613,7 +613,7 @@ fn action_view(a: &ActionRecord) -> ActionView {
         state: a.state,
         outcome: a.outcome,
         detail: a.detail.clone(),
-        target: a.target.clone(),
+        target: a.target.as_ref().map(|t| t.to_string()),
         from: a.from.clone(),
         to: a.to.clone(),
         recorded_at: time(&a.recorded_at),

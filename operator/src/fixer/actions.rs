@@ -25,7 +25,7 @@ pub const RESTART_ANNOTATION: &str = "sre.space/restarted-by";
 /// What preparing found: the record's target fields, or why the action
 /// cannot be taken at all.
 pub struct Prepared {
-    pub target: Option<String>,
+    pub target: Option<WorkloadRef>,
     pub target_uid: Option<String>,
     pub container: Option<String>,
     pub from: Option<String>,
@@ -92,7 +92,7 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
                 "{target} has no rolling update to restart its pods with"
             )),
             _ => Prepared {
-                target: Some(target.to_string()),
+                target: Some(target.clone()),
                 ..Prepared::new(format!("restart every pod of {target} by a rolling update"))
             },
         },
@@ -127,7 +127,10 @@ async fn prepare_restart_pod(
                     return Ok(Prepared::impossible(why));
                 }
                 Prepared {
-                    target: Some(format!("Pod/{pod_name}")),
+                    target: Some(WorkloadRef {
+                        kind: WorkloadKind::Pod,
+                        name: pod_name.clone(),
+                    }),
                     target_uid: pod.metadata.uid.clone(),
                     ..Prepared::new(format!(
                         "evict pod {pod_name} so that its controller replaces it"
@@ -162,7 +165,7 @@ async fn prepare_rollback(client: &Client, ns: &str, target: &WorkloadRef) -> Re
                 revision(previous).unwrap_or(0),
             );
             Prepared {
-                target: Some(target.to_string()),
+                target: Some(target.clone()),
                 target_uid: previous.metadata.uid.clone(),
                 from: Some(from.to_string()),
                 to: Some(to.to_string()),
@@ -195,7 +198,7 @@ async fn prepare_scale(
         Some(n) => {
             let to = n.saturating_mul(2).max(n.saturating_add(1)).min(max);
             Prepared {
-                target: Some(target.to_string()),
+                target: Some(target.clone()),
                 from: Some(n.to_string()),
                 to: Some(to.to_string()),
                 ..Prepared::new(format!("scale {target} from {n} to {to} replicas"))
@@ -273,7 +276,7 @@ async fn prepare_raise_memory_limit(
                     format_bytes_within(new, cap),
                 );
                 Prepared {
-                    target: Some(target.to_string()),
+                    target: Some(target.clone()),
                     container: Some(container.name.clone()),
                     from: Some(from.clone()),
                     to: Some(to.clone()),
@@ -559,11 +562,16 @@ async fn execute_restart_pod(
     record: &ActionRecord,
     fence: &impl Fence,
 ) -> Result<Executed> {
-    let pod = record
+    let Some(pod) = record
         .target
-        .as_deref()
-        .and_then(|t| t.strip_prefix("Pod/"))
-        .unwrap_or_default();
+        .as_ref()
+        .filter(|t| t.kind == WorkloadKind::Pod)
+        .map(|t| t.name.as_str())
+    else {
+        return Err(crate::Error::Refused(
+            "the recorded restart names no pod".into(),
+        ));
+    };
     // Approved or replayed later, the other pods may have gone
     // unready since it was planned.
     let current = Api::<Pod>::namespaced(client.clone(), ns)

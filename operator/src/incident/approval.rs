@@ -71,7 +71,9 @@ pub fn approval_for(status: Option<&IncidentStatus>, approval: Option<&Approval>
             "{} ({} of {}) is the action waiting for approval",
             w.id,
             w.type_.as_str(),
-            w.target.as_deref().unwrap_or("the workload")
+            w.target
+                .as_ref()
+                .map_or("the workload".to_string(), |t| t.to_string())
         ),
         None => "no action is waiting for approval".into(),
     };
@@ -125,7 +127,7 @@ mod tests {
             type_,
             state,
             detail: String::new(),
-            target: Some("Pod/ledger-1".into()),
+            target: "Pod/ledger-1".parse().ok(),
             target_uid: None,
             container: None,
             from: None,

@@ -116,7 +116,7 @@ async fn automatic_restart_is_recorded_before_the_eviction_which_carries_the_pod
 async fn an_approved_step_makes_exactly_one_eviction_and_the_approval_is_spent() {
     let api = FakeApi::default();
     let mut waiting = record(1, ActionType::RestartPod, ActionState::AwaitingApproval);
-    waiting.target = Some("Pod/web-1".into());
+    waiting.target = "Pod/web-1".parse().ok();
     waiting.target_uid = Some("uid-web-1".into());
     let id = waiting.id.clone();
     let i = approved(
@@ -206,7 +206,7 @@ async fn a_missing_policy_writes_one_condition_and_nothing_else() {
 async fn a_pending_record_replayed_after_a_restart_is_taken_once() {
     let api = FakeApi::default();
     let mut pending = record(1, ActionType::RestartPod, ActionState::Pending);
-    pending.target = Some("Pod/web-1".into());
+    pending.target = "Pod/web-1".parse().ok();
     pending.target_uid = Some("uid-web-1".into());
     let i = incident(Phase::Remediating, vec![pending]);
     let ctx = context(&api, Some(policy(Mode::Automatic)), &i);
