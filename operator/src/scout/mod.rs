@@ -2,12 +2,9 @@
 //! Incidents, one per problem (namespace, workload, signal kind). A repeat of
 //! a problem updates its incident; the Scout never decides what to do.
 
-pub mod business;
-pub mod events;
-pub mod health;
 pub mod measured;
 pub mod signals;
-pub mod traces;
+pub mod sources;
 mod verify;
 
 use std::sync::Arc;
@@ -106,9 +103,9 @@ pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
 /// own when what it measures is away.
 pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        health::spawn(ctx),
-        events::spawn(ctx),
-        traces::spawn(ctx.clone()),
+        sources::health::spawn(ctx),
+        sources::kafka::spawn(ctx),
+        sources::traces::spawn(ctx.clone()),
     ]
 }
 

@@ -8,6 +8,8 @@
 //! and the judging loop share the counts under a mutex held for a poll's
 //! batch or one round of judgements, never across an await.
 
+pub mod business;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,11 +19,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::business::{self, Counts};
-use super::measured::{Reading, Subject};
 use crate::crd::{ConditionStatus, RemediationPolicy, SignalKind, Trigger};
 use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState, now_ms};
 use crate::scout::Context;
+use crate::scout::measured::{Reading, Subject};
+use business::Counts;
 
 /// The condition each policy with Kafka triggers carries.
 pub const CONDITION: &str = "KafkaAvailable";
@@ -360,7 +362,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
         let readings = judge(&judged, &shared.counts(), Timestamp::now());
         for reading in readings {
             let subject = reading.subject.clone();
-            if let Err(e) = super::report(&ctx, reading).await {
+            if let Err(e) = crate::scout::report(&ctx, reading).await {
                 warn!(error = %e, namespace = %subject.namespace, workload = %subject.workload, kind = subject.kind.as_str(), "could not record a business signal; judged again in a second");
             }
         }

@@ -13,10 +13,10 @@ use kube::ResourceExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::measured::{Reading, Subject, Verdict};
 use crate::brain::traces::WindowStats;
 use crate::crd::{ConditionStatus, SignalKind, TraceTrigger};
 use crate::scout::Context;
+use crate::scout::measured::{Reading, Subject, Verdict};
 use crate::traces::{Trace, TraceQuery};
 
 /// The condition the source reports on each policy with trace triggers.
@@ -373,7 +373,7 @@ async fn judge_one(ctx: &Context, w: &Watched) -> Availability {
         threshold,
         at: end,
     };
-    if let Err(e) = super::report(ctx, reading).await {
+    if let Err(e) = crate::scout::report(ctx, reading).await {
         warn!(error = %e, workload = %w.subject.workload, "could not record the trace trigger's reading");
     }
     availability
