@@ -23,9 +23,6 @@ use crate::scout::measured::Verdict;
 
 pub use runner::spawn;
 
-/// The condition each policy with HealthCheck triggers carries.
-pub const CONDITION: &str = "HealthChecksAvailable";
-
 /// What a trigger probes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {

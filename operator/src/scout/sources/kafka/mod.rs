@@ -10,7 +10,7 @@
 
 pub mod business;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,14 +19,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
+use super::{ConditionWriter, PolicyKey, Rewrite, Wanted};
+use crate::conditions::KAFKA_AVAILABLE;
 use crate::crd::{ConditionStatus, RemediationPolicy, SignalKind, Trigger};
 use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState, now_ms};
 use crate::scout::Context;
 use crate::scout::measured::{Reading, Subject};
 use business::Counts;
 
-/// The condition each policy with Kafka triggers carries.
-pub const CONDITION: &str = "KafkaAvailable";
 /// How often the consumer probes the broker for its position and lag.
 const PROBE_EVERY_MS: i64 = 1000;
 /// How long one poll of the consumer waits for events.
@@ -293,40 +293,25 @@ pub fn spawn(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
 
 /// Tells each policy with Kafka triggers that they are not measured.
 async fn not_configured(ctx: Arc<Context>, why: String) {
-    let message = format!("{why}: ConversionRate and EventRateDrop triggers are not measured");
-    let mut said: BTreeSet<(String, String)> = BTreeSet::new();
+    let wanted = Wanted {
+        status: ConditionStatus::False,
+        reason: "NotConfigured",
+        message: format!("{why}: ConversionRate and EventRateDrop triggers are not measured"),
+    };
+    let mut writer = condition_writer();
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         let policies = ctx.policies.state();
         let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
-        let now: BTreeSet<(String, String)> = judged
+        let measured: BTreeSet<PolicyKey> = judged
             .iter()
             .map(|j| (j.subject.namespace.clone(), j.subject.policy.clone()))
             .collect();
-        said.retain(|k| now.contains(k));
-        for (ns, policy) in now {
-            if said.contains(&(ns.clone(), policy.clone())) {
-                continue;
-            }
-            match crate::policy::set_condition(
-                &ctx.client,
-                &ns,
-                &policy,
-                CONDITION,
-                ConditionStatus::False,
-                "NotConfigured",
-                &message,
-            )
-            .await
-            {
-                Ok(()) => {
-                    said.insert((ns, policy));
-                }
-                Err(e) => {
-                    warn!(namespace = %ns, policy = %policy, error = %e, "could not write the KafkaAvailable condition; retrying");
-                }
-            }
+        writer.retain(|k| measured.contains(k));
+        let now = tokio::time::Instant::now();
+        for key in &measured {
+            writer.write(&ctx.client, key, "", &wanted, now).await;
         }
     }
 }
@@ -340,8 +325,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // What each policy's condition says now, to write only changes.
-    let mut said: HashMap<(String, String), (ConditionStatus, &'static str)> = HashMap::new();
+    let mut writer = condition_writer();
     let mut rounds: u32 = 0;
     loop {
         tick.tick().await;
@@ -377,9 +361,15 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
         if rounds.is_multiple_of(CONDITION_EVERY) {
             let states = shared.states();
             update_metrics(&ctx, &states);
-            update_conditions(&ctx, &config, &judged, &states, &mut said).await;
+            update_conditions(&ctx, &config, &judged, &states, &mut writer).await;
         }
     }
+}
+
+/// What `KafkaAvailable` says, written on a change of status or reason: a
+/// lagging consumer's message moves every round.
+fn condition_writer() -> ConditionWriter {
+    ConditionWriter::new(KAFKA_AVAILABLE, Rewrite::StatusOrReason, Duration::ZERO)
 }
 
 /// Runs the consumer on a thread of its own.
@@ -424,7 +414,7 @@ async fn update_conditions(
     config: &KafkaConfig,
     judged: &[Judged],
     states: &BTreeMap<String, TopicState>,
-    said: &mut HashMap<(String, String), (ConditionStatus, &'static str)>,
+    writer: &mut ConditionWriter,
 ) {
     let mut topics: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
     for j in judged {
@@ -433,39 +423,28 @@ async fn update_conditions(
             .or_default()
             .extend(topics_of(&j.trigger));
     }
-    said.retain(|k, _| topics.contains_key(k));
-    for ((ns, policy), topics) in topics {
+    writer.retain(|k| topics.contains_key(k));
+    let now = tokio::time::Instant::now();
+    for (key, topics) in topics {
         let Some((status, reason, message)) = availability(&topics, states, &config.bootstrap)
         else {
             continue;
         };
-        let key = (ns.clone(), policy.clone());
-        if said.get(&key) == Some(&(status, reason)) {
-            continue;
-        }
-        if status == ConditionStatus::False {
-            warn!(namespace = %ns, policy = %policy, reason, %message, "Kafka triggers cannot be measured");
-        } else if said.contains_key(&key) {
-            info!(namespace = %ns, policy = %policy, "Kafka triggers are measured again");
-        }
-        match crate::policy::set_condition(
-            &ctx.client,
-            &ns,
-            &policy,
-            CONDITION,
+        let wanted = Wanted {
             status,
             reason,
-            &message,
-        )
-        .await
-        {
-            Ok(()) => {
-                said.insert(key, (status, reason));
-            }
-            Err(e) => {
-                warn!(namespace = %ns, policy = %policy, error = %e, "could not write the KafkaAvailable condition; retrying");
-            }
+            message,
+        };
+        if writer.plan(&key, "", &wanted, now).is_none() {
+            continue;
         }
+        let (ns, policy) = &key;
+        if status == ConditionStatus::False {
+            warn!(namespace = %ns, policy = %policy, reason, message = %wanted.message, "Kafka triggers cannot be measured");
+        } else if writer.has_written(&key) {
+            info!(namespace = %ns, policy = %policy, "Kafka triggers are measured again");
+        }
+        writer.write(&ctx.client, &key, "", &wanted, now).await;
     }
 }
 
