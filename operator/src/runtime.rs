@@ -318,6 +318,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         metrics: metrics.clone(),
         allowlist: outside.allowlist.clone(),
         traces: outside.traces.clone(),
+        clock: Arc::new(crate::clock::SystemClock),
     });
     let m = metrics.clone();
     let scout = Controller::for_stream(pods.stream, pods.store)

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -47,6 +46,8 @@ pub struct Context {
     pub allowlist: Arc<crate::allowlist::Shared>,
     /// Where trace triggers read traces, when a trace store is configured.
     pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
+    /// The time signals are read and judged at.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Looks at one pod.
@@ -61,7 +62,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         debug!(pod = %pod.name_any(), policies = policies.len(), "no policy covers the pod");
         return Ok(Action::await_change());
     };
-    let reading = read_pod(&pod, &policy.spec.triggers, Timestamp::now());
+    let reading = read_pod(&pod, &policy.spec.triggers, ctx.clock.now());
     debug!(pod = %pod.name_any(), policy = %policy.name_any(), signals = reading.signals.len(), "pod read");
     if !reading.signals.is_empty() {
         match ctx.workloads.owner_of(&pod).await? {
@@ -147,7 +148,9 @@ pub async fn record_signal(
             };
             match api.create(&pp, &Incident::new(&name, spec)).await {
                 Ok(created) => {
-                    let delay = Timestamp::now()
+                    let delay = ctx
+                        .clock
+                        .now()
                         .duration_since(signal.observed_at)
                         .as_secs_f64();
                     ctx.metrics.time_to_detect.observe(delay.max(0.0));

@@ -288,7 +288,7 @@ impl Availability {
 
 /// Reads and judges one trigger's window and posts the reading.
 async fn judge_one(ctx: &Context, w: &Watched) -> Availability {
-    let end = Timestamp::now();
+    let end = ctx.clock.now();
     let start = crate::limits::before(
         end,
         w.settings

@@ -10,7 +10,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -360,7 +359,7 @@ async fn post(ctx: &Context, key: &CheckKey, check: &Check, withheld: Withheld, 
         summary,
         value: Some(f64::from(check.failures)),
         threshold: Some(f64::from(threshold)),
-        at: Timestamp::now(),
+        at: ctx.clock.now(),
     };
     if let Err(e) = crate::scout::report(ctx, reading).await {
         warn!(error = %e, namespace = %key.namespace, target = %key.target, "could not record the health check's reading");

@@ -20,9 +20,10 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::{ConditionWriter, PolicyKey, Rewrite, Wanted};
+use crate::clock::Clock;
 use crate::conditions::KAFKA_AVAILABLE;
 use crate::crd::{ConditionStatus, RemediationPolicy, SignalKind, Trigger};
-use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState, now_ms};
+use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState};
 use crate::scout::Context;
 use crate::scout::measured::{Reading, Subject};
 use business::Counts;
@@ -130,9 +131,9 @@ impl<L: EventLog> Follower<L> {
     }
 
     /// Runs until the source stops.
-    pub fn run(mut self) {
+    pub fn run(mut self, clock: &dyn Clock) {
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let now = now_ms();
+            let now = clock.now().as_millisecond();
             if self.probed_ms.is_none_or(|p| now - p >= PROBE_EVERY_MS) {
                 self.probe(now);
             }
@@ -320,7 +321,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
     info!(bootstrap = %config.bootstrap, group = %config.group, "the Kafka source follows the topics of ConversionRate and EventRateDrop triggers");
     let shared = Arc::new(Shared::default());
     let _stop = StopOnDrop(shared.clone());
-    let Some(mut consumer) = start_consumer(&config, &shared) else {
+    let Some(mut consumer) = start_consumer(&ctx, &config, &shared) else {
         return;
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -335,7 +336,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
             // every reading is Unknown.
             warn!("the Kafka consumer thread ended; starting it again");
             *lock(&shared.counts) = Counts::default();
-            match start_consumer(&config, &shared) {
+            match start_consumer(&ctx, &config, &shared) {
                 Some(c) => consumer = c,
                 None => return,
             }
@@ -343,7 +344,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
         let policies = ctx.policies.state();
         let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
         shared.want(wanted_topics(&judged));
-        let readings = judge(&judged, &shared.counts(), Timestamp::now());
+        let readings = judge(&judged, &shared.counts(), ctx.clock.now());
         for reading in readings {
             let subject = reading.subject.clone();
             if let Err(e) = crate::scout::report(&ctx, reading).await {
@@ -374,13 +375,15 @@ fn condition_writer() -> ConditionWriter {
 
 /// Runs the consumer on a thread of its own.
 fn start_consumer(
+    ctx: &Context,
     config: &KafkaConfig,
     shared: &Arc<Shared>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let follower = Follower::new(KafkaLog::new(config.clone()), shared.clone());
+    let clock = ctx.clock.clone();
     match std::thread::Builder::new()
         .name("sre-space-kafka".into())
-        .spawn(move || follower.run())
+        .spawn(move || follower.run(clock.as_ref()))
     {
         Ok(handle) => Some(handle),
         Err(e) => {
