@@ -70,7 +70,7 @@ fn record(from: &str, to: &str) -> ActionRecord {
         type_: ActionType::RaiseMemoryLimit,
         state: ActionState::Pending,
         detail: String::new(),
-        target: Some("Deployment/policy-service".into()),
+        target: "Deployment/policy-service".parse().ok(),
         target_uid: None,
         container: Some("app".into()),
         from: Some(from.into()),

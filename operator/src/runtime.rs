@@ -331,6 +331,7 @@ fn scout_context(s: &Shared, outside: &Outside) -> Arc<crate::scout::Context> {
         metrics: s.metrics.clone(),
         allowlist: outside.allowlist.clone(),
         traces: outside.traces.clone(),
+        clock: Arc::new(crate::clock::SystemClock),
     })
 }
 

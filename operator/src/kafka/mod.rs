@@ -1,7 +1,8 @@
 //! Kafka, the outside system behind the business signals: which events
 //! arrived on the topics the policies name, and whether the consumer can
-//! vouch that it saw all of them. The Scout's source (`scout::events`) talks
-//! to it through [`EventLog`], so that its logic is tested without a broker.
+//! vouch that it saw all of them. The Scout's source
+//! (`scout::sources::kafka`) talks to it through [`EventLog`], so that its
+//! logic is tested without a broker.
 //!
 //! The consumer reads every partition of every followed topic itself
 //! (manual assignment) under its own group id, and never commits offsets:

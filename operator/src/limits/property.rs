@@ -28,9 +28,10 @@ use crate::crd::{
 };
 use crate::fixer::{self, Budget, Plan};
 use crate::quantity::parse_bytes;
-use crate::scout::business::{self, Counts};
 use crate::scout::measured::Subject;
-use crate::scout::{health, signals, traces};
+use crate::scout::signals;
+use crate::scout::sources::kafka::business::{self, Counts};
+use crate::scout::sources::{health, traces};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
 
 /// The `minimum` and `maximum` of the integer or number at `path` of the

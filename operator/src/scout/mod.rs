@@ -2,19 +2,15 @@
 //! Incidents, one per problem (namespace, workload, signal kind). A repeat of
 //! a problem updates its incident; the Scout never decides what to do.
 
-pub mod business;
-pub mod events;
-pub mod health;
 pub mod measured;
 pub mod signals;
-pub mod traces;
+pub mod sources;
 mod verify;
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -50,6 +46,8 @@ pub struct Context {
     pub allowlist: Arc<crate::allowlist::Shared>,
     /// Where trace triggers read traces, when a trace store is configured.
     pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
+    /// The time signals are read and judged at.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Looks at one pod.
@@ -64,7 +62,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         debug!(pod = %pod.name_any(), policies = policies.len(), "no policy covers the pod");
         return Ok(Action::await_change());
     };
-    let reading = read_pod(&pod, &policy.spec.triggers, Timestamp::now());
+    let reading = read_pod(&pod, &policy.spec.triggers, ctx.clock.now());
     debug!(pod = %pod.name_any(), policy = %policy.name_any(), signals = reading.signals.len(), "pod read");
     if !reading.signals.is_empty() {
         match ctx.workloads.owner_of(&pod).await? {
@@ -106,9 +104,9 @@ pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
 /// own when what it measures is away.
 pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        health::spawn(ctx),
-        events::spawn(ctx),
-        traces::spawn(ctx.clone()),
+        sources::health::spawn(ctx),
+        sources::kafka::spawn(ctx),
+        sources::traces::spawn(ctx.clone()),
     ]
 }
 
@@ -150,7 +148,9 @@ pub async fn record_signal(
             };
             match api.create(&pp, &Incident::new(&name, spec)).await {
                 Ok(created) => {
-                    let delay = Timestamp::now()
+                    let delay = ctx
+                        .clock
+                        .now()
                         .duration_since(signal.observed_at)
                         .as_secs_f64();
                     ctx.metrics.time_to_detect.observe(delay.max(0.0));

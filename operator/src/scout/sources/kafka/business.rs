@@ -3,14 +3,14 @@
 //! the judgements of ConversionRate and EventRateDrop triggers over them.
 //!
 //! Pure: the Kafka consumer (`crate::kafka`) feeds [`Counts`], the source
-//! loop (`super::events`) asks for a [`Reading`] every second.
+//! loop (`super`, the Kafka source) asks for a [`Reading`] every second.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::measured::{Reading, Subject, Verdict};
 use crate::crd::{ConversionTrigger, EventRateTrigger};
+use crate::scout::measured::{Reading, Subject, Verdict};
 
 /// Every window ends this many seconds before now. An event is counted in
 /// the second of its creation, but it reaches the broker and then the

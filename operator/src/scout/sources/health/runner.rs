@@ -10,7 +10,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -18,13 +17,15 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    CONDITION, CheckKey, Outcome, Target, awaits_other_checks, checks, count, endpoint_url, jitter,
-    judge, next_delay, operator_network_down, ready_endpoints, summary, workload_behind,
+    CheckKey, Outcome, Target, awaits_other_checks, checks, count, endpoint_url, jitter, judge,
+    next_delay, operator_network_down, ready_endpoints, summary, workload_behind,
 };
 use crate::allowlist::{ApiServer, Route, Shared, Tenant};
+use crate::conditions::HEALTH_CHECKS_AVAILABLE;
 use crate::crd::{ConditionStatus, HealthCheckTrigger, SignalKind};
 use crate::scout::Context;
 use crate::scout::measured::{Reading, Subject, Verdict};
+use crate::scout::sources::{ConditionWriter, Rewrite, Wanted};
 
 /// Probes in flight at once, across all policies.
 const CONCURRENCY: usize = 16;
@@ -82,14 +83,6 @@ struct Done {
     workload: Resolved,
 }
 
-/// What a policy's HealthChecksAvailable condition should say.
-#[derive(Clone, Debug, PartialEq)]
-struct Wanted {
-    status: ConditionStatus,
-    reason: &'static str,
-    message: String,
-}
-
 async fn run(ctx: Arc<Context>) {
     // The same TLS crypto provider as the Kubernetes client; installing it
     // again is a no-op.
@@ -104,10 +97,12 @@ async fn run(ctx: Arc<Context>) {
     let (tx, mut rx) = mpsc::channel::<Done>(CONCURRENCY * 4);
     let mut state: BTreeMap<CheckKey, Check> = BTreeMap::new();
     let mut clients: BTreeMap<i64, reqwest::Client> = BTreeMap::new();
-    // Per policy: (uid and generation, what was written); when a failed
-    // write may be retried.
-    let mut written: BTreeMap<(String, String), (String, Wanted)> = BTreeMap::new();
-    let mut retry_at: BTreeMap<(String, String), Instant> = BTreeMap::new();
+    // The loop turns every 250 ms: a failed write waits a little.
+    let mut writer = ConditionWriter::new(
+        HEALTH_CHECKS_AVAILABLE,
+        Rewrite::Anything,
+        Duration::from_secs(5),
+    );
     let mut network_down = false;
     let mut last_sync: Option<Instant> = None;
     let mut api_server: Option<(Instant, Arc<ApiServer>)> = None;
@@ -133,8 +128,7 @@ async fn run(ctx: Arc<Context>) {
                 .keys()
                 .map(|k| (k.namespace.clone(), k.policy.clone()))
                 .collect();
-            written.retain(|k, _| policies.contains(k));
-            retry_at.retain(|k, _| policies.contains(k));
+            writer.retain(|k| policies.contains(k));
             if !state.is_empty()
                 && api_server
                     .as_ref()
@@ -189,7 +183,7 @@ async fn run(ctx: Arc<Context>) {
                 let _ = tx.send(done).await;
             });
         }
-        update_conditions(&ctx, &state, network_down, &mut written, &mut retry_at).await;
+        update_conditions(&ctx, &state, network_down, &mut writer).await;
     }
 }
 
@@ -365,7 +359,7 @@ async fn post(ctx: &Context, key: &CheckKey, check: &Check, withheld: Withheld, 
         summary,
         value: Some(f64::from(check.failures)),
         threshold: Some(f64::from(threshold)),
-        at: Timestamp::now(),
+        at: ctx.clock.now(),
     };
     if let Err(e) = crate::scout::report(ctx, reading).await {
         warn!(error = %e, namespace = %key.namespace, target = %key.target, "could not record the health check's reading");
@@ -378,8 +372,7 @@ async fn update_conditions(
     ctx: &Context,
     state: &BTreeMap<CheckKey, Check>,
     network_down: bool,
-    written: &mut BTreeMap<(String, String), (String, Wanted)>,
-    retry_at: &mut BTreeMap<(String, String), Instant>,
+    writer: &mut ConditionWriter,
 ) {
     let mut per_policy: BTreeMap<(String, String), Vec<(&CheckKey, &Check)>> = BTreeMap::new();
     for (k, c) in state {
@@ -404,35 +397,9 @@ async fn update_conditions(
             policy.metadata.generation.unwrap_or_default()
         );
         let wanted = condition_for(&list, network_down);
-        let id = (ns.clone(), name.clone());
-        if written.get(&id) == Some(&(uid.clone(), wanted.clone()))
-            || retry_at.get(&id).is_some_and(|t| *t > now)
-        {
-            continue;
-        }
-        let write = crate::policy::set_condition(
-            &ctx.client,
-            &ns,
-            &name,
-            CONDITION,
-            wanted.status,
-            wanted.reason,
-            &wanted.message,
-        );
-        match tokio::time::timeout(API_TIMEOUT, write).await {
-            Ok(Ok(())) => {
-                retry_at.remove(&id);
-                written.insert(id, (uid, wanted));
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, namespace = %ns, policy = %name, "could not write the HealthChecksAvailable condition");
-                retry_at.insert(id, now + Duration::from_secs(5));
-            }
-            Err(_) => {
-                warn!(namespace = %ns, policy = %name, "writing the HealthChecksAvailable condition timed out");
-                retry_at.insert(id, now + Duration::from_secs(5));
-            }
-        }
+        writer
+            .write(&ctx.client, &(ns, name), &uid, &wanted, now)
+            .await;
     }
 }
 

@@ -13,14 +13,14 @@ use kube::ResourceExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::measured::{Reading, Subject, Verdict};
+use super::{ConditionWriter, Rewrite, Wanted};
 use crate::brain::traces::WindowStats;
+use crate::conditions::TRACES_AVAILABLE;
 use crate::crd::{ConditionStatus, SignalKind, TraceTrigger};
 use crate::scout::Context;
+use crate::scout::measured::{Reading, Subject, Verdict};
 use crate::traces::{Trace, TraceQuery};
 
-/// The condition the source reports on each policy with trace triggers.
-pub const CONDITION: &str = "TracesAvailable";
 /// How often the loop looks for triggers that are due.
 const TICK: Duration = Duration::from_secs(1);
 /// No trigger queries the store more often than this ...
@@ -181,10 +181,10 @@ pub fn spawn(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
 
 async fn run(ctx: Arc<Context>) {
     let mut due: HashMap<Subject, Instant> = HashMap::new();
-    // The condition last written per policy (namespace, name, uid), so the
-    // API server is asked only when it changes.
-    let mut written: HashMap<(String, String, String), (ConditionStatus, &'static str)> =
-        HashMap::new();
+    // A policy's condition is bound to its uid; a store's error text moves,
+    // so only a new status or reason is written.
+    let mut writer =
+        ConditionWriter::new(TRACES_AVAILABLE, Rewrite::StatusOrReason, Duration::ZERO);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -196,10 +196,10 @@ async fn run(ctx: Arc<Context>) {
         ctx.board
             .retain(|s| !is_trace(s.kind) || triggers.iter().any(|w| &w.subject == s));
         due.retain(|s, _| triggers.iter().any(|w| &w.subject == s));
-        written.retain(|(ns, name, uid), _| {
-            triggers.iter().any(|w| {
-                (&w.subject.namespace, &w.subject.policy, &w.policy_uid) == (ns, name, uid)
-            })
+        writer.retain(|(ns, name)| {
+            triggers
+                .iter()
+                .any(|w| (&w.subject.namespace, &w.subject.policy) == (ns, name))
         });
         let now = Instant::now();
         let ready: Vec<Watched> = triggers
@@ -229,28 +229,14 @@ async fn run(ctx: Arc<Context>) {
         }
         for ((ns, name, uid), availability) in per_policy {
             let (status, reason, message) = availability.condition();
-            let key = (ns.clone(), name.clone(), uid);
-            if written.get(&key) == Some(&(status, reason)) {
-                continue;
-            }
-            match crate::policy::set_condition(
-                &ctx.client,
-                &ns,
-                &name,
-                CONDITION,
+            let wanted = Wanted {
                 status,
                 reason,
-                &message,
-            )
-            .await
-            {
-                Ok(()) => {
-                    written.insert(key, (status, reason));
-                }
-                Err(e) => {
-                    warn!(error = %e, policy = %name, namespace = %ns, "could not write the TracesAvailable condition")
-                }
-            }
+                message,
+            };
+            writer
+                .write(&ctx.client, &(ns, name), &uid, &wanted, now)
+                .await;
         }
     }
 }
@@ -302,7 +288,7 @@ impl Availability {
 
 /// Reads and judges one trigger's window and posts the reading.
 async fn judge_one(ctx: &Context, w: &Watched) -> Availability {
-    let end = Timestamp::now();
+    let end = ctx.clock.now();
     let start = crate::limits::before(
         end,
         w.settings
@@ -373,7 +359,7 @@ async fn judge_one(ctx: &Context, w: &Watched) -> Availability {
         threshold,
         at: end,
     };
-    if let Err(e) = super::report(ctx, reading).await {
+    if let Err(e) = crate::scout::report(ctx, reading).await {
         warn!(error = %e, workload = %w.subject.workload, "could not record the trace trigger's reading");
     }
     availability

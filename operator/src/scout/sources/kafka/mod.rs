@@ -8,7 +8,9 @@
 //! and the judging loop share the counts under a mutex held for a poll's
 //! batch or one round of judgements, never across an await.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub mod business;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,14 +19,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::business::{self, Counts};
-use super::measured::{Reading, Subject};
+use super::{ConditionWriter, PolicyKey, Rewrite, Wanted};
+use crate::clock::Clock;
+use crate::conditions::KAFKA_AVAILABLE;
 use crate::crd::{ConditionStatus, RemediationPolicy, SignalKind, Trigger};
-use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState, now_ms};
+use crate::kafka::{Event, EventLog, KafkaConfig, KafkaLog, TopicState};
 use crate::scout::Context;
+use crate::scout::measured::{Reading, Subject};
+use business::Counts;
 
-/// The condition each policy with Kafka triggers carries.
-pub const CONDITION: &str = "KafkaAvailable";
 /// How often the consumer probes the broker for its position and lag.
 const PROBE_EVERY_MS: i64 = 1000;
 /// How long one poll of the consumer waits for events.
@@ -128,9 +131,9 @@ impl<L: EventLog> Follower<L> {
     }
 
     /// Runs until the source stops.
-    pub fn run(mut self) {
+    pub fn run(mut self, clock: &dyn Clock) {
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let now = now_ms();
+            let now = clock.now().as_millisecond();
             if self.probed_ms.is_none_or(|p| now - p >= PROBE_EVERY_MS) {
                 self.probe(now);
             }
@@ -291,40 +294,25 @@ pub fn spawn(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
 
 /// Tells each policy with Kafka triggers that they are not measured.
 async fn not_configured(ctx: Arc<Context>, why: String) {
-    let message = format!("{why}: ConversionRate and EventRateDrop triggers are not measured");
-    let mut said: BTreeSet<(String, String)> = BTreeSet::new();
+    let wanted = Wanted {
+        status: ConditionStatus::False,
+        reason: "NotConfigured",
+        message: format!("{why}: ConversionRate and EventRateDrop triggers are not measured"),
+    };
+    let mut writer = condition_writer();
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         let policies = ctx.policies.state();
         let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
-        let now: BTreeSet<(String, String)> = judged
+        let measured: BTreeSet<PolicyKey> = judged
             .iter()
             .map(|j| (j.subject.namespace.clone(), j.subject.policy.clone()))
             .collect();
-        said.retain(|k| now.contains(k));
-        for (ns, policy) in now {
-            if said.contains(&(ns.clone(), policy.clone())) {
-                continue;
-            }
-            match crate::policy::set_condition(
-                &ctx.client,
-                &ns,
-                &policy,
-                CONDITION,
-                ConditionStatus::False,
-                "NotConfigured",
-                &message,
-            )
-            .await
-            {
-                Ok(()) => {
-                    said.insert((ns, policy));
-                }
-                Err(e) => {
-                    warn!(namespace = %ns, policy = %policy, error = %e, "could not write the KafkaAvailable condition; retrying");
-                }
-            }
+        writer.retain(|k| measured.contains(k));
+        let now = tokio::time::Instant::now();
+        for key in &measured {
+            writer.write(&ctx.client, key, "", &wanted, now).await;
         }
     }
 }
@@ -333,13 +321,12 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
     info!(bootstrap = %config.bootstrap, group = %config.group, "the Kafka source follows the topics of ConversionRate and EventRateDrop triggers");
     let shared = Arc::new(Shared::default());
     let _stop = StopOnDrop(shared.clone());
-    let Some(mut consumer) = start_consumer(&config, &shared) else {
+    let Some(mut consumer) = start_consumer(&ctx, &config, &shared) else {
         return;
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // What each policy's condition says now, to write only changes.
-    let mut said: HashMap<(String, String), (ConditionStatus, &'static str)> = HashMap::new();
+    let mut writer = condition_writer();
     let mut rounds: u32 = 0;
     loop {
         tick.tick().await;
@@ -349,7 +336,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
             // every reading is Unknown.
             warn!("the Kafka consumer thread ended; starting it again");
             *lock(&shared.counts) = Counts::default();
-            match start_consumer(&config, &shared) {
+            match start_consumer(&ctx, &config, &shared) {
                 Some(c) => consumer = c,
                 None => return,
             }
@@ -357,10 +344,10 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
         let policies = ctx.policies.state();
         let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
         shared.want(wanted_topics(&judged));
-        let readings = judge(&judged, &shared.counts(), Timestamp::now());
+        let readings = judge(&judged, &shared.counts(), ctx.clock.now());
         for reading in readings {
             let subject = reading.subject.clone();
-            if let Err(e) = super::report(&ctx, reading).await {
+            if let Err(e) = crate::scout::report(&ctx, reading).await {
                 warn!(error = %e, namespace = %subject.namespace, workload = %subject.workload, kind = subject.kind.as_str(), "could not record a business signal; judged again in a second");
             }
         }
@@ -375,20 +362,28 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
         if rounds.is_multiple_of(CONDITION_EVERY) {
             let states = shared.states();
             update_metrics(&ctx, &states);
-            update_conditions(&ctx, &config, &judged, &states, &mut said).await;
+            update_conditions(&ctx, &config, &judged, &states, &mut writer).await;
         }
     }
 }
 
+/// What `KafkaAvailable` says, written on a change of status or reason: a
+/// lagging consumer's message moves every round.
+fn condition_writer() -> ConditionWriter {
+    ConditionWriter::new(KAFKA_AVAILABLE, Rewrite::StatusOrReason, Duration::ZERO)
+}
+
 /// Runs the consumer on a thread of its own.
 fn start_consumer(
+    ctx: &Context,
     config: &KafkaConfig,
     shared: &Arc<Shared>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let follower = Follower::new(KafkaLog::new(config.clone()), shared.clone());
+    let clock = ctx.clock.clone();
     match std::thread::Builder::new()
         .name("sre-space-kafka".into())
-        .spawn(move || follower.run())
+        .spawn(move || follower.run(clock.as_ref()))
     {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -422,7 +417,7 @@ async fn update_conditions(
     config: &KafkaConfig,
     judged: &[Judged],
     states: &BTreeMap<String, TopicState>,
-    said: &mut HashMap<(String, String), (ConditionStatus, &'static str)>,
+    writer: &mut ConditionWriter,
 ) {
     let mut topics: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
     for j in judged {
@@ -431,39 +426,28 @@ async fn update_conditions(
             .or_default()
             .extend(topics_of(&j.trigger));
     }
-    said.retain(|k, _| topics.contains_key(k));
-    for ((ns, policy), topics) in topics {
+    writer.retain(|k| topics.contains_key(k));
+    let now = tokio::time::Instant::now();
+    for (key, topics) in topics {
         let Some((status, reason, message)) = availability(&topics, states, &config.bootstrap)
         else {
             continue;
         };
-        let key = (ns.clone(), policy.clone());
-        if said.get(&key) == Some(&(status, reason)) {
-            continue;
-        }
-        if status == ConditionStatus::False {
-            warn!(namespace = %ns, policy = %policy, reason, %message, "Kafka triggers cannot be measured");
-        } else if said.contains_key(&key) {
-            info!(namespace = %ns, policy = %policy, "Kafka triggers are measured again");
-        }
-        match crate::policy::set_condition(
-            &ctx.client,
-            &ns,
-            &policy,
-            CONDITION,
+        let wanted = Wanted {
             status,
             reason,
-            &message,
-        )
-        .await
-        {
-            Ok(()) => {
-                said.insert(key, (status, reason));
-            }
-            Err(e) => {
-                warn!(namespace = %ns, policy = %policy, error = %e, "could not write the KafkaAvailable condition; retrying");
-            }
+            message,
+        };
+        if writer.plan(&key, "", &wanted, now).is_none() {
+            continue;
         }
+        let (ns, policy) = &key;
+        if status == ConditionStatus::False {
+            warn!(namespace = %ns, policy = %policy, reason, message = %wanted.message, "Kafka triggers cannot be measured");
+        } else if writer.has_written(&key) {
+            info!(namespace = %ns, policy = %policy, "Kafka triggers are measured again");
+        }
+        writer.write(&ctx.client, &key, "", &wanted, now).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! HealthCheck triggers: the operator probes a service over HTTP itself, as
 //! its callers would, and after `failureThreshold` consecutive failures
 //! posts a firing reading for the workload behind it. This file holds the
-//! judgement (pure functions); `health/runner.rs` does the probing.
+//! judgement (pure functions); `runner.rs` does the probing.
 //!
 //! Distinct from a pod's readiness probe, which the kubelet runs from the
 //! node against one pod: this one goes through what callers reach (a URL,
@@ -18,13 +18,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::time::Instant;
 
-use super::measured::Verdict;
 use crate::crd::{HealthCheckTrigger, RemediationPolicy, SignalKind};
+use crate::scout::measured::Verdict;
 
 pub use runner::spawn;
-
-/// The condition each policy with HealthCheck triggers carries.
-pub const CONDITION: &str = "HealthChecksAvailable";
 
 /// What a trigger probes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
