@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use super::claims::WorkloadClaims;
+use super::claims::{Change, WorkloadClaims};
 use super::ledger::{ActionLedger, BreakerLimits};
 use super::{Budget, is_executed};
 use crate::config::Config;
@@ -75,7 +75,7 @@ pub fn measure(i: &Inputs) -> Budget {
 
 /// The latest change another incident made to the same workload, from the
 /// store and from this process's claims.
-fn workload_changed(i: &Inputs, ns: &str) -> Option<(Timestamp, String, ActionType)> {
+fn workload_changed(i: &Inputs, ns: &str) -> Option<Change> {
     let target = &i.incident.spec.target;
     let me = i.incident.name_any();
     i.incidents
@@ -97,11 +97,15 @@ fn workload_changed(i: &Inputs, ns: &str) -> Option<(Timestamp, String, ActionTy
                                 | ActionState::AwaitingMerge
                         )
                 })
-                .map(move |a| (a.recorded_at.0, name.clone(), a.type_))
+                .map(move |a| Change {
+                    at: a.recorded_at.0,
+                    by: name.clone(),
+                    action: a.type_,
+                })
                 .collect::<Vec<_>>()
         })
         .chain(i.claims.latest_by_other(ns, target, &me))
-        .max_by_key(|(at, _, _)| *at)
+        .max_by_key(|c| c.at)
 }
 
 /// The breaker's limits for one incident's automatic step, as its budget saw

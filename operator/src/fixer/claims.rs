@@ -17,8 +17,16 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{ActionType, WorkloadRef};
 
-/// A change one incident made to a workload: when, which incident, what.
-pub type Change = (Timestamp, String, ActionType);
+/// A change one incident made to a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// The incident that made it.
+    pub by: String,
+    /// What it did.
+    pub action: ActionType,
+}
 
 /// Claims older than this are forgotten; every guardrail window is shorter.
 const KEEP: SignedDuration = SignedDuration::from_hours(6);
@@ -42,7 +50,7 @@ impl WorkloadClaims {
         let claims = self.0.lock().ok()?;
         claims
             .get(&key(namespace, workload))
-            .filter(|(_, by, _)| by != me)
+            .filter(|c| c.by != me)
             .cloned()
     }
 
@@ -64,14 +72,21 @@ impl WorkloadClaims {
             return Ok(());
         };
         let k = key(namespace, workload);
-        if let Some(prev @ (when, by, _)) = claims.get(&k)
-            && by != me
-            && seen.is_none_or(|s| *when > s)
+        if let Some(prev) = claims.get(&k)
+            && prev.by != me
+            && seen.is_none_or(|s| prev.at > s)
         {
             return Err(prev.clone());
         }
-        claims.retain(|_, (when, _, _)| *when > at - KEEP);
-        claims.insert(k, (at, me.to_string(), action));
+        claims.retain(|_, c| c.at > at - KEEP);
+        claims.insert(
+            k,
+            Change {
+                at,
+                by: me.to_string(),
+                action,
+            },
+        );
         Ok(())
     }
 
@@ -79,7 +94,7 @@ impl WorkloadClaims {
     pub fn release(&self, namespace: &str, workload: &WorkloadRef, me: &str) {
         if let Ok(mut claims) = self.0.lock() {
             let k = key(namespace, workload);
-            if claims.get(&k).is_some_and(|(_, by, _)| by == me) {
+            if claims.get(&k).is_some_and(|c| c.by == me) {
                 claims.remove(&k);
             }
         }
@@ -129,10 +144,10 @@ mod tests {
                 None,
             )
             .expect_err("the second rollback must not go ahead");
-        assert_eq!(refused.1, "checkout-conversionrate");
+        assert_eq!(refused.by, "checkout-conversionrate");
         // Re-planning sees the change through latest_by_other.
         let seen = claims.latest_by_other("shop", &w, "checkout-traceerrorrate");
-        assert_eq!(seen.as_ref().map(|c| c.2), Some(ActionType::Rollback));
+        assert_eq!(seen.as_ref().map(|c| c.action), Some(ActionType::Rollback));
     }
 
     #[test]
@@ -149,7 +164,7 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(
-            claims.latest_by_other("shop", &w, "a").map(|c| c.1),
+            claims.latest_by_other("shop", &w, "a").map(|c| c.by),
             Some("b".to_string())
         );
     }

@@ -42,7 +42,7 @@ pub struct Budget {
     /// which incident, what. Two signals of one fault (conversion on Kafka
     /// and errors in traces, say) must not both act: a second rollback
     /// would put the broken revision back.
-    pub workload_changed: Option<(Timestamp, String, ActionType)>,
+    pub workload_changed: Option<claims::Change>,
 }
 
 /// Which guardrail holds a step back; the `Remediated` condition's reason.
@@ -337,7 +337,11 @@ pub fn plan(
 /// is in its cooldown and verification window: it may clear this signal too.
 /// Approved steps wait for it as well.
 pub fn workload_settling(g: &Guardrails, budget: &Budget, now: Timestamp) -> Option<Plan> {
-    let (at, by, what) = budget.workload_changed.as_ref()?;
+    let claims::Change {
+        at,
+        by,
+        action: what,
+    } = budget.workload_changed.as_ref()?;
     // A time ahead of our clock counts as now, as for the cooldown.
     let settled = verification_deadline(g, limits::after((*at).min(now), g.cooldown_seconds));
     (now < settled).then(|| Plan::Wait {

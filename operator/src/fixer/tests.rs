@@ -272,7 +272,11 @@ fn a_storm_in_one_namespace_leaves_actions_for_another() {
 fn another_incidents_recent_action_on_the_workload_holds_this_one_back() {
     let at = now() - SignedDuration::from_secs(10);
     let b = Budget {
-        workload_changed: Some((at, "checkout-traceerrorrate".into(), ActionType::Rollback)),
+        workload_changed: Some(crate::fixer::claims::Change {
+            at,
+            by: "checkout-traceerrorrate".into(),
+            action: ActionType::Rollback,
+        }),
         ..budget()
     };
     match plan(&policy(), Category::BadRollout, &[], None, &b, now()) {
@@ -286,11 +290,11 @@ fn another_incidents_recent_action_on_the_workload_holds_this_one_back() {
     }
     // Long after, its effect has been judged: this incident may act.
     let long_ago = Budget {
-        workload_changed: Some((
-            now() - SignedDuration::from_hours(2),
-            "checkout-traceerrorrate".into(),
-            ActionType::Rollback,
-        )),
+        workload_changed: Some(crate::fixer::claims::Change {
+            at: now() - SignedDuration::from_hours(2),
+            by: "checkout-traceerrorrate".into(),
+            action: ActionType::Rollback,
+        }),
         ..budget()
     };
     assert!(matches!(

@@ -197,13 +197,13 @@ impl IncidentUpdate {
     fn claim_and_reserve(&self, step: &ActionStep, budget: &Budget, id: &str) -> bool {
         let (ns, name) = (self.ns(), self.incident.name_any());
         let target = &self.incident.spec.target;
-        let seen = budget.workload_changed.as_ref().map(|c| c.0);
-        if let Err((at, by, what)) = self
+        let seen = budget.workload_changed.as_ref().map(|c| c.at);
+        if let Err(other) = self
             .ctx
             .claims
             .claim(&ns, target, &name, step.type_, self.now, seen)
         {
-            info!(incident = %name, other = %by, action = what.as_str(), %at, "workload changed while planning; planning again");
+            info!(incident = %name, other = %other.by, action = other.action.as_str(), at = %other.at, "workload changed while planning; planning again");
             return false;
         }
         let limits = fixer::budget::breaker_limits(budget, &self.ctx.config, self.now);
@@ -262,7 +262,7 @@ impl IncidentUpdate {
         }
         let (ns, name) = (self.ns(), self.incident.name_any());
         let target = self.incident.spec.target.clone();
-        let seen = budget.workload_changed.as_ref().map(|c| c.0);
+        let seen = budget.workload_changed.as_ref().map(|c| c.at);
         if self
             .ctx
             .claims

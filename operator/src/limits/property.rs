@@ -552,9 +552,11 @@ fn fixer_plans(
         namespace_recent_actions: global,
         namespace_limit: Some((limit / 2).max(1)),
         pods_disrupted: disrupted,
-        workload_changed: w
-            .changed
-            .map(|t| (t, "other".into(), ActionType::RolloutRestart)),
+        workload_changed: w.changed.map(|t| crate::fixer::claims::Change {
+            at: t,
+            by: "other".into(),
+            action: ActionType::RolloutRestart,
+        }),
     };
     for category in CATEGORIES {
         match fixer::plan(spec, category, history, None, &budget, now()) {
@@ -729,7 +731,11 @@ fn the_verify_deadline_of_a_huge_window_saturates_instead_of_panicking() {
             assert!(deadline >= finished, "{window}: {deadline}");
             let budget = Budget {
                 breaker_limit: 10,
-                workload_changed: Some((finished, "other".into(), ActionType::RestartPod)),
+                workload_changed: Some(crate::fixer::claims::Change {
+                    at: finished,
+                    by: "other".into(),
+                    action: ActionType::RestartPod,
+                }),
                 ..Budget::default()
             };
             let _ = fixer::workload_settling(&g, &budget, now());

@@ -410,7 +410,11 @@ fn each_guardrail_that_holds_a_step_back_is_its_own_wait() {
         (
             "another incident acted",
             Budget {
-                workload_changed: Some((now(), "web-errors".into(), ActionType::Rollback)),
+                workload_changed: Some(crate::fixer::claims::Change {
+                    at: now(),
+                    by: "web-errors".into(),
+                    action: ActionType::Rollback,
+                }),
                 ..budget()
             },
             WaitReason::WorkloadChangedByAnotherIncident,
@@ -439,7 +443,11 @@ fn a_measured_signal_cleared_by_another_incidents_change_needs_nothing_more() {
     let p = policy(Mode::Automatic);
     let restart = ActionType::RestartPod;
     let changed = Budget {
-        workload_changed: Some((now(), "web-errors".into(), ActionType::Rollback)),
+        workload_changed: Some(crate::fixer::claims::Change {
+            at: now(),
+            by: "web-errors".into(),
+            action: ActionType::Rollback,
+        }),
         ..budget()
     };
     assert_eq!(
