@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -108,13 +109,36 @@ where
         + Sync
         + 'static,
 {
+    reflect_and_tee(api, trim, |_| {})
+}
+
+/// As `reflect`, and `tee` sees every watch event before the store does.
+fn reflect_and_tee<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    mut tee: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Reflected<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let (flag, ready) = tokio::sync::watch::channel(false);
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default())
             .default_backoff()
-            .modify(trim),
+            .modify(trim)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    tee(event);
+                }
+            }),
     )
     .inspect(move |event| match event {
         Ok(watcher::Event::InitDone) => {
@@ -138,6 +162,56 @@ where
         stream,
         ready,
     }
+}
+
+/// The policies, watched so that one this version cannot read does not stop
+/// the watch of all the others: the policy controller sees every policy (an
+/// unreadable one to say so in its status), the stages only readable ones.
+fn reflect_policies(
+    api: Api<DeserializeGuard<RemediationPolicy>>,
+) -> (
+    Reflected<DeserializeGuard<RemediationPolicy>>,
+    Store<RemediationPolicy>,
+) {
+    let (readable, mut writer) = reflector::store::<RemediationPolicy>();
+    let guarded = reflect_and_tee(api, trim_managed_fields, move |event| {
+        if let Some(event) = readable_event(event) {
+            writer.apply_watcher_event(&event);
+        }
+    });
+    (guarded, readable)
+}
+
+/// A watch event of the readable policies: an unreadable policy is removed
+/// (it may have been readable before this change), or skipped while the
+/// watch lists.
+fn readable_event(
+    event: &watcher::Event<DeserializeGuard<RemediationPolicy>>,
+) -> Option<watcher::Event<RemediationPolicy>> {
+    use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+    let gone = |invalid: &kube::core::error_boundary::InvalidObject| RemediationPolicy {
+        metadata: invalid.metadata.clone(),
+        // Only its name counts, to remove it from the store.
+        spec: crate::crd::RemediationPolicySpec {
+            selector: Default::default(),
+            triggers: vec![],
+            actions: vec![],
+            mode: Default::default(),
+            guardrails: Default::default(),
+            github: None,
+        },
+        status: None,
+    };
+    Some(match event {
+        Apply(DeserializeGuard(Ok(p))) => Apply(p.clone()),
+        Apply(DeserializeGuard(Err(invalid))) => Delete(gone(invalid)),
+        Delete(DeserializeGuard(Ok(p))) => Delete(p.clone()),
+        Delete(DeserializeGuard(Err(invalid))) => Delete(gone(invalid)),
+        InitApply(DeserializeGuard(Ok(p))) => InitApply(p.clone()),
+        InitApply(DeserializeGuard(Err(_))) => return None,
+        Init => Init,
+        InitDone => InitDone,
+    })
 }
 
 /// What the stores need of an object: never its managed fields.
@@ -282,7 +356,7 @@ impl Shared {
         watched: (
             &Reflected<Pod>,
             &Reflected<ReplicaSet>,
-            &Reflected<RemediationPolicy>,
+            &Store<RemediationPolicy>,
         ),
         incidents: &Controller<Incident>,
     ) -> Self {
@@ -298,7 +372,7 @@ impl Shared {
                 replicasets.store.clone(),
             ),
             board: crate::scout::measured::Board::default(),
-            policies: policies.store.clone(),
+            policies: policies.clone(),
             incidents: incidents.store(),
             github: crate::github::Access::new(
                 outside.github.clone(),
@@ -389,12 +463,10 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     };
     metrics.set_leader(true);
     let pods = reflect(config.api::<Pod>(&client), trim_pod);
-    let policies = reflect(
-        config.api::<RemediationPolicy>(&client),
-        trim_managed_fields,
-    );
+    let (policies, readable_policies) =
+        reflect_policies(config.api::<DeserializeGuard<RemediationPolicy>>(&client));
     let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
-    let watched = (&pods, &replicasets, &policies);
+    let watched = (&pods, &replicasets, &readable_policies);
     let shared = Shared::new(&client, &outside, &metrics, watched, &incidents_controller);
     // Next to the telemetry server, but it reads the stores and the board,
     // so only now.
@@ -409,6 +481,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         client: client.clone(),
         publisher: shared.publisher.clone(),
         allowlist: outside.allowlist.clone(),
+        clock: Arc::new(crate::clock::SystemClock),
     });
     let policy_controller = Controller::for_stream(policies.stream, policies.store.clone());
     let policy_task = tokio::spawn(drive(
@@ -502,5 +575,34 @@ mod tests {
         assert_eq!(retry_after(&conflict), Some(Duration::from_millis(200)));
         let away = Error::Invalid("the API server is away".into());
         assert_eq!(retry_after(&away), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_policy_that_becomes_unreadable_leaves_the_stages_store() {
+        let (store, mut writer) = reflector::store::<RemediationPolicy>();
+        let readable = crate::testing::policy(crate::crd::Mode::Automatic);
+        let mut raw = serde_json::to_value(&readable).unwrap();
+        let guard = |v: serde_json::Value| -> DeserializeGuard<RemediationPolicy> {
+            serde_json::from_value(v).unwrap()
+        };
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(guard(raw.clone())),
+            watcher::Event::InitDone,
+        ] {
+            if let Some(e) = readable_event(&event) {
+                writer.apply_watcher_event(&e);
+            }
+        }
+        assert_eq!(store.state().len(), 1);
+        raw["spec"]["mode"] = "Sometimes".into();
+        let changed = watcher::Event::Apply(guard(raw));
+        if let Some(e) = readable_event(&changed) {
+            writer.apply_watcher_event(&e);
+        }
+        assert!(
+            store.state().is_empty(),
+            "no stage acts on a policy it can no longer read"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! and the workloads a policy covers. Its status says whether it is in force
 //! and, when not, what to fix.
 
+mod unreadable;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -304,16 +307,33 @@ pub struct Context {
     pub publisher: crate::publish::Publisher,
     /// What each namespace's policies may reach.
     pub allowlist: Arc<crate::allowlist::Shared>,
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// How often a policy's matched workloads are recounted.
 const RECHECK: Duration = Duration::from_secs(30);
 
+/// Validates a policy and reports what it covers; a policy that cannot be
+/// read is reported so.
+pub async fn reconcile(
+    policy: Arc<DeserializeGuard<RemediationPolicy>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let now = ctx.clock.now();
+    match &policy.0 {
+        Ok(p) => validate_and_report(p, &ctx, now).await,
+        Err(invalid) => unreadable::report(invalid, &ctx, now).await,
+    }
+}
+
 /// Validates a policy and reports what it covers.
-pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Result<Action> {
+async fn validate_and_report(
+    policy: &RemediationPolicy,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action> {
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let now = Timestamp::now();
     let covered: Vec<(WorkloadRef, PodTemplateSpec)> = workloads(&ctx.client, &ns)
         .await?
         .into_iter()

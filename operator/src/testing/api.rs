@@ -90,6 +90,14 @@ impl FakeApi {
         state.objects.insert(path, value);
     }
 
+    /// Stores an object as JSON at `path`, as it is, however it reads.
+    pub fn insert_json(&self, path: &str, mut value: Value) {
+        let mut state = self.0.lock().expect("the fake's lock");
+        state.version += 1;
+        value["metadata"]["resourceVersion"] = json!(state.version.to_string());
+        state.objects.insert(path.to_string(), value);
+    }
+
     /// The stored object at `path`.
     pub fn get(&self, path: &str) -> Option<Value> {
         self.0.lock().ok()?.objects.get(path).cloned()
