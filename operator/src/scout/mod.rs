@@ -265,6 +265,9 @@ pub fn observe(status: &mut IncidentStatus, signal: &Signal, generation: Option<
 }
 
 #[cfg(test)]
+mod reconcile_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::WorkloadKind;
