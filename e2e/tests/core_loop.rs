@@ -1062,3 +1062,68 @@ async fn only_the_leader_acts_and_a_killed_leader_is_replaced() -> Result<()> {
     b.kill();
     s.cleanup().await
 }
+
+/// A restart planned for one pod never evicts another pod that took its name
+/// since (a StatefulSet's pod comes back under the same name): the eviction
+/// carries the planned pod's UID as a precondition, and the API server
+/// refuses it. kube's `Api::evict` sends that precondition under a field
+/// the API server drops, so this failed before the operator wrote the
+/// eviction itself.
+#[tokio::test]
+async fn a_replayed_restart_does_not_evict_a_pod_that_took_the_planned_pods_name() -> Result<()> {
+    let s = Scenario::builder("e2e-stale-uid")
+        .policy(|v| fast(v, 30, 5))
+        .deploy("ledger", 2, "64Mi")
+        .start()
+        .await?;
+    let mut first = s
+        .operator(&[("SRE_SPACE_TEST_CRASH_AFTER_RECORD", "1")])
+        .await?;
+    s.chaos("ledger").crashloop(5).await?;
+    first.wait_exit(LONG).await?;
+    let incidents: Api<Incident> = Api::namespaced(s.client.clone(), s.name());
+    let name = incident_of("ledger", SignalKind::CrashLoopBackOff);
+    let mut inc = incidents.get(&name).await?;
+    let pending = inc
+        .status
+        .as_mut()
+        .and_then(|st| st.actions.last_mut())
+        .expect("the recorded restart");
+    assert_eq!(pending.state, ActionState::Pending);
+    let pod_name = pending
+        .target
+        .as_ref()
+        .map(|t| t.name.clone())
+        .expect("the restart names its pod");
+    // As if the planned pod had been deleted and another had taken its name.
+    pending.target_uid = Some("uid-of-the-pod-the-plan-saw".into());
+    inc.metadata.managed_fields = None;
+    incidents
+        .replace_status(&name, &PostParams::default(), &inc)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), s.name());
+    let uid_before = pods.get(&pod_name).await?.metadata.uid;
+
+    let _second = s.operator(&[]).await?;
+    wait_until(LONG, "the replayed restart finished", || async {
+        let inc = incidents.get(&name).await?;
+        let first = inc.status.as_ref().and_then(|st| st.actions.first());
+        Ok(first.is_some_and(|a| a.state != ActionState::Pending))
+    })
+    .await?;
+    let inc = incidents.get(&name).await?;
+    let taken = inc
+        .status
+        .as_ref()
+        .and_then(|st| st.actions.first())
+        .expect("the replayed restart");
+    let still = pods.get_opt(&pod_name).await?;
+    assert_eq!(
+        still.and_then(|p| p.metadata.uid),
+        uid_before,
+        "the pod that now holds the name was not evicted ({:?}: {})",
+        taken.state,
+        taken.detail
+    );
+    s.cleanup().await
+}
