@@ -464,6 +464,7 @@ async fn a_hostile_model_category_never_moves_escalate_to_rollback_or_scale() {
             "CrashLoopBackOff",
             "Deployment",
             &rules,
+            &crate::clock::SystemClock,
         )
         .await
         .expect("the answer is usable");
