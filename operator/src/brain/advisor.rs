@@ -514,19 +514,6 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn a_bolder_action_from_the_model_is_not_what_the_diagnosis_proposes() {
-            let model = ScriptedModel::new().answers(answer("CrashLoop", "Rollback", &["e1"]), 10);
-            let (d, _) = ask(&model, &TokenLedger::default(), &clock(), &rules())
-                .await
-                .expect("a usable answer");
-            assert_eq!(
-                d.proposed_action,
-                Some(ActionType::RestartPod),
-                "the rules' proposal stands"
-            );
-        }
-
-        #[tokio::test]
         async fn an_answer_grounded_in_nothing_gathered_is_not_used_and_says_why() {
             // An answer that "obeys" injected text: an action we do not
             // have, on evidence we did not gather.
