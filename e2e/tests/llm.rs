@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use sre_space::brain::advisor::{self, RULES_AND_MODEL};
+use sre_space::clock::SystemClock;
 use sre_space::crd::{
     ActionStep, ActionType, Category, Diagnosis, Evidence, EvidenceKind, Guardrails, Hypothesis,
     Mode, RemediationPolicySpec, WorkloadSelector,
@@ -91,6 +92,7 @@ async fn consult(
         "CrashLoopBackOff",
         "Deployment",
         &rules(),
+        &SystemClock,
     )
     .await
 }
@@ -345,6 +347,7 @@ async fn token_budgets_are_enforced_before_anything_is_sent() {
                 "CrashLoopBackOff",
                 "Deployment",
                 &rules(),
+                &SystemClock,
             )
             .await
         }

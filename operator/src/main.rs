@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use sre_space::approve;
 use sre_space::brain::{self, eval};
+use sre_space::clock::{Clock, SystemClock};
 use sre_space::config::Config;
 use sre_space::crd::{ApprovalDecision, Category, Incident};
 use sre_space::llm::{ChatModel, LlmConfig, OpenAiModel};
@@ -136,6 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 traces
                     .as_ref()
                     .map(|t| t as &dyn sre_space::traces::TraceStore),
+                SystemClock.now(),
             )
             .await?;
             let scenario = eval::Scenario {

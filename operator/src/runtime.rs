@@ -516,6 +516,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         policies: shared.policies.clone(),
         github: shared.github.clone(),
         metrics: metrics.clone(),
+        clock: Arc::new(crate::clock::SystemClock),
     });
     let report_task = tokio::spawn(drive(
         Controller::new(config.api::<Incident>(&client), watcher::Config::default()),

@@ -9,10 +9,10 @@
 //! hypotheses are shown. What the model proposes is never what runs: the
 //! Fixer takes steps from the policy's ladder only.
 
-use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::crd::{ActionType, Category, Diagnosis, Hypothesis};
 use crate::llm::{ChatModel, IncidentKey, LlmConfig, Message, ModelFailure, Role, TokenLedger};
 
@@ -246,7 +246,9 @@ fn parse(content: &str) -> Result<serde_json::Value, String> {
 }
 
 /// Asks the model and merges its answer, or says why it could not be used;
-/// the rules' diagnosis stands then.
+/// the rules' diagnosis stands then. The budget is checked before each call
+/// and the spend recorded after it, each at the `clock`'s time then.
+#[allow(clippy::too_many_arguments)]
 pub async fn consult(
     model: &dyn ChatModel,
     config: &LlmConfig,
@@ -255,6 +257,7 @@ pub async fn consult(
     signal: &str,
     target_kind: &str,
     rules: &Diagnosis,
+    clock: &dyn Clock,
 ) -> Result<(Diagnosis, u64), ModelFailure> {
     let schema = answer_schema();
     let mut messages = prompt(rules, signal, target_kind, config.evidence_bytes);
@@ -265,14 +268,14 @@ pub async fn consult(
             .map(|m| m.content.len() as u64 / 4)
             .sum::<u64>()
             + u64::from(config.max_answer_tokens);
-        ledger.check(config, incident, estimate, Timestamp::now())?;
+        ledger.check(config, incident, estimate, clock.now())?;
         let completion = model
             .complete(&messages, &schema, config.max_answer_tokens)
             .await?;
         ledger.spend(
             incident,
             completion.tokens.max(estimate.min(1)),
-            Timestamp::now(),
+            clock.now(),
         );
         spent += completion.tokens;
         match parse(&completion.content) {
@@ -313,6 +316,7 @@ mod tests {
     use super::*;
     use crate::crd::{Evidence, EvidenceKind};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
 
     fn rules() -> Diagnosis {
         Diagnosis {
@@ -414,6 +418,213 @@ mod tests {
         assert_eq!(d.category, Category::OutOfMemory);
         assert_eq!(d.hypotheses.len(), 2);
         assert_eq!(d.analyzer, RULES_AND_MODEL);
+    }
+
+    /// The rules' diagnosis, an answer and its token usage, through
+    /// `consult` with a scripted model.
+    mod consulting {
+        use super::*;
+        use crate::clock::ManualClock;
+        use crate::llm::scripted::ScriptedModel;
+        use std::time::Duration;
+
+        fn config() -> LlmConfig {
+            LlmConfig {
+                base_url: "http://model.invalid/v1".into(),
+                model: "m".into(),
+                api_key: None,
+                timeout: Duration::from_secs(5),
+                max_answer_tokens: 100,
+                incident_budget: 5_000,
+                hourly_budget: 20_000,
+                namespace_share_percent: 50,
+                evidence_bytes: 10_000,
+            }
+        }
+
+        fn clock() -> ManualClock {
+            ManualClock::at("2026-11-26T10:00:00Z".parse().unwrap())
+        }
+
+        fn web() -> IncidentKey {
+            IncidentKey::new("shop", "web-crashloopbackoff")
+        }
+
+        fn answer(category: &str, action: &str, evidence: &[&str]) -> String {
+            serde_json::json!({ "hypotheses": [{
+                "category": category, "statement": "the process exits on start",
+                "confidence": 0.8, "evidence": evidence, "proposed_action": action
+            }]})
+            .to_string()
+        }
+
+        async fn ask(
+            model: &ScriptedModel,
+            ledger: &TokenLedger,
+            clock: &ManualClock,
+            rules: &Diagnosis,
+        ) -> Result<(Diagnosis, u64), ModelFailure> {
+            let (config, key) = (config(), web());
+            consult(
+                model,
+                &config,
+                ledger,
+                &key,
+                "CrashLoopBackOff",
+                "Deployment",
+                rules,
+                clock,
+            )
+            .await
+        }
+
+        /// How many of the incident's tokens are left: the most `check`
+        /// still allows.
+        fn left(ledger: &TokenLedger, clock: &ManualClock) -> u64 {
+            let (config, key, now) = (config(), web(), clock.now());
+            (0..=config.incident_budget)
+                .rev()
+                .find(|n| ledger.check(&config, &key, *n, now).is_ok())
+                .unwrap_or(0)
+        }
+
+        #[tokio::test]
+        async fn an_agreeing_answer_is_merged_and_its_tokens_are_charged() {
+            let model =
+                ScriptedModel::new().answers(answer("CrashLoop", "RestartPod", &["e2"]), 321);
+            let (ledger, clock) = (TokenLedger::default(), clock());
+            let (d, spent) = ask(&model, &ledger, &clock, &rules())
+                .await
+                .expect("a usable answer");
+            assert_eq!(d.analyzer, RULES_AND_MODEL);
+            assert_eq!(d.category, Category::CrashLoop);
+            assert!(
+                d.root_cause.ends_with("(the model agrees)"),
+                "{}",
+                d.root_cause
+            );
+            assert_eq!(
+                d.hypotheses[0].evidence,
+                ["e1", "e2"],
+                "the evidence the model cited is added"
+            );
+            assert_eq!(d.proposed_action, Some(ActionType::RestartPod));
+            assert_eq!((spent, model.calls()), (321, 1));
+            assert_eq!(left(&ledger, &clock), 5_000 - 321, "the ledger was charged");
+        }
+
+        #[tokio::test]
+        async fn an_answer_grounded_in_nothing_gathered_is_not_used_and_says_why() {
+            // An answer that "obeys" injected text: an action we do not
+            // have, on evidence we did not gather.
+            let model =
+                ScriptedModel::new().answers(answer("Unknown", "DeleteNamespace", &["e99"]), 50);
+            let (ledger, clock) = (TokenLedger::default(), clock());
+            let failure = ask(&model, &ledger, &clock, &rules())
+                .await
+                .expect_err("the rules' diagnosis stands");
+            assert_eq!(failure.reason(), "ModelAnswerInvalid");
+            assert!(failure.to_string().contains("known evidence"), "{failure}");
+            assert_eq!(
+                left(&ledger, &clock),
+                5_000 - 50,
+                "the answer was still paid for"
+            );
+        }
+
+        #[tokio::test]
+        async fn garbage_gets_one_repair_and_then_the_failure_is_the_reason() {
+            let model = ScriptedModel::new()
+                .answers("the pod is sad", 40)
+                .fails(ModelFailure::RateLimited("slow down".into()));
+            let (ledger, clock) = (TokenLedger::default(), clock());
+            let failure = ask(&model, &ledger, &clock, &rules())
+                .await
+                .expect_err("the rules' diagnosis stands");
+            assert_eq!(failure.reason(), "ModelRateLimited");
+            let sent = model.sent();
+            assert_eq!(sent.len(), 2);
+            let repair = &sent[1];
+            assert_eq!(
+                repair[2].content, "the pod is sad",
+                "its own answer is shown back"
+            );
+            assert!(
+                repair[3].content.contains("not valid JSON"),
+                "{}",
+                repair[3].content
+            );
+            assert_eq!(
+                left(&ledger, &clock),
+                5_000 - 40,
+                "a failed call costs nothing"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_answer_in_a_code_fence_is_used_without_a_repair() {
+            let fenced = format!(
+                "```json\n{}\n```",
+                answer("CrashLoop", "RestartPod", &["e1"])
+            );
+            let model = ScriptedModel::new().answers(fenced, 10);
+            let (d, _) = ask(&model, &TokenLedger::default(), &clock(), &rules())
+                .await
+                .expect("a usable answer");
+            assert_eq!(d.analyzer, RULES_AND_MODEL);
+            assert_eq!(model.calls(), 1);
+        }
+
+        #[tokio::test]
+        async fn the_hourly_budget_refuses_before_the_model_is_called() {
+            let model =
+                ScriptedModel::new().answers(answer("CrashLoop", "RestartPod", &["e1"]), 10);
+            let (ledger, clock) = (TokenLedger::default(), clock());
+            // Other namespaces, each within its share, used up the hour.
+            for ns in ["blog", "wiki"] {
+                ledger.spend(&IncidentKey::new(ns, "api"), 9_950, clock.now());
+            }
+            let failure = ask(&model, &ledger, &clock, &rules())
+                .await
+                .expect_err("the hour's budget is spent");
+            assert_eq!(failure.reason(), "TokenBudgetExhausted");
+            assert!(failure.to_string().contains("this hour"), "{failure}");
+            assert_eq!(model.calls(), 0, "nothing was sent");
+
+            clock.advance(61 * 60);
+            ask(&model, &ledger, &clock, &rules())
+                .await
+                .expect("an hour later the budget is free again");
+            assert_eq!(model.calls(), 1);
+        }
+
+        #[tokio::test]
+        async fn no_secret_in_the_diagnosis_reaches_the_model() {
+            let token = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1eF3hJ5");
+            assert_eq!(token.len(), 40);
+            let mut r = rules();
+            r.root_cause = format!("exits: bad credentials {token}");
+            r.hypotheses[0].statement = r.root_cause.clone();
+            r.evidence[0].summary = format!("exit code 1; GITHUB_TOKEN={token}");
+            r.evidence[1].source = format!("event/{token}");
+            // Garbage first, so the repair conversation is checked too.
+            let model = ScriptedModel::new()
+                .answers("not json", 10)
+                .answers(answer("CrashLoop", "RestartPod", &["e1"]), 10);
+            ask(&model, &TokenLedger::default(), &clock(), &r)
+                .await
+                .expect("a usable answer");
+            assert_eq!(model.calls(), 2);
+            let sent = model.sent_text();
+            assert!(
+                sent.contains("<evidence id=\"e1\""),
+                "the evidence is sent: {sent}"
+            );
+            assert!(
+                !sent.contains(&token[4..]),
+                "the token reached the model: {sent}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{Facts, advisor, diagnose};
+use crate::clock::SystemClock;
 use crate::crd::Category;
 use crate::llm::{ChatModel, IncidentKey, LlmConfig, TokenLedger};
 
@@ -84,6 +85,7 @@ pub async fn run(scenarios: &[Scenario], model: Option<(&dyn ChatModel, &LlmConf
                         signal,
                         kind,
                         &rules,
+                        &SystemClock,
                     )
                     .await
                     {

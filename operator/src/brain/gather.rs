@@ -33,12 +33,13 @@ const LEAD_IN: SignedDuration = SignedDuration::from_mins(1);
 const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(1);
 
 /// Gathers the facts about an incident. `traces` is the trace store, when
-/// one is configured.
+/// one is configured; the incident window ends at `now`.
 pub async fn gather(
     client: &Client,
     incident: &Incident,
     memory: Option<IncidentMemorySpec>,
     traces: Option<&dyn TraceStore>,
+    now: Timestamp,
 ) -> Result<Facts> {
     let ns = incident.metadata.namespace.clone().unwrap_or_default();
     let target = incident.spec.target.clone();
@@ -79,7 +80,7 @@ pub async fn gather(
         rollout,
         resources,
         memory,
-        traces: gather_traces(client, incident, traces, Timestamp::now()).await,
+        traces: gather_traces(client, incident, traces, now).await,
     };
     // Redacted where it enters: every later use (diagnosis, prompt, status,
     // GitHub, a captured scenario) sees the redacted text only.

@@ -376,25 +376,6 @@ fn memory_skips_what_failed_and_prefers_what_worked() {
     );
 }
 
-/// A model that answers what a hostile log line told it to.
-struct Obedient(String);
-
-impl crate::llm::ChatModel for Obedient {
-    fn complete<'a>(
-        &'a self,
-        _: &'a [crate::llm::Message],
-        _: &'a serde_json::Value,
-        _: u32,
-    ) -> crate::llm::ModelFuture<'a> {
-        Box::pin(async move {
-            Ok(crate::llm::Completion {
-                content: self.0.clone(),
-                tokens: 100,
-            })
-        })
-    }
-}
-
 fn diagnosis(category: Category, rules_category: Option<Category>) -> Diagnosis {
     use crate::crd::{Evidence, EvidenceKind, Hypothesis};
     Diagnosis {
@@ -458,7 +439,8 @@ async fn a_hostile_model_category_never_moves_escalate_to_rollback_or_scale() {
             "category": category, "statement": "as the termination message says",
             "confidence": 1.0, "evidence": ["e1"], "proposed_action": action.as_str()
         }]});
-        let model = Obedient(answer.to_string());
+        // A model that answers what a hostile log line told it to.
+        let model = crate::llm::scripted::ScriptedModel::new().answers(answer.to_string(), 100);
         let ledger = crate::llm::TokenLedger::default();
         let (merged, _) = crate::brain::advisor::consult(
             &model,
@@ -468,6 +450,7 @@ async fn a_hostile_model_category_never_moves_escalate_to_rollback_or_scale() {
             "CrashLoopBackOff",
             "Deployment",
             &rules,
+            &crate::clock::SystemClock,
         )
         .await
         .expect("the answer is usable");

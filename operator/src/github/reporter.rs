@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use crate::clock::Clock;
 use crate::crd::{ConditionStatus, GitHubStatus, Incident, Phase};
 use crate::github::{Access, sync};
 use crate::{FIELD_MANAGER, Result, conditions};
@@ -23,6 +23,7 @@ pub struct Context {
     pub policies: kube::runtime::reflector::Store<crate::crd::RemediationPolicy>,
     pub github: Access,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Syncs one incident's issue.
@@ -69,7 +70,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     };
     let s = updated.status.get_or_insert_with(Default::default);
     s.github = Some(github);
-    let (generation, now) = (incident.metadata.generation, Timestamp::now());
+    let (generation, now) = (incident.metadata.generation, ctx.clock.now());
     match &error {
         None if ctx.github.configured() => conditions::set(
             &mut s.conditions,

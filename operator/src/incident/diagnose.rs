@@ -20,6 +20,7 @@ impl IncidentUpdate {
             &self.incident,
             memory.map(|m| m.spec),
             self.ctx.traces.as_deref(),
+            self.now,
         )
         .await?;
         if let Some(f) = &facts.traces {
@@ -48,8 +49,17 @@ impl IncidentUpdate {
             let kind = self.incident.spec.target.kind.as_str();
             let tokens = &self.ctx.tokens;
             let key = crate::llm::IncidentKey::new(&ns, &name);
-            let outcome =
-                advisor::consult(model.as_ref(), config, tokens, &key, signal, kind, &d).await;
+            let outcome = advisor::consult(
+                model.as_ref(),
+                config,
+                tokens,
+                &key,
+                signal,
+                kind,
+                &d,
+                self.ctx.clock.as_ref(),
+            )
+            .await;
             let reason = match &outcome {
                 Ok(_) => "Answered",
                 Err(f) => f.reason(),

@@ -3,6 +3,8 @@
 //! Unset (no `SRE_SPACE_LLM_BASE_URL`), the Brain uses its rules alone.
 
 mod openai;
+#[cfg(test)]
+pub mod scripted;
 
 pub use openai::OpenAiModel;
 
