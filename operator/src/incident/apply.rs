@@ -37,13 +37,15 @@ impl IncidentUpdate {
             now: self.now,
         });
         match decision {
-            PlanDecision::Escalate { reason, message } => self.escalate(reason, message).await,
+            PlanDecision::Planned(Plan::Escalate { reason, message }) => {
+                self.escalate(reason, message).await
+            }
             PlanDecision::ClearedByAnotherIncident => self.resolve().await,
-            PlanDecision::Wait {
+            PlanDecision::Planned(Plan::Wait {
                 reason,
                 message,
                 retry_after,
-            } => self.hold(reason, message, retry_after).await,
+            }) => self.hold(reason, message, retry_after).await,
             PlanDecision::PolicyNotReady { message } => {
                 self.condition(
                     REMEDIATED,
@@ -54,7 +56,7 @@ impl IncidentUpdate {
                 self.save().await?;
                 Ok(Action::requeue(Duration::from_secs(30)))
             }
-            PlanDecision::Act(step) => {
+            PlanDecision::Planned(Plan::Act(step)) => {
                 if let Some(wait) = self.unless_selected(policy).await? {
                     return Ok(wait);
                 }

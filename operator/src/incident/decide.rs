@@ -11,10 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 use super::approval::{ApprovalCheck, approval_for};
 use crate::conditions::{self, REMEDIATED};
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ApprovalDecision, ConditionStatus, Incident,
-    IncidentMemorySpec, IncidentStatus, Mode, Phase, RemediationPolicy,
+    ActionRecord, ActionState, ApprovalDecision, ConditionStatus, Incident, IncidentMemorySpec,
+    IncidentStatus, Mode, Phase, RemediationPolicy,
 };
-use crate::fixer::{self, Budget, EscalationReason, Plan, WaitReason};
+use crate::fixer::{self, Budget, Plan, WaitReason};
 use crate::scout::Signal;
 
 /// How often a verifying incident looks at its workload.
@@ -182,19 +182,8 @@ pub fn verdict(
 /// What planning the next step decided.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PlanDecision {
-    /// Record (and per the mode, take) this step.
-    Act(ActionStep),
-    /// A guardrail holds the step back.
-    Wait {
-        reason: WaitReason,
-        message: String,
-        retry_after: Duration,
-    },
-    /// Hand the problem to people.
-    Escalate {
-        reason: EscalationReason,
-        message: String,
-    },
+    /// What the Fixer planned within the guardrails: act, wait or escalate.
+    Planned(Plan),
     /// Another incident's action on the workload cleared this measured
     /// signal too: nothing is left to do.
     ClearedByAnotherIncident,
@@ -222,32 +211,22 @@ pub fn plan(i: &PlanInputs) -> PlanDecision {
         &i.status.actions,
         i.memory,
     );
-    let step = match fixer::plan(
+    let planned = fixer::plan(
         &i.policy.spec,
         category,
         &i.status.actions,
         i.memory,
         i.budget,
         i.now,
-    ) {
-        Plan::Escalate { reason, message } => return PlanDecision::Escalate { reason, message },
+    );
+    match planned {
         Plan::Wait {
             reason: WaitReason::WorkloadChangedByAnotherIncident,
             ..
         } if i.measured_healthy => return PlanDecision::ClearedByAnotherIncident,
-        Plan::Wait {
-            reason,
-            message,
-            retry_after,
-        } => {
-            return PlanDecision::Wait {
-                reason,
-                message,
-                retry_after,
-            };
-        }
-        Plan::Act(step) => step,
-    };
+        Plan::Act(_) => {}
+        _ => return PlanDecision::Planned(planned),
+    }
     if policy_not_ready(i.policy) {
         return PlanDecision::PolicyNotReady {
             message: format!(
@@ -256,7 +235,7 @@ pub fn plan(i: &PlanInputs) -> PlanDecision {
             ),
         };
     }
-    PlanDecision::Act(step)
+    PlanDecision::Planned(planned)
 }
 
 fn policy_not_ready(policy: &RemediationPolicy) -> bool {

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
 use serde_json::Value;
 
 use super::{Context, reconcile};
@@ -15,18 +14,7 @@ use crate::crd::{
     ActionState, ActionType, ApprovalDecision, Incident, Mode, Phase, RemediationPolicy,
 };
 use crate::testing::api::FakeApi;
-use crate::testing::{approved, incident, now, policy, record, world};
-
-fn store<K>(objects: Vec<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (store, mut writer) = reflector::store();
-    for o in objects {
-        writer.apply_watcher_event(&watcher::Event::Apply(o));
-    }
-    store
-}
+use crate::testing::{approved, incident, now, policy, record, store, world};
 
 /// The workload `web` (a Deployment, its ReplicaSet, pods web-1 and
 /// web-2), `policy` and `incident`, in the fake API server and in the

@@ -3,24 +3,13 @@
 
 use std::sync::Arc;
 
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::watcher;
 
 use super::{Context, reconcile};
 use crate::crd::{Mode, SignalKind, Trigger, WorkloadKind, WorkloadRef};
 use crate::testing::api::FakeApi;
-use crate::testing::{now, policy, world};
-
-fn store<K>(objects: Vec<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (store, mut writer) = reflector::store();
-    for o in objects {
-        writer.apply_watcher_event(&watcher::Event::Apply(o));
-    }
-    store
-}
+use crate::testing::{now, policy, store, world};
 
 #[tokio::test]
 async fn an_oomkilled_pod_opens_one_incident_and_says_so_once() {

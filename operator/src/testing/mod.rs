@@ -134,3 +134,15 @@ pub fn policy(mode: Mode) -> RemediationPolicy {
     p.metadata.namespace = Some("shop".into());
     p
 }
+
+/// A watch store holding `objects`, as a reflector fills it.
+pub fn store<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = kube::runtime::reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(o));
+    }
+    store
+}

@@ -4,6 +4,7 @@
 use super::*;
 use crate::crd::{ActionType, Condition, IncidentStatus, SignalObservation};
 use crate::fixer::Budget;
+use crate::fixer::EscalationReason;
 use crate::testing::{approved, at, finished, incident, now, policy, record};
 
 use ActionState::*;
@@ -373,7 +374,7 @@ fn each_guardrail_that_holds_a_step_back_is_its_own_wait() {
     let p = policy(Mode::Automatic);
     let restart = ActionType::RestartPod;
     assert!(
-        matches!(planned(&p, &fresh, &budget(), false), PlanDecision::Act(s) if s.type_ == restart)
+        matches!(planned(&p, &fresh, &budget(), false), PlanDecision::Planned(Plan::Act(s)) if s.type_ == restart)
     );
 
     let full = Budget {
@@ -422,11 +423,11 @@ fn each_guardrail_that_holds_a_step_back_is_its_own_wait() {
     ];
     for (what, b, reason) in rows {
         match planned(&p, &fresh, &b, false) {
-            PlanDecision::Wait {
+            PlanDecision::Planned(Plan::Wait {
                 reason: got,
                 message,
                 ..
-            } => {
+            }) => {
                 assert_eq!(got, reason, "{what}");
                 assert!(!message.is_empty(), "{what}");
             }
@@ -474,10 +475,10 @@ fn a_measured_signal_cleared_by_another_incidents_change_needs_nothing_more() {
     slow.spec.actions.insert(1, then);
     assert!(matches!(
         planned(&slow, &cooling, &budget(), false),
-        PlanDecision::Wait {
+        PlanDecision::Planned(Plan::Wait {
             reason: WaitReason::CooldownActive,
             ..
-        }
+        })
     ));
 }
 
@@ -505,20 +506,20 @@ fn planning_escalates_when_attempts_or_the_ladder_run_out_and_waits_for_a_broken
     once.spec.guardrails.escalate_after_attempts = 1;
     assert!(matches!(
         planned(&once, &tried(1), &budget(), false),
-        PlanDecision::Escalate {
+        PlanDecision::Planned(Plan::Escalate {
             reason: EscalationReason::AttemptsExhausted,
             ..
-        }
+        })
     ));
     let mut patient = policy(Mode::Automatic);
     patient.spec.guardrails.escalate_after_attempts = 5;
     assert!(
         matches!(
             planned(&patient, &tried(1), &budget(), false),
-            PlanDecision::Escalate {
+            PlanDecision::Planned(Plan::Escalate {
                 reason: EscalationReason::LadderExhausted,
                 ..
-            }
+            })
         ),
         "after the restart, the ladder's next step is Escalate"
     );
