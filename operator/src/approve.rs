@@ -124,7 +124,6 @@ pub async fn decide(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
     use crate::crd::{
@@ -152,20 +151,9 @@ mod tests {
             actions: state
                 .map(|state| crate::crd::ActionRecord {
                     id: "e2-1-restartpod".into(),
-                    type_: ActionType::RestartPod,
-                    state,
                     detail: "evict pod ledger-1".into(),
                     target: "Pod/ledger-1".parse().ok(),
-                    target_uid: None,
-                    container: None,
-                    from: None,
-                    to: None,
-                    recorded_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-                    finished_at: None,
-                    outcome: None,
-                    pull_request: None,
-                    diff: None,
-                    precondition: None,
+                    ..crate::testing::record(1, ActionType::RestartPod, state)
                 })
                 .into_iter()
                 .collect(),

@@ -116,7 +116,6 @@ pub async fn clear(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
     use crate::crd::ActionRecord;
@@ -124,20 +123,9 @@ mod tests {
     fn record(id: &str, type_: ActionType, state: ActionState) -> ActionRecord {
         ActionRecord {
             id: id.into(),
-            type_,
-            state,
             detail: String::new(),
             target: "Pod/ledger-1".parse().ok(),
-            target_uid: None,
-            container: None,
-            from: None,
-            to: None,
-            recorded_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-            finished_at: None,
-            outcome: None,
-            pull_request: None,
-            diff: None,
-            precondition: None,
+            ..crate::testing::record(1, type_, state)
         }
     }
 
