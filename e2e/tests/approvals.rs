@@ -370,11 +370,13 @@ async fn the_api_server_refuses_an_approval_signed_with_another_name() -> Result
         }
     })
     .await?;
+    // An id the wait never wrote: had its first try landed before the
+    // policy was in force, writing the same value again is no change.
     let forged = as_mallory
         .patch(
             name,
             &pp,
-            &Patch::Merge(approval("e1-1-restartpod", &alice_name)),
+            &Patch::Merge(approval("e9-1-restartpod", &alice_name)),
         )
         .await;
     assert!(refused_for_identity(&forged), "{forged:?}");
