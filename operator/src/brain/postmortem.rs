@@ -47,6 +47,24 @@ fn prevention(category: Category) -> &'static str {
         Category::Latency => {
             "Set latency objectives per operation, and find the slowest span's cause (a dependency, a lock, a missing index) before raising timeouts."
         }
+        Category::ConfigError => {
+            "Render and validate manifests before they reach the cluster (every referenced ConfigMap, Secret, key and volume exists, the command runs), and ship configuration with the workload that reads it."
+        }
+        Category::InitFailure => {
+            "Give init containers the same logs, timeouts and tests as the main container, and make what they wait for observable."
+        }
+        Category::JobFailure => {
+            "Make the job idempotent and retry-safe, size its backoffLimit and activeDeadlineSeconds from its real run times, and alert on failed runs."
+        }
+        Category::StorageUnavailable => {
+            "Set a default StorageClass, check that claims name a class and access mode the cluster provides, and watch for claims pending longer than provisioning takes."
+        }
+        Category::QuotaExceeded => {
+            "Size ResourceQuotas and LimitRanges with the workloads they cover, set requests and limits in every template, and check Pod Security levels before a rollout."
+        }
+        Category::NodeFailure => {
+            "Keep node capacity ahead of demand, set requests so the scheduler sees real usage, and spread replicas across nodes so one node's failure is survivable."
+        }
         Category::Unknown => {
             "Add the missing signal or evidence so that the next occurrence can be diagnosed."
         }

@@ -167,9 +167,49 @@ pub enum SignalKind {
     TraceErrorRate,
     /// A service's span latency in Jaeger rose above its maximum.
     TraceLatency,
+    /// A container cannot be created or started from its configuration: a
+    /// ConfigMap, Secret or key it references is missing
+    /// (`CreateContainerConfigError`), its command cannot run
+    /// (`RunContainerError`), or a volume cannot be mounted (`ContainerCreating`
+    /// past the grace period, held by `FailedMount`).
+    ConfigError,
+    /// An init container fails (`Init:CrashLoopBackOff`, `Init:Error`), so
+    /// the pod's main containers never start.
+    InitContainerFailed,
+    /// A Job failed: `BackoffLimitExceeded` or `DeadlineExceeded`.
+    JobFailed,
+    /// A controller cannot create the pods its workload asks for: the API
+    /// server refused them (a ResourceQuota, a LimitRange, Pod Security).
+    FailedCreate,
+    /// A rollout stopped making progress: a Deployment past its
+    /// `progressDeadlineSeconds`, a StatefulSet stuck on one ordinal.
+    RolloutStalled,
+    /// A pod was evicted by its node (memory, disk or PID pressure) or its
+    /// node stopped reporting ready.
+    NodeFailure,
 }
 
 impl SignalKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [SignalKind; 16] = [
+        Self::OOMKilled,
+        Self::CrashLoopBackOff,
+        Self::ImagePullBackOff,
+        Self::Unschedulable,
+        Self::ReadinessFailing,
+        Self::HealthCheck,
+        Self::ConversionRate,
+        Self::EventRateDrop,
+        Self::TraceErrorRate,
+        Self::TraceLatency,
+        Self::ConfigError,
+        Self::InitContainerFailed,
+        Self::JobFailed,
+        Self::FailedCreate,
+        Self::RolloutStalled,
+        Self::NodeFailure,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OOMKilled => "OOMKilled",
@@ -182,6 +222,12 @@ impl SignalKind {
             Self::EventRateDrop => "EventRateDrop",
             Self::TraceErrorRate => "TraceErrorRate",
             Self::TraceLatency => "TraceLatency",
+            Self::ConfigError => "ConfigError",
+            Self::InitContainerFailed => "InitContainerFailed",
+            Self::JobFailed => "JobFailed",
+            Self::FailedCreate => "FailedCreate",
+            Self::RolloutStalled => "RolloutStalled",
+            Self::NodeFailure => "NodeFailure",
         }
     }
 
@@ -195,6 +241,9 @@ impl SignalKind {
                 | Self::ImagePullBackOff
                 | Self::Unschedulable
                 | Self::ReadinessFailing
+                | Self::ConfigError
+                | Self::InitContainerFailed
+                | Self::NodeFailure
         )
     }
 }
@@ -259,6 +308,23 @@ pub enum Category {
     ErrorRate,
     /// The workload's requests are slower than usual (from traces).
     Latency,
+    /// The pod's configuration references what does not exist (a
+    /// ConfigMap, Secret, key or volume) or a command that cannot run.
+    ConfigError,
+    /// An init container fails, so the main containers never start.
+    InitFailure,
+    /// A Job ran out of retries or time.
+    JobFailure,
+    /// A volume the pod needs cannot be provided: its claim is unbound (no
+    /// StorageClass, an unknown one, no matching volume, a wrong access
+    /// mode).
+    StorageUnavailable,
+    /// The API server refuses the workload's pods: a ResourceQuota, a
+    /// LimitRange or Pod Security.
+    QuotaExceeded,
+    /// The node, not the workload, failed: eviction for node pressure, or
+    /// a node that is not ready.
+    NodeFailure,
     /// The evidence does not point to a known category.
     Unknown,
 }

@@ -163,14 +163,15 @@ pub struct Trigger {
     /// The signal kind.
     #[serde(rename = "type")]
     pub type_: SignalKind,
-    /// CrashLoopBackOff: how many restarts of a container count as a crash
-    /// loop. Defaults to 3.
+    /// CrashLoopBackOff and InitContainerFailed: how many restarts of a
+    /// container count as a crash loop. Defaults to 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = crate::limits::MAX_RESTART_THRESHOLD))]
     pub restart_threshold: Option<i32>,
-    /// Unschedulable and ReadinessFailing: how long the condition must last
-    /// before it is trouble, so ordinary start-up and scheduling delays are
-    /// not. Defaults to 60 seconds; at most a week.
+    /// Unschedulable, ReadinessFailing, ConfigError (a container held in
+    /// ContainerCreating), FailedCreate and RolloutStalled: how long the
+    /// condition must last before it is trouble, so ordinary start-up,
+    /// scheduling and provisioning delays are not. Defaults to 60 seconds; at most a week.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = crate::limits::WEEK_SECONDS))]
     pub grace_period_seconds: Option<i64>,

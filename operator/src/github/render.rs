@@ -47,7 +47,13 @@ fn severity(signal: SignalKind) -> &'static str {
         SignalKind::ConversionRate | SignalKind::EventRateDrop | SignalKind::HealthCheck => {
             "severity: high"
         }
+        SignalKind::JobFailed
+        | SignalKind::FailedCreate
+        | SignalKind::NodeFailure
+        | SignalKind::ConfigError
+        | SignalKind::InitContainerFailed => "severity: high",
         SignalKind::Unschedulable
+        | SignalKind::RolloutStalled
         | SignalKind::ReadinessFailing
         | SignalKind::TraceErrorRate
         | SignalKind::TraceLatency => "severity: medium",

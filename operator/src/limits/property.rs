@@ -139,11 +139,18 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
     let k = kind.as_str();
     let t = |rest: &str| format!("triggers[].{rest}");
     match kind {
-        SignalKind::OOMKilled | SignalKind::ImagePullBackOff => Just(json!({ "type": k })).boxed(),
-        SignalKind::CrashLoopBackOff => maybe(i32_at(&t("restartThreshold"), old))
+        SignalKind::OOMKilled
+        | SignalKind::ImagePullBackOff
+        | SignalKind::JobFailed
+        | SignalKind::NodeFailure => Just(json!({ "type": k })).boxed(),
+        SignalKind::CrashLoopBackOff | SignalKind::InitContainerFailed => maybe(i32_at(&t("restartThreshold"), old))
             .prop_map(move |n| json!({ "type": k, "restartThreshold": n }))
             .boxed(),
-        SignalKind::Unschedulable | SignalKind::ReadinessFailing => {
+        SignalKind::Unschedulable
+        | SignalKind::ReadinessFailing
+        | SignalKind::ConfigError
+        | SignalKind::FailedCreate
+        | SignalKind::RolloutStalled => {
             maybe(i64_at(&t("gracePeriodSeconds"), old))
                 .prop_map(move |n| json!({ "type": k, "gracePeriodSeconds": n }))
                 .boxed()
@@ -223,18 +230,7 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
     }
 }
 
-const KINDS: [SignalKind; 10] = [
-    SignalKind::OOMKilled,
-    SignalKind::CrashLoopBackOff,
-    SignalKind::ImagePullBackOff,
-    SignalKind::Unschedulable,
-    SignalKind::ReadinessFailing,
-    SignalKind::HealthCheck,
-    SignalKind::ConversionRate,
-    SignalKind::EventRateDrop,
-    SignalKind::TraceErrorRate,
-    SignalKind::TraceLatency,
-];
+const KINDS: [SignalKind; 16] = SignalKind::ALL;
 
 const STEPS: [ActionType; 5] = [
     ActionType::RestartPod,

@@ -331,18 +331,7 @@ mod tests {
             WorkloadKind::Job,
             WorkloadKind::Pod,
         ];
-        let signals = [
-            SignalKind::OOMKilled,
-            SignalKind::CrashLoopBackOff,
-            SignalKind::ImagePullBackOff,
-            SignalKind::Unschedulable,
-            SignalKind::ReadinessFailing,
-            SignalKind::HealthCheck,
-            SignalKind::ConversionRate,
-            SignalKind::EventRateDrop,
-            SignalKind::TraceErrorRate,
-            SignalKind::TraceLatency,
-        ];
+        let signals = SignalKind::ALL;
         let names = [
             "web",
             "a",

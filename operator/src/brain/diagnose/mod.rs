@@ -34,6 +34,13 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         | SignalKind::EventRateDrop
         | SignalKind::TraceErrorRate
         | SignalKind::TraceLatency => service::rules(&case),
+        // Rules for these signals follow in their own families.
+        SignalKind::ConfigError
+        | SignalKind::InitContainerFailed
+        | SignalKind::JobFailed
+        | SignalKind::FailedCreate
+        | SignalKind::RolloutStalled
+        | SignalKind::NodeFailure => vec![],
     };
     history::weigh(&mut hypotheses, facts, case.cited.history.as_ref());
     // Stable: of equally likely hypotheses, the one a family proposes first
