@@ -4,7 +4,7 @@
 //! crash between acting and recording the result) changes nothing more.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodTemplateSpec};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::Status;
 use kube::{Api, Client};
@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::Fence;
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ActionType, Incident, Precondition, SignalObservation,
-    WorkloadKind, WorkloadRef,
+    ActionRecord, ActionState, ActionStep, ActionType, Incident, MemoryRaise, Precondition,
+    SignalObservation, WorkloadKind, WorkloadRef,
 };
 use crate::quantity::{format_bytes_within, parse_bytes};
 use crate::workload::{owner_of_pod, pod_template, replicasets_of, revision};
@@ -219,75 +219,182 @@ async fn prepare_raise_memory_limit(
             "the step has no memory settings".into(),
         ));
     };
+    if target.kind == WorkloadKind::Pod {
+        return prepare_resize_pod(client, ns, target, raise, signal).await;
+    }
     let Some(template) = pod_template(client, ns, target).await? else {
         return Ok(Prepared::impossible(format!(
             "{target} has no pod template to change"
         )));
     };
     let containers = template.spec.map(|s| s.containers).unwrap_or_default();
-    let wanted = signal.and_then(|s| s.container.clone());
-    let Some(container) = containers
-        .iter()
-        .find(|c| Some(&c.name) == wanted.as_ref())
-        .or(containers.first())
-    else {
+    let Some(container) = chosen(&containers, signal) else {
         return Ok(Prepared::impossible(format!("{target} has no containers")));
     };
-    let limit = container
-        .resources
-        .as_ref()
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|l| l.get("memory"))
-        .map(|q| q.0.clone());
+    Ok(match planned_raise(container, target, raise) {
+        Err(why) => Prepared::impossible(why),
+        Ok((from, to)) => Prepared {
+            target: Some(target.clone()),
+            container: Some(container.name.clone()),
+            from: Some(from.clone()),
+            to: Some(to.clone()),
+            ..Prepared::new(format!(
+                "raise the memory limit of container {} of {target} from {from} to {to} (cap {})",
+                container.name, raise.max
+            ))
+        },
+    })
+}
+
+/// The container the signal names, or the first.
+fn chosen<'a>(
+    containers: &'a [Container],
+    signal: Option<&SignalObservation>,
+) -> Option<&'a Container> {
+    let wanted = signal.and_then(|s| s.container.as_ref());
+    containers
+        .iter()
+        .find(|c| Some(&c.name) == wanted)
+        .or(containers.first())
+}
+
+/// A container's memory limit or request, as written.
+fn memory(c: &Container, limit: bool) -> Option<String> {
+    let r = c.resources.as_ref()?;
+    let values = if limit {
+        r.limits.as_ref()
+    } else {
+        r.requests.as_ref()
+    };
+    values?.get("memory").map(|q| q.0.clone())
+}
+
+/// The memory limit a raise sets on `container`, from and to, or why there
+/// is none to set.
+fn planned_raise(
+    container: &Container,
+    target: &WorkloadRef,
+    raise: &MemoryRaise,
+) -> std::result::Result<(String, String), String> {
+    let limit = memory(container, true);
     let current = match limit.as_deref().map(parse_bytes) {
         Some(Ok(current)) => current,
         Some(Err(e)) => {
-            return Ok(Prepared::impossible(format!(
+            return Err(format!(
                 "the memory limit of container {} of {target}: {e}",
                 container.name
-            )));
+            ));
         }
         None => {
-            return Ok(Prepared::impossible(format!(
+            return Err(format!(
                 "container {} of {target} has no memory limit to raise",
                 container.name
-            )));
+            ));
         }
     };
-    let cap = match parse_bytes(&raise.max) {
-        Ok(cap) => cap,
-        Err(e) => return Ok(Prepared::impossible(format!("memory.max: {e}"))),
+    let cap = parse_bytes(&raise.max).map_err(|e| format!("memory.max: {e}"))?;
+    let min = raise
+        .min_increase
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()
+        .map_err(|e| format!("memory.minIncrease: {e}"))?;
+    match raised_limit(current, raise.increase_percent, min, cap) {
+        None => Err(format!(
+            "container {} of {target} is already at {} of memory, the policy's cap of {}",
+            container.name,
+            limit.clone().unwrap_or_default(),
+            raise.max
+        )),
+        Some(new) => Ok((limit.unwrap_or_default(), format_bytes_within(new, cap))),
+    }
+}
+
+/// A bare pod has no template: its container's memory is raised in place,
+/// through the `pods/resize` subresource, where the pod allows it.
+async fn prepare_resize_pod(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    raise: &MemoryRaise,
+    signal: Option<&SignalObservation>,
+) -> Result<Prepared> {
+    let pod = Api::<Pod>::namespaced(client.clone(), ns)
+        .get_opt(&target.name)
+        .await?
+        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    let Some(pod) = pod else {
+        return Ok(Prepared::impossible(format!(
+            "pod {} is gone: there is nothing to resize",
+            target.name
+        )));
     };
-    let min = match raise.min_increase.as_deref().map(parse_bytes).transpose() {
-        Ok(min) => min,
-        Err(e) => return Ok(Prepared::impossible(format!("memory.minIncrease: {e}"))),
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let Some(container) = chosen(containers, signal) else {
+        return Ok(Prepared::impossible(format!("{target} has no containers")));
     };
-    Ok(
-        match raised_limit(current, raise.increase_percent, min, cap) {
-            None => Prepared::impossible(format!(
-                "container {} of {target} is already at {} of memory, the policy's cap of {}",
-                container.name,
-                limit.clone().unwrap_or_default(),
-                raise.max
-            )),
-            Some(new) => {
-                let (from, to) = (
-                    limit.clone().unwrap_or_default(),
-                    format_bytes_within(new, cap),
-                );
-                Prepared {
-                    target: Some(target.clone()),
-                    container: Some(container.name.clone()),
-                    from: Some(from.clone()),
-                    to: Some(to.clone()),
-                    ..Prepared::new(format!(
-                        "raise the memory limit of container {} of {target} from {from} to {to} (cap {})",
-                        container.name, raise.max
-                    ))
-                }
-            }
+    if let Some(why) = resize_refusal(&pod, &container.name) {
+        return Ok(Prepared::impossible(why));
+    }
+    Ok(match planned_raise(container, target, raise) {
+        Err(why) => Prepared::impossible(why),
+        Ok((from, to)) => Prepared {
+            target: Some(target.clone()),
+            target_uid: pod.metadata.uid.clone(),
+            container: Some(container.name.clone()),
+            from: Some(from.clone()),
+            to: Some(to.clone()),
+            ..Prepared::new(format!(
+                "resize container {} of {target} in place: memory limit from {from} to {to} (cap {})",
+                container.name, raise.max
+            ))
         },
-    )
+    })
+}
+
+/// Why the memory of `container` cannot be resized in place, if it cannot:
+/// its resizePolicy restarts the container for a memory change and the
+/// pod's restartPolicy is Never (the API server refuses that resize), or
+/// the kubelet found the pod's last resize infeasible on its node (the
+/// `PodResizePending` condition with reason `Infeasible`, or the older
+/// `status.resize`), so the node has no room for more.
+pub fn resize_refusal(pod: &Pod, container: &str) -> Option<String> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let restarts_for_memory = spec
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.resize_policy.as_ref())
+        .is_some_and(|p| {
+            p.iter()
+                .any(|p| p.resource_name == "memory" && p.restart_policy == "RestartContainer")
+        });
+    if restarts_for_memory && spec.and_then(|s| s.restart_policy.as_deref()) == Some("Never") {
+        return Some(format!(
+            "container {container} of pod {name} restarts to change its memory (resizePolicy RestartContainer) and the pod's restartPolicy is Never: it cannot be resized in place"
+        ));
+    }
+    let status = pod.status.as_ref()?;
+    let pending = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodResizePending"
+            && c.status == "True"
+            && c.reason.as_deref() == Some("Infeasible")
+    });
+    if let Some(c) = pending {
+        let detail = c
+            .message
+            .as_deref()
+            .map(|m| format!(": {}", crate::redact::string(m)))
+            .unwrap_or_default();
+        return Some(format!(
+            "the node of pod {name} cannot fit a resize (PodResizePending Infeasible){detail}"
+        ));
+    }
+    (status.resize.as_deref() == Some("Infeasible"))
+        .then(|| format!("the node of pod {name} cannot fit a resize (resize Infeasible)"))
 }
 
 async fn current_replicas(client: &Client, ns: &str, target: &WorkloadRef) -> Result<Option<i32>> {
@@ -702,6 +809,9 @@ async fn execute_raise_memory_limit(
     record: &ActionRecord,
     fence: &impl Fence,
 ) -> Result<Executed> {
+    if target.kind == WorkloadKind::Pod {
+        return execute_resize_pod(client, ns, target, record, fence).await;
+    }
     let container = record.container.clone().unwrap_or_default();
     let to = record.to.clone().unwrap_or_default();
     let now = pod_template(client, ns, target)
@@ -726,6 +836,89 @@ async fn execute_raise_memory_limit(
     Ok(done(format!(
         "memory limit of container {container} of {target} set to {to}"
     )))
+}
+
+/// Raises a bare pod's memory limit in place through `pods/resize`. A
+/// container whose memory request equals its limit (as in a Guaranteed pod,
+/// whose QoS class a resize may not change) has its request raised with it.
+/// Whatever makes the resize impossible (the pod gone or replaced, a policy
+/// that forbids it, a node without room, the API server's refusal) fails
+/// the step with the reason, and the ladder goes on.
+async fn execute_resize_pod(
+    client: &Client,
+    ns: &str,
+    target: &WorkloadRef,
+    record: &ActionRecord,
+    fence: &impl Fence,
+) -> Result<Executed> {
+    let name = &target.name;
+    let container = record.container.clone().unwrap_or_default();
+    let to = record.to.clone().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let Some(pod) = pods
+        .get_opt(name)
+        .await?
+        .filter(|p| p.metadata.uid == record.target_uid && p.metadata.deletion_timestamp.is_none())
+    else {
+        return Err(crate::Error::Refused(format!(
+            "pod {name} is gone: there is nothing to resize"
+        )));
+    };
+    if let Some(why) = resize_refusal(&pod, &container) {
+        return Err(crate::Error::Refused(why));
+    }
+    let current = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container));
+    let same =
+        |a: &str, b: &str| parse_bytes(a).is_ok_and(|a| parse_bytes(b).is_ok_and(|b| a == b));
+    let limit = current.and_then(|c| memory(c, true));
+    if let Err(why) = value_still_applies(
+        &format!("the memory limit of container {container} of {target}"),
+        record.from.as_deref(),
+        Some(to.as_str()),
+        Some(limit.as_deref().unwrap_or("none")),
+        same,
+    ) {
+        return Ok(superseded(why));
+    }
+    let request = current.and_then(|c| memory(c, false));
+    let mut resources = serde_json::json!({ "limits": { "memory": to } });
+    if let (Some(request), Some(limit)) = (&request, &limit)
+        && same(request, limit)
+    {
+        resources["requests"] = serde_json::json!({ "memory": to });
+    }
+    let patch = serde_json::json!({ "spec": { "containers": [
+        { "name": container, "resources": resources }
+    ] } });
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    fence.renew().await?;
+    match pods
+        .patch_subresource("resize", name, &pp, &Patch::Strategic(patch))
+        .await
+    {
+        Ok(resized) => match resize_refusal(&resized, &container) {
+            Some(why) => Err(crate::Error::Refused(why)),
+            None => Ok(done(format!(
+                "memory limit of container {container} of pod {name} resized in place to {to}"
+            ))),
+        },
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(crate::Error::Refused(format!(
+            "pod {name} is gone: there is nothing to resize"
+        ))),
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+            Err(crate::Error::Refused(format!(
+                "the API server refused to resize pod {name}: {}",
+                crate::redact::string(&s.message)
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
@@ -911,5 +1104,223 @@ mod tests {
             raised_limit(1 << 62, i32::MAX, None, u64::MAX),
             Some(u64::MAX)
         );
+    }
+
+    /// A bare pod `web-1` in `shop`: container `app` with a 64Mi memory
+    /// limit, `extra` merged into its spec (and its container with
+    /// `container`), running on its node.
+    fn bare_pod(extra: serde_json::Value, container: serde_json::Value) -> Pod {
+        let mut app = serde_json::json!({ "name": "app", "image": "web:1",
+            "resources": { "limits": { "memory": "64Mi" }, "requests": { "memory": "32Mi" } } });
+        json_patch::merge(&mut app, &container);
+        let mut spec = serde_json::json!({ "nodeName": "kind-worker", "restartPolicy": "Always",
+            "containers": [app] });
+        json_patch::merge(&mut spec, &extra);
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web-1", "namespace": "shop", "uid": "uid-web-1", "generation": 1,
+                "labels": { "app": "web" } },
+            "spec": spec,
+            "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }],
+                "containerStatuses": [{ "name": "app", "image": "web:1", "imageID": "", "ready": true,
+                    "restartCount": 1, "state": { "running": {} },
+                    "lastState": { "terminated": { "exitCode": 137, "reason": "OOMKilled",
+                        "finishedAt": "2026-11-26T09:55:00Z" } } }] }
+        }))
+        .unwrap()
+    }
+
+    /// The OOMKilled incident of the bare pod `web-1`.
+    fn pod_incident() -> Incident {
+        let mut i = crate::testing::incident(crate::crd::Phase::Remediating, vec![]);
+        i.spec.target = workload(WorkloadKind::Pod, "web-1");
+        i
+    }
+
+    fn raise(max: &str) -> ActionStep {
+        ActionStep {
+            type_: ActionType::RaiseMemoryLimit,
+            on_categories: vec![],
+            max_replicas: None,
+            memory: Some(MemoryRaise {
+                increase_percent: 50,
+                min_increase: None,
+                max: max.into(),
+            }),
+        }
+    }
+
+    /// What the incident records for a prepared step.
+    fn recorded(p: &Prepared) -> ActionRecord {
+        let mut r = crate::testing::record(1, ActionType::RaiseMemoryLimit, ActionState::Pending);
+        r.target = p.target.clone();
+        r.target_uid = p.target_uid.clone();
+        r.container = p.container.clone();
+        r.from = p.from.clone();
+        r.to = p.to.clone();
+        r
+    }
+
+    const POD: &str = "/api/v1/namespaces/shop/pods/web-1";
+
+    #[tokio::test]
+    async fn an_oomkilled_bare_pod_has_its_memory_limit_raised_in_place() {
+        let api = crate::testing::api::FakeApi::default();
+        api.insert(&bare_pod(serde_json::json!({}), serde_json::json!({})));
+        let client = api.client();
+        let incident = pod_incident();
+        let p = prepare(&client, &incident, &raise("1Gi")).await.unwrap();
+        assert_eq!(p.impossible, None, "{}", p.detail);
+        assert_eq!(
+            p.detail,
+            "resize container app of Pod/web-1 in place: memory limit from 64Mi to 96Mi (cap 1Gi)"
+        );
+        assert_eq!(p.target_uid.as_deref(), Some("uid-web-1"));
+        let done = execute(&client, &incident, &recorded(&p), &super::super::Unfenced)
+            .await
+            .unwrap();
+        assert_eq!(done.state, ActionState::Succeeded, "{}", done.detail);
+
+        let writes = api.writes();
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        assert_eq!(writes[0].line(), format!("PATCH {POD}/resize"));
+        assert!(
+            writes[0].query.contains("fieldManager=sre-space"),
+            "{}",
+            writes[0].query
+        );
+        // Only the limit: the request (32Mi) stays, so the node needs no room.
+        assert_eq!(
+            writes[0].body,
+            serde_json::json!({ "spec": { "containers": [
+                { "name": "app", "resources": { "limits": { "memory": "96Mi" } } }
+            ] } })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_container_whose_request_equals_its_limit_has_both_raised() {
+        let api = crate::testing::api::FakeApi::default();
+        api.insert(&bare_pod(
+            serde_json::json!({}),
+            serde_json::json!({ "resources": { "requests": { "memory": "64Mi" } } }),
+        ));
+        let client = api.client();
+        let incident = pod_incident();
+        let p = prepare(&client, &incident, &raise("80Mi")).await.unwrap();
+        assert_eq!(p.to.as_deref(), Some("80Mi"), "never past the cap");
+        execute(&client, &incident, &recorded(&p), &super::super::Unfenced)
+            .await
+            .unwrap();
+        assert_eq!(
+            api.writes()[0].body,
+            serde_json::json!({ "spec": { "containers": [
+                { "name": "app", "resources": { "limits": { "memory": "80Mi" }, "requests": { "memory": "80Mi" } } }
+            ] } })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resize_that_cannot_apply_is_impossible_with_its_reason_and_changes_nothing() {
+        let infeasible = serde_json::json!([{ "type": "Ready", "status": "True" }, {
+            "type": "PodResizePending", "status": "True", "reason": "Infeasible",
+            "message": "Node didn't have enough capacity: memory, requested: 4294967296, capacity: 2084024320",
+            "observedGeneration": 2 }]);
+        // (pod, cap, what the reason must say)
+        let rows = [
+            (
+                Some(bare_pod(
+                    serde_json::json!({ "restartPolicy": "Never" }),
+                    serde_json::json!({ "resizePolicy": [
+                        { "resourceName": "cpu", "restartPolicy": "NotRequired" },
+                        { "resourceName": "memory", "restartPolicy": "RestartContainer" }] }),
+                )),
+                "1Gi",
+                "restartPolicy is Never",
+            ),
+            (
+                Some(bare_pod(serde_json::json!({}), serde_json::json!({}))),
+                "64Mi",
+                "already at 64Mi of memory, the policy's cap of 64Mi",
+            ),
+            (None, "1Gi", "pod web-1 is gone"),
+            (
+                Some({
+                    let mut p = bare_pod(serde_json::json!({}), serde_json::json!({}));
+                    p.status.as_mut().unwrap().conditions =
+                        Some(serde_json::from_value(infeasible.clone()).unwrap());
+                    p
+                }),
+                "1Gi",
+                "cannot fit a resize (PodResizePending Infeasible): Node didn't have enough capacity: memory",
+            ),
+        ];
+        for (pod, cap, why) in rows {
+            let api = crate::testing::api::FakeApi::default();
+            if let Some(pod) = &pod {
+                api.insert(pod);
+            }
+            let p = prepare(&api.client(), &pod_incident(), &raise(cap))
+                .await
+                .unwrap();
+            let reason = p.impossible.expect("impossible");
+            assert!(reason.contains(why), "{reason}");
+            assert!(api.writes().is_empty());
+        }
+        // A resize policy that restarts the container is fine when the pod
+        // restarts its containers.
+        let restarts = bare_pod(
+            serde_json::json!({}),
+            serde_json::json!({ "resizePolicy": [{ "resourceName": "memory", "restartPolicy": "RestartContainer" }] }),
+        );
+        assert_eq!(resize_refusal(&restarts, "app"), None);
+    }
+
+    #[tokio::test]
+    async fn a_resize_refused_or_found_infeasible_at_execution_fails_the_step() {
+        // Planned while the node had room; by the time it runs, the
+        // kubelet found the pod's last resize infeasible.
+        let api = crate::testing::api::FakeApi::default();
+        let pod = bare_pod(serde_json::json!({}), serde_json::json!({}));
+        api.insert(&pod);
+        let client = api.client();
+        let incident = pod_incident();
+        let p = prepare(&client, &incident, &raise("1Gi")).await.unwrap();
+        let mut infeasible = pod.clone();
+        infeasible.status.as_mut().unwrap().resize = Some("Infeasible".into());
+        api.insert(&infeasible);
+        let Err(crate::Error::Refused(why)) =
+            execute(&client, &incident, &recorded(&p), &super::super::Unfenced).await
+        else {
+            panic!("refused")
+        };
+        assert!(
+            why.contains("cannot fit a resize (resize Infeasible)"),
+            "{why}"
+        );
+        assert!(api.writes().is_empty());
+
+        // The API server refuses the patch itself.
+        api.insert(&pod);
+        api.refuse("PATCH", "/resize", 422);
+        let Err(crate::Error::Refused(why)) =
+            execute(&client, &incident, &recorded(&p), &super::super::Unfenced).await
+        else {
+            panic!("refused")
+        };
+        assert!(
+            why.starts_with("the API server refused to resize pod web-1: "),
+            "{why}"
+        );
+
+        // Gone, or replaced by a pod of another UID under the same name.
+        let mut other = pod.clone();
+        other.metadata.uid = Some("uid-web-1-new".into());
+        api.insert(&other);
+        let Err(crate::Error::Refused(why)) =
+            execute(&client, &incident, &recorded(&p), &super::super::Unfenced).await
+        else {
+            panic!("refused")
+        };
+        assert!(why.contains("pod web-1 is gone"), "{why}");
     }
 }

@@ -1,6 +1,7 @@
 //! A fake Kubernetes API server behind a real `kube::Client`, for the
 //! reconcilers' in-process tests: it keeps objects by their URL, answers
-//! gets, lists, creates, replaces, merge and JSON patches and evictions as
+//! gets, lists, creates, replaces, merge and JSON patches (of an object, its
+//! status or a pod's resize) and evictions as
 //! the API server does, and records every request, so a test asserts the
 //! exact calls a reconcile made and their order. The cluster tests (e2e/)
 //! run the same code against a real API server.
@@ -198,7 +199,11 @@ impl FakeApi {
                 (200, stored)
             }
             "PATCH" => {
-                let at = path.trim_end_matches("/status").to_string();
+                // A status or resize patch changes the object itself.
+                let at = path
+                    .trim_end_matches("/status")
+                    .trim_end_matches("/resize")
+                    .to_string();
                 let Some(mut current) = state.objects.get(&at).cloned() else {
                     return (404, status(404, "not found"));
                 };
