@@ -859,3 +859,21 @@ fn a_pod_the_taint_manager_deletes_is_the_same_node_failure_and_other_deletions_
     assert!(is_churn(&deleted));
     assert!(read_pod(&deleted, &every(), now()).signals.is_empty());
 }
+
+#[test]
+fn a_config_error_quoting_a_secret_is_redacted() {
+    let p = running_with(serde_json::json!({
+        "name": "app", "image": "web:2", "imageID": "", "ready": false, "restartCount": 1,
+        "state": { "waiting": { "reason": "RunContainerError",
+            "message": "failed to start container: exec: \"/bin/sync --token ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789\": stat /bin/sync --token ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789: no such file or directory: unknown" } }
+    }));
+    let r = read_pod(&p, &every(), now());
+    let s = one(&r);
+    assert_eq!(s.kind, SignalKind::ConfigError);
+    assert!(!s.message.contains("ghp_AbCdEf"), "{}", s.message);
+    assert!(
+        s.message.contains("no such file or directory"),
+        "{}",
+        s.message
+    );
+}
