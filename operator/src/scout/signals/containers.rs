@@ -125,13 +125,15 @@ pub(super) fn failed_pod_signals(s: &Subject, controller: Controller, out: &mut 
 /// never created.
 pub(super) fn signals(s: &Subject, reading: &mut PodReading) {
     // Without the spec (the Scout's store drops it), a pod that fails in
-    // init with restartPolicy Never is recognised by its Failed phase.
+    // init with restartPolicy Never is recognised by its Failed phase. A
+    // Job's pod that does is the Job's failure to report.
     let restart_never = s
         .pod
         .spec
         .as_ref()
         .and_then(|p| p.restart_policy.as_deref())
-        == Some("Never");
+        == Some("Never")
+        && super::controller(s.pod) != Controller::Job;
     for (role, cs) in statuses(s.status) {
         container_signals(s, role, cs, restart_never, &mut reading.signals);
     }

@@ -545,14 +545,21 @@ fn a_failed_init_container_of_a_never_restarting_bare_pod_is_init_error() {
     trimmed.spec = None;
     assert_eq!(read_pod(&trimmed, &every(), now()).signals, r.signals);
 
-    // A Job's pod that failed in init is the Job's failure to report.
+    // A Job's pod that failed in init is the Job's failure to report, also
+    // in the moment before the kubelet marks it Failed.
     let of_job = owned(
         Some(("Job", "report")),
-        spec,
-        init_pod("Failed", failed, false),
+        spec.clone(),
+        init_pod("Failed", failed.clone(), false),
     );
     assert!(is_churn(&of_job));
     assert!(read_pod(&of_job, &every(), now()).signals.is_empty());
+    let pending = owned(
+        Some(("Job", "report")),
+        spec,
+        init_pod("Pending", failed, false),
+    );
+    assert!(read_pod(&pending, &every(), now()).signals.is_empty());
 }
 
 #[test]
