@@ -218,3 +218,44 @@ async fn five_bare_pods_failing_alike_open_one_incident_each_never_one_for_the_n
             .all(|i| i.status.as_ref().is_some_and(|s| s.occurrences == 1))
     );
 }
+
+/// A pod of the Job `report` that ended `reason` (exit `code`), in `phase`.
+fn job_pod(name: &str, phase: &str, reason: &str, code: i32) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+            "labels": { "app": "web", "batch.kubernetes.io/job-name": "report" },
+            "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "Job", "name": "report",
+                "uid": "uid-job-report", "controller": true }] },
+        "status": { "phase": phase,
+            "containerStatuses": [{ "name": "work", "image": "report:1", "imageID": "", "ready": false,
+                "restartCount": 0, "state": { "terminated": { "exitCode": code, "reason": reason,
+                    "finishedAt": "2026-11-26T09:56:00Z" } } }] }
+    }))
+    .expect("a Pod")
+}
+
+#[tokio::test]
+async fn a_failed_job_pod_that_ran_out_of_memory_opens_the_jobs_incident_and_a_completed_one_nothing()
+ {
+    let api = FakeApi::default();
+    let pods = [
+        job_pod("report-done", "Succeeded", "Completed", 0),
+        job_pod("report-error", "Failed", "Error", 1),
+        job_pod("report-oom", "Failed", "OOMKilled", 137),
+    ];
+    let incidents = reconcile_all(&api, &pods, vec![Trigger::of(SignalKind::OOMKilled)]).await;
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    assert_eq!(
+        incidents[0].spec.target,
+        WorkloadRef {
+            kind: WorkloadKind::Job,
+            name: "report".into()
+        }
+    );
+    let status = incidents[0].status.as_ref().expect("observed");
+    assert_eq!(status.occurrences, 1);
+    assert_eq!(
+        status.last_signal.as_ref().and_then(|s| s.pod.as_deref()),
+        Some("report-oom")
+    );
+}
