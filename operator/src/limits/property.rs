@@ -609,6 +609,7 @@ fn scout_thresholds_are_bounded(
         policy: "p".into(),
         kind,
         workload: WORKLOAD.into(),
+        workload_kind: WorkloadKind::Deployment,
     };
     for t in &spec.triggers {
         if let Some(h) = &t.health_check {
