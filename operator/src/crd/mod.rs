@@ -125,7 +125,6 @@ pub enum WorkloadKind {
     StatefulSet,
     DaemonSet,
     Job,
-    /// A CronJob: the failures of its runs (its Jobs) are one problem.
     CronJob,
     Pod,
 }

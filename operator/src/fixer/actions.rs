@@ -89,9 +89,9 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
         ActionType::RolloutRestart => match target.kind {
             // Nothing would roll a bare pod or a Job's pods out again,
             // nor a CronJob's: its next run starts from its template anyway.
-            WorkloadKind::Pod | WorkloadKind::Job | WorkloadKind::CronJob => Prepared::impossible(format!(
-                "{target} has no rolling update to restart its pods with"
-            )),
+            WorkloadKind::Pod | WorkloadKind::Job | WorkloadKind::CronJob => Prepared::impossible(
+                format!("{target} has no rolling update to restart its pods with"),
+            ),
             _ => Prepared {
                 target: Some(target.clone()),
                 ..Prepared::new(format!("restart every pod of {target} by a rolling update"))

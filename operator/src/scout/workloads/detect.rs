@@ -50,7 +50,13 @@ impl Finding {
     }
 
     /// The reading the board takes for a workload of a policy.
-    pub fn reading(self, namespace: &str, policy: &str, target: &WorkloadRef, now: Timestamp) -> Reading {
+    pub fn reading(
+        self,
+        namespace: &str,
+        policy: &str,
+        target: &WorkloadRef,
+        now: Timestamp,
+    ) -> Reading {
         Reading {
             subject: Subject {
                 namespace: namespace.into(),
@@ -144,7 +150,9 @@ macro_rules! conds {
 }
 
 fn find<'a>(conds: &'a [Cond<'a>], type_: &str, status: &str) -> Option<&'a Cond<'a>> {
-    conds.iter().find(|c| c.type_ == type_ && c.status == status)
+    conds
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
 }
 
 /// A refusal of the API server to create a pod, in the workload's words.
@@ -181,7 +189,11 @@ pub fn deployment_failed_create(
     let refusal = own.or_else(|| {
         crate::workload::replicasets_of(&name, replicasets.iter().cloned())
             .iter()
-            .find_map(|rs| refused(&conds!(rs.status.as_ref().and_then(|s| s.conditions.as_ref()))))
+            .find_map(|rs| {
+                refused(&conds!(
+                    rs.status.as_ref().and_then(|s| s.conditions.as_ref())
+                ))
+            })
     });
     let counts = format!("has {have} of {desired} pods ({available} available)");
     let Some(refusal) = refusal else {
@@ -191,10 +203,22 @@ pub fn deployment_failed_create(
             format!("Deployment/{name} {counts}; the API server refuses none of its pods"),
         );
     };
-    judge_refusal(kind, &format!("Deployment/{name} {counts}"), refusal, trigger, now)
+    judge_refusal(
+        kind,
+        &format!("Deployment/{name} {counts}"),
+        refusal,
+        trigger,
+        now,
+    )
 }
 
-fn judge_refusal(kind: SignalKind, what: &str, refusal: Refusal, trigger: &Trigger, now: Timestamp) -> Finding {
+fn judge_refusal(
+    kind: SignalKind,
+    what: &str,
+    refusal: Refusal,
+    trigger: &Trigger,
+    now: Timestamp,
+) -> Finding {
     match lasted(refusal.since, trigger, now) {
         Ok(elapsed) => Finding::new(
             kind,
@@ -254,11 +278,7 @@ pub fn statefulset_failed_create(
     let (have, ready) = (status.replicas, status.ready_replicas.unwrap_or(0));
     let what = format!("StatefulSet/{name} has {have} of {desired} pods ({ready} ready)");
     if have >= desired {
-        return Finding::new(
-            kind,
-            Verdict::Healthy,
-            format!("{what}; none is missing"),
-        );
+        return Finding::new(kind, Verdict::Healthy, format!("{what}; none is missing"));
     }
     let uid = s.metadata.uid.as_deref();
     let mut recent: Vec<&Event> = events
@@ -277,15 +297,24 @@ pub fn statefulset_failed_create(
         return Finding::new(
             kind,
             Verdict::Healthy,
-            format!("{what}; no pod of it was refused in the last {}", age(REFUSAL_HORIZON)),
+            format!(
+                "{what}; no pod of it was refused in the last {}",
+                age(REFUSAL_HORIZON)
+            ),
         );
     };
-    let since = recent.iter().filter_map(|e| first_seen(e)).min().unwrap_or(now);
+    let since = recent
+        .iter()
+        .filter_map(|e| first_seen(e))
+        .min()
+        .unwrap_or(now);
     let message = latest.message.as_deref().unwrap_or_default();
     // The controller's words are "create Pod db-1 in StatefulSet db failed
     // error: <the API server's refusal>": name the pod, quote the refusal.
     let quoted = match (
-        message.strip_prefix("create Pod ").and_then(|m| m.split_once(' ')),
+        message
+            .strip_prefix("create Pod ")
+            .and_then(|m| m.split_once(' ')),
         message.split_once(" failed error: "),
     ) {
         (Some((pod, _)), Some((_, refusal))) => format!("pod {pod}: {refusal}"),
@@ -294,7 +323,10 @@ pub fn statefulset_failed_create(
     let times: i32 = recent.iter().map(|e| e.count.unwrap_or(1).max(1)).sum();
     judge_refusal(
         kind,
-        &format!("{what}, {times} refusal{}", if times == 1 { "" } else { "s" }),
+        &format!(
+            "{what}, {times} refusal{}",
+            if times == 1 { "" } else { "s" }
+        ),
         Refusal {
             message: crate::redact::string(&quoted),
             since,
@@ -348,7 +380,9 @@ pub fn deployment_rollout_stalled(d: &Deployment, trigger: &Trigger, now: Timest
             ..Finding::new(
                 kind,
                 Verdict::Unknown,
-                format!("Deployment/{name} rollout passed its deadline at {since}, within the grace period: {message} {counts}"),
+                format!(
+                    "Deployment/{name} rollout passed its deadline at {since}, within the grace period: {message} {counts}"
+                ),
             )
         },
     }
@@ -361,7 +395,15 @@ fn ordinal(pod: &Pod) -> Option<u32> {
     labels
         .and_then(|l| l.get(INDEX_LABEL))
         .and_then(|i| i.parse().ok())
-        .or_else(|| pod.metadata.name.as_deref()?.rsplit_once('-')?.1.parse().ok())
+        .or_else(|| {
+            pod.metadata
+                .name
+                .as_deref()?
+                .rsplit_once('-')?
+                .1
+                .parse()
+                .ok()
+        })
 }
 
 /// Since when a pod has not been ready: its Ready condition's last
@@ -374,7 +416,10 @@ fn not_ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     match ready {
         Some(c) if c.status == "True" => None,
-        Some(c) => Some(time(c.last_transition_time.as_ref()).or_else(|| time(pod.metadata.creation_timestamp.as_ref()))),
+        Some(c) => Some(
+            time(c.last_transition_time.as_ref())
+                .or_else(|| time(pod.metadata.creation_timestamp.as_ref())),
+        ),
         None => Some(time(pod.metadata.creation_timestamp.as_ref())),
     }
 }
@@ -413,8 +458,15 @@ pub fn statefulset_rollout_stalled(
         .as_ref()
         .and_then(|u| u.type_.as_deref())
         == Some("OnDelete");
-    let (Some(update), current) = (status.update_revision.as_deref(), status.current_revision.as_deref()) else {
-        return Finding::new(kind, Verdict::Healthy, format!("StatefulSet/{name} is not rolling out"));
+    let (Some(update), current) = (
+        status.update_revision.as_deref(),
+        status.current_revision.as_deref(),
+    ) else {
+        return Finding::new(
+            kind,
+            Verdict::Healthy,
+            format!("StatefulSet/{name} is not rolling out"),
+        );
     };
     if Some(update) == current || on_delete {
         return Finding::new(
@@ -440,19 +492,32 @@ pub fn statefulset_rollout_stalled(
                     && uid.is_none_or(|u| o.uid == u)
             })
         })
-        .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)).map(String::as_str) == Some(update))
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL))
+                .map(String::as_str)
+                == Some(update)
+        })
         .filter_map(|p| Some((p, not_ready_since(p)?.unwrap_or(now))))
         .min_by_key(|(p, since)| (*since, ordinal(p)));
     let Some((pod, since)) = stuck else {
         return Finding::new(
             kind,
             Verdict::Healthy,
-            format!("StatefulSet/{name} is rolling out revision {update}: every updated pod is ready; {updated}"),
+            format!(
+                "StatefulSet/{name} is rolling out revision {update}: every updated pod is ready; {updated}"
+            ),
         );
     };
     let pod_name = name_of(&pod.metadata);
-    let at = ordinal(pod).map(|o| o.to_string()).unwrap_or_else(|| "?".into());
-    let why = waiting_reason(pod).map(|w| format!(" ({w})")).unwrap_or_default();
+    let at = ordinal(pod)
+        .map(|o| o.to_string())
+        .unwrap_or_else(|| "?".into());
+    let why = waiting_reason(pod)
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
     match lasted(since, trigger, now) {
         Ok(elapsed) => Finding::new(
             kind,
@@ -467,7 +532,9 @@ pub fn statefulset_rollout_stalled(
             ..Finding::new(
                 kind,
                 Verdict::Unknown,
-                format!("StatefulSet/{name} rollout to revision {update} waits on ordinal {at} (pod {pod_name}, not ready since {since}), within the grace period; {updated}"),
+                format!(
+                    "StatefulSet/{name} rollout to revision {update} waits on ordinal {at} (pod {pod_name}, not ready since {since}), within the grace period; {updated}"
+                ),
             )
         },
     }
@@ -483,7 +550,10 @@ fn failure_of(job: &Job) -> Option<String> {
     let pods = status.failed.unwrap_or(0);
     let spec = job.spec.as_ref();
     let limit = match reason {
-        "BackoffLimitExceeded" => Some(format!("backoffLimit {}", spec.and_then(|s| s.backoff_limit).unwrap_or(6))),
+        "BackoffLimitExceeded" => Some(format!(
+            "backoffLimit {}",
+            spec.and_then(|s| s.backoff_limit).unwrap_or(6)
+        )),
         "DeadlineExceeded" => spec
             .and_then(|s| s.active_deadline_seconds)
             .map(|d| format!("activeDeadlineSeconds {d}")),
@@ -507,7 +577,11 @@ pub fn job_failed(job: &Job) -> Finding {
     let kind = SignalKind::JobFailed;
     let name = name_of(&job.metadata);
     if let Some(failure) = failure_of(job) {
-        return Finding::new(kind, Verdict::Firing, format!("Job/{name} failed: {failure}"));
+        return Finding::new(
+            kind,
+            Verdict::Firing,
+            format!("Job/{name} failed: {failure}"),
+        );
     }
     let conds = conds!(job.status.as_ref().and_then(|s| s.conditions.as_ref()));
     if find(&conds, "Complete", "True").is_some() {
@@ -572,9 +646,17 @@ pub fn cronjob_failed_runs(cronjob: &str, runs: &[Run], trigger: &Trigger) -> Fi
     let kind = SignalKind::JobFailed;
     let n = trigger.failed_runs();
     let mut runs: Vec<&Run> = runs.iter().collect();
-    runs.sort_by(|a, b| b.scheduled.cmp(&a.scheduled).then_with(|| b.job.cmp(&a.job)));
+    runs.sort_by(|a, b| {
+        b.scheduled
+            .cmp(&a.scheduled)
+            .then_with(|| b.job.cmp(&a.job))
+    });
     let Some(last) = runs.first() else {
-        return Finding::new(kind, Verdict::Unknown, format!("CronJob/{cronjob} has no finished run seen"));
+        return Finding::new(
+            kind,
+            Verdict::Unknown,
+            format!("CronJob/{cronjob} has no finished run seen"),
+        );
     };
     if last.failure.is_none() {
         return Finding::new(

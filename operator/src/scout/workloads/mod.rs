@@ -44,7 +44,10 @@ pub struct Context {
 /// The last finished runs of each CronJob, at most
 /// [`crate::limits::MAX_FAILED_RUNS`] each. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Runs(Arc<Mutex<BTreeMap<(String, String), BTreeMap<String, Run>>>>);
+pub struct Runs(Arc<Mutex<BTreeMap<CronJobKey, BTreeMap<String, Run>>>>);
+
+/// A CronJob: its namespace and name.
+type CronJobKey = (String, String);
 
 impl Runs {
     /// Remembers `seen` runs of a CronJob and returns every run known of
@@ -56,7 +59,11 @@ impl Runs {
             runs.insert(run.job.clone(), run);
         }
         let mut newest: Vec<Run> = runs.values().cloned().collect();
-        newest.sort_by(|a, b| b.scheduled.cmp(&a.scheduled).then_with(|| b.job.cmp(&a.job)));
+        newest.sort_by(|a, b| {
+            b.scheduled
+                .cmp(&a.scheduled)
+                .then_with(|| b.job.cmp(&a.job))
+        });
         newest.truncate(usize::try_from(crate::limits::MAX_FAILED_RUNS).unwrap_or(20));
         runs.retain(|job, _| newest.iter().any(|r| &r.job == job));
         newest
@@ -129,7 +136,9 @@ pub async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Context>) -> Resu
         kind: WorkloadKind::Deployment,
         name: d.name_any(),
     };
-    Ok(action(post(scout, &ns, &policy, &target, findings, now).await?))
+    Ok(action(
+        post(scout, &ns, &policy, &target, findings, now).await?,
+    ))
 }
 
 /// Looks at one StatefulSet: pods refused (its FailedCreate events, read
@@ -221,7 +230,9 @@ pub async fn reconcile_job(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
             (target, detect::job_failed(&job))
         }
     };
-    Ok(action(post(scout, &ns, &policy, &target, vec![finding], now).await?))
+    Ok(action(
+        post(scout, &ns, &policy, &target, vec![finding], now).await?,
+    ))
 }
 
 #[cfg(test)]
