@@ -25,11 +25,17 @@ use tracing::debug;
 use self::detect::{Finding, Run};
 use crate::Result;
 use crate::crd::{RemediationPolicy, SignalKind, Trigger, WorkloadKind, WorkloadRef};
+use crate::scout::measured::Verdict;
 use crate::workload::covering_policy;
 
 /// How often a StatefulSet with fewer pods than it asks for is looked at
 /// again: its refusals are events, which do not wake its reconciler.
 const SHORT_RECHECK: Duration = Duration::from_secs(30);
+
+/// How often a firing workload is read again while nothing about it
+/// changes: an incident judges its steps by readings newer than the step
+/// (`scout::signals_since`), so a workload still failing must keep saying so.
+pub const FIRING_REFRESH: Duration = Duration::from_secs(10);
 
 /// What the workload reconcilers read beyond the Scout's own inputs.
 pub struct Context {
@@ -100,7 +106,11 @@ async fn post(
     let mut recheck: Option<Duration> = None;
     for f in findings {
         debug!(workload = %target, signal = f.kind.as_str(), verdict = ?f.verdict, "workload read");
-        if let Some(after) = f.recheck_after {
+        let after = match f.verdict {
+            Verdict::Firing => Some(FIRING_REFRESH),
+            _ => f.recheck_after,
+        };
+        if let Some(after) = after {
             recheck = Some(recheck.map_or(after, |r| r.min(after)));
         }
         super::report(ctx, f.reading(ns, &policy.name_any(), target, now)).await?;

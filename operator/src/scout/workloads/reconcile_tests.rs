@@ -6,6 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Event;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::json;
@@ -91,9 +92,14 @@ async fn a_deployment_refused_by_quota_opens_one_failed_create_incident_for_the_
     let api = FakeApi::default();
     let (ctx, mut incidents) = context(&api, vec![Trigger::of(SignalKind::FailedCreate)], vec![]);
     let d = Arc::new(refused_by_quota());
-    reconcile_deployment(d.clone(), ctx.clone())
+    let action = reconcile_deployment(d.clone(), ctx.clone())
         .await
         .expect("the reconcile");
+    assert_eq!(
+        action,
+        Action::requeue(super::FIRING_REFRESH),
+        "read again while it fails, so a step is judged on fresh readings"
+    );
     let web = WorkloadRef {
         kind: WorkloadKind::Deployment,
         name: "web".into(),
@@ -141,9 +147,10 @@ async fn a_deployment_refused_by_quota_opens_one_failed_create_incident_for_the_
     let status = fixed.status.as_mut().expect("a status");
     status.replicas = Some(3);
     status.conditions = Some(vec![]);
-    reconcile_deployment(Arc::new(fixed), ctx.clone())
+    let action = reconcile_deployment(Arc::new(fixed), ctx.clone())
         .await
         .expect("the third reconcile");
+    assert_eq!(action, Action::await_change());
     assert!(
         ctx.scout
             .board
@@ -214,8 +221,8 @@ async fn a_statefulset_refused_a_pod_opens_an_incident_for_the_statefulset() {
     );
     assert_eq!(
         action,
-        kube::runtime::controller::Action::requeue(super::SHORT_RECHECK),
-        "a StatefulSet short of pods is looked at again: its refusals are events"
+        Action::requeue(super::FIRING_REFRESH),
+        "a failing StatefulSet is read again while it fails"
     );
 }
 
@@ -317,4 +324,23 @@ async fn a_job_that_completes_opens_nothing() {
             .board
             .healthy("shop", "migrate", SignalKind::JobFailed)
     );
+}
+
+#[tokio::test]
+async fn a_statefulset_short_of_pods_without_refusals_yet_is_looked_at_again() {
+    // Its refusals would be events, which do not wake its reconciler.
+    let api = FakeApi::default();
+    let (ctx, _) = context(&api, vec![Trigger::of(SignalKind::FailedCreate)], vec![]);
+    let s: StatefulSet = serde_json::from_value(json!({
+        "metadata": { "name": "db", "namespace": "shop", "uid": "uid-sts-db" },
+        "spec": { "replicas": 2, "serviceName": "db", "selector": { "matchLabels": { "app": "db" } },
+            "template": { "metadata": { "labels": { "app": "db" } } } },
+        "status": { "replicas": 1, "readyReplicas": 1 }
+    }))
+    .expect("a StatefulSet");
+    let action = reconcile_statefulset(Arc::new(s), ctx)
+        .await
+        .expect("the reconcile");
+    assert_eq!(action, Action::requeue(super::SHORT_RECHECK));
+    assert!(api.writes().is_empty());
 }
