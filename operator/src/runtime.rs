@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -220,13 +221,44 @@ fn trim_managed_fields<K: kube::Resource>(o: &mut K) {
 }
 
 /// What the stages read of a stored pod: its identity, labels, owners and
-/// status. The spec and annotations are dropped from the store (the Brain
-/// reads a pod fresh from the API when it needs more), which is most of a
-/// pod's size.
+/// status, its node and restart policy. The rest of the spec and the
+/// annotations are dropped from the store (the Brain reads a pod fresh from
+/// the API when it needs more), which is most of a pod's size.
 fn trim_pod(p: &mut Pod) {
     trim_managed_fields(p);
     p.metadata.annotations = None;
-    p.spec = None;
+    // Of the spec (most of a pod's size), only what the Scout's readings
+    // name: the node a NodeFailure blames, and whether a failed init
+    // container will be run again.
+    p.spec = p.spec.take().map(|s| k8s_openapi::api::core::v1::PodSpec {
+        node_name: s.node_name,
+        restart_policy: s.restart_policy,
+        ..Default::default()
+    });
+}
+
+/// What the Scout reads of a stored workload: its status, its pod
+/// template's labels and its owners. The pod spec (most of its size) and the
+/// annotations are dropped; a Job keeps its annotations, where the CronJob
+/// controller writes when the run was scheduled.
+fn trim_deployment(d: &mut Deployment) {
+    trim_managed_fields(d);
+    d.metadata.annotations = None;
+    d.spec.template.spec = None;
+}
+
+fn trim_statefulset(s: &mut StatefulSet) {
+    trim_managed_fields(s);
+    s.metadata.annotations = None;
+    s.spec.template.spec = None;
+    s.spec.volume_claim_templates = None;
+}
+
+fn trim_job(j: &mut Job) {
+    trim_managed_fields(j);
+    if let Some(spec) = j.spec.as_mut() {
+        spec.template.spec = None;
+    }
 }
 
 async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) -> Result<()> {
@@ -511,6 +543,43 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     ));
     until_ready(pods.ready, "pod").await?;
 
+    // What no pod shows: refused pods, stalled rollouts, failed Jobs and
+    // CronJob runs, read from the workload objects themselves.
+    let deployments = reflect(config.api::<Deployment>(&client), trim_deployment);
+    let statefulsets = reflect(config.api::<StatefulSet>(&client), trim_statefulset);
+    let jobs = reflect(config.api::<Job>(&client), trim_job);
+    let workloads_ctx = Arc::new(crate::scout::workloads::Context {
+        scout: scout_ctx.clone(),
+        jobs: jobs.store.clone(),
+        runs: Default::default(),
+    });
+    let workload_tasks = [
+        tokio::spawn(drive(
+            Controller::for_stream(deployments.stream, deployments.store),
+            "scout-deployment",
+            "Deployment",
+            metrics.clone(),
+            workloads_ctx.clone(),
+            crate::scout::workloads::reconcile_deployment,
+        )),
+        tokio::spawn(drive(
+            Controller::for_stream(statefulsets.stream, statefulsets.store),
+            "scout-statefulset",
+            "StatefulSet",
+            metrics.clone(),
+            workloads_ctx.clone(),
+            crate::scout::workloads::reconcile_statefulset,
+        )),
+        tokio::spawn(drive(
+            Controller::for_stream(jobs.stream, jobs.store),
+            "scout-job",
+            "Job",
+            metrics.clone(),
+            workloads_ctx,
+            crate::scout::workloads::reconcile_job,
+        )),
+    ];
+
     let reporter_ctx = Arc::new(crate::github::reporter::Context {
         client: client.clone(),
         policies: shared.policies.clone(),
@@ -544,6 +613,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     .await;
     for task in [scout_task, policy_task, rs_task, report_task]
         .into_iter()
+        .chain(workload_tasks)
         .chain(sources)
         .chain(allowlist_task)
     {

@@ -55,8 +55,8 @@ pub fn rendered_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
-    /// Kind of the workload: Deployment, StatefulSet, DaemonSet, Job, or Pod for
-    /// a pod no controller owns.
+    /// Kind of the workload: Deployment, StatefulSet, DaemonSet, Job, CronJob
+    /// (every run of it), or Pod for a pod no controller owns.
     pub kind: WorkloadKind,
     /// Name of the workload in the resource's namespace.
     pub name: String,
@@ -81,6 +81,7 @@ impl std::str::FromStr for WorkloadRef {
             WorkloadKind::StatefulSet,
             WorkloadKind::DaemonSet,
             WorkloadKind::Job,
+            WorkloadKind::CronJob,
             WorkloadKind::Pod,
         ]
         .into_iter()
@@ -124,6 +125,7 @@ pub enum WorkloadKind {
     StatefulSet,
     DaemonSet,
     Job,
+    CronJob,
     Pod,
 }
 
@@ -134,6 +136,7 @@ impl WorkloadKind {
             Self::StatefulSet => "StatefulSet",
             Self::DaemonSet => "DaemonSet",
             Self::Job => "Job",
+            Self::CronJob => "CronJob",
             Self::Pod => "Pod",
         }
     }

@@ -151,7 +151,8 @@ pub enum LabelOperator {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.restartThreshold) || self.type == 'CrashLoopBackOff'").message("restartThreshold applies only to CrashLoopBackOff"))]
-#[x_kube(validation = Rule::new("!has(self.gracePeriodSeconds) || self.type in ['Unschedulable', 'ReadinessFailing']").message("gracePeriodSeconds applies only to Unschedulable and ReadinessFailing"))]
+#[x_kube(validation = Rule::new("!has(self.gracePeriodSeconds) || self.type in ['Unschedulable', 'ReadinessFailing', 'ConfigError', 'FailedCreate', 'RolloutStalled']").message("gracePeriodSeconds applies only to Unschedulable, ReadinessFailing, ConfigError, FailedCreate and RolloutStalled"))]
+#[x_kube(validation = Rule::new("!has(self.failedRuns) || self.type == 'JobFailed'").message("failedRuns applies only to JobFailed"))]
 #[x_kube(validation = Rule::new("has(self.healthCheck) == (self.type == 'HealthCheck')").message("a HealthCheck trigger needs healthCheck, and only it may have one").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("has(self.conversion) == (self.type == 'ConversionRate')").message("a ConversionRate trigger needs conversion, and only it may have one").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("has(self.eventRate) == (self.type == 'EventRateDrop')").message("an EventRateDrop trigger needs eventRate, and only it may have one").reason(Reason::FieldValueRequired))]
@@ -175,6 +176,13 @@ pub struct Trigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = crate::limits::WEEK_SECONDS))]
     pub grace_period_seconds: Option<i64>,
+    /// JobFailed, for the Jobs of a CronJob: how many of its last finished
+    /// runs must all have failed before it is trouble (one failed run of a
+    /// schedule that retries soon is not). Defaults to 2. A Job no CronJob
+    /// owns is trouble when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = crate::limits::MAX_FAILED_RUNS))]
+    pub failed_runs: Option<i32>,
     /// The Deployment (in the policy's namespace, covered by its selector)
     /// an incident is opened for, for the signals the operator measures
     /// itself rather than reads from a pod: ConversionRate, EventRateDrop,
@@ -200,6 +208,7 @@ pub struct Trigger {
 impl Trigger {
     pub const DEFAULT_RESTART_THRESHOLD: i32 = 3;
     pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 60;
+    pub const DEFAULT_FAILED_RUNS: i32 = 2;
 
     pub fn restart_threshold(&self) -> i32 {
         self.restart_threshold
@@ -211,12 +220,20 @@ impl Trigger {
             .unwrap_or(Self::DEFAULT_GRACE_PERIOD_SECONDS)
     }
 
+    /// How many last runs of a CronJob must all have failed, within
+    /// `1..=MAX_FAILED_RUNS` whatever an older CRD let in.
+    pub fn failed_runs(&self) -> usize {
+        let n = self.failed_runs.unwrap_or(Self::DEFAULT_FAILED_RUNS);
+        usize::try_from(i64::from(n).clamp(1, crate::limits::MAX_FAILED_RUNS)).unwrap_or(1)
+    }
+
     /// A trigger of a kind that carries no settings of its own.
     pub fn of(type_: SignalKind) -> Self {
         Self {
             type_,
             restart_threshold: None,
             grace_period_seconds: None,
+            failed_runs: None,
             workload: None,
             health_check: None,
             conversion: None,

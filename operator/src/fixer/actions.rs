@@ -87,10 +87,11 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
     Ok(match step.type_ {
         ActionType::RestartPod => prepare_restart_pod(client, &ns, target, signal.as_ref()).await?,
         ActionType::RolloutRestart => match target.kind {
-            // Nothing would roll a bare pod or a Job's pods out again.
-            WorkloadKind::Pod | WorkloadKind::Job => Prepared::impossible(format!(
-                "{target} has no rolling update to restart its pods with"
-            )),
+            // Nothing would roll a bare pod or a Job's pods out again,
+            // nor a CronJob's: its next run starts from its template anyway.
+            WorkloadKind::Pod | WorkloadKind::Job | WorkloadKind::CronJob => Prepared::impossible(
+                format!("{target} has no rolling update to restart its pods with"),
+            ),
             _ => Prepared {
                 target: Some(target.clone()),
                 ..Prepared::new(format!("restart every pod of {target} by a rolling update"))

@@ -34,6 +34,9 @@ pub const MAX_PODS_DISRUPTED: i64 = 1000;
 pub const MAX_ATTEMPTS: i64 = 100;
 /// A crash loop's restart count threshold.
 pub const MAX_RESTART_THRESHOLD: i64 = 10_000;
+/// The most consecutive failed runs of a CronJob a JobFailed trigger may
+/// wait for (the Scout remembers that many runs of each CronJob).
+pub const MAX_FAILED_RUNS: i64 = 20;
 /// The most replicas a Scale step may scale a workload to.
 pub const MAX_REPLICAS: i64 = 10_000;
 /// Event and span counts a measured trigger needs before it judges

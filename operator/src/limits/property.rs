@@ -139,10 +139,12 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
     let k = kind.as_str();
     let t = |rest: &str| format!("triggers[].{rest}");
     match kind {
-        SignalKind::OOMKilled
-        | SignalKind::ImagePullBackOff
-        | SignalKind::JobFailed
-        | SignalKind::NodeFailure => Just(json!({ "type": k })).boxed(),
+        SignalKind::OOMKilled | SignalKind::ImagePullBackOff | SignalKind::NodeFailure => {
+            Just(json!({ "type": k })).boxed()
+        }
+        SignalKind::JobFailed => maybe(i32_at(&t("failedRuns"), old))
+            .prop_map(move |n| json!({ "type": k, "failedRuns": n }))
+            .boxed(),
         SignalKind::CrashLoopBackOff | SignalKind::InitContainerFailed => {
             maybe(i32_at(&t("restartThreshold"), old))
                 .prop_map(move |n| json!({ "type": k, "restartThreshold": n }))
@@ -609,8 +611,37 @@ fn scout_thresholds_are_bounded(
         policy: "p".into(),
         kind,
         workload: WORKLOAD.into(),
+        workload_kind: WorkloadKind::Deployment,
     };
+    // A Deployment past its progress deadline, and refused pods, since the
+    // time a pod's condition turned: the workload detectors' grace periods.
+    let since = w.since;
+    let stalled: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": { "name": WORKLOAD, "namespace": "shop" },
+        "spec": { "selector": {}, "template": {} },
+        "status": { "conditions": [
+            { "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+              "lastTransitionTime": since.to_string() },
+            { "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+              "lastTransitionTime": since.to_string() }
+        ] }
+    }))
+    .expect("a Deployment");
     for t in &spec.triggers {
+        use crate::scout::workloads::detect;
+        let n = t.failed_runs();
+        prop_assert!((1..=MAX_FAILED_RUNS as usize).contains(&n), "{n}");
+        for f in [
+            detect::deployment_rollout_stalled(&stalled, t, now()),
+            detect::deployment_failed_create(&stalled, &[], t, now()),
+            detect::cronjob_failed_runs(WORKLOAD, &[], t),
+        ] {
+            prop_assert!(
+                f.recheck_after.is_none_or(|after| after <= WEEK),
+                "{:?}",
+                f.recheck_after
+            );
+        }
         if let Some(h) = &t.health_check {
             let delay = health::next_delay(h.period_seconds, w.seed);
             prop_assert!(delay >= Duration::from_secs(1));

@@ -23,24 +23,29 @@ pub struct Subject {
     pub namespace: String,
     pub policy: String,
     pub kind: SignalKind,
-    /// The Deployment an incident is opened for.
+    /// The name of the workload an incident is opened for.
     pub workload: String,
+    /// Its kind: a Deployment for what the operator measures of a service
+    /// (health checks, Kafka, traces); the workload object's own kind for
+    /// what the Scout reads from workloads (a StatefulSet, a Job, a CronJob).
+    pub workload_kind: WorkloadKind,
 }
 
 impl Subject {
     fn key(&self) -> String {
         format!(
-            "{}/{}/{}/{}",
+            "{}/{}/{}/{}/{}",
             self.namespace,
             self.policy,
             self.kind.as_str(),
+            self.workload_kind.as_str(),
             self.workload
         )
     }
 
     pub fn target(&self) -> WorkloadRef {
         WorkloadRef {
-            kind: WorkloadKind::Deployment,
+            kind: self.workload_kind,
             name: self.workload.clone(),
         }
     }
@@ -199,6 +204,7 @@ mod tests {
                 policy: "business".into(),
                 kind: SignalKind::ConversionRate,
                 workload: "policy-service".into(),
+                workload_kind: WorkloadKind::Deployment,
             },
             verdict,
             summary: "conversion 0.1".into(),

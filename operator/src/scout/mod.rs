@@ -6,6 +6,7 @@ pub mod measured;
 pub mod signals;
 pub mod sources;
 mod verify;
+pub mod workloads;
 
 use std::sync::Arc;
 

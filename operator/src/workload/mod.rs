@@ -175,7 +175,7 @@ pub async fn pod_template(
     target: &WorkloadRef,
 ) -> crate::Result<Option<k8s_openapi::api::core::v1::PodTemplateSpec>> {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
     use kube::Api;
     let ns = namespace;
     let c = client.clone();
@@ -196,6 +196,10 @@ pub async fn pod_template(
             .get_opt(&target.name)
             .await?
             .and_then(|d| d.spec.map(|s| s.template)),
+        WorkloadKind::CronJob => Api::<CronJob>::namespaced(c, ns)
+            .get_opt(&target.name)
+            .await?
+            .and_then(|c| c.spec.job_template.spec.map(|s| s.template)),
         WorkloadKind::Pod => None,
     })
 }
@@ -329,6 +333,7 @@ mod tests {
             WorkloadKind::StatefulSet,
             WorkloadKind::DaemonSet,
             WorkloadKind::Job,
+            WorkloadKind::CronJob,
             WorkloadKind::Pod,
         ];
         let signals = SignalKind::ALL;

@@ -95,6 +95,7 @@ fn reading(
             policy: "business".into(),
             kind,
             workload: workload.into(),
+            workload_kind: crate::crd::WorkloadKind::Deployment,
         },
         verdict,
         summary: format!("{} {verdict:?}", kind.as_str()),

@@ -165,6 +165,7 @@ fn watched(ctx: &Context) -> Vec<Watched> {
                     policy: policy.name_any(),
                     kind: t.type_,
                     workload: workload.clone(),
+                    workload_kind: crate::crd::WorkloadKind::Deployment,
                 },
                 settings: settings.clone(),
                 policy_uid: policy.uid().unwrap_or_default(),

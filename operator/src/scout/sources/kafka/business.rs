@@ -406,6 +406,7 @@ mod tests {
             policy: "business".into(),
             kind,
             workload: "policy-service".into(),
+            workload_kind: crate::crd::WorkloadKind::Deployment,
         }
     }
 

@@ -167,6 +167,7 @@ pub fn kafka_triggers<'a>(policies: impl Iterator<Item = &'a RemediationPolicy>)
                     policy: p.name_any(),
                     kind: t.type_,
                     workload,
+                    workload_kind: crate::crd::WorkloadKind::Deployment,
                 },
                 trigger: t.clone(),
             });
@@ -511,6 +512,7 @@ mod tests {
                 policy: "business".into(),
                 kind: SignalKind::ConversionRate,
                 workload: "policy-service".into(),
+                workload_kind: crate::crd::WorkloadKind::Deployment,
             },
             trigger: t,
         }]
@@ -609,6 +611,7 @@ mod tests {
             subject: Subject {
                 kind: SignalKind::EventRateDrop,
                 workload: "quote-service".into(),
+                workload_kind: crate::crd::WorkloadKind::Deployment,
                 ..j[0].subject.clone()
             },
             trigger: rate,
