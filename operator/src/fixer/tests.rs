@@ -389,6 +389,8 @@ fn diagnosis(category: Category, rules_category: Option<Category>) -> Diagnosis 
             confidence: 0.6,
             evidence: vec!["e1".into()],
             proposed_action: Some(ActionType::RestartPod),
+            confirm: None,
+            refute: None,
         }],
         evidence: vec![Evidence {
             id: "e1".into(),
