@@ -363,9 +363,6 @@ const ERROR_WORDS: &[&str] = &[
     "timed out",
     "timeout",
     "segmentation fault",
-    "killed",
-    "exiting",
-    "exited",
 ];
 
 /// The line that explains the exit: the last error-looking line of the

@@ -297,3 +297,6 @@ fn hypothesis(
         refute: None,
     }
 }
+
+#[cfg(test)]
+mod tests;
