@@ -915,6 +915,48 @@ mod tests {
     }
 
     #[test]
+    fn a_log_is_cut_to_its_last_lines_and_bytes_and_redacted() {
+        let long: String = (1..=80)
+            .map(|i| format!("line {i}\n"))
+            .chain([
+                "\n".to_string(),
+                "fatal: login failed for password=hunter2\n".to_string(),
+            ])
+            .collect();
+        let lines = bound_log(&long);
+        assert_eq!(
+            lines.len(),
+            LOG_LINES,
+            "the newest lines, blank ones dropped"
+        );
+        assert_eq!(lines[0], "line 32");
+        assert_eq!(
+            lines[LOG_LINES - 1],
+            "fatal: login failed for password=<redacted>"
+        );
+        let wide = format!("{}\nlast\n", "x".repeat(LOG_BYTES));
+        assert_eq!(
+            bound_log(&wide),
+            vec!["last".to_string()],
+            "a line past the byte budget is left out"
+        );
+    }
+
+    #[test]
+    fn the_claims_of_a_pod_include_its_ephemeral_volumes() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "db-0" },
+            "spec": { "containers": [{ "name": "db" }], "volumes": [
+                { "name": "data", "persistentVolumeClaim": { "claimName": "data-db-0" } },
+                { "name": "scratch", "ephemeral": { "volumeClaimTemplate": { "spec": {} } } },
+                { "name": "config", "configMap": { "name": "db-config" } },
+            ]},
+        }))
+        .expect("a pod");
+        assert_eq!(claim_names(&pod), vec!["data-db-0", "db-0-scratch"]);
+    }
+
+    #[test]
     fn the_window_starts_a_minute_before_the_signal_and_the_baseline_is_as_long_before_it() {
         let now = at("2026-11-26T10:10:00Z");
         let (b, s, e) = trace_windows(Some(at("2026-11-26T10:05:00Z")), now);

@@ -84,6 +84,24 @@ fn render_json<T: serde::Serialize>(v: Option<&T>) -> String {
         .unwrap_or_else(|| "(unset)".into())
 }
 
+/// A volume by its source: `ConfigMap app-config`, `Secret tls-cert`,
+/// `PersistentVolumeClaim data`, or the kind of source.
+fn render_volume(v: &k8s_openapi::api::core::v1::Volume) -> String {
+    if let Some(m) = &v.config_map {
+        format!("ConfigMap {}", m.name)
+    } else if let Some(s) = &v.secret {
+        format!("Secret {}", s.secret_name.as_deref().unwrap_or(""))
+    } else if let Some(c) = &v.persistent_volume_claim {
+        format!("PersistentVolumeClaim {}", c.claim_name)
+    } else if v.empty_dir.is_some() {
+        "emptyDir".into()
+    } else if v.projected.is_some() {
+        "projected".into()
+    } else {
+        "another source".into()
+    }
+}
+
 fn diff_container(list: &str, prev: &Container, cur: &Container, out: &mut Vec<TemplateChange>) {
     let at = |what: &str| format!("{list}[{}].{what}", cur.name);
     let mut push = |field: String, from: String, to: String| {
@@ -192,7 +210,7 @@ pub fn diff_templates(prev: &PodTemplateSpec, cur: &PodTemplateSpec) -> Vec<Temp
         t.spec
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
-            .map(|v| (v.name.clone(), render_json(Some(v))))
+            .map(|v| (v.name.clone(), render_volume(v)))
             .collect()
     };
     let (pv, cv) = (volumes(prev), volumes(cur));
@@ -301,6 +319,32 @@ mod tests {
             .find(|c| c.field == "containers[app].env[DATABASE_URL]")
             .expect("the env change is reported");
         assert_eq!(env.to, "\"postgres://app:<redacted>@db/x\" (changed)");
+    }
+
+    #[test]
+    fn a_new_config_map_reference_init_container_and_probe_are_changes() {
+        let prev = template(serde_json::json!([{ "name": "app", "image": "web:1" }]));
+        let cur: PodTemplateSpec = serde_json::from_value(serde_json::json!({ "spec": {
+            "initContainers": [{ "name": "migrate", "image": "web-migrate:2" }],
+            "containers": [{ "name": "app", "image": "web:1",
+                "envFrom": [{ "configMapRef": { "name": "app-config" } }],
+                "livenessProbe": { "httpGet": { "path": "/healthz", "port": 8080 } } }],
+            "volumes": [{ "name": "certs", "secret": { "secretName": "tls-cert" } }],
+        }}))
+        .unwrap();
+        let changes: Vec<String> = diff_templates(&prev, &cur)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                r#"containers[app].envFrom changed from (unset) to ["configMapRef app-config"]"#,
+                r#"containers[app].livenessProbe changed from (unset) to {"httpGet":{"path":"/healthz","port":8080}}"#,
+                "initContainers[migrate] changed from (absent) to added (image web-migrate:2)",
+                "volumes[certs] changed from (unset) to Secret tls-cert",
+            ]
+        );
     }
 
     #[test]
