@@ -33,7 +33,15 @@ pub(super) fn refusal<'a>(c: &'a Case) -> Option<&'a str> {
 }
 
 pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
-    let Some(text) = refusal(c) else {
+    // The Scout's own message of a FailedCreate signal quotes the refusal
+    // when nothing else was read.
+    let observed = c
+        .facts
+        .observation
+        .as_ref()
+        .filter(|_| c.facts.signal == crate::crd::SignalKind::FailedCreate)
+        .map(|o| o.message.as_str());
+    let Some(text) = refusal(c).or(observed) else {
         return vec![];
     };
     let Some((category, statement, confirm, refute)) = explain(c, text) else {

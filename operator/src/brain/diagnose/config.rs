@@ -161,7 +161,7 @@ pub(super) fn find(c: &Case) -> Option<(Option<String>, Fault)> {
 
 pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
     let Some((container, fault)) = find(c) else {
-        return vec![];
+        return unexplained(c);
     };
     let container = container.unwrap_or_else(|| c.container.clone());
     let (statement, confirm, refute) = explain(c, &container, &fault);
@@ -193,6 +193,69 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
         refute,
     ));
     hypotheses
+}
+
+/// A ConfigError signal whose messages name nothing the rules know (only
+/// `Unable to attach or mount volumes: ... timed out waiting for the
+/// condition`, say): the container's own waiting reason, less sure.
+fn unexplained(c: &Case) -> Vec<Hypothesis> {
+    if c.facts.signal != crate::crd::SignalKind::ConfigError {
+        return vec![];
+    }
+    let waiting = c
+        .facts
+        .pod
+        .as_ref()
+        .and_then(|p| p.status.as_ref())
+        .into_iter()
+        .flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        })
+        .filter(|s| s.name == c.container)
+        .find_map(|s| s.state.as_ref()?.waiting.as_ref());
+    let event = c
+        .facts
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.type_.as_deref() == Some("Warning"))
+        .and_then(|e| {
+            Some(format!(
+                "{}: {}",
+                e.reason.as_deref()?,
+                e.message.as_deref()?
+            ))
+        });
+    let why = match (waiting, event) {
+        (_, Some(e)) => e,
+        (Some(w), None) => format!(
+            "{}: {}",
+            w.reason.as_deref().unwrap_or("waiting"),
+            w.message.as_deref().unwrap_or("")
+        ),
+        (None, None) => match &c.facts.observation {
+            Some(o) => o.message.clone(),
+            None => return vec![],
+        },
+    };
+    vec![checked(
+        hypothesis(
+            Category::ConfigError,
+            format!(
+                "container `{}` of {} cannot start because of its configuration ({why})",
+                c.container,
+                c.owner()
+            ),
+            0.6,
+            c.cite_with_events(&[Cite::Signal, Cite::Termination]),
+            Some(ActionType::Escalate),
+        ),
+        "`kubectl describe pod` shows the same reason after the pod is recreated".into(),
+        "a new pod of the same spec starts".into(),
+    )]
 }
 
 /// Whether a change of the rollout introduced the fault.

@@ -587,19 +587,23 @@ fn pending_pod(claim: &str, scheduler: &str) -> Pod {
     )
 }
 
+/// What, the pod, its claims, their events, the StorageClasses, and the
+/// root cause expected.
+type StorageCase = (
+    &'static str,
+    Pod,
+    Vec<PersistentVolumeClaim>,
+    Vec<Event>,
+    Option<Vec<StorageClass>>,
+    &'static str,
+);
+
 const UNBOUND: &str = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
 
 #[test]
 fn an_unbound_claim_says_which_claim_and_why() {
     let local = || Some(vec![class("local-path", "rancher.io/local-path", true)]);
-    let cases: Vec<(
-        &str,
-        Pod,
-        Vec<PersistentVolumeClaim>,
-        Vec<Event>,
-        Option<Vec<StorageClass>>,
-        &str,
-    )> = vec![
+    let cases: Vec<StorageCase> = vec![
         (
             "a StorageClass that does not exist",
             pending_pod("data", UNBOUND),
@@ -1065,7 +1069,29 @@ fn no_new_signal_is_unknown_when_the_facts_hold_its_evidence() {
             f
         }),
     ];
-    for (signal, f) in cases {
+    let mut mount = facts(
+        SignalKind::ConfigError,
+        "pod web-7d9c6b5f4-x2k8p is stuck in ContainerCreating",
+    );
+    mount.pod = Some(pod(
+        app_spec(json!({})),
+        waiting("app", "ContainerCreating", ""),
+    ));
+    mount.events = vec![event(
+        "web-7d9c6b5f4-x2k8p",
+        "Warning",
+        "FailedMount",
+        "Unable to attach or mount volumes: unmounted volumes=[certs], unattached volumes=[certs kube-api-access-7xk2q]: timed out waiting for the condition",
+    )];
+    let mut refusal = facts(
+        SignalKind::FailedCreate,
+        "Deployment web has 0 of 3 replicas: pods \"web-7d9c6b5f4-\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=10, limited: pods=10",
+    );
+    refusal.observation.as_mut().expect("observation").pod = None;
+    for (signal, f) in cases.into_iter().chain([
+        (SignalKind::ConfigError, mount),
+        (SignalKind::FailedCreate, refusal),
+    ]) {
         let d = diagnose(&f, now());
         assert_ne!(d.category, Category::Unknown, "{signal:?}");
         assert_grounded(&d);
