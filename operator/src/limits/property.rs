@@ -143,18 +143,18 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
         | SignalKind::ImagePullBackOff
         | SignalKind::JobFailed
         | SignalKind::NodeFailure => Just(json!({ "type": k })).boxed(),
-        SignalKind::CrashLoopBackOff | SignalKind::InitContainerFailed => {
-            maybe(i32_at(&t("restartThreshold"), old))
-                .prop_map(move |n| json!({ "type": k, "restartThreshold": n }))
-                .boxed()
-        }
+        SignalKind::CrashLoopBackOff | SignalKind::InitContainerFailed => maybe(i32_at(&t("restartThreshold"), old))
+            .prop_map(move |n| json!({ "type": k, "restartThreshold": n }))
+            .boxed(),
         SignalKind::Unschedulable
         | SignalKind::ReadinessFailing
         | SignalKind::ConfigError
         | SignalKind::FailedCreate
-        | SignalKind::RolloutStalled => maybe(i64_at(&t("gracePeriodSeconds"), old))
-            .prop_map(move |n| json!({ "type": k, "gracePeriodSeconds": n }))
-            .boxed(),
+        | SignalKind::RolloutStalled => {
+            maybe(i64_at(&t("gracePeriodSeconds"), old))
+                .prop_map(move |n| json!({ "type": k, "gracePeriodSeconds": n }))
+                .boxed()
+        }
         SignalKind::HealthCheck => (
             i64_at(&t("healthCheck.periodSeconds"), old),
             i64_at(&t("healthCheck.timeoutSeconds"), old),
