@@ -1160,3 +1160,91 @@ fn a_pod_security_refusal_names_the_violated_field() {
         d.root_cause
     );
 }
+
+#[test]
+fn a_crash_loop_quotes_the_log_line_that_explains_the_exit() {
+    let mut f = facts(
+        SignalKind::CrashLoopBackOff,
+        "container app is in CrashLoopBackOff",
+    );
+    f.logs = vec![
+        ContainerLog {
+            container: "app".into(),
+            previous: false,
+            lines: vec!["starting web 2.4.1".into()],
+        },
+        ContainerLog {
+            container: "app".into(),
+            previous: true,
+            lines: vec![
+                "starting web 2.4.1".into(),
+                "level=error msg=\"cannot load config\" err=\"open /etc/web/config.yaml: no such file or directory\"".into(),
+                "level=info msg=\"bye\"".into(),
+            ],
+        },
+    ];
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::CrashLoop);
+    assert!(
+        d.root_cause.contains(
+            "its log says: \"level=error msg=\\\"cannot load config\\\" err=\\\"open /etc/web/config.yaml: no such file or directory\\\"\""
+        ),
+        "{}",
+        d.root_cause
+    );
+    let previous = d
+        .evidence
+        .iter()
+        .find(|e| e.source.ends_with("/log?previous=true"))
+        .expect("the previous log is evidence");
+    assert!(d.hypotheses[0].evidence.contains(&previous.id));
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.source.ends_with("/container/app/log")),
+        "the current instance's log is recorded too"
+    );
+}
+
+#[test]
+fn an_init_container_whose_image_cannot_be_pulled_is_named() {
+    let mut f = facts(SignalKind::InitContainerFailed, "Init:ImagePullBackOff");
+    f.observation.as_mut().expect("observation").container = Some("wait-db".into());
+    f.pod = Some(pod(
+        json!({ "initContainers": [{ "name": "wait-db", "image": "busybox:1.366" }],
+                "containers": [{ "name": "app", "image": "registry.local/web:2" }] }),
+        json!({ "phase": "Pending", "initContainerStatuses": [{
+            "name": "wait-db", "image": "busybox:1.366", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image \"busybox:1.366\"" } } }] }),
+    ));
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::InitFailure);
+    assert!(
+        d.root_cause.starts_with(
+            "init container `wait-db` (spec.template.spec.initContainers[0]) of Deployment/web cannot pull its image `busybox:1.366` (ImagePullBackOff)"
+        ),
+        "{}",
+        d.root_cause
+    );
+}
+
+#[test]
+fn the_postmortem_says_what_would_confirm_or_refute_the_two_leading_hypotheses() {
+    let mut f = facts(SignalKind::ConfigError, "container app cannot start");
+    f.pod = Some(pod(
+        app_spec(json!({ "envFrom": [{ "configMapRef": { "name": "app-config" } }] })),
+        waiting(
+            "app",
+            "CreateContainerConfigError",
+            "configmap \"app-config\" not found",
+        ),
+    ));
+    let mut i = crate::testing::incident(crate::crd::Phase::Escalated, vec![]);
+    if let Some(s) = i.status.as_mut() {
+        s.diagnosis = Some(diagnose(&f, now()));
+    }
+    let text = crate::brain::postmortem::render(&i, now());
+    assert!(text.contains("  - would confirm: "), "{text}");
+    assert!(text.contains("answers NotFound"), "{text}");
+    assert!(text.contains("  - would refute: "), "{text}");
+}
