@@ -956,6 +956,107 @@ mod tests {
         assert_eq!(claim_names(&pod), vec!["data-db-0", "db-0-scratch"]);
     }
 
+    #[tokio::test]
+    async fn a_failed_job_brings_its_conditions_its_cron_job_its_pod_and_its_claims() {
+        use crate::testing::api::FakeApi;
+        let api = FakeApi::default();
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "nightly-report-29412345", "namespace": "shop",
+                "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "CronJob",
+                    "name": "nightly-report", "uid": "5c1d", "controller": true }] },
+            "spec": { "backoffLimit": 1, "template": { "spec": { "restartPolicy": "Never",
+                "containers": [{ "name": "report", "image": "registry.local/report:5" }] } } },
+            "status": { "failed": 2, "conditions": [{ "type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit" }] },
+        }))
+        .expect("a job");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "nightly-report-29412345-7xk2q", "namespace": "shop",
+                "creationTimestamp": "2026-12-02T06:00:00Z",
+                "labels": { "job-name": "nightly-report-29412345" } },
+            "spec": { "containers": [{ "name": "report", "image": "registry.local/report:5" }],
+                "volumes": [{ "name": "out", "persistentVolumeClaim": { "claimName": "reports" } }] },
+            "status": { "phase": "Failed", "containerStatuses": [{ "name": "report",
+                "image": "registry.local/report:5", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "terminated": { "exitCode": 1, "reason": "Error" } } }] },
+        }))
+        .expect("a pod");
+        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "reports", "namespace": "shop" },
+            "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "standard" },
+            "status": { "phase": "Bound" },
+        }))
+        .expect("a claim");
+        api.insert(&job);
+        api.insert(&pod);
+        api.insert(&claim);
+        // Without the rights to read logs or the node, or under a
+        // namespaced binding, the facts say less; the diagnosis still runs.
+        api.refuse("GET", "/log", 403);
+        api.refuse("GET", "/storageclasses", 403);
+
+        let mut incident = crate::testing::incident(crate::crd::Phase::Diagnosing, vec![]);
+        incident.spec.target = WorkloadRef {
+            kind: WorkloadKind::Job,
+            name: "nightly-report-29412345".into(),
+        };
+        incident.spec.signal = SignalKind::JobFailed;
+        if let Some(o) = incident
+            .status
+            .as_mut()
+            .and_then(|s| s.last_signal.as_mut())
+        {
+            o.pod = None;
+            o.container = None;
+            o.message = "Job nightly-report-29412345 failed: BackoffLimitExceeded".into();
+        }
+        let now = at("2026-12-02T07:00:00Z");
+        let facts = gather(&api.client(), &incident, None, None, now)
+            .await
+            .expect("facts");
+        let w = facts.workload.as_ref().expect("the Job's status");
+        assert_eq!(w.owner.as_deref(), Some("CronJob/nightly-report"));
+        assert_eq!((w.backoff_limit, w.failed), (Some(1), Some(2)));
+        assert_eq!(
+            w.conditions[0].reason.as_deref(),
+            Some("BackoffLimitExceeded")
+        );
+        assert_eq!(
+            facts.pod.as_ref().and_then(|p| p.metadata.name.as_deref()),
+            Some("nightly-report-29412345-7xk2q"),
+            "the Job's failed pod, found by its job-name label"
+        );
+        assert_eq!(facts.claims.len(), 1);
+        assert!(facts.logs.is_empty() && facts.storage_classes.is_none());
+        let d = crate::brain::diagnose(&facts, now);
+        assert_eq!(
+            d.category,
+            crate::crd::Category::JobFailure,
+            "{}",
+            d.root_cause
+        );
+        assert!(
+            d.root_cause.starts_with(
+                "Job/nightly-report-29412345 (run by CronJob/nightly-report) ran out of retries (BackoffLimitExceeded"
+            ),
+            "{}",
+            d.root_cause
+        );
+        assert!(
+            api.seen().iter().any(
+                |s| s.path.ends_with("/pods/nightly-report-29412345-7xk2q/log")
+                    && s.query.contains("previous=true")
+                    && s.query.contains("tailLines=50")
+                    && s.query.contains("limitBytes=16384")
+            ),
+            "the logs were asked for, bounded: {:?}",
+            api.seen()
+                .iter()
+                .map(|s| format!("{} {}?{}", s.method, s.path, s.query))
+                .collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn the_window_starts_a_minute_before_the_signal_and_the_baseline_is_as_long_before_it() {
         let now = at("2026-11-26T10:10:00Z");
