@@ -173,6 +173,8 @@ pub fn validate(answer: &serde_json::Value, rules: &Diagnosis) -> Vec<Hypothesis
                 confidence: h.confidence.clamp(0.0, 1.0),
                 evidence,
                 proposed_action: h.proposed_action,
+                confirm: None,
+                refute: None,
             })
         })
         .collect()
@@ -330,6 +332,8 @@ mod tests {
                 confidence: 0.6,
                 evidence: vec!["e1".into()],
                 proposed_action: Some(ActionType::RestartPod),
+            confirm: None,
+            refute: None,
             }],
             evidence: vec![
                 Evidence {
@@ -413,6 +417,8 @@ mod tests {
             confidence: 1.0,
             evidence: vec!["e1".into()],
             proposed_action: Some(ActionType::Rollback),
+            confirm: None,
+            refute: None,
         }];
         let d = merge(&r, model);
         assert_eq!(d.category, Category::OutOfMemory);
@@ -635,6 +641,8 @@ mod tests {
             confidence: 0.9,
             evidence: vec!["e1".into()],
             proposed_action: None,
+            confirm: None,
+            refute: None,
         }];
         let d = merge(&rules(), model);
         assert_eq!(d.category, Category::Dependency);

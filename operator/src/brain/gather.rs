@@ -1,16 +1,21 @@
 //! Reads the evidence the rules need from the cluster.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, PodTemplateSpec};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::ListParams;
+use kube::api::{ListParams, LogParams};
 use kube::{Api, Client};
 
 use super::traces::{Symptom, TraceFindings, analyze};
-use super::{ContainerResources, Facts, Rollout, rollout::diff_templates};
+use super::{
+    ContainerLog, ContainerResources, Facts, NodeFacts, ObjectCondition, Rollout, WorkloadFacts,
+    rollout::diff_templates,
+};
 use crate::Result;
 use crate::crd::{
     Incident, IncidentMemorySpec, RemediationPolicy, SignalKind, WorkloadKind, WorkloadRef,
@@ -27,6 +32,10 @@ const TARGET_TRACES: usize = 200;
 const NEIGHBOUR_TRACES: usize = 50;
 /// At most this many callers and callees are read.
 const MAX_NEIGHBOURS: usize = 4;
+/// At most this many of a container's last log lines are read ...
+pub const LOG_LINES: usize = 50;
+/// ... and at most this many bytes of them.
+pub const LOG_BYTES: usize = 16 * 1024;
 /// The incident window starts this long before the first signal ...
 const LEAD_IN: SignedDuration = SignedDuration::from_mins(1);
 /// ... and spans at most this long, however old the incident.
@@ -47,13 +56,48 @@ pub async fn gather(
     let pod_name = observation.as_ref().and_then(|o| o.pod.clone());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod = match &pod_name {
+    let mut pod = match &pod_name {
         Some(name) => pods.get_opt(name).await?,
         None => None,
     };
+    let workload = workload_facts(client, &ns, &target).await;
+    // A Job's signal may name no pod: its newest failed pod holds the exit
+    // code and the logs.
+    if pod.is_none() {
+        let job = match target.kind {
+            WorkloadKind::Job => Some(target.name.as_str()),
+            WorkloadKind::CronJob => workload.as_ref().and_then(|w| w.run.as_deref()),
+            _ => None,
+        };
+        if let Some(job) = job {
+            pod = newest_failed_pod_of_job(&pods, job).await;
+        }
+    }
+    let pod_name = pod_name.or_else(|| pod.as_ref().and_then(|p| p.metadata.name.clone()));
     let events = match &pod_name {
         Some(name) => pod_events(client, &ns, name).await?,
         None => vec![],
+    };
+    let logs = match (&pod, incident.spec.signal) {
+        (Some(p), s) if reads_logs(s) => {
+            let container = observation
+                .as_ref()
+                .and_then(|o| o.container.clone())
+                .or_else(|| super::failing_container(p));
+            match container {
+                Some(c) => container_logs(&pods, p, &c).await,
+                None => vec![],
+            }
+        }
+        _ => vec![],
+    };
+    let (claims, claim_events, storage_classes) = match &pod {
+        Some(p) => storage(client, &ns, p).await,
+        None => (vec![], vec![], None),
+    };
+    let node = match (&pod, incident.spec.signal) {
+        (Some(p), SignalKind::NodeFailure) => node_facts(client, p).await,
+        _ => None,
     };
     let template = pod_template(client, &ns, &target).await?;
     let resources = memory_settings(template.as_ref());
@@ -81,6 +125,13 @@ pub async fn gather(
         resources,
         memory,
         traces: gather_traces(client, incident, traces, now).await,
+        logs,
+        workload,
+        claims,
+        claim_events,
+        storage_classes,
+        node,
+        template,
     };
     // Redacted where it enters: every later use (diagnosis, prompt, status,
     // GitHub, a captured scenario) sees the redacted text only.
@@ -101,6 +152,378 @@ async fn pod_events(client: &Client, ns: &str, pod: &str) -> Result<Vec<Event>> 
             .map(|t| t.0)
     });
     Ok(events)
+}
+
+/// The signals whose container ran and may have said why it stopped.
+fn reads_logs(signal: SignalKind) -> bool {
+    matches!(
+        signal,
+        SignalKind::CrashLoopBackOff
+            | SignalKind::OOMKilled
+            | SignalKind::InitContainerFailed
+            | SignalKind::JobFailed
+            | SignalKind::ReadinessFailing
+    )
+}
+
+/// The newest pod of a Job that failed, or else its newest pod.
+async fn newest_failed_pod_of_job(pods: &Api<Pod>, job: &str) -> Option<Pod> {
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await;
+    let mut items = match listed {
+        Ok(l) => l.items,
+        Err(e) => {
+            debug!(error = %e, job, "the Job's pods are not readable");
+            return None;
+        }
+    };
+    items.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let failed = items
+        .iter()
+        .rev()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        .cloned();
+    failed.or_else(|| items.pop())
+}
+
+/// The last lines of a container, its current and its previous instance,
+/// each bounded; a log that cannot be read (none yet, no previous instance,
+/// no right to read) is left out.
+async fn container_logs(pods: &Api<Pod>, pod: &Pod, container: &str) -> Vec<ContainerLog> {
+    let Some(name) = pod.metadata.name.as_deref() else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for previous in [true, false] {
+        let params = LogParams {
+            container: Some(container.to_string()),
+            previous,
+            tail_lines: Some(LOG_LINES as i64),
+            limit_bytes: Some(LOG_BYTES as i64),
+            ..LogParams::default()
+        };
+        match pods.logs(name, &params).await {
+            Ok(text) => {
+                let lines = bound_log(&text);
+                if !lines.is_empty() {
+                    out.push(ContainerLog {
+                        container: container.to_string(),
+                        previous,
+                        lines,
+                    });
+                }
+            }
+            Err(e) => debug!(error = %e, pod = name, container, previous, "no log read"),
+        }
+    }
+    out
+}
+
+/// The last `LOG_LINES` lines of a log, at most `LOG_BYTES` of them, each
+/// redacted.
+pub fn bound_log(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(LOG_LINES)
+        .map(crate::redact::string)
+        .collect();
+    let mut bytes = 0;
+    let keep = lines
+        .iter()
+        .take_while(|l| {
+            bytes += l.len() + 1;
+            bytes <= LOG_BYTES
+        })
+        .count();
+    lines.truncate(keep);
+    lines.reverse();
+    lines
+}
+
+/// A Job's limits, failed pods and conditions.
+fn job_facts(w: &mut WorkloadFacts, j: Job) {
+    w.backoff_limit = j.spec.as_ref().and_then(|s| s.backoff_limit);
+    w.active_deadline_seconds = j.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    let status = j.status.unwrap_or_default();
+    w.failed = status.failed;
+    w.conditions = status
+        .conditions
+        .into_iter()
+        .flatten()
+        .map(|c| condition(c.type_, c.status, c.reason, c.message))
+        .collect();
+}
+
+/// The conditions and warning events of the workload, and of the
+/// ReplicaSets a Deployment made; None where it cannot be read.
+async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Option<WorkloadFacts> {
+    let c = client.clone();
+    let name = target.name.as_str();
+    let read = async {
+        let mut w = WorkloadFacts::default();
+        let mut names = vec![(target.kind.as_str(), name.to_string())];
+        match target.kind {
+            WorkloadKind::Deployment => {
+                let Some(d) = Api::<Deployment>::namespaced(c.clone(), ns)
+                    .get_opt(name)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                w.desired = d.spec.replicas;
+                let status = d.status.unwrap_or_default();
+                w.ready = status.ready_replicas;
+                w.conditions = status
+                    .conditions
+                    .into_iter()
+                    .flatten()
+                    .map(|c| condition(c.type_, c.status, c.reason, c.message))
+                    .collect();
+                // The refusals of the pods are events of its ReplicaSets.
+                let all = Api::<ReplicaSet>::namespaced(c.clone(), ns)
+                    .list(&ListParams::default())
+                    .await?;
+                names.extend(
+                    replicasets_of(name, all.items)
+                        .into_iter()
+                        .take(2)
+                        .filter_map(|rs| rs.metadata.name)
+                        .map(|n| ("ReplicaSet", n)),
+                );
+            }
+            WorkloadKind::StatefulSet => {
+                let Some(s) = Api::<StatefulSet>::namespaced(c.clone(), ns)
+                    .get_opt(name)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                w.desired = s.spec.replicas;
+                let status = s.status.unwrap_or_default();
+                w.ready = status.ready_replicas;
+                w.conditions = status
+                    .conditions
+                    .into_iter()
+                    .flatten()
+                    .map(|c| condition(c.type_, c.status, c.reason, c.message))
+                    .collect();
+            }
+            WorkloadKind::DaemonSet => {
+                let Some(s) = Api::<DaemonSet>::namespaced(c.clone(), ns)
+                    .get_opt(name)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let status = s.status.unwrap_or_default();
+                w.desired = Some(status.desired_number_scheduled);
+                w.ready = Some(status.number_ready);
+            }
+            WorkloadKind::Job => {
+                let Some(j) = Api::<Job>::namespaced(c.clone(), ns).get_opt(name).await? else {
+                    return Ok(None);
+                };
+                w.owner = j
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .find(|o| o.controller == Some(true))
+                    .map(|o| format!("{}/{}", o.kind, o.name));
+                job_facts(&mut w, j);
+            }
+            WorkloadKind::CronJob => {
+                // The CronJob's newest failed run holds the reason, the
+                // limits and the pods.
+                let jobs = Api::<Job>::namespaced(c.clone(), ns)
+                    .list(&ListParams::default())
+                    .await?;
+                let mut runs: Vec<Job> = jobs
+                    .items
+                    .into_iter()
+                    .filter(|j| {
+                        j.metadata.owner_references.iter().flatten().any(|o| {
+                            o.kind == "CronJob" && o.name == name && o.controller == Some(true)
+                        })
+                    })
+                    .filter(|j| {
+                        j.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(
+                            |c| c.type_ == "Failed" && c.status == "True",
+                        )
+                    })
+                    .collect();
+                runs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                let Some(run) = runs.pop() else {
+                    return Ok(None);
+                };
+                let run_name = run.metadata.name.clone().unwrap_or_default();
+                names.push(("Job", run_name.clone()));
+                w.run = Some(run_name);
+                job_facts(&mut w, run);
+            }
+            WorkloadKind::Pod => return Ok(None),
+        }
+        for (kind, n) in &names {
+            w.events
+                .extend(warning_events_of(client, ns, kind, n).await?);
+        }
+        w.events.sort_by_key(event_time);
+        Ok::<_, kube::Error>(Some(w))
+    };
+    match read.await {
+        Ok(w) => w,
+        Err(e) => {
+            debug!(error = %e, workload = %target, "the workload's status is not readable");
+            None
+        }
+    }
+}
+
+/// A condition as any controller writes it (some API versions make its
+/// type and status optional).
+fn condition(
+    type_: impl Into<Option<String>>,
+    status: impl Into<Option<String>>,
+    reason: Option<String>,
+    message: Option<String>,
+) -> ObjectCondition {
+    ObjectCondition {
+        type_: type_.into().unwrap_or_default(),
+        status: status.into().unwrap_or_default(),
+        reason,
+        message,
+    }
+}
+
+fn event_time(e: &Event) -> Option<Timestamp> {
+    e.last_timestamp
+        .as_ref()
+        .or(e.first_timestamp.as_ref())
+        .map(|t| t.0)
+        .or(e.event_time.as_ref().map(|t| t.0))
+}
+
+/// The warning events about one object, oldest first.
+async fn warning_events_of(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> std::result::Result<Vec<Event>, kube::Error> {
+    let mut events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind={kind},involvedObject.name={name},type=Warning"
+        )))
+        .await?
+        .items;
+    events.sort_by_key(event_time);
+    Ok(events)
+}
+
+/// The names of the claims a pod's volumes use (an ephemeral volume's
+/// claim is `{pod}-{volume}`).
+pub fn claim_names(pod: &Pod) -> Vec<String> {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+                .or_else(|| {
+                    v.ephemeral
+                        .as_ref()
+                        .map(|_| format!("{pod_name}-{}", v.name))
+                })
+        })
+        .collect()
+}
+
+/// The claims the pod references that exist, their warning events, and,
+/// when one of them is missing or unbound, the cluster's StorageClasses.
+/// Best effort: what cannot be read is left out.
+async fn storage(
+    client: &Client,
+    ns: &str,
+    pod: &Pod,
+) -> (
+    Vec<PersistentVolumeClaim>,
+    Vec<Event>,
+    Option<Vec<StorageClass>>,
+) {
+    let names = claim_names(pod);
+    if names.is_empty() {
+        return (vec![], vec![], None);
+    }
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let (mut claims, mut events, mut unbound) = (vec![], vec![], false);
+    for n in &names {
+        match api.get_opt(n).await {
+            Ok(Some(c)) => {
+                let phase = c.status.as_ref().and_then(|s| s.phase.as_deref());
+                if phase != Some("Bound") {
+                    unbound = true;
+                    match warning_events_of(client, ns, "PersistentVolumeClaim", n).await {
+                        Ok(e) => events.extend(e),
+                        Err(e) => {
+                            debug!(error = %e, claim = n, "the claim's events are not readable")
+                        }
+                    }
+                }
+                claims.push(c);
+            }
+            Ok(None) => unbound = true,
+            Err(e) => debug!(error = %e, claim = n, "the claim is not readable"),
+        }
+    }
+    let classes = if unbound {
+        match Api::<StorageClass>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => Some(l.items),
+            Err(e) => {
+                debug!(error = %e, "StorageClasses are not readable");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    (claims, events, classes)
+}
+
+/// The conditions and taints of the node the pod ran on.
+async fn node_facts(client: &Client, pod: &Pod) -> Option<NodeFacts> {
+    let name = pod.spec.as_ref()?.node_name.clone()?;
+    let node = match Api::<Node>::all(client.clone()).get_opt(&name).await {
+        Ok(n) => n?,
+        Err(e) => {
+            debug!(error = %e, node = name, "the node is not readable");
+            return None;
+        }
+    };
+    let spec = node.spec.unwrap_or_default();
+    Some(NodeFacts {
+        name,
+        conditions: node
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .map(|c| condition(c.type_, c.status, c.reason, c.message))
+            .collect(),
+        taints: spec
+            .taints
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{}={}:{}", t.key, t.value.unwrap_or_default(), t.effect))
+            .collect(),
+    })
 }
 
 /// Each container's memory limit and request in the workload's template.
@@ -529,6 +952,149 @@ mod tests {
             off.unavailable
                 .as_deref()
                 .is_some_and(|u| u.contains("SRE_SPACE_JAEGER_QUERY is unset"))
+        );
+    }
+
+    #[test]
+    fn a_log_is_cut_to_its_last_lines_and_bytes_and_redacted() {
+        let long: String = (1..=80)
+            .map(|i| format!("line {i}\n"))
+            .chain([
+                "\n".to_string(),
+                "fatal: login failed for password=hunter2\n".to_string(),
+            ])
+            .collect();
+        let lines = bound_log(&long);
+        assert_eq!(
+            lines.len(),
+            LOG_LINES,
+            "the newest lines, blank ones dropped"
+        );
+        assert_eq!(lines[0], "line 32");
+        assert_eq!(
+            lines[LOG_LINES - 1],
+            "fatal: login failed for password=<redacted>"
+        );
+        let wide = format!("{}\nlast\n", "x".repeat(LOG_BYTES));
+        assert_eq!(
+            bound_log(&wide),
+            vec!["last".to_string()],
+            "a line past the byte budget is left out"
+        );
+    }
+
+    #[test]
+    fn the_claims_of_a_pod_include_its_ephemeral_volumes() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "db-0" },
+            "spec": { "containers": [{ "name": "db" }], "volumes": [
+                { "name": "data", "persistentVolumeClaim": { "claimName": "data-db-0" } },
+                { "name": "scratch", "ephemeral": { "volumeClaimTemplate": { "spec": {} } } },
+                { "name": "config", "configMap": { "name": "db-config" } },
+            ]},
+        }))
+        .expect("a pod");
+        assert_eq!(claim_names(&pod), vec!["data-db-0", "db-0-scratch"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_brings_its_conditions_its_cron_job_its_pod_and_its_claims() {
+        use crate::testing::api::FakeApi;
+        let api = FakeApi::default();
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "nightly-report-29412345", "namespace": "shop",
+                "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "CronJob",
+                    "name": "nightly-report", "uid": "5c1d", "controller": true }] },
+            "spec": { "backoffLimit": 1, "template": { "spec": { "restartPolicy": "Never",
+                "containers": [{ "name": "report", "image": "registry.local/report:5" }] } } },
+            "status": { "failed": 2, "conditions": [{ "type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit" }] },
+        }))
+        .expect("a job");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "nightly-report-29412345-7xk2q", "namespace": "shop",
+                "creationTimestamp": "2026-12-02T06:00:00Z",
+                "labels": { "job-name": "nightly-report-29412345" } },
+            "spec": { "containers": [{ "name": "report", "image": "registry.local/report:5" }],
+                "volumes": [{ "name": "out", "persistentVolumeClaim": { "claimName": "reports" } }] },
+            "status": { "phase": "Failed", "containerStatuses": [{ "name": "report",
+                "image": "registry.local/report:5", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "terminated": { "exitCode": 1, "reason": "Error" } } }] },
+        }))
+        .expect("a pod");
+        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "reports", "namespace": "shop" },
+            "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "standard" },
+            "status": { "phase": "Bound" },
+        }))
+        .expect("a claim");
+        api.insert(&job);
+        api.insert(&pod);
+        api.insert(&claim);
+        // Without the rights to read logs or the node, or under a
+        // namespaced binding, the facts say less; the diagnosis still runs.
+        api.refuse("GET", "/log", 403);
+        api.refuse("GET", "/storageclasses", 403);
+
+        let mut incident = crate::testing::incident(crate::crd::Phase::Diagnosing, vec![]);
+        incident.spec.target = WorkloadRef {
+            kind: WorkloadKind::Job,
+            name: "nightly-report-29412345".into(),
+        };
+        incident.spec.signal = SignalKind::JobFailed;
+        if let Some(o) = incident
+            .status
+            .as_mut()
+            .and_then(|s| s.last_signal.as_mut())
+        {
+            o.pod = None;
+            o.container = None;
+            o.message = "Job nightly-report-29412345 failed: BackoffLimitExceeded".into();
+        }
+        let now = at("2026-12-02T07:00:00Z");
+        let facts = gather(&api.client(), &incident, None, None, now)
+            .await
+            .expect("facts");
+        let w = facts.workload.as_ref().expect("the Job's status");
+        assert_eq!(w.owner.as_deref(), Some("CronJob/nightly-report"));
+        assert_eq!((w.backoff_limit, w.failed), (Some(1), Some(2)));
+        assert_eq!(
+            w.conditions[0].reason.as_deref(),
+            Some("BackoffLimitExceeded")
+        );
+        assert_eq!(
+            facts.pod.as_ref().and_then(|p| p.metadata.name.as_deref()),
+            Some("nightly-report-29412345-7xk2q"),
+            "the Job's failed pod, found by its job-name label"
+        );
+        assert_eq!(facts.claims.len(), 1);
+        assert!(facts.logs.is_empty() && facts.storage_classes.is_none());
+        let d = crate::brain::diagnose(&facts, now);
+        assert_eq!(
+            d.category,
+            crate::crd::Category::JobFailure,
+            "{}",
+            d.root_cause
+        );
+        assert!(
+            d.root_cause.starts_with(
+                "Job/nightly-report-29412345 (run by CronJob/nightly-report) ran out of retries (BackoffLimitExceeded"
+            ),
+            "{}",
+            d.root_cause
+        );
+        assert!(
+            api.seen().iter().any(
+                |s| s.path.ends_with("/pods/nightly-report-29412345-7xk2q/log")
+                    && s.query.contains("previous=true")
+                    && s.query.contains("tailLines=50")
+                    && s.query.contains("limitBytes=16384")
+            ),
+            "the logs were asked for, bounded: {:?}",
+            api.seen()
+                .iter()
+                .map(|s| format!("{} {}?{}", s.method, s.path, s.query))
+                .collect::<Vec<_>>()
         );
     }
 

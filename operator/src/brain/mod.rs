@@ -14,7 +14,8 @@ pub mod traces;
 pub use diagnose::diagnose;
 pub use gather::gather;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::{IncidentMemorySpec, SignalKind, SignalObservation, WorkloadRef};
@@ -71,6 +72,127 @@ pub struct Facts {
     /// captured before traces were read.
     #[serde(default)]
     pub traces: Option<traces::TraceFindings>,
+    /// The last lines of the failing container, current and previous
+    /// instance; empty for scenarios captured before logs were read.
+    #[serde(default)]
+    pub logs: Vec<ContainerLog>,
+    /// The state of the workload itself: its conditions and its
+    /// controller's warning events (a Job's, a Deployment's and its
+    /// ReplicaSets'). None where it was not read.
+    #[serde(default)]
+    pub workload: Option<WorkloadFacts>,
+    /// The PersistentVolumeClaims the pod references that exist.
+    #[serde(default)]
+    pub claims: Vec<PersistentVolumeClaim>,
+    /// Warning events about those claims, oldest first.
+    #[serde(default)]
+    pub claim_events: Vec<Event>,
+    /// The cluster's StorageClasses; None where they were not read (no
+    /// claim to explain, or no right to list them).
+    #[serde(default)]
+    pub storage_classes: Option<Vec<StorageClass>>,
+    /// The node the pod ran on, for node failures.
+    #[serde(default)]
+    pub node: Option<NodeFacts>,
+    /// The workload's pod template, where it has one: where a refused or
+    /// never-created pod's fields are written.
+    #[serde(default)]
+    pub template: Option<PodTemplateSpec>,
+}
+
+/// The failing container: the one the signal names, or else the first
+/// container of the pod (init containers first) that exited non-zero or
+/// waits.
+pub(crate) fn failing_container_of(facts: &Facts) -> Option<String> {
+    facts
+        .observation
+        .as_ref()
+        .and_then(|o| o.container.clone())
+        .or_else(|| failing_container(facts.pod.as_ref()?))
+}
+
+/// The first container of a pod (init containers first) that terminated
+/// with a non-zero exit code or waits.
+pub(crate) fn failing_container(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find(|cs| {
+            let terminated = [&cs.state, &cs.last_state]
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.terminated.as_ref())
+                .any(|t| t.exit_code != 0);
+            terminated || cs.state.as_ref().and_then(|s| s.waiting.as_ref()).is_some()
+        })
+        .map(|cs| cs.name.clone())
+}
+
+/// The last lines a container wrote, bounded and redacted where gathered.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerLog {
+    pub container: String,
+    /// The instance that exited before the current one (`previous=true`).
+    pub previous: bool,
+    /// Oldest first.
+    pub lines: Vec<String>,
+}
+
+/// A condition of a Kubernetes object as its controller wrote it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// What the workload's own status says.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkloadFacts {
+    /// A Job's Failed, a Deployment's Progressing and ReplicaFailure, ...
+    #[serde(default)]
+    pub conditions: Vec<ObjectCondition>,
+    /// The workload's controller, for a Job a CronJob runs: `CronJob/nightly`.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// For a CronJob: the run (its newest failed Job) the rest of these
+    /// facts are of.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Replicas asked for and ready.
+    #[serde(default)]
+    pub desired: Option<i32>,
+    #[serde(default)]
+    pub ready: Option<i32>,
+    /// A Job's `backoffLimit`, `activeDeadlineSeconds` and failed pods.
+    #[serde(default)]
+    pub backoff_limit: Option<i32>,
+    #[serde(default)]
+    pub active_deadline_seconds: Option<i64>,
+    #[serde(default)]
+    pub failed: Option<i32>,
+    /// Warning events about the workload and the objects its controller
+    /// makes (ReplicaSets), oldest first.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// The node a pod ran on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeFacts {
+    pub name: String,
+    #[serde(default)]
+    pub conditions: Vec<ObjectCondition>,
+    /// `key=value:effect` of each taint.
+    #[serde(default)]
+    pub taints: Vec<String>,
 }
 
 impl Facts {
@@ -86,6 +208,9 @@ impl Facts {
         if let Some(pod) = &mut self.pod {
             redact_pod(pod);
         }
+        if let Some(spec) = self.template.as_mut().and_then(|t| t.spec.as_mut()) {
+            redact_spec(spec);
+        }
         for e in &mut self.events {
             if let Some(m) = &mut e.message {
                 in_place(m);
@@ -100,6 +225,45 @@ impl Facts {
         if let Some(t) = &mut self.traces {
             t.redact();
         }
+        for l in &mut self.logs {
+            l.lines.iter_mut().for_each(in_place);
+        }
+        let workload_events = self.workload.iter_mut().flat_map(|w| w.events.iter_mut());
+        for e in workload_events.chain(self.claim_events.iter_mut()) {
+            if let Some(m) = &mut e.message {
+                in_place(m);
+            }
+        }
+        let conditions = self
+            .workload
+            .iter_mut()
+            .flat_map(|w| w.conditions.iter_mut())
+            .chain(self.node.iter_mut().flat_map(|n| n.conditions.iter_mut()));
+        for c in conditions {
+            if let Some(m) = &mut c.message {
+                in_place(m);
+            }
+        }
+    }
+}
+
+/// Removes secrets from the commands, arguments and environment values of
+/// a pod's containers.
+fn redact_spec(spec: &mut PodSpec) {
+    use crate::redact::in_place;
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        for list in [&mut c.command, &mut c.args].into_iter().flatten() {
+            list.iter_mut().for_each(in_place);
+        }
+        for e in c.env.iter_mut().flatten() {
+            if let Some(v) = &mut e.value {
+                in_place(v);
+            }
+        }
     }
 }
 
@@ -111,18 +275,7 @@ fn redact_pod(pod: &mut Pod) {
         }
     };
     if let Some(spec) = &mut pod.spec {
-        for c in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut().flatten())
-        {
-            for list in [&mut c.command, &mut c.args].into_iter().flatten() {
-                list.iter_mut().for_each(in_place);
-            }
-            for e in c.env.iter_mut().flatten() {
-                opt(&mut e.value);
-            }
-        }
+        redact_spec(spec);
     }
     let Some(status) = &mut pod.status else {
         return;

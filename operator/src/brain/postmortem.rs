@@ -166,7 +166,7 @@ fn root_cause(out: &mut String, d: &Diagnosis) {
         inline(&d.root_cause)
     );
     let _ = writeln!(out, "## Hypotheses\n");
-    for h in &d.hypotheses {
+    for (i, h) in d.hypotheses.iter().enumerate() {
         let _ = writeln!(
             out,
             "- {:?} ({:.0}%): {} [evidence: {}]",
@@ -175,6 +175,14 @@ fn root_cause(out: &mut String, d: &Diagnosis) {
             inline(&h.statement),
             inline(&h.evidence.join(", "))
         );
+        // What would settle the two leading hypotheses.
+        if i < 2 {
+            for (what, text) in [("confirm", &h.confirm), ("refute", &h.refute)] {
+                if let Some(t) = text {
+                    let _ = writeln!(out, "  - would {what}: {}", inline(t));
+                }
+            }
+        }
     }
     let _ = writeln!(out, "\n## Evidence\n");
     evidence_list(out, &d.evidence);

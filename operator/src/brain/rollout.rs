@@ -59,8 +59,51 @@ fn resources(c: &Container) -> BTreeMap<String, String> {
     out
 }
 
-fn diff_container(prev: &Container, cur: &Container, out: &mut Vec<TemplateChange>) {
-    let at = |what: &str| format!("containers[{}].{what}", cur.name);
+/// A container's envFrom as `configMapRef app-config`, `secretRef db`.
+fn render_env_from(c: &Container) -> String {
+    let refs: Vec<String> = c
+        .env_from
+        .iter()
+        .flatten()
+        .map(|e| match (&e.config_map_ref, &e.secret_ref) {
+            (Some(m), _) => format!("configMapRef {}", m.name),
+            (_, Some(s)) => format!("secretRef {}", s.name),
+            _ => "(empty)".into(),
+        })
+        .collect();
+    if refs.is_empty() {
+        "(unset)".into()
+    } else {
+        format!("{refs:?}")
+    }
+}
+
+/// A value as compact JSON, or "(unset)".
+fn render_json<T: serde::Serialize>(v: Option<&T>) -> String {
+    v.and_then(|v| serde_json::to_string(v).ok())
+        .unwrap_or_else(|| "(unset)".into())
+}
+
+/// A volume by its source: `ConfigMap app-config`, `Secret tls-cert`,
+/// `PersistentVolumeClaim data`, or the kind of source.
+fn render_volume(v: &k8s_openapi::api::core::v1::Volume) -> String {
+    if let Some(m) = &v.config_map {
+        format!("ConfigMap {}", m.name)
+    } else if let Some(s) = &v.secret {
+        format!("Secret {}", s.secret_name.as_deref().unwrap_or(""))
+    } else if let Some(c) = &v.persistent_volume_claim {
+        format!("PersistentVolumeClaim {}", c.claim_name)
+    } else if v.empty_dir.is_some() {
+        "emptyDir".into()
+    } else if v.projected.is_some() {
+        "projected".into()
+    } else {
+        "another source".into()
+    }
+}
+
+fn diff_container(list: &str, prev: &Container, cur: &Container, out: &mut Vec<TemplateChange>) {
+    let at = |what: &str| format!("{list}[{}].{what}", cur.name);
     let mut push = |field: String, from: String, to: String| {
         if from != to {
             // Arguments and values may carry credentials (`--password=…`,
@@ -86,6 +129,17 @@ fn diff_container(prev: &Container, cur: &Container, out: &mut Vec<TemplateChang
         at("args"),
         render_list(prev.args.as_ref()),
         render_list(cur.args.as_ref()),
+    );
+    push(at("envFrom"), render_env_from(prev), render_env_from(cur));
+    push(
+        at("livenessProbe"),
+        render_json(prev.liveness_probe.as_ref()),
+        render_json(cur.liveness_probe.as_ref()),
+    );
+    push(
+        at("readinessProbe"),
+        render_json(prev.readiness_probe.as_ref()),
+        render_json(cur.readiness_probe.as_ref()),
     );
 
     let env = |c: &Container| -> BTreeMap<String, EnvVar> {
@@ -138,25 +192,69 @@ pub fn diff_templates(prev: &PodTemplateSpec, cur: &PodTemplateSpec) -> Vec<Temp
             .map(|s| s.containers.clone())
             .unwrap_or_default()
     };
-    let (pc, cc) = (containers(prev), containers(cur));
-    for c in &cc {
+    let init_containers = |t: &PodTemplateSpec| {
+        t.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default()
+    };
+    diff_list("containers", &containers(prev), &containers(cur), &mut out);
+    diff_list(
+        "initContainers",
+        &init_containers(prev),
+        &init_containers(cur),
+        &mut out,
+    );
+    // Volumes, by name: a new ConfigMap or Secret volume, or a changed one.
+    let volumes = |t: &PodTemplateSpec| -> BTreeMap<String, String> {
+        t.spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .map(|v| (v.name.clone(), render_volume(v)))
+            .collect()
+    };
+    let (pv, cv) = (volumes(prev), volumes(cur));
+    for name in pv
+        .keys()
+        .chain(cv.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let unset = || "(unset)".to_string();
+        let (from, to) = (
+            pv.get(name).cloned().unwrap_or_else(unset),
+            cv.get(name).cloned().unwrap_or_else(unset),
+        );
+        if from != to {
+            out.push(TemplateChange {
+                field: format!("volumes[{name}]"),
+                from: crate::redact::string(&from),
+                to: crate::redact::string(&to),
+            });
+        }
+    }
+    out
+}
+
+/// The changes of one list of containers (`containers` or
+/// `initContainers`), by name.
+fn diff_list(list: &str, pc: &[Container], cc: &[Container], out: &mut Vec<TemplateChange>) {
+    for c in cc {
         match pc.iter().find(|p| p.name == c.name) {
-            Some(p) => diff_container(p, c, &mut out),
+            Some(p) => diff_container(list, p, c, out),
             None => out.push(TemplateChange {
-                field: format!("containers[{}]", c.name),
+                field: format!("{list}[{}]", c.name),
                 from: "(absent)".into(),
-                to: "added".into(),
+                to: format!("added (image {})", c.image.as_deref().unwrap_or("unset")),
             }),
         }
     }
     for p in pc.iter().filter(|p| !cc.iter().any(|c| c.name == p.name)) {
         out.push(TemplateChange {
-            field: format!("containers[{}]", p.name),
+            field: format!("{list}[{}]", p.name),
             from: "present".into(),
             to: "(removed)".into(),
         });
     }
-    out
 }
 
 #[cfg(test)]
@@ -221,6 +319,32 @@ mod tests {
             .find(|c| c.field == "containers[app].env[DATABASE_URL]")
             .expect("the env change is reported");
         assert_eq!(env.to, "\"postgres://app:<redacted>@db/x\" (changed)");
+    }
+
+    #[test]
+    fn a_new_config_map_reference_init_container_and_probe_are_changes() {
+        let prev = template(serde_json::json!([{ "name": "app", "image": "web:1" }]));
+        let cur: PodTemplateSpec = serde_json::from_value(serde_json::json!({ "spec": {
+            "initContainers": [{ "name": "migrate", "image": "web-migrate:2" }],
+            "containers": [{ "name": "app", "image": "web:1",
+                "envFrom": [{ "configMapRef": { "name": "app-config" } }],
+                "livenessProbe": { "httpGet": { "path": "/healthz", "port": 8080 } } }],
+            "volumes": [{ "name": "certs", "secret": { "secretName": "tls-cert" } }],
+        }}))
+        .unwrap();
+        let changes: Vec<String> = diff_templates(&prev, &cur)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                r#"containers[app].envFrom changed from (unset) to ["configMapRef app-config"]"#,
+                r#"containers[app].livenessProbe changed from (unset) to {"httpGet":{"path":"/healthz","port":8080}}"#,
+                "initContainers[migrate] changed from (absent) to added (image web-migrate:2)",
+                "volumes[certs] changed from (unset) to Secret tls-cert",
+            ]
+        );
     }
 
     #[test]

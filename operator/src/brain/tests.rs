@@ -36,6 +36,13 @@ fn facts(signal: SignalKind) -> Facts {
         }],
         memory: None,
         traces: None,
+        logs: vec![],
+        workload: None,
+        claims: vec![],
+        claim_events: vec![],
+        storage_classes: None,
+        node: None,
+        template: None,
     }
 }
 

@@ -240,6 +240,13 @@ pub struct Hypothesis {
     /// The action it suggests, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposed_action: Option<ActionType>,
+    /// What a person could check that would confirm it, where the rules
+    /// know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+    /// What would refute it, where the rules know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refute: Option<String>,
 }
 
 /// One fact gathered for the diagnosis.
@@ -278,6 +285,15 @@ pub enum EvidenceKind {
     /// Spans from the trace store: error ratios, latencies, the failing or
     /// slowest operation and the services a request passed through.
     Trace,
+    /// The last lines a container wrote before it exited.
+    Log,
+    /// The state of the workload itself: a Job's or a Deployment's
+    /// conditions, its controller's events.
+    Workload,
+    /// A PersistentVolumeClaim or StorageClass the pod needs.
+    Storage,
+    /// The node the pod ran on.
+    Node,
 }
 
 /// An action planned or taken.

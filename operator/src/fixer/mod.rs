@@ -90,6 +90,10 @@ pub enum EscalationReason {
     LadderExhausted,
     /// The problem returned within the recurrence window.
     Recurred,
+    /// Every step of the ladder left for this category is one that cannot
+    /// help it (a restart for a missing ConfigMap, say); the message lists
+    /// them as NotApplicable and what a person should do instead.
+    NoApplicableStep,
 }
 
 impl EscalationReason {
@@ -98,6 +102,7 @@ impl EscalationReason {
             Self::AttemptsExhausted => "AttemptsExhausted",
             Self::LadderExhausted => "LadderExhausted",
             Self::Recurred => "Recurred",
+            Self::NoApplicableStep => "NoApplicableStep",
         }
     }
 }
@@ -173,6 +178,66 @@ pub fn least_invasive(a: ActionType, b: ActionType) -> ActionType {
     }
 }
 
+/// The categories whose cause lives outside the pods: the configuration,
+/// an init container's input, a Job's program, storage, admission, the
+/// node. Restarting, scaling or giving more memory changes none of it.
+const NOTHING_ON_THE_PODS_HELPS: [Category; 6] = [
+    Category::ConfigError,
+    Category::InitFailure,
+    Category::JobFailure,
+    Category::StorageUnavailable,
+    Category::QuotaExceeded,
+    Category::NodeFailure,
+];
+
+/// Whether an action can help a problem of this category at all: a pure
+/// table the ladder consults before it takes a step. Escalating always
+/// can; a rollback only undoes a bad rollout; more memory only helps what
+/// ran out of it; for the categories whose cause is not in the pods
+/// (`NOTHING_ON_THE_PODS_HELPS`) no restart or scale does either.
+pub fn can_help(action: ActionType, category: Category) -> bool {
+    match action {
+        ActionType::Escalate => true,
+        ActionType::Rollback => category == Category::BadRollout,
+        ActionType::RaiseMemoryLimit => category == Category::OutOfMemory,
+        ActionType::RestartPod | ActionType::RolloutRestart | ActionType::Scale => {
+            !NOTHING_ON_THE_PODS_HELPS.contains(&category)
+        }
+    }
+}
+
+/// Why an action cannot help a category, for the Incident's record of the
+/// skipped step.
+pub fn why_not(action: ActionType, category: Category) -> &'static str {
+    match (action, category) {
+        (ActionType::Rollback, _) => {
+            "a rollback only undoes a bad rollout, and the diagnosis does not blame the latest rollout"
+        }
+        (ActionType::RaiseMemoryLimit, _) => {
+            "more memory only helps a container that ran out of it"
+        }
+        (ActionType::Scale, Category::QuotaExceeded) => {
+            "more replicas are refused by the same quota or admission rule"
+        }
+        (ActionType::Scale, _) => "more replicas fail the same way",
+        (_, Category::ConfigError) => {
+            "a new pod reads the same configuration and fails the same way"
+        }
+        (_, Category::InitFailure) => {
+            "the init container runs again on the same input and fails the same way"
+        }
+        (_, Category::JobFailure) => {
+            "the Job's controller already retried up to its limit; a restart repeats the same run"
+        }
+        (_, Category::StorageUnavailable) => "a new pod waits for the same unbound claim",
+        (_, Category::QuotaExceeded) => "the API server refuses the new pods the same way",
+        (_, Category::NodeFailure) => {
+            "the node is at fault, not the pods; their controller already replaces them"
+        }
+        _ => "it does not address this category",
+    }
+}
+
 /// The category the ladder is walked for. A model may rank another category
 /// first than the rules did (text in a log or a termination message can
 /// sway it), so its category is followed only where that leads to a step no
@@ -204,10 +269,27 @@ pub fn planning_category(
     }
 }
 
+/// The steps of the ladder meant for this category (by `onCategories`)
+/// that cannot help it and were not tried: they are skipped as
+/// NotApplicable.
+pub fn not_applicable<'a>(
+    policy: &'a RemediationPolicySpec,
+    category: Category,
+    tried: &[ActionRecord],
+) -> Vec<&'a ActionStep> {
+    policy
+        .actions
+        .iter()
+        .filter(|s| s.on_categories.is_empty() || s.on_categories.contains(&category))
+        .filter(|s| !can_help(s.type_, category))
+        .filter(|s| !tried.iter().any(|a| a.type_ == s.type_))
+        .collect()
+}
+
 /// The next step on the ladder for this diagnosis: steps for other
-/// categories, steps already tried in this episode, and steps that only ever
-/// failed on this problem are skipped; a step that worked on this problem
-/// before goes first.
+/// categories, steps that cannot help this category, steps already tried
+/// in this episode, and steps that only ever failed on this problem are
+/// skipped; a step that worked on this problem before goes first.
 pub fn next_step<'a>(
     policy: &'a RemediationPolicySpec,
     category: Category,
@@ -218,6 +300,7 @@ pub fn next_step<'a>(
         .actions
         .iter()
         .filter(|s| s.on_categories.is_empty() || s.on_categories.contains(&category))
+        .filter(|s| can_help(s.type_, category))
         .filter(|s| !tried.iter().any(|a| a.type_ == s.type_))
         .filter(|s| s.type_ == ActionType::Escalate || !memory::proved_ineffective(memory, s.type_))
         .collect();
@@ -233,6 +316,65 @@ pub fn next_step<'a>(
 pub fn plan(
     policy: &RemediationPolicySpec,
     category: Category,
+    actions: &[ActionRecord],
+    memory: Option<&IncidentMemorySpec>,
+    budget: &Budget,
+    now: Timestamp,
+) -> Plan {
+    plan_with_remedy(policy, category, None, actions, memory, budget, now)
+}
+
+/// The escalation when the ladder has nothing left to take: the steps
+/// skipped as NotApplicable, each with why, and the diagnosis's remedy.
+fn ladder_escalation(
+    policy: &RemediationPolicySpec,
+    category: Category,
+    remedy: Option<&str>,
+    actions: &[ActionRecord],
+    reached_escalate: bool,
+) -> Plan {
+    let skipped = not_applicable(policy, category, actions);
+    let mut message = if skipped.is_empty() {
+        if reached_escalate {
+            "the policy's ladder reached Escalate".to_string()
+        } else {
+            format!("no step of the policy's ladder is left for a {category:?} problem")
+        }
+    } else {
+        let listed: Vec<String> = skipped
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} NotApplicable ({})",
+                    s.type_.as_str(),
+                    why_not(s.type_, category)
+                )
+            })
+            .collect();
+        format!(
+            "no step of the policy's ladder can help a {category:?} problem; skipped: {}",
+            listed.join("; ")
+        )
+    };
+    if let Some(r) = remedy.filter(|r| !r.trim().is_empty()) {
+        message.push_str(&format!(". What to do: {r}"));
+    }
+    Plan::Escalate {
+        reason: if skipped.is_empty() {
+            EscalationReason::LadderExhausted
+        } else {
+            EscalationReason::NoApplicableStep
+        },
+        message,
+    }
+}
+
+/// As `plan`, with the diagnosis's remedy (its root cause sentence), which
+/// an escalation from the ladder carries so that a person knows what to do.
+pub fn plan_with_remedy(
+    policy: &RemediationPolicySpec,
+    category: Category,
+    remedy: Option<&str>,
     actions: &[ActionRecord],
     memory: Option<&IncidentMemorySpec>,
     budget: &Budget,
@@ -255,16 +397,10 @@ pub fn plan(
         };
     }
     let Some(step) = next_step(policy, category, actions, memory) else {
-        return Plan::Escalate {
-            reason: EscalationReason::LadderExhausted,
-            message: format!("no step of the policy's ladder is left for a {category:?} problem"),
-        };
+        return ladder_escalation(policy, category, remedy, actions, false);
     };
     if step.type_ == ActionType::Escalate {
-        return Plan::Escalate {
-            reason: EscalationReason::LadderExhausted,
-            message: "the policy's ladder reached Escalate".into(),
-        };
+        return ladder_escalation(policy, category, remedy, actions, true);
     }
     if budget.global_recent_actions >= budget.breaker_limit {
         return Plan::Wait {

@@ -389,6 +389,8 @@ fn diagnosis(category: Category, rules_category: Option<Category>) -> Diagnosis 
             confidence: 0.6,
             evidence: vec!["e1".into()],
             proposed_action: Some(ActionType::RestartPod),
+            confirm: None,
+            refute: None,
         }],
         evidence: vec![Evidence {
             id: "e1".into(),
@@ -510,4 +512,222 @@ fn the_model_may_make_the_plan_more_conservative_never_bolder() {
     assert!(invasiveness(ActionType::Escalate) < invasiveness(ActionType::RestartPod));
     assert!(invasiveness(ActionType::RestartPod) < invasiveness(ActionType::Rollback));
     assert!(invasiveness(ActionType::RaiseMemoryLimit) < invasiveness(ActionType::Scale));
+}
+
+/// The categories whose cause is not in the pods.
+const OUTSIDE_THE_PODS: [Category; 6] = [
+    Category::ConfigError,
+    Category::InitFailure,
+    Category::JobFailure,
+    Category::StorageUnavailable,
+    Category::QuotaExceeded,
+    Category::NodeFailure,
+];
+
+const ACTIONS: [ActionType; 6] = [
+    ActionType::Escalate,
+    ActionType::RestartPod,
+    ActionType::RolloutRestart,
+    ActionType::RaiseMemoryLimit,
+    ActionType::Scale,
+    ActionType::Rollback,
+];
+
+#[test]
+fn for_failures_outside_the_pods_only_escalating_can_help() {
+    for category in OUTSIDE_THE_PODS {
+        for action in ACTIONS {
+            assert_eq!(
+                can_help(action, category),
+                action == ActionType::Escalate,
+                "{} for {category:?}",
+                action.as_str()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rollback_helps_only_a_bad_rollout_and_memory_only_what_ran_out_of_it() {
+    for category in OUTSIDE_THE_PODS.into_iter().chain([
+        Category::OutOfMemory,
+        Category::BadRollout,
+        Category::BadImage,
+        Category::CrashLoop,
+        Category::ProbeFailure,
+        Category::Unknown,
+    ]) {
+        assert_eq!(
+            can_help(ActionType::Rollback, category),
+            category == Category::BadRollout,
+            "{category:?}"
+        );
+        assert_eq!(
+            can_help(ActionType::RaiseMemoryLimit, category),
+            category == Category::OutOfMemory,
+            "{category:?}"
+        );
+    }
+}
+
+#[test]
+fn restarts_and_scaling_stay_allowed_for_the_categories_that_had_them() {
+    for category in [
+        Category::OutOfMemory,
+        Category::BadRollout,
+        Category::CrashLoop,
+        Category::ProbeFailure,
+        Category::Dependency,
+        Category::Latency,
+        Category::Unknown,
+    ] {
+        for action in [
+            ActionType::RestartPod,
+            ActionType::RolloutRestart,
+            ActionType::Scale,
+        ] {
+            assert!(
+                can_help(action, category),
+                "{} for {category:?}",
+                action.as_str()
+            );
+        }
+    }
+}
+
+/// A ladder that offers every step to every category.
+fn everything() -> RemediationPolicySpec {
+    let mut p = policy();
+    p.actions = vec![
+        step(ActionType::RestartPod, &[]),
+        step(ActionType::RolloutRestart, &[]),
+        step(ActionType::RaiseMemoryLimit, &[]),
+        step(ActionType::Scale, &[]),
+        step(ActionType::Rollback, &[]),
+        step(ActionType::Escalate, &[]),
+    ];
+    p
+}
+
+#[test]
+fn no_step_that_cannot_help_is_taken_for_any_new_category() {
+    let p = everything();
+    let remedy = "ConfigMap `app-config` does not exist in `shop`; it is referenced at \
+                  spec.template.spec.containers[0].envFrom[1] of Deployment/web: create it, or remove the reference";
+    for category in OUTSIDE_THE_PODS {
+        assert_eq!(
+            next_step(&p, category, &[], None).map(|s| s.type_),
+            Some(ActionType::Escalate)
+        );
+        match plan_with_remedy(&p, category, Some(remedy), &[], None, &budget(), now()) {
+            Plan::Escalate { reason, message } => {
+                assert_eq!(reason, EscalationReason::NoApplicableStep, "{category:?}");
+                for skipped in [
+                    "RestartPod",
+                    "RolloutRestart",
+                    "RaiseMemoryLimit",
+                    "Scale",
+                    "Rollback",
+                ] {
+                    assert!(
+                        message.contains(&format!("{skipped} NotApplicable (")),
+                        "{category:?}: {skipped} not listed in {message}"
+                    );
+                }
+                assert!(
+                    message.ends_with(&format!("What to do: {remedy}")),
+                    "{message}"
+                );
+            }
+            other => panic!("{category:?} planned {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_example_ladder_escalates_a_missing_config_map_instead_of_restarting() {
+    // RaiseMemoryLimit on OutOfMemory, Rollback on BadRollout, RestartPod,
+    // Escalate: before, a ConfigError restarted the pod.
+    let p = policy();
+    match plan(&p, Category::ConfigError, &[], None, &budget(), now()) {
+        Plan::Escalate { reason, message } => {
+            assert_eq!(reason, EscalationReason::NoApplicableStep);
+            assert!(
+                message.contains(
+                    "RestartPod NotApplicable (a new pod reads the same configuration and fails the same way)"
+                ),
+                "{message}"
+            );
+            // Steps meant for other categories are not listed: they were
+            // never candidates.
+            assert!(!message.contains("Rollback"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A crash loop still restarts.
+    assert_eq!(
+        acts(plan(&p, Category::CrashLoop, &[], None, &budget(), now())),
+        ActionType::RestartPod
+    );
+}
+
+#[test]
+fn a_ladder_without_skipped_steps_escalates_as_before_with_the_remedy() {
+    let mut p = policy();
+    p.actions = vec![step(ActionType::Escalate, &[])];
+    match plan_with_remedy(
+        &p,
+        Category::StorageUnavailable,
+        Some("StorageClass `fast-ssd` does not exist"),
+        &[],
+        None,
+        &budget(),
+        now(),
+    ) {
+        Plan::Escalate { reason, message } => {
+            assert_eq!(reason, EscalationReason::LadderExhausted);
+            assert_eq!(
+                message,
+                "the policy's ladder reached Escalate. What to do: StorageClass `fast-ssd` does not exist"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn each_new_category_by_each_action_alone_plans_only_what_can_help() {
+    for category in OUTSIDE_THE_PODS {
+        for action in ACTIONS {
+            let mut p = policy();
+            p.actions = vec![step(action, &[])];
+            let planned = plan(&p, category, &[], None, &budget(), now());
+            match (action, planned) {
+                (ActionType::Escalate, Plan::Escalate { reason, .. }) => {
+                    assert_eq!(reason, EscalationReason::LadderExhausted)
+                }
+                (_, Plan::Escalate { reason, message }) => {
+                    assert_eq!(reason, EscalationReason::NoApplicableStep, "{message}");
+                    assert!(message.contains(&format!("{} NotApplicable", action.as_str())));
+                }
+                (_, other) => panic!("{} for {category:?} planned {other:?}", action.as_str()),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_model_cannot_move_a_new_category_onto_a_restart() {
+    // The rules say ConfigError; a model answering CrashLoop would reach
+    // RestartPod, which is bolder: the rules' category is walked.
+    let p = policy();
+    let d = diagnosis(Category::CrashLoop, Some(Category::ConfigError));
+    assert_eq!(
+        planning_category(&p, Some(&d), &[], None),
+        Category::ConfigError
+    );
+    assert!(matches!(
+        plan(&p, Category::ConfigError, &[], None, &budget(), now()),
+        Plan::Escalate { .. }
+    ));
 }

@@ -423,6 +423,8 @@ mod tests {
                     confidence: 0.6,
                     evidence: vec!["e1".into()],
                     proposed_action: None,
+                    confirm: None,
+                    refute: None,
                 }],
                 evidence: vec![Evidence {
                     id: "e1".into(),

@@ -211,9 +211,10 @@ pub fn plan(i: &PlanInputs) -> PlanDecision {
         &i.status.actions,
         i.memory,
     );
-    let planned = fixer::plan(
+    let planned = fixer::plan_with_remedy(
         &i.policy.spec,
         category,
+        i.status.diagnosis.as_ref().map(|d| d.root_cause.as_str()),
         &i.status.actions,
         i.memory,
         i.budget,

@@ -18,6 +18,13 @@ pub(super) enum Cite {
     Resources,
     Rollout,
     Traces,
+    /// The log that holds the line explaining the exit.
+    Log,
+    /// The workload's conditions and its controller's warning events.
+    Workload,
+    /// The claims, their events and the StorageClasses.
+    Storage,
+    Node,
 }
 
 /// The ids of the evidence recorded, by what it is about; None where the
@@ -31,18 +38,28 @@ pub(super) struct Cited {
     rollout: Option<String>,
     traces: Option<String>,
     pub(super) history: Option<String>,
+    log: Option<String>,
+    /// The line of the container's log that explains its exit.
+    pub(super) log_line: Option<String>,
+    workload: Vec<String>,
+    storage: Vec<String>,
+    node: Option<String>,
 }
 
 impl Cited {
     /// The ids of the evidence of these kinds that was recorded, in order.
     pub(super) fn ids(&self, what: &[Cite]) -> Vec<String> {
         what.iter()
-            .filter_map(|w| match w {
-                Cite::Signal => self.signal.clone(),
-                Cite::Termination => self.termination.clone(),
-                Cite::Resources => self.resources.clone(),
-                Cite::Rollout => self.rollout.clone(),
-                Cite::Traces => self.traces.clone(),
+            .flat_map(|w| match w {
+                Cite::Signal => self.signal.clone().into_iter().collect(),
+                Cite::Termination => self.termination.clone().into_iter().collect(),
+                Cite::Resources => self.resources.clone().into_iter().collect(),
+                Cite::Rollout => self.rollout.clone().into_iter().collect(),
+                Cite::Traces => self.traces.clone().into_iter().collect(),
+                Cite::Log => self.log.clone().into_iter().collect(),
+                Cite::Workload => self.workload.clone(),
+                Cite::Storage => self.storage.clone(),
+                Cite::Node => self.node.clone().into_iter().collect::<Vec<_>>(),
             })
             .collect()
     }
@@ -51,10 +68,8 @@ impl Cited {
 /// Records the evidence the facts hold.
 pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
     let mut log = EvidenceLog::default();
-    let container = facts
-        .observation
-        .as_ref()
-        .and_then(|o| o.container.as_ref());
+    let failing = crate::brain::failing_container_of(facts);
+    let container = failing.as_ref();
     let signal = facts.observation.as_ref().map(|o| {
         log.add(
             EvidenceKind::ContainerState,
@@ -80,6 +95,10 @@ pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
         log.add(EvidenceKind::Trace, source, summary, None)
     });
     let history = history(&mut log, facts);
+    let (log_id, log_line) = logs(&mut log, facts);
+    let workload = workload(&mut log, facts);
+    let storage = storage(&mut log, facts);
+    let node = node(&mut log, facts);
     let cited = Cited {
         signal,
         termination,
@@ -88,6 +107,11 @@ pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
         rollout,
         traces,
         history,
+        log: log_id,
+        log_line,
+        workload,
+        storage,
+        node,
     };
     (log.0, cited)
 }
@@ -148,6 +172,16 @@ fn termination(log: &mut EvidenceLog, facts: &Facts, container: Option<&String>)
         .container_statuses
         .iter()
         .flatten()
+        .chain(
+            facts
+                .pod
+                .as_ref()?
+                .status
+                .as_ref()?
+                .init_container_statuses
+                .iter()
+                .flatten(),
+        )
         .find(|cs| Some(&cs.name) == container)?;
     let t = cs
         .last_state
@@ -174,8 +208,16 @@ fn termination(log: &mut EvidenceLog, facts: &Facts, container: Option<&String>)
 
 /// The three newest warning events about the pod, newest first.
 fn warning_events(log: &mut EvidenceLog, facts: &Facts) -> Vec<String> {
-    facts
-        .events
+    newest_warnings(log, &facts.events)
+}
+
+/// The three newest warning events of `events` (oldest first), newest
+/// first.
+fn newest_warnings(
+    log: &mut EvidenceLog,
+    events: &[k8s_openapi::api::core::v1::Event],
+) -> Vec<String> {
+    events
         .iter()
         .rev()
         .filter(|e| e.type_.as_deref() == Some("Warning"))
@@ -238,6 +280,258 @@ fn rollout(log: &mut EvidenceLog, facts: &Facts) -> Option<String> {
             changes.join("; ")
         ),
         r.at.as_ref().map(|t| t.0),
+    ))
+}
+
+/// Each log read, the previous instance first: its last lines, and the
+/// line that explains the exit. Returns the id of the log that has such a
+/// line (or else of the first log) and that line.
+fn logs(log: &mut EvidenceLog, facts: &Facts) -> (Option<String>, Option<String>) {
+    let pod = facts
+        .pod
+        .as_ref()
+        .and_then(|p| p.metadata.name.clone())
+        .or_else(|| facts.observation.as_ref().and_then(|o| o.pod.clone()))
+        .unwrap_or_default();
+    let (mut first, mut explained) = (None, None);
+    let mut ordered: Vec<&crate::brain::ContainerLog> = facts.logs.iter().collect();
+    // The instance that exited speaks first.
+    ordered.sort_by_key(|l| !l.previous);
+    for l in ordered {
+        let Some(last) = l.lines.last() else {
+            continue;
+        };
+        let which = if l.previous { "previous" } else { "current" };
+        let line = explaining_line(&l.lines);
+        let summary = match line {
+            Some(i) => format!(
+                "line {} of the last {} of the {which} instance of {} explains the exit: {:?}; its last line: {last:?}",
+                i + 1,
+                l.lines.len(),
+                l.container,
+                l.lines[i]
+            ),
+            None => format!(
+                "the last {} lines of the {which} instance of {}; the last: {last:?}",
+                l.lines.len(),
+                l.container
+            ),
+        };
+        let id = log.add(
+            EvidenceKind::Log,
+            format!(
+                "pod/{pod}/container/{}/log{}",
+                l.container,
+                if l.previous { "?previous=true" } else { "" }
+            ),
+            summary,
+            None,
+        );
+        first.get_or_insert_with(|| id.clone());
+        if explained.is_none()
+            && let Some(i) = line
+        {
+            explained = Some((id, crate::redact::string(&l.lines[i])));
+        }
+    }
+    match explained {
+        Some((id, line)) => (Some(id), Some(line)),
+        None => (first, None),
+    }
+}
+
+/// Words that mark a log line as an error.
+const ERROR_WORDS: &[&str] = &[
+    "error",
+    "fatal",
+    "panic",
+    "exception",
+    "traceback",
+    "failed",
+    "failure",
+    "cannot",
+    "can't",
+    "could not",
+    "couldn't",
+    "unable to",
+    "refused",
+    "denied",
+    "not found",
+    "no such",
+    "invalid",
+    "missing",
+    "timed out",
+    "timeout",
+    "segmentation fault",
+];
+
+/// The line that explains the exit: the last error-looking line of the
+/// log, skipping lines that only say nothing failed.
+pub(crate) fn explaining_line(lines: &[String]) -> Option<usize> {
+    lines.iter().rposition(|l| {
+        let l = l.to_ascii_lowercase();
+        let benign = [
+            "no error",
+            "0 errors",
+            "errors=0",
+            "error=nil",
+            "error: none",
+        ]
+        .iter()
+        .any(|b| l.contains(b));
+        !benign && ERROR_WORDS.iter().any(|w| l.contains(w))
+    })
+}
+
+/// The workload's conditions that say something is wrong, its Job
+/// settings, and its controller's newest warning events.
+fn workload(log: &mut EvidenceLog, facts: &Facts) -> Vec<String> {
+    let Some(w) = &facts.workload else {
+        return vec![];
+    };
+    let mut ids = Vec::new();
+    let source = facts.target.to_string();
+    for c in &w.conditions {
+        let wrong = matches!(
+            (c.type_.as_str(), c.status.as_str()),
+            ("Failed", "True")
+                | ("FailureTarget", "True")
+                | ("ReplicaFailure", "True")
+                | ("Progressing", "False")
+                | ("Available", "False")
+        );
+        if wrong {
+            ids.push(log.add(
+                EvidenceKind::Workload,
+                source.clone(),
+                format!(
+                    "condition {}={} (reason {}): {}",
+                    c.type_,
+                    c.status,
+                    c.reason.as_deref().unwrap_or("none"),
+                    c.message.as_deref().unwrap_or("")
+                ),
+                None,
+            ));
+        }
+    }
+    let mut settings = Vec::new();
+    if let Some(o) = &w.owner {
+        settings.push(format!("run by {o}"));
+    }
+    if let Some(b) = w.backoff_limit {
+        settings.push(format!("backoffLimit {b}"));
+    }
+    if let Some(d) = w.active_deadline_seconds {
+        settings.push(format!("activeDeadlineSeconds {d}"));
+    }
+    if let Some(f) = w.failed {
+        settings.push(format!("{f} pod(s) failed"));
+    }
+    if let (Some(d), r) = (w.desired, w.ready) {
+        settings.push(format!("{} of {d} replica(s) ready", r.unwrap_or(0)));
+    }
+    if !settings.is_empty() {
+        ids.push(log.add(EvidenceKind::Workload, source, settings.join(", "), None));
+    }
+    ids.extend(newest_warnings(log, &w.events));
+    ids
+}
+
+/// The claims the pod references, their newest warning events, and the
+/// StorageClasses.
+fn storage(log: &mut EvidenceLog, facts: &Facts) -> Vec<String> {
+    let mut ids = Vec::new();
+    for c in &facts.claims {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let spec = c.spec.as_ref();
+        let size = spec
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "(no size)".into());
+        ids.push(log.add(
+            EvidenceKind::Storage,
+            format!("persistentvolumeclaim/{name}"),
+            format!(
+                "phase {}, storageClassName {}, access modes {}, requests {size}",
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .unwrap_or("unknown"),
+                spec.and_then(|s| s.storage_class_name.as_deref())
+                    .map(|n| if n.is_empty() { "\"\" (none)" } else { n })
+                    .unwrap_or("(unset)"),
+                spec.and_then(|s| s.access_modes.as_ref())
+                    .map(|m| m.join(", "))
+                    .unwrap_or_else(|| "(none)".into()),
+            ),
+            None,
+        ));
+    }
+    ids.extend(newest_warnings(log, &facts.claim_events));
+    if let Some(classes) = &facts.storage_classes {
+        let listed: Vec<String> = classes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} (provisioner {}{})",
+                    c.metadata.name.as_deref().unwrap_or(""),
+                    c.provisioner,
+                    if is_default_class(c) { ", default" } else { "" }
+                )
+            })
+            .collect();
+        ids.push(log.add(
+            EvidenceKind::Storage,
+            "storageclasses".into(),
+            if listed.is_empty() {
+                "the cluster has no StorageClass".into()
+            } else {
+                format!("StorageClasses: {}", listed.join("; "))
+            },
+            None,
+        ));
+    }
+    ids
+}
+
+/// Whether a StorageClass is the cluster's default.
+pub(crate) fn is_default_class(c: &k8s_openapi::api::storage::v1::StorageClass) -> bool {
+    c.metadata.annotations.as_ref().is_some_and(|a| {
+        [
+            "storageclass.kubernetes.io/is-default-class",
+            "storageclass.beta.kubernetes.io/is-default-class",
+        ]
+        .iter()
+        .any(|k| a.get(*k).map(String::as_str) == Some("true"))
+    })
+}
+
+/// The node's conditions and taints.
+fn node(log: &mut EvidenceLog, facts: &Facts) -> Option<String> {
+    let n = facts.node.as_ref()?;
+    let conditions: Vec<String> = n
+        .conditions
+        .iter()
+        .map(|c| match (&c.reason, &c.message) {
+            (Some(r), Some(m)) if c.status != "False" || c.type_ == "Ready" => {
+                format!("{}={} ({r}: {m})", c.type_, c.status)
+            }
+            _ => format!("{}={}", c.type_, c.status),
+        })
+        .collect();
+    let taints = if n.taints.is_empty() {
+        String::new()
+    } else {
+        format!("; taints {}", n.taints.join(", "))
+    };
+    Some(log.add(
+        EvidenceKind::Node,
+        format!("node/{}", n.name),
+        format!("{}{taints}", conditions.join(", ")),
+        None,
     ))
 }
 

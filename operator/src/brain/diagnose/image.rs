@@ -1,7 +1,7 @@
 //! Image pulls that fail: a missing image, a registry that refuses it, or a
 //! rollout to an image that cannot be pulled.
 
-use super::{Case, Cite, hypothesis};
+use super::{Case, Cite, checked, hypothesis};
 use crate::crd::{ActionType, Category, Hypothesis};
 
 pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
@@ -14,15 +14,19 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
         0.85,
         &[Cite::Rollout, Cite::Signal],
     );
-    hypotheses.push(hypothesis(
-        Category::BadImage,
-        format!(
-            "the image of {} of {} does not exist or the registry refuses it",
-            c.container, c.target
+    hypotheses.push(checked(
+        hypothesis(
+            Category::BadImage,
+            format!(
+                "the image of {} of {} does not exist or the registry refuses it",
+                c.container, c.target
+            ),
+            if image_change.is_some() { 0.5 } else { 0.85 },
+            c.cite_with_events(&[Cite::Signal]),
+            Some(ActionType::Escalate),
         ),
-        if image_change.is_some() { 0.5 } else { 0.85 },
-        c.cite_with_events(&[Cite::Signal]),
-        Some(ActionType::Escalate),
+        "pulling the image from the node fails with the same error".into(),
+        "the image pulls from the node".into(),
     ));
     hypotheses
 }

@@ -3,21 +3,31 @@
 //! the hypotheses, each citing the evidence it rests on; `history` weighs
 //! them by what worked before for this very problem. Pure.
 
+mod admission;
+mod config;
 mod crash;
-mod evidence;
+pub(crate) mod evidence;
 mod history;
 mod image;
+mod init;
+mod jobs;
 mod memory;
+mod node;
 mod probes;
 mod scheduling;
 mod service;
+mod stalled;
+mod storage;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{ContainerResources, Facts, RULES, Rollout};
-use crate::crd::{ActionType, Category, Diagnosis, Hypothesis, SignalKind, WorkloadRef};
+use crate::crd::{
+    ActionType, Category, Diagnosis, Hypothesis, SignalKind, WorkloadKind, WorkloadRef,
+};
 use evidence::{Cite, Cited};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 /// Diagnoses the incident from the facts.
 pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
@@ -25,22 +35,27 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
     let case = Case::new(facts, cited);
     let mut hypotheses = match facts.signal {
         SignalKind::OOMKilled => memory::rules(&case),
-        SignalKind::CrashLoopBackOff => crash::rules(&case),
+        // A container that cannot start at all (a missing command) and one
+        // its liveness probe kills both crash-loop; their own rules say why.
+        SignalKind::CrashLoopBackOff => first_of([
+            config::rules(&case),
+            probes::liveness(&case),
+            crash::rules(&case),
+        ]),
         SignalKind::ImagePullBackOff => image::rules(&case),
-        SignalKind::Unschedulable => scheduling::rules(&case),
+        SignalKind::Unschedulable => first_of([storage::rules(&case), scheduling::rules(&case)]),
         SignalKind::ReadinessFailing => probes::rules(&case),
         SignalKind::HealthCheck
         | SignalKind::ConversionRate
         | SignalKind::EventRateDrop
         | SignalKind::TraceErrorRate
         | SignalKind::TraceLatency => service::rules(&case),
-        // Rules for these signals follow in their own families.
-        SignalKind::ConfigError
-        | SignalKind::InitContainerFailed
-        | SignalKind::JobFailed
-        | SignalKind::FailedCreate
-        | SignalKind::RolloutStalled
-        | SignalKind::NodeFailure => vec![],
+        SignalKind::ConfigError => first_of([config::rules(&case), storage::rules(&case)]),
+        SignalKind::InitContainerFailed => first_of([config::rules(&case), init::rules(&case)]),
+        SignalKind::JobFailed => jobs::rules(&case),
+        SignalKind::FailedCreate => admission::rules(&case),
+        SignalKind::RolloutStalled => stalled::rules(&case),
+        SignalKind::NodeFailure => node::rules(&case),
     };
     history::weigh(&mut hypotheses, facts, case.cited.history.as_ref());
     // Stable: of equally likely hypotheses, the one a family proposes first
@@ -68,6 +83,14 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
     }
 }
 
+/// The hypotheses of the first family that has any.
+fn first_of<const N: usize>(families: [Vec<Hypothesis>; N]) -> Vec<Hypothesis> {
+    families
+        .into_iter()
+        .find(|h| !h.is_empty())
+        .unwrap_or_default()
+}
+
 /// What every family of rules reads: the facts, the evidence recorded from
 /// them, and what follows from both.
 struct Case<'a> {
@@ -85,10 +108,8 @@ struct Case<'a> {
 
 impl<'a> Case<'a> {
     fn new(facts: &'a Facts, cited: Cited) -> Self {
-        let container = facts
-            .observation
-            .as_ref()
-            .and_then(|o| o.container.as_ref());
+        let failing = super::failing_container_of(facts);
+        let container = failing.as_ref();
         Case {
             facts,
             target: &facts.target,
@@ -103,6 +124,78 @@ impl<'a> Case<'a> {
                 .filter(|r| r.failing_pod_is_new && !r.changes.is_empty()),
             cited,
         }
+    }
+
+    /// The pod's spec: the failing pod's, or else the workload's template.
+    fn spec(&self) -> Option<&'a PodSpec> {
+        self.facts
+            .pod
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .or_else(|| self.facts.template.as_ref()?.spec.as_ref())
+    }
+
+    /// The object a person changes to fix the pods: the CronJob that runs
+    /// a Job, or else the target.
+    fn owner(&self) -> String {
+        match self.facts.workload.as_ref().and_then(|w| w.owner.as_ref()) {
+            Some(o) if o.starts_with("CronJob/") => o.clone(),
+            _ => self.target.to_string(),
+        }
+    }
+
+    /// Where the pod's spec is written in `owner()`.
+    fn spec_path(&self) -> &'static str {
+        let cron = self
+            .facts
+            .workload
+            .as_ref()
+            .and_then(|w| w.owner.as_ref())
+            .is_some_and(|o| o.starts_with("CronJob/"));
+        match self.target.kind {
+            _ if cron => "spec.jobTemplate.spec.template.spec",
+            WorkloadKind::CronJob => "spec.jobTemplate.spec.template.spec",
+            WorkloadKind::Pod => "spec",
+            _ => "spec.template.spec",
+        }
+    }
+
+    /// `spec.template.spec.containers[0]` for a container of the pod's spec
+    /// (init containers as `initContainers[i]`), or None when the spec does
+    /// not have it.
+    fn container_path(&self, name: &str) -> Option<String> {
+        let spec = self.spec()?;
+        let at = |list: &str, i: usize| format!("{}.{list}[{i}]", self.spec_path());
+        spec.containers
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| at("containers", i))
+            .or_else(|| {
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .position(|c| c.name == name)
+                    .map(|i| at("initContainers", i))
+            })
+    }
+
+    /// A container of the pod's spec (init containers too), by name.
+    fn container_spec(&self, name: &str) -> Option<&'a Container> {
+        let spec = self.spec()?;
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+    }
+
+    /// The namespace.
+    fn ns(&self) -> &str {
+        &self.facts.namespace
+    }
+
+    /// The line of the failing container's log that explains its exit.
+    fn log_line(&self) -> Option<&str> {
+        self.cited.log_line.as_deref()
     }
 
     /// The ids of the recorded evidence of these kinds, in this order.
@@ -143,19 +236,48 @@ impl<'a> Case<'a> {
         evidence: Vec<String>,
     ) -> Hypothesis {
         let fields: Vec<&str> = r.changes.iter().map(|c| c.field.as_str()).collect();
-        hypothesis(
-            Category::BadRollout,
-            format!(
-                "the rollout of {} to revision {} changed {} {consequence}",
-                self.target,
-                r.revision,
-                fields.join(", ")
+        checked(
+            hypothesis(
+                Category::BadRollout,
+                format!(
+                    "the rollout of {} to revision {} changed {} {consequence}",
+                    self.target,
+                    r.revision,
+                    fields.join(", ")
+                ),
+                confidence,
+                evidence,
+                Some(ActionType::Rollback),
             ),
-            confidence,
-            evidence,
-            Some(ActionType::Rollback),
+            format!(
+                "pods of revision {} ran without this failure",
+                r.previous_revision
+            ),
+            format!("pods of revision {} fail the same way", r.previous_revision),
         )
     }
+}
+
+/// A hypothesis with what would confirm and what would refute it.
+fn checked(mut h: Hypothesis, confirm: String, refute: String) -> Hypothesis {
+    h.confirm = Some(crate::redact::string(&confirm));
+    h.refute = Some(crate::redact::string(&refute));
+    h
+}
+
+/// The first match of the pattern in any of `texts`, in order. The
+/// patterns are the rules' own; one that did not compile matches nothing.
+fn first_match<'t>(
+    pattern: &str,
+    texts: impl IntoIterator<Item = &'t str>,
+) -> Option<regex::Captures<'t>> {
+    let re = regex::Regex::new(pattern).ok()?;
+    texts.into_iter().find_map(|t| re.captures(t))
+}
+
+/// Capture group `i` as a string, or "".
+fn group(c: &regex::Captures, i: usize) -> String {
+    c.get(i).map(|m| m.as_str().to_string()).unwrap_or_default()
 }
 
 fn hypothesis(
@@ -172,5 +294,10 @@ fn hypothesis(
         confidence,
         evidence,
         proposed_action: action,
+        confirm: None,
+        refute: None,
     }
 }
+
+#[cfg(test)]
+mod tests;
