@@ -8,7 +8,7 @@ use sre_space::approve;
 use sre_space::brain::{self, eval};
 use sre_space::clock::{Clock, SystemClock};
 use sre_space::config::Config;
-use sre_space::crd::{ApprovalDecision, Category, Incident};
+use sre_space::crd::{ActionType, ApprovalDecision, Category, Incident, RemediationPolicy};
 use sre_space::llm::{ChatModel, LlmConfig, OpenAiModel};
 
 #[derive(Parser)]
@@ -28,9 +28,14 @@ enum Command {
     /// Run the diagnosis evaluation over the scenario suite and print the
     /// table. With SRE_SPACE_LLM_* set, the model is evaluated too.
     Eval {
-        /// The folder of scenario files.
+        /// The folder of scenario files; controls (situations with no
+        /// fault) are in its `controls` folder.
         #[arg(long, default_value = "scenarios")]
         scenarios: PathBuf,
+        /// The RemediationPolicy whose triggers read the controls and whose
+        /// ladder the plans are walked on.
+        #[arg(long, default_value = "examples/remediation-policy.yaml")]
+        policy: PathBuf,
     },
     /// Approve the action an incident waits on: prints it, then writes
     /// `spec.approval` with its id and your username.
@@ -47,6 +52,10 @@ enum Command {
         /// The category a correct diagnosis gives.
         #[arg(long)]
         expect: String,
+        /// The first step a good plan takes (RestartPod, Rollback, ...,
+        /// Escalate).
+        #[arg(long)]
+        action: String,
         /// A sentence saying what the scenario is.
         #[arg(long)]
         description: String,
@@ -104,25 +113,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Approve(d) => decide(d, ApprovalDecision::Approve).await?,
         Command::Reject(d) => decide(d, ApprovalDecision::Reject).await?,
-        Command::Eval { scenarios } => {
+        Command::Eval { scenarios, policy } => {
             let suite = eval::load(&scenarios)?;
+            let controls = eval::load_controls(&scenarios.join("controls"))?;
+            let text = std::fs::read_to_string(&policy)
+                .map_err(|e| format!("--policy {}: {e}", policy.display()))?;
+            let policy: RemediationPolicy = serde_yaml::from_str(&text)
+                .map_err(|e| format!("--policy {}: {e}", policy.display()))?;
             let model: Option<(Arc<dyn ChatModel>, LlmConfig)> = match LlmConfig::from_env()? {
                 Some(c) => Some((Arc::new(OpenAiModel::new(&c)?), c)),
                 None => None,
             };
-            let rows = eval::run(&suite, model.as_ref().map(|(m, c)| (m.as_ref(), c))).await;
+            let rows = eval::run(
+                &suite,
+                &policy.spec,
+                model.as_ref().map(|(m, c)| (m.as_ref(), c)),
+            )
+            .await;
+            let checked = eval::run_controls(&controls, &policy.spec);
             print!("{}", eval::render(&rows));
+            print!("{}", eval::render_controls(&checked));
+            let wrong = rows.iter().filter(|r| !r.passed()).count();
+            let fired = checked.iter().filter(|c| !c.signals.is_empty()).count();
+            if wrong + fired > 0 {
+                return Err(format!(
+                    "{wrong} scenario(s) diagnosed wrong or planned unsafely, {fired} control(s) opened an incident"
+                )
+                .into());
+            }
         }
         Command::Capture {
             namespace,
             incident,
             expect,
+            action,
             description,
             out,
         } => {
             let expected: Category =
                 serde_json::from_value(serde_json::Value::String(expect.clone()))
                     .map_err(|_| format!("--expect {expect:?} is not a category"))?;
+            let expected_action: ActionType =
+                serde_json::from_value(serde_json::Value::String(action.clone()))
+                    .map_err(|_| format!("--action {action:?} is not an action type"))?;
             let client = kube::Client::try_default().await?;
             let api: kube::Api<Incident> = kube::Api::namespaced(client.clone(), &namespace);
             let inc = api.get(&incident).await?;
@@ -148,6 +181,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 description,
                 expected_category: expected,
                 expected_workload: inc.spec.target.name.clone(),
+                expected_action,
                 facts,
             };
             std::fs::write(&out, serde_json::to_string_pretty(&scenario)? + "\n")?;

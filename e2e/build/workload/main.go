@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,7 +33,8 @@ const usage = `usage:
   sre-workload sleep
   sre-workload alloc MIB
   sre-workload serve PORT
-  sre-workload get URL`
+  sre-workload get URL
+  sre-workload exit CODE [MESSAGE...]`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -52,6 +54,11 @@ func main() {
 			fail(usage)
 		}
 		get(args[0])
+	case "exit":
+		if len(args) < 1 {
+			fail(usage)
+		}
+		exit(args[0], args[1:])
 	default:
 		fail(usage)
 	}
@@ -135,6 +142,19 @@ func get(url string) {
 	if resp.StatusCode/100 != 2 {
 		os.Exit(1)
 	}
+}
+
+// exit writes message (a job's last words, an error the operator should
+// find in the logs) to standard error and exits with code.
+func exit(code string, message []string) {
+	n, err := strconv.Atoi(code)
+	if err != nil {
+		fail(usage)
+	}
+	if len(message) > 0 {
+		fmt.Fprintln(os.Stderr, strings.Join(message, " "))
+	}
+	os.Exit(n)
 }
 
 func exitOnSignal() {

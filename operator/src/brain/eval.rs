@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Facts, advisor, diagnose};
 use crate::clock::SystemClock;
-use crate::crd::Category;
+use crate::crd::{ActionType, Category, RemediationPolicySpec};
+use crate::fixer;
 use crate::llm::{ChatModel, IncidentKey, LlmConfig, TokenLedger};
 
 /// One captured incident and the answer a good diagnosis gives.
@@ -21,7 +22,48 @@ pub struct Scenario {
     pub expected_category: Category,
     /// The workload the root cause must name.
     pub expected_workload: String,
+    /// The first step a good plan takes under the evaluation's policy.
+    pub expected_action: ActionType,
     pub facts: Facts,
+}
+
+/// How the planned first step compares with the expected one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    /// The expected step.
+    Right,
+    /// Another step that cannot make things worse: handing the problem to
+    /// people, or a step no more invasive than the expected one that can
+    /// help the problem.
+    Safe,
+    /// A step more invasive than the expected one, or one that cannot help
+    /// the problem and disrupts the workload all the same.
+    Unsafe,
+}
+
+impl Score {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Right => "right",
+            Self::Safe => "safe",
+            Self::Unsafe => "UNSAFE",
+        }
+    }
+}
+
+/// Scores the step the plan takes against the one expected for a problem
+/// of `category`.
+pub fn score(planned: ActionType, expected: ActionType, category: Category) -> Score {
+    if planned == expected {
+        Score::Right
+    } else if planned == ActionType::Escalate
+        || (fixer::can_help(planned, category)
+            && fixer::invasiveness(planned) <= fixer::invasiveness(expected))
+    {
+        Score::Safe
+    } else {
+        Score::Unsafe
+    }
 }
 
 /// One row of the table.
@@ -31,13 +73,44 @@ pub struct Row {
     pub expected: String,
     pub rules: Category,
     pub rules_correct: bool,
+    /// The first step the plan takes for the rules' diagnosis, and its score.
+    pub action: (ActionType, Score),
     /// The merged answer when a model was consulted, or why not.
     pub model: Option<Result<(Category, bool, u64), String>>,
     pub latency_ms: u128,
 }
 
+impl Row {
+    /// The diagnosis names the right category and workload, and the plan
+    /// takes no unsafe step.
+    pub fn passed(&self) -> bool {
+        self.rules_correct && self.action.1 != Score::Unsafe
+    }
+}
+
+/// The first step the policy's ladder takes for a diagnosis, before any
+/// guardrail holds it back: what the plan would do.
+pub fn first_step(policy: &RemediationPolicySpec, diagnosis: &crate::crd::Diagnosis) -> ActionType {
+    let category = fixer::planning_category(policy, Some(diagnosis), &[], None);
+    fixer::next_step(policy, category, &[], None)
+        .map(|s| s.type_)
+        .unwrap_or(ActionType::Escalate)
+}
+
 /// Reads every `*.json` scenario in a folder, in name order.
 pub fn load(dir: &Path) -> crate::Result<Vec<Scenario>> {
+    read_all(dir)
+}
+
+/// Reads every `*.json` control in a folder (none when it does not exist).
+pub fn load_controls(dir: &Path) -> crate::Result<Vec<Control>> {
+    if !dir.exists() {
+        return Ok(vec![]);
+    }
+    read_all(dir)
+}
+
+fn read_all<T: serde::de::DeserializeOwned>(dir: &Path) -> crate::Result<Vec<T>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| crate::Error::Invalid(format!("reading {}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -55,8 +128,70 @@ pub fn load(dir: &Path) -> crate::Result<Vec<Scenario>> {
         .collect()
 }
 
-/// Runs the scenarios.
-pub async fn run(scenarios: &[Scenario], model: Option<(&dyn ChatModel, &LlmConfig)>) -> Vec<Row> {
+/// A situation with no fault, captured from the local cluster (a Job that
+/// completed, a rollout that changed the image, a pod a person deleted):
+/// the Scout must see no trouble in any of its objects.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Control {
+    pub name: String,
+    pub description: String,
+    /// When the objects were captured: the time they are read at.
+    pub captured_at: Timestamp,
+    /// The objects as `kubectl get -o json` prints them: pods, and the
+    /// workloads that own them.
+    pub objects: Vec<serde_json::Value>,
+}
+
+/// What the Scout saw in a control: the signals it would have opened
+/// incidents for (none, when it is right).
+#[derive(Clone, Debug)]
+pub struct ControlRow {
+    pub control: String,
+    pub signals: Vec<String>,
+}
+
+/// Reads each control's objects as the Scout does, under `policy`'s
+/// triggers.
+pub fn run_controls(controls: &[Control], policy: &RemediationPolicySpec) -> Vec<ControlRow> {
+    controls
+        .iter()
+        .map(|c| ControlRow {
+            control: c.name.clone(),
+            signals: c
+                .objects
+                .iter()
+                .flat_map(|o| crate::scout::detect(o, &policy.triggers, c.captured_at))
+                .map(|s| format!("{} {}", s.kind.as_str(), s.message))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The controls' part of the table.
+pub fn render_controls(rows: &[ControlRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let seen = if r.signals.is_empty() {
+            "no incident".to_string()
+        } else {
+            format!("INCIDENT: {}", r.signals.join("; "))
+        };
+        out.push_str(&format!("{:<34} control: {seen}\n", r.control));
+    }
+    let fired = rows.iter().filter(|r| !r.signals.is_empty()).count();
+    out.push_str(&format!(
+        "controls: {fired} of {} opened an incident\n",
+        rows.len()
+    ));
+    out
+}
+
+/// Runs the scenarios; `policy` is the ladder the plans are walked on.
+pub async fn run(
+    scenarios: &[Scenario],
+    policy: &RemediationPolicySpec,
+    model: Option<(&dyn ChatModel, &LlmConfig)>,
+) -> Vec<Row> {
     let ledger = TokenLedger::default();
     let mut rows = Vec::new();
     for s in scenarios {
@@ -97,11 +232,16 @@ pub async fn run(scenarios: &[Scenario], model: Option<(&dyn ChatModel, &LlmConf
                 )
             }
         };
+        let planned = first_step(policy, &rules);
         rows.push(Row {
             scenario: s.name.clone(),
             expected: format!("{:?} {}", s.expected_category, s.expected_workload),
             rules: rules.category,
             rules_correct: correct(rules.category, &rules.root_cause),
+            action: (
+                planned,
+                score(planned, s.expected_action, s.expected_category),
+            ),
             model,
             latency_ms: started.elapsed().as_millis(),
         });
@@ -112,8 +252,8 @@ pub async fn run(scenarios: &[Scenario], model: Option<(&dyn ChatModel, &LlmConf
 /// The table, as printed.
 pub fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<28} {:<34} {:<14} {:<5} {:<22} {:<5} {:>7} {:>9}\n",
-        "scenario", "expected", "rules", "ok", "model", "ok", "tokens", "latency"
+        "{:<34} {:<34} {:<18} {:<5} {:<24} {:<22} {:<5} {:>7} {:>9}\n",
+        "scenario", "expected", "rules", "ok", "action", "model", "ok", "tokens", "latency"
     );
     let mark = |b: bool| if b { "yes" } else { "NO" };
     for r in rows {
@@ -131,11 +271,12 @@ pub fn render(rows: &[Row]) -> String {
             ),
         };
         out.push_str(&format!(
-            "{:<28} {:<34} {:<14} {:<5} {:<22} {:<5} {:>7} {:>7}ms\n",
+            "{:<34} {:<34} {:<18} {:<5} {:<24} {:<22} {:<5} {:>7} {:>7}ms\n",
             r.scenario,
             r.expected,
             format!("{:?}", r.rules),
             mark(r.rules_correct),
+            format!("{} ({})", r.action.0.as_str(), r.action.1.as_str()),
             model,
             ok,
             tokens,
@@ -145,6 +286,13 @@ pub fn render(rows: &[Row]) -> String {
     let n = rows.len();
     let rules_ok = rows.iter().filter(|r| r.rules_correct).count();
     out.push_str(&format!("\nrules: {rules_ok}/{n} correct\n"));
+    let count = |score: Score| rows.iter().filter(|r| r.action.1 == score).count();
+    out.push_str(&format!(
+        "actions: {} right, {} safe but not the best, {} unsafe\n",
+        count(Score::Right),
+        count(Score::Safe),
+        count(Score::Unsafe)
+    ));
     let consulted: Vec<_> = rows.iter().filter_map(|r| r.model.as_ref()).collect();
     if !consulted.is_empty() {
         let ok = consulted

@@ -496,5 +496,24 @@ pub fn verification_deadline(g: &Guardrails, finished: Timestamp) -> Timestamp {
     limits::after(finished, g.verification_window_seconds)
 }
 
+/// Whether `action` can help a problem of `category` at all. (A first
+/// table for the evaluation; the ladder's own follows.)
+pub fn can_help(action: ActionType, category: Category) -> bool {
+    match action {
+        ActionType::Escalate => true,
+        ActionType::Rollback => category == Category::BadRollout,
+        ActionType::RaiseMemoryLimit => category == Category::OutOfMemory,
+        ActionType::RestartPod | ActionType::RolloutRestart | ActionType::Scale => !matches!(
+            category,
+            Category::ConfigError
+                | Category::InitFailure
+                | Category::JobFailure
+                | Category::StorageUnavailable
+                | Category::QuotaExceeded
+                | Category::NodeFailure
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! a problem updates its incident; the Scout never decides what to do.
 
 pub mod measured;
+mod offline;
 pub mod signals;
 pub mod sources;
 mod verify;
@@ -29,6 +30,7 @@ use crate::telemetry::Metrics;
 use crate::workload::Workloads;
 use crate::workload::{covering_policy, fingerprint, incident_name};
 use crate::{FIELD_MANAGER, Result, conditions};
+pub use offline::detect;
 pub use signals::{Signal, read_pod};
 pub use verify::signals_since;
 
