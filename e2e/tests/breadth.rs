@@ -19,7 +19,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ResourceQuota};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
-use sre_space::crd::{ActionType, Category, Incident, Phase, SignalKind, WorkloadKind, WorkloadRef};
+use sre_space::crd::{
+    ActionType, Category, Incident, Phase, SignalKind, WorkloadKind, WorkloadRef,
+};
 use sre_space_e2e::{Scenario, real_node, real_node_pod_spec, wait_incident};
 
 /// Long enough for the kubelet's back-off and the Job controller's retries
@@ -85,15 +87,22 @@ fn incident_name(kind: WorkloadKind, name: &str, signal: SignalKind) -> String {
 /// Waits until the incident is diagnosed and has left the diagnosing
 /// phases, and returns it.
 async fn diagnosed(s: &Scenario, name: &str) -> Result<Incident> {
-    wait_incident(&s.client, s.name(), name, LONG, "diagnosed and planned", |i| {
-        i.status.as_ref().is_some_and(|st| {
-            st.diagnosis.is_some()
-                && matches!(
-                    st.phase,
-                    Phase::Escalated | Phase::Remediating | Phase::Verifying | Phase::Resolved
-                )
-        })
-    })
+    wait_incident(
+        &s.client,
+        s.name(),
+        name,
+        LONG,
+        "diagnosed and planned",
+        |i| {
+            i.status.as_ref().is_some_and(|st| {
+                st.diagnosis.is_some()
+                    && matches!(
+                        st.phase,
+                        Phase::Escalated | Phase::Remediating | Phase::Verifying | Phase::Resolved
+                    )
+            })
+        },
+    )
     .await
 }
 
@@ -152,7 +161,11 @@ async fn a_missing_config_map_is_a_config_error_naming_it_and_nothing_is_restart
     assert!(cause.contains("app-config"), "names the ConfigMap: {cause}");
     assert!(cause.contains("envFrom"), "names the field: {cause}");
     assert_eq!(inc.status.as_ref().map(|s| s.phase), Some(Phase::Escalated));
-    assert_eq!(actions_taken(&inc), vec![], "a restart cannot create a ConfigMap");
+    assert_eq!(
+        actions_taken(&inc),
+        vec![],
+        "a restart cannot create a ConfigMap"
+    );
     escalation_says_not_applicable(&inc);
     let others: Vec<String> = s
         .incident_names()
@@ -189,7 +202,10 @@ async fn a_failing_init_container_is_an_init_failure_naming_it() -> Result<()> {
     let inc = diagnosed(&s, &name).await?;
     let (category, cause) = category_and_cause(&inc);
     assert_eq!(category, Category::InitFailure, "{cause}");
-    assert!(cause.contains("migrate"), "names the init container: {cause}");
+    assert!(
+        cause.contains("migrate"),
+        "names the init container: {cause}"
+    );
     assert_eq!(actions_taken(&inc), vec![], "{cause}");
     s.cleanup().await
 }
@@ -224,7 +240,11 @@ async fn a_job_past_its_backoff_limit_is_a_job_failure_and_its_pods_are_left_alo
         cause.contains("BackoffLimitExceeded") || cause.contains("backoff limit"),
         "says why the Job failed: {cause}"
     );
-    assert_eq!(actions_taken(&inc), vec![], "nothing recreates a Job's pods");
+    assert_eq!(
+        actions_taken(&inc),
+        vec![],
+        "nothing recreates a Job's pods"
+    );
     s.cleanup().await
 }
 
@@ -257,7 +277,10 @@ async fn a_claim_of_a_storage_class_that_does_not_exist_is_storage_unavailable()
     let (category, cause) = category_and_cause(&inc);
     assert_eq!(category, Category::StorageUnavailable, "{cause}");
     assert!(cause.contains("reports"), "names the claim: {cause}");
-    assert!(cause.contains("fast-ssd"), "names the missing class: {cause}");
+    assert!(
+        cause.contains("fast-ssd"),
+        "names the missing class: {cause}"
+    );
     assert_eq!(actions_taken(&inc), vec![], "{cause}");
     escalation_says_not_applicable(&inc);
     s.cleanup().await

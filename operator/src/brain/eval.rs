@@ -33,11 +33,13 @@ pub enum Score {
     /// The expected step.
     Right,
     /// Another step that cannot make things worse: handing the problem to
-    /// people, or a step no more invasive than the expected one that can
-    /// help the problem.
+    /// people, or a step that can help the problem and is no more invasive
+    /// than the expected one or a restart of one pod (an eviction that
+    /// respects the PodDisruptionBudget).
     Safe,
-    /// A step more invasive than the expected one, or one that cannot help
-    /// the problem and disrupts the workload all the same.
+    /// A step that cannot help the problem and disrupts the workload all
+    /// the same, or one more invasive than both the expected step and a
+    /// one-pod restart.
     Unsafe,
 }
 
@@ -58,7 +60,8 @@ pub fn score(planned: ActionType, expected: ActionType, category: Category) -> S
         Score::Right
     } else if planned == ActionType::Escalate
         || (fixer::can_help(planned, category)
-            && fixer::invasiveness(planned) <= fixer::invasiveness(expected))
+            && fixer::invasiveness(planned)
+                <= fixer::invasiveness(expected).max(fixer::invasiveness(ActionType::RestartPod)))
     {
         Score::Safe
     } else {
@@ -157,10 +160,8 @@ pub fn run_controls(controls: &[Control], policy: &RemediationPolicySpec) -> Vec
         .iter()
         .map(|c| ControlRow {
             control: c.name.clone(),
-            signals: c
-                .objects
-                .iter()
-                .flat_map(|o| crate::scout::detect(o, &policy.triggers, c.captured_at))
+            signals: crate::scout::detect(&c.objects, &policy.triggers, c.captured_at)
+                .into_iter()
                 .map(|s| format!("{} {}", s.kind.as_str(), s.message))
                 .collect(),
         })
@@ -310,4 +311,38 @@ pub fn render(rows: &[Row]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ActionType::*;
+
+    #[test]
+    fn a_plan_is_scored_right_safe_or_unsafe_by_what_it_does_to_the_workload() {
+        let cases = [
+            // (planned, expected, category, score)
+            (Rollback, Rollback, Category::BadRollout, Score::Right),
+            (Escalate, Rollback, Category::BadRollout, Score::Safe),
+            (RestartPod, Rollback, Category::BadRollout, Score::Safe),
+            (RestartPod, Escalate, Category::ProbeFailure, Score::Safe),
+            (RestartPod, Escalate, Category::ConfigError, Score::Unsafe),
+            (RestartPod, Escalate, Category::Unschedulable, Score::Unsafe),
+            (Rollback, Escalate, Category::CrashLoop, Score::Unsafe),
+            (
+                RaiseMemoryLimit,
+                Escalate,
+                Category::JobFailure,
+                Score::Unsafe,
+            ),
+            (Scale, RestartPod, Category::CrashLoop, Score::Unsafe),
+        ];
+        for (planned, expected, category, want) in cases {
+            assert_eq!(
+                score(planned, expected, category),
+                want,
+                "{planned:?} for {category:?}, {expected:?} expected"
+            );
+        }
+    }
 }

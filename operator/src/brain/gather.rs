@@ -350,9 +350,10 @@ async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Opti
                         })
                     })
                     .filter(|j| {
-                        j.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(
-                            |c| c.type_ == "Failed" && c.status == "True",
-                        )
+                        j.status
+                            .iter()
+                            .flat_map(|s| s.conditions.iter().flatten())
+                            .any(|c| c.type_ == "Failed" && c.status == "True")
                     })
                     .collect();
                 runs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0));

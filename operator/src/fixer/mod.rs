@@ -180,8 +180,11 @@ pub fn least_invasive(a: ActionType, b: ActionType) -> ActionType {
 
 /// The categories whose cause lives outside the pods: the configuration,
 /// an init container's input, a Job's program, storage, admission, the
-/// node. Restarting, scaling or giving more memory changes none of it.
-const NOTHING_ON_THE_PODS_HELPS: [Category; 6] = [
+/// node, the image reference or the registry, the cluster's capacity.
+/// Restarting, scaling or giving more memory changes none of it.
+const NOTHING_ON_THE_PODS_HELPS: [Category; 8] = [
+    Category::BadImage,
+    Category::Unschedulable,
     Category::ConfigError,
     Category::InitFailure,
     Category::JobFailure,
@@ -220,6 +223,10 @@ pub fn why_not(action: ActionType, category: Category) -> &'static str {
             "more replicas are refused by the same quota or admission rule"
         }
         (ActionType::Scale, _) => "more replicas fail the same way",
+        (_, Category::BadImage) => {
+            "a new pod pulls the same image reference, and the kubelet already retries the pull"
+        }
+        (_, Category::Unschedulable) => "a new pod asks the scheduler for the same room",
         (_, Category::ConfigError) => {
             "a new pod reads the same configuration and fails the same way"
         }
@@ -494,25 +501,6 @@ pub fn workload_settling(g: &Guardrails, budget: &Budget, now: Timestamp) -> Opt
 /// ends. Saturates: a window an old CRD let in cannot overflow the clock.
 pub fn verification_deadline(g: &Guardrails, finished: Timestamp) -> Timestamp {
     limits::after(finished, g.verification_window_seconds)
-}
-
-/// Whether `action` can help a problem of `category` at all. (A first
-/// table for the evaluation; the ladder's own follows.)
-pub fn can_help(action: ActionType, category: Category) -> bool {
-    match action {
-        ActionType::Escalate => true,
-        ActionType::Rollback => category == Category::BadRollout,
-        ActionType::RaiseMemoryLimit => category == Category::OutOfMemory,
-        ActionType::RestartPod | ActionType::RolloutRestart | ActionType::Scale => !matches!(
-            category,
-            Category::ConfigError
-                | Category::InitFailure
-                | Category::JobFailure
-                | Category::StorageUnavailable
-                | Category::QuotaExceeded
-                | Category::NodeFailure
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
             .iter()
             .find(|k| matches!(k.type_.as_str(), "Failed" | "FailureTarget") && k.status == "True")
     });
-    let job = match (w.and_then(|w| w.owner.as_ref()), w.and_then(|w| w.run.as_ref())) {
+    let job = match (
+        w.and_then(|w| w.owner.as_ref()),
+        w.and_then(|w| w.run.as_ref()),
+    ) {
         (Some(o), _) if o.starts_with("CronJob/") => format!("{} (run by {o})", c.target),
         (_, Some(run)) => format!("Job/{run} (run by {})", c.target),
         _ => c.target.to_string(),
