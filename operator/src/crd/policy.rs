@@ -150,7 +150,7 @@ pub enum LabelOperator {
 /// One kind of trouble the policy reacts to.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.restartThreshold) || self.type == 'CrashLoopBackOff'").message("restartThreshold applies only to CrashLoopBackOff"))]
+#[x_kube(validation = Rule::new("!has(self.restartThreshold) || self.type in ['CrashLoopBackOff', 'InitContainerFailed']").message("restartThreshold applies only to CrashLoopBackOff and InitContainerFailed"))]
 #[x_kube(validation = Rule::new("!has(self.gracePeriodSeconds) || self.type in ['Unschedulable', 'ReadinessFailing', 'ConfigError', 'FailedCreate', 'RolloutStalled']").message("gracePeriodSeconds applies only to Unschedulable, ReadinessFailing, ConfigError, FailedCreate and RolloutStalled"))]
 #[x_kube(validation = Rule::new("!has(self.failedRuns) || self.type == 'JobFailed'").message("failedRuns applies only to JobFailed"))]
 #[x_kube(validation = Rule::new("has(self.healthCheck) == (self.type == 'HealthCheck')").message("a HealthCheck trigger needs healthCheck, and only it may have one").reason(Reason::FieldValueRequired))]
