@@ -275,7 +275,8 @@ if want liveness-nothing-listens; then
     real_deploy gateway <<YAML
       containers:
       - name: app
-        $IMG
+        image: sre.space/workload:e2e
+        imagePullPolicy: Never
         args: [serve, "8080"]
         livenessProbe: {httpGet: {path: /healthz, port: 8081}, periodSeconds: 1, failureThreshold: 1}
 YAML
@@ -286,7 +287,8 @@ if want liveness-wrong-path; then
     real_deploy profile <<YAML
       containers:
       - name: app
-        $IMG
+        image: sre.space/workload:e2e
+        imagePullPolicy: Never
         args: [serve, "8080"]
         livenessProbe: {httpGet: {path: /fail, port: 8080}, periodSeconds: 1, failureThreshold: 1}
 YAML

@@ -67,6 +67,8 @@ fn incident(occurrences: i64, phase: Phase) -> Incident {
                 confidence: 0.9,
                 evidence: vec!["e1".into()],
                 proposed_action: Some(ActionType::RaiseMemoryLimit),
+                confirm: None,
+                refute: None,
             }],
             evidence: vec![Evidence {
                 id: "e1".into(),

@@ -50,6 +50,8 @@ fn rules() -> Diagnosis {
             confidence: 0.6,
             evidence: vec!["e1".into(), "e2".into()],
             proposed_action: Some(ActionType::RestartPod),
+            confirm: None,
+            refute: None,
         }],
         evidence: vec![
             evidence(

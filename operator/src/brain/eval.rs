@@ -91,11 +91,21 @@ impl Row {
     }
 }
 
-/// The first step the policy's ladder takes for a diagnosis, before any
-/// guardrail holds it back: what the plan would do.
-pub fn first_step(policy: &RemediationPolicySpec, diagnosis: &crate::crd::Diagnosis) -> ActionType {
-    let category = fixer::planning_category(policy, Some(diagnosis), &[], None);
-    fixer::next_step(policy, category, &[], None)
+/// The first step the policy's ladder takes for a diagnosis of a workload
+/// of `kind`, before any guardrail holds it back: what the plan would do.
+/// Steps that cannot change such a workload are passed over, as the
+/// operator records them impossible and goes on.
+pub fn first_step(
+    policy: &RemediationPolicySpec,
+    kind: crate::crd::WorkloadKind,
+    diagnosis: &crate::crd::Diagnosis,
+) -> ActionType {
+    let mut fitting = policy.clone();
+    fitting
+        .actions
+        .retain(|s| fixer::unfit(s.type_, kind).is_none());
+    let category = fixer::planning_category(&fitting, Some(diagnosis), &[], None);
+    fixer::next_step(&fitting, category, &[], None)
         .map(|s| s.type_)
         .unwrap_or(ActionType::Escalate)
 }
@@ -233,7 +243,7 @@ pub async fn run(
                 )
             }
         };
-        let planned = first_step(policy, &rules);
+        let planned = first_step(policy, s.facts.target.kind, &rules);
         rows.push(Row {
             scenario: s.name.clone(),
             expected: format!("{:?} {}", s.expected_category, s.expected_workload),

@@ -86,13 +86,9 @@ pub async fn prepare(client: &Client, incident: &Incident, step: &ActionStep) ->
     let signal = incident.status.as_ref().and_then(|s| s.last_signal.clone());
     Ok(match step.type_ {
         ActionType::RestartPod => prepare_restart_pod(client, &ns, target, signal.as_ref()).await?,
-        ActionType::RolloutRestart => match target.kind {
-            // Nothing would roll a bare pod or a Job's pods out again,
-            // nor a CronJob's: its next run starts from its template anyway.
-            WorkloadKind::Pod | WorkloadKind::Job | WorkloadKind::CronJob => Prepared::impossible(
-                format!("{target} has no rolling update to restart its pods with"),
-            ),
-            _ => Prepared {
+        ActionType::RolloutRestart => match super::unfit(step.type_, target.kind) {
+            Some(why) => Prepared::impossible(format!("{target} {why}")),
+            None => Prepared {
                 target: Some(target.clone()),
                 ..Prepared::new(format!("restart every pod of {target} by a rolling update"))
             },
@@ -222,6 +218,9 @@ async fn prepare_raise_memory_limit(
     };
     if target.kind == WorkloadKind::Pod {
         return prepare_resize_pod(client, ns, target, raise, signal).await;
+    }
+    if let Some(why) = super::unfit(ActionType::RaiseMemoryLimit, target.kind) {
+        return Ok(Prepared::impossible(format!("{target} {why}")));
     }
     let Some(template) = pod_template(client, ns, target).await? else {
         return Ok(Prepared::impossible(format!(

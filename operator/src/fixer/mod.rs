@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{
     ActionRecord, ActionState, ActionStep, ActionType, Category, Diagnosis, Guardrails,
-    IncidentMemorySpec, Outcome, RemediationPolicySpec,
+    IncidentMemorySpec, Outcome, RemediationPolicySpec, WorkloadKind,
 };
 use crate::{limits, memory};
 
@@ -206,6 +206,33 @@ pub fn can_help(action: ActionType, category: Category) -> bool {
         ActionType::RestartPod | ActionType::RolloutRestart | ActionType::Scale => {
             !NOTHING_ON_THE_PODS_HELPS.contains(&category)
         }
+    }
+}
+
+/// Why `action` can change nothing of a workload of this kind, whatever
+/// the problem; None when it can. The step is then recorded as impossible
+/// and the ladder goes on.
+pub fn unfit(action: ActionType, kind: WorkloadKind) -> Option<&'static str> {
+    use WorkloadKind::*;
+    match (action, kind) {
+        // Nothing would roll a bare pod or a Job's pods out again, nor a
+        // CronJob's: its next run starts from its template anyway.
+        (ActionType::RolloutRestart, Pod | Job | CronJob) => {
+            Some("has no rolling update to restart its pods with")
+        }
+        // Evicting deletes: nothing recreates a bare pod, and a Job's pod
+        // fails its attempt and reruns the work.
+        (ActionType::RestartPod, Pod) => Some("has no controller to recreate it"),
+        (ActionType::RestartPod, Job | CronJob) => {
+            Some("runs its pods to completion: evicting one fails its attempt and reruns the work")
+        }
+        (ActionType::RaiseMemoryLimit, Job) => Some(
+            "cannot change: a Job's pod template is fixed once the Job exists; re-create the Job with a higher limit",
+        ),
+        (ActionType::RaiseMemoryLimit, CronJob) => Some(
+            "keeps its pod template in spec.jobTemplate, which this step does not change; raise the limit there",
+        ),
+        _ => None,
     }
 }
 

@@ -731,3 +731,28 @@ fn a_model_cannot_move_a_new_category_onto_a_restart() {
         Plan::Escalate { .. }
     ));
 }
+
+#[test]
+fn steps_that_can_change_nothing_of_a_workload_kind_are_unfit_for_it() {
+    use crate::crd::WorkloadKind::*;
+    let unfit = |a, k| super::unfit(a, k).is_some();
+    for kind in [Deployment, StatefulSet, DaemonSet] {
+        assert!(!unfit(ActionType::RestartPod, kind), "{kind:?}");
+        assert!(!unfit(ActionType::RaiseMemoryLimit, kind), "{kind:?}");
+        assert!(!unfit(ActionType::RolloutRestart, kind), "{kind:?}");
+    }
+    // Nothing recreates a bare pod; a Job's pod reruns its work.
+    assert!(unfit(ActionType::RestartPod, Pod));
+    assert!(unfit(ActionType::RestartPod, Job));
+    assert!(unfit(ActionType::RestartPod, CronJob));
+    // A Job's template is fixed; a bare pod is resized in place.
+    assert!(unfit(ActionType::RaiseMemoryLimit, Job));
+    assert!(unfit(ActionType::RaiseMemoryLimit, CronJob));
+    assert!(!unfit(ActionType::RaiseMemoryLimit, Pod));
+    for kind in [Pod, Job, CronJob] {
+        assert!(unfit(ActionType::RolloutRestart, kind), "{kind:?}");
+    }
+    for kind in [Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod] {
+        assert!(!unfit(ActionType::Escalate, kind), "{kind:?}");
+    }
+}

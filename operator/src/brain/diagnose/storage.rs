@@ -116,11 +116,10 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
 
 type Finding = (String, f64, String, String);
 
-/// A claim the pod references that does not exist.
-fn missing(c: &Case, name: &str) -> Finding {
-    let ns = c.ns();
-    let at = c
-        .spec()
+/// Where the pod spec references the claim: " at spec.template.spec.volumes[0]",
+/// or nothing when the spec is not known.
+fn referenced_at(c: &Case, name: &str) -> String {
+    c.spec()
         .and_then(|s| {
             s.volumes.iter().flatten().position(|v| {
                 v.persistent_volume_claim
@@ -129,7 +128,13 @@ fn missing(c: &Case, name: &str) -> Finding {
             })
         })
         .map(|i| format!(" at {}.volumes[{i}]", c.spec_path()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// A claim the pod references that does not exist.
+fn missing(c: &Case, name: &str) -> Finding {
+    let ns = c.ns();
+    let at = referenced_at(c, name);
     (
         format!(
             "PersistentVolumeClaim `{name}` does not exist in `{ns}`; it is referenced{at} of {}: create it, or remove the reference",
@@ -178,7 +183,12 @@ fn unbound(c: &Case, claim: &PersistentVolumeClaim) -> Option<Finding> {
     } else {
         format!("the cluster has {}", class_names.join(", "))
     };
-    let claim_ref = format!("PersistentVolumeClaim `{name}`");
+    // The claim, and the workload whose pods wait for it.
+    let claim_ref = format!(
+        "PersistentVolumeClaim `{name}` (referenced{} of {})",
+        referenced_at(c, &name),
+        c.owner()
+    );
     let class_missing = first_match(
         r#"storageclass\.storage\.k8s\.io "([^"]+)" not found"#,
         events.iter().copied(),

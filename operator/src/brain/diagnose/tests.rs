@@ -615,7 +615,7 @@ fn an_unbound_claim_says_which_claim_and_why() {
                 "storageclass.storage.k8s.io \"fast-ssd\" not found",
             )],
             local(),
-            "StorageClass `fast-ssd` does not exist; PersistentVolumeClaim `data` names it at spec.storageClassName, so nothing provisions its volume: name an existing class (the cluster has local-path), or create it",
+            "StorageClass `fast-ssd` does not exist; PersistentVolumeClaim `data` (referenced at spec.template.spec.volumes[0] of Deployment/web) names it at spec.storageClassName, so nothing provisions its volume: name an existing class (the cluster has local-path), or create it",
         ),
         (
             "no StorageClass and no default",
@@ -628,7 +628,7 @@ fn an_unbound_claim_says_which_claim_and_why() {
                 "no persistent volumes available for this claim and no storage class is set",
             )],
             Some(vec![class("local-path", "rancher.io/local-path", false)]),
-            "PersistentVolumeClaim `data` names no StorageClass (spec.storageClassName is unset) and the cluster has no default StorageClass",
+            "PersistentVolumeClaim `data` (referenced at spec.template.spec.volumes[0] of Deployment/web) names no StorageClass (spec.storageClassName is unset) and the cluster has no default StorageClass",
         ),
         (
             "no PersistentVolume matches a claim without a class",
@@ -641,7 +641,7 @@ fn an_unbound_claim_says_which_claim_and_why() {
                 "no persistent volumes available for this claim and no storage class is set",
             )],
             local(),
-            "no PersistentVolume matches PersistentVolumeClaim `data` (requests 5Gi, access modes ReadWriteOnce, storageClassName \"\")",
+            "no PersistentVolume matches PersistentVolumeClaim `data` (referenced at spec.template.spec.volumes[0] of Deployment/web) (requests 5Gi, access modes ReadWriteOnce, storageClassName \"\")",
         ),
         (
             "an access mode the provisioner does not offer",
@@ -654,7 +654,7 @@ fn an_unbound_claim_says_which_claim_and_why() {
                 "failed to provision volume with StorageClass \"local-path\": Only support ReadWriteOnce access mode",
             )],
             local(),
-            "PersistentVolumeClaim `data` asks for access mode ReadWriteMany at spec.accessModes, which StorageClass `local-path` (provisioner rancher.io/local-path) does not provide",
+            "PersistentVolumeClaim `data` (referenced at spec.template.spec.volumes[0] of Deployment/web) asks for access mode ReadWriteMany at spec.accessModes, which StorageClass `local-path` (provisioner rancher.io/local-path) does not provide",
         ),
         (
             "a claim that does not exist",
