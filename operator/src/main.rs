@@ -36,6 +36,9 @@ enum Command {
         /// ladder the plans are walked on.
         #[arg(long, default_value = "examples/remediation-policy.yaml")]
         policy: PathBuf,
+        /// Also print each scenario's root cause as the rules state it.
+        #[arg(long)]
+        causes: bool,
     },
     /// Approve the action an incident waits on: prints it, then writes
     /// `spec.approval` with its id and your username.
@@ -113,7 +116,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Approve(d) => decide(d, ApprovalDecision::Approve).await?,
         Command::Reject(d) => decide(d, ApprovalDecision::Reject).await?,
-        Command::Eval { scenarios, policy } => {
+        Command::Eval {
+            scenarios,
+            policy,
+            causes,
+        } => {
             let suite = eval::load(&scenarios)?;
             let controls = eval::load_controls(&scenarios.join("controls"))?;
             let text = std::fs::read_to_string(&policy)
@@ -133,6 +140,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let checked = eval::run_controls(&controls, &policy.spec);
             print!("{}", eval::render(&rows));
             print!("{}", eval::render_controls(&checked));
+            if causes {
+                print!("\n{}", eval::render_causes(&rows));
+            }
             let wrong = rows.iter().filter(|r| !r.passed()).count();
             let fired = checked.iter().filter(|c| !c.signals.is_empty()).count();
             if wrong + fired > 0 {

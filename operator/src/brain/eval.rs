@@ -76,6 +76,8 @@ pub struct Row {
     pub expected: String,
     pub rules: Category,
     pub rules_correct: bool,
+    /// The rules' root cause, as the Incident would say it.
+    pub root_cause: String,
     /// The first step the plan takes for the rules' diagnosis, and its score.
     pub action: (ActionType, Score),
     /// The merged answer when a model was consulted, or why not.
@@ -178,6 +180,13 @@ pub fn run_controls(controls: &[Control], policy: &RemediationPolicySpec) -> Vec
         .collect()
 }
 
+/// Each scenario's root cause as the rules state it, one per line.
+pub fn render_causes(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|r| format!("{}: {}\n", r.scenario, r.root_cause))
+        .collect()
+}
+
 /// The controls' part of the table.
 pub fn render_controls(rows: &[ControlRow]) -> String {
     let mut out = String::new();
@@ -249,6 +258,7 @@ pub async fn run(
             expected: format!("{:?} {}", s.expected_category, s.expected_workload),
             rules: rules.category,
             rules_correct: correct(rules.category, &rules.root_cause),
+            root_cause: rules.root_cause.clone(),
             action: (
                 planned,
                 score(planned, s.expected_action, s.expected_category),

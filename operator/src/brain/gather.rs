@@ -190,6 +190,13 @@ async fn newest_failed_pod_of_job(pods: &Api<Pod>, job: &str) -> Option<Pod> {
 /// The last lines of a container, its current and its previous instance,
 /// each bounded; a log that cannot be read (none yet, no previous instance,
 /// no right to read) is left out.
+/// The kubelet's answer for a log it no longer has, which the API server
+/// passes on as the log itself.
+fn is_log_unavailable(text: &str) -> bool {
+    let text = text.trim();
+    !text.contains('\n') && text.starts_with("unable to retrieve container logs for ")
+}
+
 async fn container_logs(pods: &Api<Pod>, pod: &Pod, container: &str) -> Vec<ContainerLog> {
     let Some(name) = pod.metadata.name.as_deref() else {
         return vec![];
@@ -204,6 +211,12 @@ async fn container_logs(pods: &Api<Pod>, pod: &Pod, container: &str) -> Vec<Cont
             ..LogParams::default()
         };
         match pods.logs(name, &params).await {
+            // What the kubelet answers, as the log's text, when the
+            // container's log is gone (the container was removed): not the
+            // program's words.
+            Ok(text) if is_log_unavailable(&text) => {
+                debug!(pod = name, container, previous, answer = %text.trim(), "no log kept")
+            }
             Ok(text) => {
                 let lines = bound_log(&text);
                 if !lines.is_empty() {
@@ -776,6 +789,19 @@ fn by_id(traces: Vec<Trace>) -> BTreeMap<String, Trace> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_kubelets_answer_for_a_lost_log_is_not_taken_for_the_programs_words() {
+        assert!(super::is_log_unavailable(
+            "unable to retrieve container logs for containerd://bc158a7d0051\n"
+        ));
+        assert!(!super::is_log_unavailable(
+            "error: db:5432 did not answer\n"
+        ));
+        assert!(!super::is_log_unavailable(
+            "starting\nunable to retrieve container logs for x\n"
+        ));
+    }
+
     use super::*;
 
     /// A ReplicaSet of revision `rev` with template hash `hash`, running

@@ -78,13 +78,14 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
             };
             (
                 format!(
-                    "exits with code {}{}{said} ({restarts} restarts): fix what it needs, or the init container itself",
+                    "exits with code {}{}{said} ({restarts} {}): fix what it needs, or the init container itself",
                     t.exit_code,
                     t.reason
                         .as_deref()
                         .filter(|r| *r != "Error")
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default(),
+                    if restarts == 1 { "restart" } else { "restarts" },
                 ),
                 format!("`kubectl logs <pod> -c {name} --previous` shows the same error"),
                 format!("`{name}` completes with exit code 0 and the pod still does not start"),
@@ -101,8 +102,9 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
             )
         }
     };
-    let statement =
-        format!("init container `{name}`{at} of {owner} {how}, so the app containers never start");
+    let statement = format!(
+        "init container `{name}`{at} of {owner} {how}; until it completes, the app containers never start"
+    );
     let mut hypotheses = Vec::new();
     // A rollout that added or changed this init container is the cause.
     if let Some(r) = c.rollout.filter(|r| {

@@ -372,7 +372,7 @@ fn a_failing_init_container_is_named_with_its_exit_code_and_the_log_line_that_ex
         "init container `migrate` (spec.template.spec.initContainers[1]) of Deployment/web exits with code 1",
         "its log says: \"2026-12-02T06:57:59Z ERROR migration 0042 failed: relation \\\"orders\\\" does not exist\"",
         "(3 restarts)",
-        "so the app containers never start",
+        "until it completes, the app containers never start",
     ] {
         assert!(
             d.root_cause.contains(part),
