@@ -273,7 +273,7 @@ pub async fn run(
 /// The table, as printed.
 pub fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<34} {:<34} {:<18} {:<5} {:<24} {:<22} {:<5} {:>7} {:>9}\n",
+        "{:<34} {:<34} {:<18} {:<5} {:<26} {:<22} {:<5} {:>7} {:>9}\n",
         "scenario", "expected", "rules", "ok", "action", "model", "ok", "tokens", "latency"
     );
     let mark = |b: bool| if b { "yes" } else { "NO" };
@@ -292,7 +292,7 @@ pub fn render(rows: &[Row]) -> String {
             ),
         };
         out.push_str(&format!(
-            "{:<34} {:<34} {:<18} {:<5} {:<24} {:<22} {:<5} {:>7} {:>7}ms\n",
+            "{:<34} {:<34} {:<18} {:<5} {:<26} {:<22} {:<5} {:>7} {:>7}ms\n",
             r.scenario,
             r.expected,
             format!("{:?}", r.rules),
