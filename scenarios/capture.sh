@@ -268,7 +268,7 @@ if want job-oom; then
       containers:
       - {name: app, $IMG, args: [alloc, "256"], resources: {limits: {memory: 64Mi}, requests: {memory: 64Mi}}}
 YAML
-    capture thumbnails JobFailed OutOfMemory Escalate "a Job's only pod is OOMKilled at its 64Mi limit" job-oom
+    capture thumbnails OOMKilled OutOfMemory Escalate "a Job's only pod is OOMKilled at its 64Mi limit; the Job fails, and its failure joins the OOM incident" job-oom
 fi
 
 if want liveness-nothing-listens; then

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sre_space::crd::{
     ActionType, Category, Incident, Phase, SignalKind, WorkloadKind, WorkloadRef,
 };
-use sre_space_e2e::{Scenario, real_node, real_node_pod_spec, wait_incident};
+use sre_space_e2e::{Scenario, real_node, real_node_pod_spec, wait_incident, wait_until};
 
 /// Long enough for the kubelet's back-off and the Job controller's retries
 /// on a 2-core machine running the whole cluster.
@@ -244,6 +244,60 @@ async fn a_job_past_its_backoff_limit_is_a_job_failure_and_its_pods_are_left_alo
         actions_taken(&inc),
         vec![],
         "nothing recreates a Job's pods"
+    );
+    s.cleanup().await
+}
+
+#[tokio::test]
+async fn a_job_killed_at_its_memory_limit_is_one_out_of_memory_incident() -> Result<()> {
+    real_node()?;
+    let s = scenario("e2e-job-oom").await?;
+    let _operator = s.operator(&[]).await?;
+    let mut spec = real_node_pod_spec(&["alloc", "256"], Some("64Mi"));
+    spec["restartPolicy"] = "Never".into();
+    let job: Job = serde_json::from_value(json!({
+        "metadata": { "name": "thumbnails" },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": { "labels": { "app": "thumbnails", "sre.space/protected": "true" } },
+                "spec": spec
+            }
+        }
+    }))?;
+    Api::<Job>::namespaced(s.client.clone(), s.name())
+        .create(&PostParams::default(), &job)
+        .await?;
+
+    let name = incident_name(WorkloadKind::Job, "thumbnails", SignalKind::OOMKilled);
+    let inc = diagnosed(&s, &name).await?;
+    let (category, cause) = category_and_cause(&inc);
+    assert_eq!(category, Category::OutOfMemory, "{cause}");
+    assert!(cause.contains("64Mi"), "names the limit: {cause}");
+    assert_eq!(
+        actions_taken(&inc),
+        vec![],
+        "a Job's template cannot change"
+    );
+    // The Job's own failure came after, and joined the OOM incident.
+    wait_until(Duration::from_secs(30), "the Job to fail", || {
+        let jobs = Api::<Job>::namespaced(s.client.clone(), s.name());
+        async move {
+            let job = jobs.get("thumbnails").await?;
+            Ok(job
+                .status
+                .and_then(|st| st.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Failed" && c.status == "True"))
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.incident_names().await?,
+        vec![name],
+        "one fault, one incident"
     );
     s.cleanup().await
 }

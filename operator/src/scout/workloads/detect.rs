@@ -573,6 +573,24 @@ fn failure_of(job: &Job) -> Option<String> {
 /// `MaxFailedIndexesExceeded`, `FailedIndexes`). A Job that completed or
 /// still runs is healthy; one whose pods are being stopped after a failure
 /// (`FailureTarget`) is not judged until the controller says `Failed`.
+/// Whether a container of these pods was killed at its memory limit: a Job
+/// that failed after it failed because of it, and the pods' OOMKilled
+/// incident is the one that names the cause.
+pub fn any_oom_killed<P: std::ops::Deref<Target = Pod>>(pods: &[P]) -> bool {
+    pods.iter().any(|p| {
+        p.status.iter().any(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+                .flat_map(|c| [c.state.as_ref(), c.last_state.as_ref()])
+                .flatten()
+                .filter_map(|st| st.terminated.as_ref())
+                .any(|t| t.reason.as_deref() == Some("OOMKilled"))
+        })
+    })
+}
+
 pub fn job_failed(job: &Job) -> Finding {
     let kind = SignalKind::JobFailed;
     let name = name_of(&job.metadata);

@@ -237,6 +237,11 @@ pub async fn reconcile_job(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
                 kind: WorkloadKind::Job,
                 name: job.name_any(),
             };
+            // One fault, one incident: a Job whose pods ran out of memory
+            // is the OOMKilled incident of its pods, not a second one.
+            if detect::any_oom_killed(&scout.workloads.pods_of(&ns, &target)) {
+                return Ok(Action::await_change());
+            }
             (target, detect::job_failed(&job))
         }
     };

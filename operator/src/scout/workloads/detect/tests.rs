@@ -822,3 +822,20 @@ fn runs_are_ordered_by_the_time_the_cronjob_controller_scheduled_them() {
     assert_eq!(cronjob_of(&late).as_deref(), Some("backup"));
     assert_eq!(cronjob_of(&completed("migrate", None)), None);
 }
+
+#[test]
+fn a_job_whose_pod_was_oom_killed_is_told_by_the_pods_oom_incident() {
+    let pod = |reason: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "thumbnails-x", "namespace": "shop" },
+            "status": { "phase": "Failed", "containerStatuses": [{
+                "name": "app", "image": "w", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "terminated": { "exitCode": 137, "reason": reason } }
+            }] }
+        }))
+        .expect("a pod")
+    };
+    assert!(any_oom_killed(&[std::sync::Arc::new(pod("OOMKilled"))]));
+    assert!(!any_oom_killed(&[std::sync::Arc::new(pod("Error"))]));
+    assert!(!any_oom_killed::<std::sync::Arc<Pod>>(&[]));
+}
