@@ -24,7 +24,14 @@ sed -e 's/mode: Automatic/mode: DryRun/' -e 's/gracePeriodSeconds: [0-9]*/graceP
     -e 's/restartThreshold: [0-9]*/restartThreshold: 1/' examples/remediation-policy.yaml | kubectl apply -n $ns -f - >/dev/null
 SRE_SPACE_WATCH_NAMESPACE=$ns "$bin/sre-space" >/tmp/scenario-operator.log 2>&1 &
 operator=$!
-trap 'kill $operator 2>/dev/null' EXIT
+# Stopped however the script ends; once, in a failed run, the operator
+# outlived a plain TERM, so it gets 10 s and then KILL.
+stop_operator() {
+    kill "$operator" 2>/dev/null || return 0
+    for _ in $(seq 20); do kill -0 "$operator" 2>/dev/null || return 0; sleep 0.5; done
+    kill -9 "$operator" 2>/dev/null || true
+}
+trap stop_operator EXIT
 
 deploy() { # name memory [cpu]
     sed -e "s/policy-service/$1/g" -e "s/64Mi/$2/" examples/demo-workload.yaml | kubectl apply -n $ns -f - >/dev/null
