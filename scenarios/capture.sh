@@ -244,6 +244,34 @@ YAML
     capture ledger-init InitContainerFailed InitFailure Escalate "an init container that migrates the schema exits 3 on every start" init-crashloop
 fi
 
+if want init-wait-for-dependency; then
+    real_deploy accounts <<YAML
+      initContainers:
+      - {name: wait-for-db, $IMG, args: [exit, "1", "error: timed out after 30s waiting for postgres at db:5432"]}
+      containers:
+      - {name: app, $IMG, args: [sleep]}
+YAML
+    capture accounts InitContainerFailed InitFailure Escalate "an init container waits for a database that never answers and exits 1" init-wait-for-dependency
+fi
+
+if want init-error-bare-pod; then
+    kubectl apply -n $ns -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: seed-data, labels: {app: seed-data, sre.space/protected: "true"}}
+spec:
+  restartPolicy: Never
+  nodeSelector: {sre.space/node: real}
+  tolerations: [{key: sre.space/node, operator: Equal, value: real, effect: NoSchedule}]
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - {name: fetch-fixtures, $IMG, args: [exit, "4", "error: fixtures bucket returned 403 Forbidden"]}
+  containers:
+  - {name: app, $IMG, args: [sleep]}
+YAML
+    capture seed-data InitContainerFailed InitFailure Escalate "a bare pod with restartPolicy Never whose init container exits 4 (Init:Error)" init-error-bare-pod
+fi
+
 if want init-added-by-rollout; then
     real_deploy orders <<YAML
       containers:
