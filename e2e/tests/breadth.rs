@@ -406,3 +406,92 @@ async fn a_failing_liveness_probe_is_a_probe_failure_naming_port_and_path() -> R
     );
     s.cleanup().await
 }
+
+#[tokio::test]
+async fn a_rollout_past_its_progress_deadline_is_stalled_and_blamed_on_the_rollout() -> Result<()> {
+    real_node()?;
+    let s = scenario("e2e-stalled").await?;
+    let mut d = serde_json::to_value(real_deployment("pricing", &["sleep"], |_| {}))?;
+    d["spec"]["progressDeadlineSeconds"] = 10.into();
+    create_deployment(&s, &serde_json::from_value(d)?).await?;
+    sre_space_e2e::wait_ready(&s.client, s.name(), "pricing", 1, LONG).await?;
+    let _operator = s.operator(&[]).await?;
+    // An image the node does not have, and may not pull: the new pod never
+    // starts and the rollout makes no progress.
+    Api::<Deployment>::namespaced(s.client.clone(), s.name())
+        .patch(
+            "pricing",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(json!({ "spec": { "template": { "spec": {
+                "containers": [{ "name": "app", "image": "sre.space/workload:missing" }]
+            } } } })),
+        )
+        .await?;
+
+    let name = incident_name(
+        WorkloadKind::Deployment,
+        "pricing",
+        SignalKind::RolloutStalled,
+    );
+    let inc = diagnosed(&s, &name).await?;
+    let (category, cause) = category_and_cause(&inc);
+    assert_eq!(category, Category::BadRollout, "{cause}");
+    assert!(cause.contains("ProgressDeadlineExceeded"), "{cause}");
+    assert!(cause.contains("image"), "names the changed field: {cause}");
+    let taken = actions_taken(&inc);
+    assert!(
+        taken.iter().all(|a| *a == ActionType::Rollback),
+        "only a rollback can help: {taken:?}"
+    );
+    s.cleanup().await
+}
+
+#[tokio::test]
+async fn a_pod_evicted_for_node_pressure_blames_the_node_not_the_workload() -> Result<()> {
+    let s = scenario("e2e-evicted").await?;
+    create_deployment(&s, &sre_space_e2e::deployment("cache", 1, "64Mi")).await?;
+    sre_space_e2e::wait_ready(&s.client, s.name(), "cache", 1, LONG).await?;
+    let _operator = s.operator(&[]).await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.client.clone(), s.name());
+    let pod = pods
+        .list(&kube::api::ListParams::default().labels("app=cache"))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .expect("the cache pod");
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    // What the kubelet's eviction manager writes; kwok is told to keep out.
+    pods.patch(
+        &pod_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "metadata": { "annotations": {
+            "kwok.x-k8s.io/status": "custom"
+        } } })),
+    )
+    .await?;
+    let message =
+        "The node was low on resource: memory. Threshold quantity: 100Mi, available: 61440Ki. ";
+    pods.patch_status(
+        &pod_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "status": {
+            "phase": "Failed", "reason": "Evicted", "message": message,
+            "conditions": [{ "type": "DisruptionTarget", "status": "True",
+                "reason": "TerminationByKubelet", "message": message }]
+        } })),
+    )
+    .await?;
+
+    let name = incident_name(WorkloadKind::Deployment, "cache", SignalKind::NodeFailure);
+    let inc = diagnosed(&s, &name).await?;
+    let (category, cause) = category_and_cause(&inc);
+    assert_eq!(category, Category::NodeFailure, "{cause}");
+    assert!(cause.contains("memory"), "names the pressure: {cause}");
+    assert!(
+        cause.contains("not Deployment/cache"),
+        "the workload is not blamed: {cause}"
+    );
+    assert_eq!(actions_taken(&inc), vec![], "{cause}");
+    s.cleanup().await
+}
