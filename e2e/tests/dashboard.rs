@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use fantoccini::{Client as Browser, ClientBuilder};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::PostParams;
@@ -386,11 +386,24 @@ async fn drive(
     let shot = screenshot(&png, "dashboard.png")?;
     loud(&format!("dashboard: screenshot {}", shot.display()));
 
-    // The incident page: reached by its link, with the whole story.
-    let link = browser
-        .find(Locator::Css(&format!("tr[data-incident=\"{incident}\"] a")))
+    // The incident page: reached by its link, with the whole story. Found
+    // and followed in one script: the live table may re-render the row
+    // between a WebDriver find and its click (a stale element).
+    let followed = browser
+        .execute(
+            r#"
+            const link = document.querySelector(`tr[data-incident="${CSS.escape(arguments[0])}"] a`);
+            if (!link) { return false; }
+            link.click();
+            return true;
+            "#,
+            vec![json!(incident)],
+        )
         .await?;
-    link.click().await?;
+    ensure!(
+        followed == json!(true),
+        "the overview has no link to incident {incident}"
+    );
     let deadline = Instant::now() + Duration::from_secs(40);
     let page = loop {
         let page = browser
