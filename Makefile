@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: bench bench-conversion build cluster-down cluster-status cluster-up crds demo demo-images deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
+.PHONY: bench bench-conversion build chart-docs cluster-down cluster-status cluster-up crds demo demo-images deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -48,6 +48,10 @@ crds:
 	cargo run -q -p sre-space-operator --bin crdgen -- --out-dir crds
 	rm -f charts/sre-space/files/crds/*.yaml
 	cp crds/*.yaml charts/sre-space/files/crds/
+
+## chart-docs: write charts/sre-space/README.md from the comments in its values.yaml (helm-docs)
+chart-docs:
+	@e2e/chart-docs.sh
 
 build:
 	cargo build --workspace --bins

@@ -76,6 +76,11 @@ JAEGER_BIN=$CACHE_DIR/bin/jaeger-$JAEGER_VERSION
 # The broker's jars, as Maven resolved them from e2e/build/kafka/pom.xml.
 KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
 
+# helm-docs writes the chart's README from the comments of its values.yaml
+# (`make chart-docs`, e2e/chart-docs.sh).
+HELM_DOCS_VERSION=$(module_version helm-docs github.com/norwoodj/helm-docs)
+HELM_DOCS_BIN=$CACHE_DIR/bin/helm-docs-$HELM_DOCS_VERSION
+
 # Our image packer (e2e/build/image), cached by go-containerregistry version
 # and by the tool's own source, so a change to it is rebuilt.
 IMAGE_TOOL_VERSION=$(module_version image github.com/google/go-containerregistry)

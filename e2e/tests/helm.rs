@@ -1,8 +1,12 @@
-//! The Helm charts and the sre-chaos CLI on the real local cluster: the
-//! charts render, their schemas refuse bad values naming the field, the
-//! operator's chart installs into a namespace that enforces the `restricted`
-//! Pod Security level, its RBAC lets the operator do its whole job and
-//! nothing more, and every chaos command is undone by `revert`.
+//! The Helm charts and the sre-chaos CLI: the charts render (what each
+//! value turns on, the monitoring objects only with their API, the
+//! dashboard's JSON, the README as the values' comments write it), their
+//! schemas refuse bad values naming the field; those tests run `helm
+//! template`, `helm lint` and a client-side `helm install --dry-run` and
+//! need no cluster. On the real local cluster: the operator's chart installs
+//! into a namespace that enforces the `restricted` Pod Security level, its
+//! RBAC lets the operator do its whole job and nothing more, and every chaos
+//! command is undone by `revert`.
 #![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +34,8 @@ use sre_space_e2e::{
 const CHART: &str = "charts/sre-space";
 const DEMO_CHART: &str = "charts/demo-services";
 const LONG: Duration = Duration::from_secs(60);
+/// The API group and version the Prometheus Operator serves.
+const MONITORING: &str = "monitoring.coreos.com/v1";
 
 fn chart(path: &str) -> String {
     repo_dir().join(path).to_string_lossy().into_owned()
@@ -116,8 +122,10 @@ fn checked_in_crds() -> Result<BTreeMap<String, Value>> {
 
 /// Values at the edges of what the schema allows: stopped, one namespace,
 /// an existing account, no CRDs, numbers too big for a float's default
-/// format, the reserved secrets referenced. Returns the path of a file of
-/// the caller's own (`test`).
+/// format, the reserved secrets referenced, every optional integration on
+/// (traces, OpenTelemetry, Kafka, monitoring, the Grafana dashboard, an
+/// allow-list by selector) and the lists a user extends. Returns the path
+/// of a file of the caller's own (`test`).
 fn edge_values(test: &str) -> Result<String> {
     let edge = std::env::temp_dir().join(format!(
         "sre-space-edge-values-{}-{test}.yaml",
@@ -140,6 +148,28 @@ github: {tokenSecret: {name: github-token}}
 llm: {apiKeySecret: {name: llm, key: openai}}
 dashboard: {enabled: true, address: 0.0.0.0, port: 65535, tokenSecret: {name: dash, key: t}, jaegerUrl: "http://jaeger.ops:16686"}
 resources: {requests: {cpu: "1", memory: 1Gi}, limits: {cpu: 1500m, memory: 2Gi}}
+traces: {jaegerQueryUrl: "http://jaeger-query.observability:16686"}
+otel:
+  endpoint: "https://otel.example:4318"
+  serviceName: ops-watcher
+  resourceAttributes: {deployment.environment: prod, k8s.cluster.name: east}
+  headersSecret: {name: otel-headers, key: h}
+kafka: {bootstrap: "kafka-0.kafka:9092,kafka-1.kafka:9092", group: ops}
+allowList:
+  namespaces:
+  - namespaceSelector:
+      matchExpressions: [{key: team, operator: Exists}]
+    healthCheckHosts: ["*.partner.example", "10.20.0.0/16"]
+metrics:
+  serviceMonitor: {enabled: true, interval: 1m30s, scrapeTimeout: 10s, labels: {release: prom}}
+  prometheusRule: {enabled: true, labels: {release: prom}, ruleLabels: {team: sre}}
+grafana:
+  dashboard: {enabled: true, label: example.com/dashboard, labelValue: "yes", namespace: monitoring, annotations: {grafana_folder: SRE}}
+podDisruptionBudget: {enabled: true, maxUnavailable: 100%}
+topologySpreadConstraints: []
+extraEnv: [{name: OTEL_EXPORTER_OTLP_TIMEOUT, value: "5000"}]
+extraVolumes: [{name: scratch, emptyDir: {sizeLimit: 16Mi}}]
+extraVolumeMounts: [{name: scratch, mountPath: /scratch}]
 "#,
     )?;
     Ok(edge.to_string_lossy().into_owned())
@@ -148,6 +178,19 @@ resources: {requests: {cpu: "1", memory: 1Gi}, limits: {cpu: 1500m, memory: 2Gi}
 #[tokio::test]
 async fn both_charts_lint_clean_with_default_and_edge_values() -> Result<()> {
     let edge = edge_values("lint")?;
+    // The edge values with the monitoring API served: the ServiceMonitor
+    // and PrometheusRule are rendered, and must be valid YAML with the rest.
+    let monitored = objects(&helm_output(&[
+        "template",
+        "rel",
+        &chart(CHART),
+        "-f",
+        &edge,
+        "--api-versions",
+        MONITORING,
+    ])?)?;
+    assert!(!of_kind(&monitored, "ServiceMonitor").is_empty());
+    assert!(!of_kind(&monitored, "PrometheusRule").is_empty());
     for (path, extra) in [
         (CHART, None),
         (CHART, Some(edge.as_str())),
@@ -178,6 +221,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
                 ("ClusterRoleBinding", 1),
                 ("CustomResourceDefinition", 3),
                 ("Deployment", 1),
+                ("PodDisruptionBudget", 1),
                 ("Role", 1),
                 ("RoleBinding", 1),
                 ("Service", 1),
@@ -187,7 +231,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
-        "the operator, its RBAC, people's roles, the approval policy, its CRDs and its metrics Service"
+        "the operator, its RBAC, people's roles, the approval policy, its CRDs, its metrics Service and a disruption budget"
     );
     let d = of_kind(&all, "Deployment")[0];
     assert_eq!(d["spec"]["replicas"], 2, "a leader and a standby");
@@ -232,6 +276,12 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
         "SRE_SPACE_GITHUB_TOKEN",
         "SRE_SPACE_LLM_API_KEY",
         "SRE_SPACE_DASHBOARD_ADDR",
+        "SRE_SPACE_JAEGER_QUERY",
+        "SRE_SPACE_KAFKA_BOOTSTRAP",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_EXPORTER_OTLP_HEADERS",
     ] {
         assert!(!env.contains_key(absent), "{absent} is unset by default");
     }
@@ -302,6 +352,7 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
         BTreeMap::from(
             [
                 ("ClusterRole", 4),
+                ("ConfigMap", 2),
                 ("Deployment", 1),
                 ("Role", 1),
                 ("RoleBinding", 2),
@@ -311,7 +362,9 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
-        "no CRDs, no ServiceAccount, and a RoleBinding instead of the ClusterRoleBinding"
+        "no CRDs, no ServiceAccount, a RoleBinding instead of the ClusterRoleBinding, no \
+         disruption budget for no replicas, no ServiceMonitor or PrometheusRule without their \
+         API; the allow-list and the dashboard ConfigMaps"
     );
     let binding = of_kind(&edge_objects, "RoleBinding")
         .into_iter()
@@ -348,6 +401,54 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
     );
     assert_eq!(env["SRE_SPACE_JAEGER_UI"], "http://jaeger.ops:16686");
     assert_eq!(container["ports"][1]["containerPort"], 65535);
+    assert_eq!(
+        env["SRE_SPACE_JAEGER_QUERY"],
+        "http://jaeger-query.observability:16686"
+    );
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "https://otel.example:4318"
+    );
+    assert_eq!(env["OTEL_SERVICE_NAME"], "ops-watcher");
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"],
+        "deployment.environment=prod,k8s.cluster.name=east"
+    );
+    assert_eq!(
+        secret("OTEL_EXPORTER_OTLP_HEADERS")?["secretKeyRef"],
+        serde_json::json!({ "name": "otel-headers", "key": "h" })
+    );
+    assert_eq!(
+        env["SRE_SPACE_KAFKA_BOOTSTRAP"],
+        "kafka-0.kafka:9092,kafka-1.kafka:9092"
+    );
+    assert_eq!(env["SRE_SPACE_KAFKA_GROUP"], "ops");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_TIMEOUT"], "5000");
+    assert_eq!(env["SRE_SPACE_LEASE_NAME"], "ops-watcher");
+    let pod = &d["spec"]["template"]["spec"];
+    assert!(
+        pod["topologySpreadConstraints"].is_null(),
+        "[] turns spreading off"
+    );
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names(&pod["volumes"]), ["allowlist", "scratch"]);
+    assert_eq!(names(&container["volumeMounts"]), ["allowlist", "scratch"]);
+    let dashboard = named(&edge_objects, "ConfigMap", "ops-watcher-dashboard")?;
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        dashboard["metadata"]["labels"]["example.com/dashboard"],
+        "yes"
+    );
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "SRE"
+    );
     Ok(())
 }
 
@@ -477,6 +578,535 @@ async fn the_chart_ships_roles_for_people_and_has_the_api_server_check_who_appro
         !kinds.contains_key("ValidatingAdmissionPolicyBinding"),
         "{kinds:?}"
     );
+    Ok(())
+}
+
+/// `helm template RELEASE charts/sre-space --namespace ops ARGS...`, parsed.
+fn template_release(release: &str, args: &[&str]) -> Result<Vec<Value>> {
+    let path = chart(CHART);
+    let mut all = vec!["template", release, path.as_str(), "--namespace", "ops"];
+    all.extend_from_slice(args);
+    objects(&helm_output(&all)?)
+}
+
+/// The label selector of the operator's pods, as the Deployment declares it.
+fn pod_selector(objects: &[Value]) -> Value {
+    of_kind(objects, "Deployment")[0]["spec"]["selector"]["matchLabels"].clone()
+}
+
+#[tokio::test]
+async fn a_disruption_budget_keeps_a_standby_through_a_drain_only_when_there_is_one() -> Result<()>
+{
+    let all = template(&[])?;
+    let pdbs = of_kind(&all, "PodDisruptionBudget");
+    assert_eq!(pdbs.len(), 1, "two replicas by default: a budget");
+    assert_eq!(pdbs[0]["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdbs[0]["spec"]["selector"]["matchLabels"],
+        pod_selector(&all),
+        "the budget counts exactly the operator's pods"
+    );
+    let percent = template(&[
+        "--set",
+        "replicaCount=4,podDisruptionBudget.maxUnavailable=50%",
+    ])?;
+    assert_eq!(
+        of_kind(&percent, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"],
+        "50%"
+    );
+    for (set, why) in [
+        (
+            "replicaCount=1",
+            "one replica: a budget would block every drain",
+        ),
+        ("replicaCount=0", "no replicas"),
+        ("podDisruptionBudget.enabled=false", "turned off"),
+    ] {
+        let objects = template(&["--set", set])?;
+        assert!(
+            of_kind(&objects, "PodDisruptionBudget").is_empty(),
+            "{set}: {why}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn replicas_prefer_separate_nodes_without_refusing_a_one_node_cluster() -> Result<()> {
+    let all = template(&[])?;
+    let pod = &of_kind(&all, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["topologySpreadConstraints"],
+        serde_json::json!([{
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": { "matchLabels": pod_selector(&all) },
+        }]),
+        "a preference, not a requirement, over this release's pods"
+    );
+
+    // A list of one's own replaces it; a constraint naming its own
+    // selector keeps it.
+    let zones = template(&[
+        "--set-json",
+        r#"topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"topology.kubernetes.io/zone","whenUnsatisfiable":"DoNotSchedule"},{"maxSkew":2,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"ScheduleAnyway","labelSelector":{"matchLabels":{"tier":"ops"}}}]"#,
+    ])?;
+    let spread =
+        &of_kind(&zones, "Deployment")[0]["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(
+        spread[0]["labelSelector"]["matchLabels"],
+        pod_selector(&zones)
+    );
+    assert_eq!(
+        spread[1]["labelSelector"],
+        serde_json::json!({ "matchLabels": { "tier": "ops" } })
+    );
+    assert_eq!(spread.as_array().map(Vec::len), Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_releases_elect_their_leaders_on_two_leases() -> Result<()> {
+    let mut leases = BTreeSet::new();
+    for release in ["blue", "green"] {
+        let all = template_release(release, &[])?;
+        let lease = operator_env(&all)
+            .remove("SRE_SPACE_LEASE_NAME")
+            .context("the operator is told its Lease's name")?;
+        assert_eq!(lease, format!("{release}-sre-space"), "the full name");
+        // The Role renews that Lease and no other.
+        let role = named(&all, "Role", &format!("{release}-sre-space-leases"))?;
+        let rules = role["rules"].as_array().context("rules")?;
+        for rule in rules {
+            let verbs = rule["verbs"].to_string();
+            if verbs.contains("get") || verbs.contains("update") {
+                assert_eq!(rule["resourceNames"], serde_json::json!([lease]), "{rule}");
+            } else {
+                assert_eq!(rule["verbs"], serde_json::json!(["create"]), "{rule}");
+            }
+        }
+        leases.insert(lease);
+    }
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    let renamed = template(&["--set", "fullnameOverride=ops-watcher"])?;
+    assert_eq!(
+        operator_env(&renamed)["SRE_SPACE_LEASE_NAME"],
+        "ops-watcher"
+    );
+    Ok(())
+}
+
+/// The names the operator registers its metrics under (telemetry.rs), with
+/// the `sre_space_` prefix.
+fn registered_metrics() -> Result<BTreeSet<String>> {
+    let source = std::fs::read_to_string(repo_dir().join("operator/src/telemetry.rs"))?;
+    let mut names = BTreeSet::new();
+    let mut rest = source.as_str();
+    while let Some(at) = rest.find("registry.register(") {
+        rest = &rest[at..];
+        let start = rest.find('"').context("a metric name")? + 1;
+        let end = start + rest[start..].find('"').context("its end")?;
+        names.insert(format!("sre_space_{}", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    Ok(names)
+}
+
+/// Every `sre_space_` series an expression reads, each a metric the operator
+/// exports (counters end in `_total`, histograms in `_bucket`, `_count`,
+/// `_sum`).
+fn assert_reads_exported_metrics(expr: &str, exported: &BTreeSet<String>) {
+    let mut rest = expr;
+    let mut read = 0;
+    while let Some(at) = rest.find("sre_space_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            exported.contains(base) || exported.contains(&name),
+            "{name} is not a metric the operator exports ({exported:?}): {expr}"
+        );
+        read += 1;
+        rest = &rest[at + name.len()..];
+    }
+    assert!(read > 0, "reads the operator's metrics: {expr}");
+}
+
+#[tokio::test]
+async fn monitoring_objects_need_the_prometheus_operators_api_and_their_values() -> Result<()> {
+    let both = [
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true",
+    ];
+    // Asked for, but the cluster does not serve the API: nothing that
+    // would fail the install, and the notes say so.
+    let without_api = template(&both)?;
+    assert!(of_kind(&without_api, "ServiceMonitor").is_empty());
+    assert!(of_kind(&without_api, "PrometheusRule").is_empty());
+    let notes = notes(&both)?;
+    assert!(
+        notes.contains("metrics.serviceMonitor.enabled is set, but this cluster does not serve")
+            && notes.contains("no PrometheusRule was created"),
+        "{notes}"
+    );
+    // Served, but not asked for.
+    let not_asked = template(&["--api-versions", MONITORING])?;
+    assert!(of_kind(&not_asked, "ServiceMonitor").is_empty());
+    assert!(of_kind(&not_asked, "PrometheusRule").is_empty());
+
+    let all = template(&[
+        "--api-versions",
+        MONITORING,
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.interval=15s,metrics.serviceMonitor.labels.release=prom",
+        "--set",
+        "metrics.prometheusRule.labels.release=prom,metrics.prometheusRule.ruleLabels.team=sre",
+    ])?;
+    // The ServiceMonitor finds the metrics Service, and no other, by its
+    // labels, and scrapes its port.
+    let monitor = named(&all, "ServiceMonitor", "rel-sre-space")?;
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
+    let service = named(&all, "Service", "rel-sre-space-metrics")?;
+    let wanted = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .context("matchLabels")?;
+    assert!(wanted.contains_key("app.kubernetes.io/component"));
+    for (key, value) in wanted {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!(["ops"])
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["interval"], "15s");
+
+    // The alerts: each reads metrics the operator exports, does not depend
+    // on how the controller label is spelled, carries the rule labels and
+    // says what to check.
+    let rule = named(&all, "PrometheusRule", "rel-sre-space")?;
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let exported = registered_metrics()?;
+    let alerts = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .context("rules")?;
+    let names: BTreeSet<&str> = alerts.iter().filter_map(|a| a["alert"].as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "SreSpaceActionsFailing",
+            "SreSpaceCircuitBreakerOpen",
+            "SreSpaceNoLeader",
+            "SreSpaceReconcileErrors",
+            "SreSpaceReconcileStalled",
+        ])
+    );
+    for alert in alerts {
+        let name = &alert["alert"];
+        let expr = alert["expr"].as_str().context("expr")?;
+        assert_reads_exported_metrics(expr, &exported);
+        assert!(!expr.contains("controller="), "{name}: {expr}");
+        assert!(
+            expr.contains(r#"job="rel-sre-space-metrics", namespace="ops""#),
+            "{name} reads this release's series only: {expr}"
+        );
+        assert_eq!(alert["labels"]["team"], "sre", "{name}");
+        assert!(alert["labels"]["severity"].is_string(), "{name}");
+        let summary = alert["annotations"]["summary"].as_str().unwrap_or_default();
+        let description = alert["annotations"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!summary.is_empty(), "{name} has a summary");
+        assert!(
+            description.contains("kubectl "),
+            "{name} says what to check: {description}"
+        );
+    }
+    let breaker = alerts
+        .iter()
+        .find(|a| a["alert"] == "SreSpaceCircuitBreakerOpen")
+        .context("the breaker's alert")?;
+    assert!(
+        breaker["expr"]
+            .as_str()
+            .is_some_and(|e| e.contains("sre_space_circuit_breaker_open")),
+        "{breaker}"
+    );
+
+    // A stopped operator (replicaCount 0) is not an outage.
+    let stopped = template(&[
+        "--api-versions",
+        MONITORING,
+        "--set",
+        "metrics.prometheusRule.enabled=true,replicaCount=0",
+    ])?;
+    let rules = named(&stopped, "PrometheusRule", "rel-sre-space")?["spec"]["groups"][0]["rules"]
+        .to_string();
+    assert!(!rules.contains("SreSpaceNoLeader"), "{rules}");
+    assert!(!rules.contains("SreSpaceReconcileStalled"), "{rules}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_is_valid_json_in_a_configmap_the_sidecar_loads() -> Result<()> {
+    // The file itself, as Grafana would import it.
+    let file =
+        std::fs::read_to_string(repo_dir().join(CHART).join("files/grafana-dashboard.json"))?;
+    let dashboard: Value =
+        serde_json::from_str(&file).context("files/grafana-dashboard.json is not valid JSON")?;
+
+    assert!(
+        of_kind(&template(&[])?, "ConfigMap").is_empty(),
+        "off by default"
+    );
+    let all = template(&["--set", "grafana.dashboard.enabled=true"])?;
+    let map = named(&all, "ConfigMap", "rel-sre-space-dashboard")?;
+    assert_eq!(map["metadata"]["namespace"], "ops");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let data = map["data"].as_object().context("data")?;
+    assert_eq!(data.len(), 1);
+    let (key, json) = data.iter().next().context("one dashboard")?;
+    assert!(key.ends_with(".json"), "{key}");
+    let rendered: Value = serde_json::from_str(json.as_str().unwrap_or_default())
+        .context("the ConfigMap's dashboard is not valid JSON")?;
+    assert_eq!(rendered, dashboard, "the file, unchanged");
+
+    let panels = dashboard["panels"].as_array().context("panels")?;
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in ["MTTD", "MTTR", "Actions by result", "Open incidents"] {
+        assert!(
+            titles.iter().any(|t| t.contains(wanted)),
+            "a {wanted} panel: {titles:?}"
+        );
+    }
+    let exported = registered_metrics()?;
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().context("expr")?;
+            assert_reads_exported_metrics(expr, &exported);
+        }
+    }
+    let quantiles = panels
+        .iter()
+        .filter(|p| p["targets"].to_string().contains("histogram_quantile"))
+        .count();
+    assert_eq!(
+        quantiles, 2,
+        "MTTD and MTTR as quantiles of their histograms"
+    );
+
+    // Another sidecar's label, in the sidecar's namespace.
+    let elsewhere = template(&[
+        "--set",
+        "grafana.dashboard.enabled=true,grafana.dashboard.label=dashboards,grafana.dashboard.labelValue=sre,grafana.dashboard.namespace=monitoring",
+    ])?;
+    let map = named(&elsewhere, "ConfigMap", "rel-sre-space-dashboard")?;
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+    assert_eq!(map["metadata"]["labels"]["dashboards"], "sre");
+    assert!(map["metadata"]["labels"]["grafana_dashboard"].is_null());
+    Ok(())
+}
+
+#[tokio::test]
+async fn extra_env_and_volumes_are_appended_after_the_charts_own() -> Result<()> {
+    let all = template(&[
+        "--set",
+        "allowList.namespaces[0].namespace=shop",
+        "--set-json",
+        r#"extraEnv=[{"name":"OTEL_EXPORTER_OTLP_TIMEOUT","value":"5000"},{"name":"TEAM","valueFrom":{"configMapKeyRef":{"name":"team","key":"name"}}}]"#,
+        "--set-json",
+        r#"extraVolumes=[{"name":"scratch","emptyDir":{"sizeLimit":"16Mi"}}]"#,
+        "--set-json",
+        r#"extraVolumeMounts=[{"name":"scratch","mountPath":"/scratch"}]"#,
+    ])?;
+    let pod = &of_kind(&all, "Deployment")[0]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .context("env")?
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        &env[env.len() - 2..],
+        ["OTEL_EXPORTER_OTLP_TIMEOUT", "TEAM"],
+        "last, so one of them may override the chart's: {env:?}"
+    );
+    assert!(env.contains(&"SRE_SPACE_ALLOWLIST"));
+    assert_eq!(
+        container["env"][env.len() - 1]["valueFrom"]["configMapKeyRef"]["name"],
+        "team"
+    );
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([
+            { "name": "allowlist", "configMap": { "name": "rel-sre-space-allowlist" } },
+            { "name": "scratch", "emptyDir": { "sizeLimit": "16Mi" } },
+        ])
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        serde_json::json!([
+            { "name": "allowlist", "mountPath": "/etc/sre-space/allowlist", "readOnly": true },
+            { "name": "scratch", "mountPath": "/scratch" },
+        ])
+    );
+
+    // Without the chart's own volume, the extra ones alone.
+    let alone = template(&[
+        "--set-json",
+        r#"extraVolumes=[{"name":"tmp","emptyDir":{}}]"#,
+        "--set-json",
+        r#"extraVolumeMounts=[{"name":"tmp","mountPath":"/tmp"}]"#,
+    ])?;
+    let pod = &of_kind(&alone, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([{ "name": "tmp", "emptyDir": {} }])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        serde_json::json!([{ "name": "tmp", "mountPath": "/tmp" }])
+    );
+    let plain = template(&[])?;
+    let pod = &of_kind(&plain, "Deployment")[0]["spec"]["template"]["spec"];
+    assert!(pod["volumes"].is_null() && pod["containers"][0]["volumeMounts"].is_null());
+    Ok(())
+}
+
+#[tokio::test]
+async fn traces_and_opentelemetry_reach_the_operator_under_the_names_it_reads() -> Result<()> {
+    let all = template(&[
+        "--set",
+        "traces.jaegerQueryUrl=http://jaeger-query.observability:16686",
+        "--set",
+        "otel.endpoint=http://otel-collector.observability:4318,otel.serviceName=sre-space-prod",
+        "--set",
+        "otel.resourceAttributes.k8s\\.cluster\\.name=east,otel.resourceAttributes.deployment\\.environment=prod",
+        "--set",
+        "otel.headersSecret.name=otel-auth",
+        "--set",
+        "dashboard.enabled=true,dashboard.jaegerUrl=https://jaeger.example.com",
+    ])?;
+    let env = operator_env(&all);
+    // What the operator reads traces from, and the link people follow, are
+    // two settings.
+    assert_eq!(
+        env["SRE_SPACE_JAEGER_QUERY"],
+        "http://jaeger-query.observability:16686"
+    );
+    assert_eq!(env["SRE_SPACE_JAEGER_UI"], "https://jaeger.example.com");
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://otel-collector.observability:4318"
+    );
+    assert_eq!(env["OTEL_SERVICE_NAME"], "sre-space-prod");
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"], "deployment.environment=prod,k8s.cluster.name=east",
+        "key=value pairs in key order"
+    );
+    let headers: Value = serde_json::from_str(&env["OTEL_EXPORTER_OTLP_HEADERS"])?;
+    assert_eq!(
+        headers["secretKeyRef"],
+        serde_json::json!({ "name": "otel-auth", "key": "headers" })
+    );
+
+    // The exporter's settings mean nothing without an endpoint: none is set.
+    let no_endpoint = template(&["--set", "otel.serviceName=sre-space-prod"])?;
+    let env = operator_env(&no_endpoint);
+    assert!(
+        !env.keys().any(|k| k.starts_with("OTEL_")),
+        "{:?}",
+        env.keys()
+    );
+    Ok(())
+}
+
+/// The notes `helm install` prints with these arguments (no cluster needed).
+fn notes(args: &[&str]) -> Result<String> {
+    let path = chart(CHART);
+    let mut all = vec![
+        "install",
+        "rel",
+        path.as_str(),
+        "--namespace",
+        "ops",
+        "--dry-run=client",
+    ];
+    all.extend_from_slice(args);
+    let out = helm_output(&all)?;
+    let at = out.find("NOTES:").context("helm printed the notes")?;
+    Ok(out[at..].to_string())
+}
+
+#[tokio::test]
+async fn the_notes_show_commands_that_work_without_a_checkout() -> Result<()> {
+    let notes = notes(&[])?;
+    for command in [
+        "kubectl get incidents -A -w",
+        "kubectl explain remediationpolicy.spec",
+        "kubectl get lease -n ops rel-sre-space",
+        "kubectl logs -n ops deployment/rel-sre-space",
+    ] {
+        assert!(notes.contains(command), "{command} in:\n{notes}");
+    }
+    assert!(
+        !notes.contains("-f examples/") && !notes.contains("--path chaos"),
+        "nothing that needs the source repository checked out:\n{notes}"
+    );
+    assert!(!notes.contains("not use them yet"), "{notes}");
+
+    // The policy it shows is one the operator reads.
+    let start = notes.find("<<'EOF'\n").context("the example policy")? + "<<'EOF'\n".len();
+    let end = start + notes[start..].find("\n     EOF").context("its end")?;
+    let yaml: String = notes[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("     ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let policy: RemediationPolicy =
+        serde_yaml::from_str(&yaml).with_context(|| format!("the notes' policy:\n{yaml}"))?;
+    assert!(!policy.spec.triggers.is_empty() && !policy.spec.actions.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_chart_readme_is_written_from_the_values_comments() -> Result<()> {
+    // helm-docs at the pinned version (built on first use) renders the
+    // README again and compares.
+    let out = std::process::Command::new(repo_dir().join("e2e/chart-docs.sh"))
+        .arg("--check")
+        .output()
+        .context("running e2e/chart-docs.sh --check")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: every value of values.yaml has a row.
+    let readme = std::fs::read_to_string(repo_dir().join(CHART).join("README.md"))?;
+    for key in [
+        "| traces.jaegerQueryUrl |",
+        "| otel.endpoint |",
+        "| metrics.prometheusRule.enabled |",
+        "| grafana.dashboard.enabled |",
+        "| podDisruptionBudget.maxUnavailable |",
+        "| extraEnv |",
+    ] {
+        assert!(readme.contains(key), "{key}");
+    }
     Ok(())
 }
 
@@ -630,7 +1260,7 @@ async fn the_demo_chart_deploys_the_demo_business_with_peers_by_service_or_loopb
 #[tokio::test]
 async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
     let (operator, demo) = (chart(CHART), chart(DEMO_CHART));
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: &[(&str, &str, &str)] = &[
         (
             &operator,
             "replicaCount=-1",
@@ -672,12 +1302,58 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
             "additional properties 'replicas' not allowed",
         ),
         (
+            &operator,
+            "podDisruptionBudget.maxUnavailable=0",
+            "at '/podDisruptionBudget/maxUnavailable'",
+        ),
+        (
+            &operator,
+            "traces.jaegerQueryUrl=jaeger-query:16686",
+            "at '/traces/jaegerQueryUrl'",
+        ),
+        (
+            &operator,
+            "otel.endpoint=otel-collector:4318",
+            "at '/otel/endpoint'",
+        ),
+        (
+            &operator,
+            "otel.resourceAttributes.team=a\\,b",
+            "at '/otel/resourceAttributes/team'",
+        ),
+        (
+            &operator,
+            "metrics.serviceMonitor.interval=soon",
+            "at '/metrics/serviceMonitor/interval'",
+        ),
+        (
+            &operator,
+            "metrics.prometheusRule.enabled=sometimes",
+            "at '/metrics/prometheusRule/enabled'",
+        ),
+        (
+            &operator,
+            "grafana.dashboard.labelValue=not a label",
+            "at '/grafana/dashboard/labelValue'",
+        ),
+        (&operator, "extraEnv[0].value=no-name", "at '/extraEnv/0'"),
+        (
+            &operator,
+            "extraVolumeMounts[0].name=scratch,extraVolumeMounts[0].mountPath=scratch",
+            "at '/extraVolumeMounts/0/mountPath'",
+        ),
+        (
+            &operator,
+            "topologySpreadConstraints[0].maxSkew=1,topologySpreadConstraints[0].topologyKey=zone,topologySpreadConstraints[0].whenUnsatisfiable=Maybe",
+            "at '/topologySpreadConstraints/0/whenUnsatisfiable'",
+        ),
+        (
             &demo,
             "policyService.resources.limits.memory=lots",
             "at '/policyService/resources/limits/memory'",
         ),
     ];
-    for (path, set, message) in cases {
+    for &(path, set, message) in cases {
         let out = helm_run(&["template", "rel", path, "--set", set])?;
         assert!(!out.success, "helm template --set {set} must fail");
         assert!(
@@ -693,8 +1369,12 @@ async fn the_values_schemas_refuse_bad_values_naming_the_field() -> Result<()> {
             out.stdout
         );
     }
+    Ok(())
+}
 
-    // `helm install` refuses before anything reaches the cluster.
+#[tokio::test]
+async fn helm_install_refuses_bad_values_before_anything_reaches_the_cluster() -> Result<()> {
+    let operator = chart(CHART);
     let client = client().await?;
     let ns = TestNamespace::create(&client, "e2e-helm-schema").await?;
     let out = helm_run(&[
@@ -812,7 +1492,7 @@ async fn the_chart_installs_into_a_restricted_namespace_and_its_pods_are_admitte
         out.stderr
     );
     assert!(
-        out.stdout.contains("kubectl get inc -A -w"),
+        out.stdout.contains("kubectl get incidents -A -w"),
         "NOTES: {}",
         out.stdout
     );

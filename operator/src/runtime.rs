@@ -52,6 +52,7 @@ async fn timed<K: kube::Resource>(
         .reconcile_seconds
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    metrics.reconciled(k8s_openapi::jiff::Timestamp::now());
     result
 }
 
@@ -468,11 +469,17 @@ fn incident_context(
 }
 
 /// Serves metrics and health when `SRE_SPACE_HTTP_ADDR` is set.
-async fn serve_telemetry(metrics: &Arc<Metrics>, incidents: Store<Incident>) -> Result<()> {
+async fn serve_telemetry(
+    metrics: &Arc<Metrics>,
+    incidents: Store<Incident>,
+    config: &Config,
+) -> Result<()> {
     if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
         let served = crate::telemetry::Served {
             metrics: metrics.clone(),
             incidents,
+            config: config.clone(),
+            clock: Arc::new(crate::clock::SystemClock),
         };
         crate::telemetry::serve(addr, Arc::new(served)).await?;
     }
@@ -486,7 +493,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default());
-    serve_telemetry(&metrics, incidents_controller.store()).await?;
+    serve_telemetry(&metrics, incidents_controller.store(), &config).await?;
     // A follower is a healthy standby: ready, not acting.
     metrics.set_ready();
     let leadership = match lease::LeaseConfig::from_env()? {
@@ -494,10 +501,13 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         None => lease::Leadership::sole(),
     };
     metrics.set_leader(true);
+    // Leading counts as alive until the first reconcile finishes.
+    metrics.reconciled(k8s_openapi::jiff::Timestamp::now());
     let pods = reflect(config.api::<Pod>(&client), trim_pod);
     let (policies, readable_policies) =
         reflect_policies(config.api::<DeserializeGuard<RemediationPolicy>>(&client));
     let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
+    metrics.count_policies(readable_policies.clone());
     let watched = (&pods, &replicasets, &readable_policies);
     let shared = Shared::new(&client, &outside, &metrics, watched, &incidents_controller);
     // Next to the telemetry server, but it reads the stores and the board,

@@ -54,3 +54,25 @@ app.kubernetes.io/part-of: sre-space
 {{ $a }}:{{ .Values.dashboard.port | int }}
 {{- end -}}
 {{- end }}
+
+{{/*
+The Lease the replicas elect their leader on: the full name, so two releases
+(even in one namespace) never share one.
+*/}}
+{{- define "sre-space.leaseName" -}}
+{{ include "sre-space.fullname" . }}
+{{- end }}
+
+{{/* A map as key=value,key=value in key order (OTEL_RESOURCE_ATTRIBUTES). */}}
+{{- define "sre-space.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%v" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
+{{/* The labels a PrometheusRule's expressions select this release's series by. */}}
+{{- define "sre-space.seriesSelector" -}}
+job="{{ include "sre-space.fullname" . }}-metrics", namespace="{{ .Release.Namespace }}"
+{{- end }}

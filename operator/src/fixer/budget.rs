@@ -19,6 +19,23 @@ pub fn breaker_window_start(config: &Config, now: Timestamp) -> Timestamp {
     now - SignedDuration::try_from(config.breaker_window).unwrap_or(SignedDuration::from_mins(10))
 }
 
+/// Actions the whole operator took in the circuit breaker's window, as the
+/// incident store records them: the breaker is open while this is at its
+/// limit. (`measure` also counts this process's ledger, which is ahead of
+/// the store by a moment.)
+pub fn breaker_window_actions(
+    incidents: &[Arc<Incident>],
+    config: &Config,
+    now: Timestamp,
+) -> usize {
+    let window_start = breaker_window_start(config, now);
+    incidents
+        .iter()
+        .flat_map(|inc| inc.status.iter().flat_map(|s| s.actions.iter()))
+        .filter(|a| is_executed(a) && a.recorded_at.0 > window_start)
+        .count()
+}
+
 /// Everything the budget of one incident is measured from.
 pub struct Inputs<'a> {
     pub incident: &'a Incident,
@@ -40,7 +57,7 @@ pub fn measure(i: &Inputs) -> Budget {
     let policy = &i.incident.spec.policy;
     let hour_ago = i.now - SignedDuration::from_hours(1);
     let window_start = breaker_window_start(i.config, i.now);
-    let (mut policy_count, mut global_count, mut namespace_count) = (0, 0, 0);
+    let (mut policy_count, mut namespace_count) = (0, 0);
     for inc in i.incidents {
         let same_ns = inc.namespace().as_deref() == Some(ns.as_str());
         let same_policy = same_ns && &inc.spec.policy == policy;
@@ -51,7 +68,6 @@ pub fn measure(i: &Inputs) -> Budget {
             .filter(|a| is_executed(a))
         {
             policy_count += usize::from(same_policy && a.recorded_at.0 > hour_ago);
-            global_count += usize::from(a.recorded_at.0 > window_start);
             namespace_count += usize::from(same_ns && a.recorded_at.0 > window_start);
         }
     }
@@ -64,7 +80,8 @@ pub fn measure(i: &Inputs) -> Budget {
     Budget {
         workload_changed: workload_changed(i, &ns),
         policy_actions_last_hour: policy_count.max(i.ledger.count(hour_ago, Some(&key))),
-        global_recent_actions: global_count.max(i.ledger.count(window_start, None)),
+        global_recent_actions: breaker_window_actions(i.incidents, i.config, i.now)
+            .max(i.ledger.count(window_start, None)),
         breaker_limit: i.config.breaker_limit,
         namespace_recent_actions: namespace_count
             .max(i.ledger.count_in_namespace(window_start, &ns)),
