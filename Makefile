@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: bench bench-conversion build chart-docs cluster-down cluster-status cluster-up crds demo demo-images deps e2e-test fmt images lint signals-down signals-status signals-up test unit-test
+.PHONY: bench bench-conversion build chart-docs cluster-down cluster-status cluster-up crds demo demo-images deps docker-images e2e-test fmt images lint signals-down signals-status signals-up test unit-test
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -60,9 +60,12 @@ build:
 demo-images:
 	@e2e/cluster/demo-images.sh
 
-## images: build the operator and sre-chaos container images (needs a Docker engine)
+## images: build the operator and sre-chaos images without a Docker engine, into .local/images/, and import them into the real node when it runs (docs/images.md)
 images:
-	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine (docker build); see docs/helm.md" >&2; exit 1; }
+	@IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) e2e/cluster/images.sh
+
+## docker-images: the same images with a Docker engine, from images/*.Dockerfile
+docker-images:
 	docker build -f images/operator.Dockerfile -t $(IMAGE_REPO)/operator:$(IMAGE_TAG) .
 	docker build -f images/chaos.Dockerfile -t $(IMAGE_REPO)/chaos:$(IMAGE_TAG) .
 

@@ -66,10 +66,16 @@ elif [[ ${SRE_SPACE_NODE:-kwok} == real ]]; then
     echo "error: NODE=real was asked for, but the real node is not running" >&2
     exit 1
 fi
+if [[ $features == real-node ]]; then
+    # tests/install.rs installs the chart with the operator's own image:
+    # built by `make images` (quick when it already ran), imported here.
+    echo "== the operator's images (make images)"
+    IMAGE_TAG= e2e/cluster/images.sh
+fi
 echo "== cluster tests (KUBECONFIG=$KUBECONFIG, features: $features)"
 cargo test -p sre-space-e2e --features "$features" -- --test-threads 8
 if [[ $features != real-node ]]; then
-    echo "== SKIPPED, NOT PASSED: the real-node tests (e2e/tests/real_node.rs, demo_apps.rs) were not run,"
+    echo "== SKIPPED, NOT PASSED: the real-node tests (e2e/tests/real_node.rs, demo_apps.rs, install.rs) were not run,"
     echo "   because this cluster has no real node. Run them with: make test NODE=real"
     echo "   (see docs/real-node.md)"
 fi

@@ -9,9 +9,11 @@ ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+# The same COPY lines as operator.Dockerfile: `make images` checks it.
 COPY Cargo.toml Cargo.lock ./
 COPY operator operator
 COPY chaos chaos
+COPY demo-apps demo-apps
 COPY e2e/Cargo.toml e2e/Cargo.toml
 COPY e2e/src e2e/src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -9,11 +9,14 @@ ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
-# The workspace's manifests and sources; e2e/ only so that cargo can load
-# the workspace it belongs to.
+# The workspace's manifests and sources: cargo loads every member of the
+# workspace, so each is copied (e2e/ only as far as loading it needs).
+# `make images` builds from exactly these COPY lines, so a member missing
+# here fails there too.
 COPY Cargo.toml Cargo.lock ./
 COPY operator operator
 COPY chaos chaos
+COPY demo-apps demo-apps
 COPY e2e/Cargo.toml e2e/Cargo.toml
 COPY e2e/src e2e/src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, kwok and helm from their Go modules at the versions pinned in
-# e2e/build/*/go.mod, and the kubelet when the real node is wanted
-# (SRE_SPACE_NODE=real, or `build.sh kubelet`). A binary already in the
-# cache is not built again.
-# kubectl, kwok, helm and (with SIGNALS=1) Jaeger from their Go modules at the
-# versions pinned in e2e/build/*/go.mod. A binary already in the cache is not
-# built again. `build.sh jaeger` builds Jaeger alone.
+# kubectl, kwok, helm and (with SIGNALS=1) Jaeger from their Go modules at
+# the versions pinned in e2e/build/*/go.mod, and the kubelet and kube-proxy
+# when the real node is wanted (SRE_SPACE_NODE=real, or `build.sh kubelet`).
+# A binary already in the cache is not built again. `build.sh jaeger` builds
+# Jaeger alone.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -22,8 +20,10 @@ build() {
         log "building $name from $pkg (cold: minutes; cached after)"
         start=$SECONDS
         mkdir -p "$out"
-        (cd "$E2E_DIR/build/$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
-        mv "$out/$name.tmp" "$out/$name"
+        # A name of its own per build, so two clones building at once do
+        # not write the same file.
+        (cd "$E2E_DIR/build/$dir" && go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp.$$" "$pkg")
+        mv "$out/$name.tmp.$$" "$out/$name"
         log "built $name in $((SECONDS - start)) s"
     done
 }
@@ -52,7 +52,8 @@ build kubernetes "$K8S_BIN" "$k8s_ldflags" \
     kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
     kubectl=k8s.io/kubernetes/cmd/kubectl
 if [[ ${SRE_SPACE_NODE:-kwok} == real || ${1:-} == kubelet ]]; then
-    build kubernetes "$K8S_BIN" "$k8s_ldflags" kubelet=k8s.io/kubernetes/cmd/kubelet
+    build kubernetes "$K8S_BIN" "$k8s_ldflags" kubelet=k8s.io/kubernetes/cmd/kubelet \
+        kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 fi
 build etcd "$ETCD_BIN" "-s -w" etcd=go.etcd.io/etcd/server/v3
 build kwok "$KWOK_BIN" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" kwok=sigs.k8s.io/kwok/cmd/kwok

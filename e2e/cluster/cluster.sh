@@ -29,6 +29,7 @@ ports_of() {
         kube-scheduler) echo "$SCHEDULER_PORT" ;;
         kwok) echo "$KWOK_PORT" ;;
         kubelet) echo "$KUBELET_PORT $KUBELET_HEALTHZ_PORT" ;;
+        kube-proxy) echo "$KUBE_PROXY_HEALTHZ_PORT $KUBE_PROXY_METRICS_PORT" ;;
     esac
 }
 
@@ -47,11 +48,26 @@ cert() { # name CN O usage [SAN]
 # Certificates: one CA, a serving certificate for the API server, a client
 # certificate per component (and one for the API server to call kubelets
 # with), and the service-account signing key.
+# The API server's names: with the real node, also the node's address,
+# where its pods reach it.
+apiserver_sans() {
+    local sans="IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    [[ -n ${REAL_NODE_IP:-} ]] && sans+=",IP:$REAL_NODE_IP"
+    echo "$sans"
+}
+
 make_pki() {
     if [[ -f $PKI/done ]]; then
         # Certificates kept from before the real node existed lack this one.
         [[ -f $PKI/apiserver-kubelet-client.crt ]] ||
             (cd "$PKI" && cert apiserver-kubelet-client kube-apiserver-kubelet-client "" clientAuth)
+        # Nor does the serving certificate name the node's address (which
+        # may also have changed since).
+        if [[ -n ${REAL_NODE_IP:-} ]] &&
+            ! openssl x509 -in "$PKI/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -qw "IP Address:$REAL_NODE_IP"; then
+            log "the API server's certificate does not name $REAL_NODE_IP: making it again"
+            (cd "$PKI" && cert apiserver kube-apiserver "" serverAuth "$(apiserver_sans)")
+        fi
         return 0
     fi
     log "generating certificates in $PKI"
@@ -60,8 +76,7 @@ make_pki() {
         cd "$PKI"
         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
             -subj "/CN=sre-space-local-ca" 2>/dev/null
-        cert apiserver kube-apiserver "" serverAuth \
-            "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+        cert apiserver kube-apiserver "" serverAuth "$(apiserver_sans)"
         cert admin sre-space-admin system:masters clientAuth
         cert kube-controller-manager system:kube-controller-manager "" clientAuth
         cert kube-scheduler system:kube-scheduler "" clientAuth
@@ -172,6 +187,7 @@ cmd_up() {
     fi
     # Kafka and Jaeger start first and get ready while the control plane does.
     if [[ $SIGNALS == 1 ]]; then "$SIGNALS_SH" start; fi
+    [[ $SRE_SPACE_NODE == real ]] && real_node_ip
     make_pki
     kwok_config >"$STATE_DIR/kwok.yaml"
     kubeconfig admin "$KUBECONFIG_PATH"
@@ -185,9 +201,15 @@ cmd_up() {
         --quota-backend-bytes 4294967296 --unsafe-no-fsync --log-level warn
     wait_for etcd 60 curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
 
+    # Loopback only, unless the real node's pods must reach it: then on
+    # every address, published as the `kubernetes` Service's endpoint.
+    local listen=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+    if [[ $SRE_SPACE_NODE == real ]]; then
+        listen=(--bind-address 0.0.0.0 --advertise-address "$REAL_NODE_IP")
+    fi
     start kube-apiserver "$K8S_BIN/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+        "${listen[@]}" --secure-port "$APISERVER_PORT" \
         --cert-dir "$STATE_DIR/apiserver-certs" \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --client-ca-file "$PKI/ca.crt" \
@@ -199,7 +221,6 @@ cmd_up() {
         --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
         --kubelet-preferred-address-types InternalIP,Hostname \
         --allow-privileged=true \
-        --endpoint-reconciler-type none \
         --profiling=false --v 1
     wait_for kube-apiserver 120 healthz "$APISERVER_PORT" /readyz
 

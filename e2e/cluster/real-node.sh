@@ -10,7 +10,9 @@ NODE_DIR=$STATE_DIR/real-node
 # must stay under 108 bytes whatever the clone's folder.
 NODE_RUN=/run/sre-space/$REAL_NODE_NAME
 CONTAINERD_SOCK=$NODE_RUN/containerd.sock
-NODE_COMPONENTS=(containerd kubelet)
+NODE_COMPONENTS=(containerd kubelet kube-proxy)
+KUBE_PROXY_HEALTHZ_PORT=${KUBE_PROXY_HEALTHZ_PORT:-10256}
+KUBE_PROXY_METRICS_PORT=${KUBE_PROXY_METRICS_PORT:-10249}
 # The label and taint of the real node: a pod lands there only with a
 # matching nodeSelector and toleration, so ordinary test pods stay on kwok.
 REAL_NODE_LABEL=sre.space/node=real
@@ -51,6 +53,13 @@ real_node_preflight() {
         die "this host uses cgroup v2 only; the real node is set up and tested for cgroup v1 (see docs/real-node.md)"
     fi
     [[ -w /sys/fs/cgroup/memory ]] || die "no writable cgroup v1 memory controller at /sys/fs/cgroup/memory"
+    real_node_ip
+}
+
+# The node's address: REAL_NODE_IP, or the source address of the default
+# route. The API server also listens there when the node runs, so that the
+# node's pods reach it (through the `kubernetes` Service and kube-proxy).
+real_node_ip() {
     REAL_NODE_IP=${REAL_NODE_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1) }')}
     [[ -n $REAL_NODE_IP ]] || die "cannot tell this host's address for the node (set REAL_NODE_IP)"
 }
@@ -77,9 +86,15 @@ real_node_import() { # digest
 }
 
 real_node_pki() {
-    [[ -f $PKI/kubelet-$REAL_NODE_NAME.crt ]] && return 0
-    log "making the client certificate of node $REAL_NODE_NAME"
-    (cd "$PKI" && cert "kubelet-$REAL_NODE_NAME" "system:node:$REAL_NODE_NAME" system:nodes clientAuth)
+    if [[ ! -f $PKI/kubelet-$REAL_NODE_NAME.crt ]]; then
+        log "making the client certificate of node $REAL_NODE_NAME"
+        (cd "$PKI" && cert "kubelet-$REAL_NODE_NAME" "system:node:$REAL_NODE_NAME" system:nodes clientAuth)
+    fi
+    # kube-proxy's user: the default ClusterRoleBinding system:node-proxier
+    # grants it what it reads (Services, EndpointSlices, Nodes).
+    if [[ ! -f $PKI/kube-proxy.crt ]]; then
+        (cd "$PKI" && cert kube-proxy system:kube-proxy "" clientAuth)
+    fi
 }
 
 # Whether this process may lower an oom_score_adj (CAP_SYS_RESOURCE, bit 24
@@ -175,6 +190,7 @@ resolvConf: /etc/resolv.conf
 maxPods: 30
 YAML
     kubeconfig "kubelet-$REAL_NODE_NAME" "$NODE_DIR/kubelet.kubeconfig"
+    kubeconfig kube-proxy "$NODE_DIR/kube-proxy.kubeconfig"
 }
 
 # The kubelet's cgroup root must exist in every hierarchy before it starts;
@@ -233,7 +249,30 @@ YAML
         --v 1
     wait_for kubelet 60 kubelet_healthy
     wait_for kubelet 120 kubectl_ wait --for=condition=Ready "node/$REAL_NODE_NAME" --timeout=5s
+    real_node_proxy
     log "real node $REAL_NODE_NAME ($REAL_NODE_IP, pods in $REAL_NODE_POD_CIDR) ready in $((SECONDS - start_time)) s"
+}
+
+# kube-proxy (iptables mode) makes Services' cluster addresses answer on
+# the node, the `kubernetes` Service among them: a pod there reaches the API
+# server with in-cluster configuration, as in any cluster. It leaves the
+# kernel's conntrack settings and localhost node ports alone (the VM refuses
+# some of those writes, and nothing here needs them).
+real_node_proxy() {
+    if ! kubectl_ get endpointslices -n default -l kubernetes.io/service-name=kubernetes -o name 2>/dev/null | grep -q .; then
+        log "warning: the API server publishes no address for the kubernetes Service (it was started without NODE=real): pods on $REAL_NODE_NAME cannot reach it; restart the cluster with NODE=real"
+    fi
+    start kube-proxy "$K8S_BIN/kube-proxy" \
+        --kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" \
+        --hostname-override "$REAL_NODE_NAME" \
+        --proxy-mode iptables --cluster-cidr "$REAL_NODE_POD_CIDR" \
+        --conntrack-max-per-core 0 \
+        --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0 \
+        --iptables-localhost-nodeports=false \
+        --healthz-bind-address "127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT" \
+        --metrics-bind-address "127.0.0.1:$KUBE_PROXY_METRICS_PORT" \
+        --v 1
+    wait_for kube-proxy 60 curl -fsS --max-time 2 "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
 }
 
 # Stops the real node and undoes what it did to the host: pods first,
@@ -247,6 +286,9 @@ real_node_down() {
             log "warning: the pods of $REAL_NODE_NAME did not all go within 60 s"
     fi
     stop_component kubelet
+    stop_component kube-proxy
+    # Its chains (KUBE-*) in the host's tables.
+    [[ -x $K8S_BIN/kube-proxy ]] && "$K8S_BIN/kube-proxy" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
     if running containerd; then
         # Pods the kubelet did not tear down (it had crashed, say) still
         # have a network namespace, an address and masquerading rules.

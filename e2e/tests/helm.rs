@@ -221,6 +221,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
                 ("ClusterRoleBinding", 1),
                 ("CustomResourceDefinition", 3),
                 ("Deployment", 1),
+                ("Pod", 1),
                 ("PodDisruptionBudget", 1),
                 ("Role", 1),
                 ("RoleBinding", 1),
@@ -231,7 +232,7 @@ async fn by_default_the_operator_is_hardened_least_privileged_and_gets_the_check
             ]
             .map(|(k, n)| (k.to_string(), n))
         ),
-        "the operator, its RBAC, people's roles, the approval policy, its CRDs, its metrics Service and a disruption budget"
+        "the operator, its RBAC, people's roles, the approval policy, its CRDs, its metrics Service, a disruption budget and the `helm test` pod"
     );
     let d = of_kind(&all, "Deployment")[0];
     assert_eq!(d["spec"]["replicas"], 2, "a leader and a standby");
@@ -354,6 +355,7 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
                 ("ClusterRole", 4),
                 ("ConfigMap", 2),
                 ("Deployment", 1),
+                ("Pod", 1),
                 ("Role", 1),
                 ("RoleBinding", 2),
                 ("Service", 1),
@@ -1900,4 +1902,57 @@ async fn chaos_bad_rollout_then_revert_leaves_the_service_as_it_was() -> Result<
         new_args && waiting(p).iter().any(|r| r == "CrashLoopBackOff")
     })
     .await
+}
+
+/// `helm test`'s pod runs the operator's image with `sre-space smoke`
+/// against this release's metrics Service and Lease, passes the
+/// `restricted` level like the replicas, and is not one of them: the
+/// metrics Service and the disruption budget do not select it.
+#[tokio::test]
+async fn helm_test_checks_this_releases_metrics_and_lease_from_a_pod_that_is_not_a_replica()
+-> Result<()> {
+    let all = template(&[])?;
+    let pod = of_kind(&all, "Pod")[0];
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let d = of_kind(&all, "Deployment")[0];
+    let replica = &d["spec"]["template"]["spec"]["containers"][0];
+    let smoke = &pod["spec"]["containers"][0];
+    assert_eq!(smoke["image"], replica["image"], "the operator's own image");
+    assert_eq!(smoke["securityContext"], replica["securityContext"]);
+    assert_eq!(pod["spec"]["securityContext"], d["spec"]["template"]["spec"]["securityContext"]);
+    let args: Vec<&str> = smoke["args"]
+        .as_array()
+        .context("args")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let lease = operator_env(&all)
+        .get("SRE_SPACE_LEASE_NAME")
+        .cloned()
+        .context("the Lease's name")?;
+    assert_eq!(
+        args,
+        [
+            "smoke",
+            "--url",
+            "http://$(REL_SRE_SPACE_METRICS_SERVICE_HOST):$(REL_SRE_SPACE_METRICS_SERVICE_PORT)",
+            "--lease",
+            lease.as_str(),
+            "--namespace",
+            "ops"
+        ]
+    );
+    let service = of_kind(&all, "Service")[0];
+    assert_eq!(service["metadata"]["name"], "rel-sre-space-metrics", "the variables' prefix");
+    let labels = pod["metadata"]["labels"].as_object().context("labels")?;
+    let selects = |selector: &Value| {
+        selector
+            .as_object()
+            .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    assert!(!selects(&service["spec"]["selector"]), "the Service does not send it traffic");
+    for pdb in of_kind(&all, "PodDisruptionBudget") {
+        assert!(!selects(&pdb["spec"]["selector"]["matchLabels"]), "not counted as a replica");
+    }
+    Ok(())
 }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{ObjectMeta, PostParams};
+use futures::StreamExt;
+use kube::api::{ObjectMeta, PostParams, WatchParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -323,6 +324,41 @@ async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<Option<Lease>> 
     }
 }
 
+/// A follower waits until the Lease changes (its holder releases it on
+/// shutdown, say) or `most` passes, whichever comes first: a released Lease
+/// is taken within a round trip, not at the next poll. The wait starts from
+/// the version just read, so a change in between is not missed.
+async fn wait_for_change(api: &Api<Lease>, name: &str, most: Duration) {
+    let started = Instant::now();
+    let watched = async {
+        let version = api
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.metadata.resource_version);
+        let Some(version) = version else {
+            return false;
+        };
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(most.as_secs().clamp(1, 290) as u32);
+        match api.watch(&params, &version).await {
+            Ok(events) => {
+                futures::pin_mut!(events);
+                events.next().await.is_some()
+            }
+            Err(_) => false,
+        }
+    };
+    let changed = tokio::time::timeout(most, watched).await.unwrap_or(false);
+    // An answer without a change (an error, a closed watch) waits out the
+    // rest, so a broken watch never spins.
+    if !changed {
+        tokio::time::sleep(most.saturating_sub(started.elapsed())).await;
+    }
+}
+
 /// Waits until this process holds the Lease, then keeps renewing it in the
 /// background. Losing it ends the process.
 pub async fn lead(client: Client, cfg: LeaseConfig) -> Result<Leadership> {
@@ -346,7 +382,10 @@ pub async fn lead(client: Client, cfg: LeaseConfig) -> Result<Leadership> {
                 leadership.hold_until(attempt + signed(cfg.duration));
                 break;
             }
-            Ok(None) => {}
+            Ok(None) => {
+                wait_for_change(&api, &cfg.name, cfg.renew_every).await;
+                continue;
+            }
             Err(e) => warn!(error = %e, "could not reach the Lease; retrying"),
         }
         tokio::time::sleep(cfg.renew_every).await;

@@ -29,6 +29,7 @@ pub mod quantity;
 pub mod redact;
 pub mod runtime;
 pub mod scout;
+pub mod smoke;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;

@@ -45,6 +45,20 @@ enum Command {
     Approve(Decide),
     /// Reject the action an incident waits on; the next step is planned.
     Reject(Decide),
+    /// Check an installation from inside the cluster (what `helm test`
+    /// runs): the metrics Service answers and a replica leads. Exits
+    /// non-zero when a check fails.
+    Smoke {
+        /// The metrics Service, e.g. http://sre-space-metrics:8080.
+        #[arg(long)]
+        url: String,
+        /// The Lease the replicas elect a leader on.
+        #[arg(long)]
+        lease: String,
+        /// The Lease's namespace (the release's).
+        #[arg(long, short)]
+        namespace: String,
+    },
     /// Save the facts of an incident in the cluster as an evaluation scenario.
     Capture {
         #[arg(long, short)]
@@ -150,6 +164,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "{wrong} scenario(s) diagnosed wrong or planned unsafely, {fired} control(s) opened an incident"
                 )
                 .into());
+            }
+        }
+        Command::Smoke {
+            url,
+            lease,
+            namespace,
+        } => {
+            let client = kube::Client::try_default().await?;
+            let checks = sre_space::smoke::run(&client, &namespace, &lease, &url).await;
+            for c in &checks {
+                println!("{c}");
+            }
+            let failed = checks.iter().filter(|c| !c.passed).count();
+            if failed > 0 {
+                return Err(format!("{failed} of {} checks failed", checks.len()).into());
             }
         }
         Command::Capture {
