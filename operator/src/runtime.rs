@@ -24,20 +24,75 @@ use crate::telemetry::Metrics;
 use crate::workload::Workloads;
 use crate::{Error, Result, lease};
 
+/// The controllers the operator runs. Each one's name is the `controller`
+/// label of both reconcile metrics and the field of its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ControllerName {
+    Policy,
+    Scout,
+    ScoutDeployment,
+    ScoutStatefulSet,
+    ScoutJob,
+    Report,
+    Incident,
+}
+
+impl ControllerName {
+    #[cfg(test)]
+    const ALL: [Self; 7] = [
+        Self::Policy,
+        Self::Scout,
+        Self::ScoutDeployment,
+        Self::ScoutStatefulSet,
+        Self::ScoutJob,
+        Self::Report,
+        Self::Incident,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Scout => "scout",
+            Self::ScoutDeployment => "scout-deployment",
+            Self::ScoutStatefulSet => "scout-statefulset",
+            Self::ScoutJob => "scout-job",
+            Self::Report => "report",
+            Self::Incident => "incident",
+        }
+    }
+
+    fn labels(self) -> crate::telemetry::ControllerLabels {
+        crate::telemetry::ControllerLabels {
+            controller: self.label().into(),
+        }
+    }
+}
+
+/// The namespace (empty for a cluster-scoped object) and name that a log
+/// line about an object carries.
+fn object_fields<K: kube::Resource>(object: &K) -> (&str, &str) {
+    let meta = object.meta();
+    (
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or(""),
+    )
+}
+
 /// Runs a reconcile inside a span (exported as a trace when OTLP is
 /// configured) and records how long it took.
 async fn timed<K: kube::Resource>(
     metrics: &Metrics,
-    controller: &'static str,
+    controller: ControllerName,
     object: Arc<K>,
     reconcile: impl std::future::Future<Output = Result<Action>>,
 ) -> Result<Action> {
     use tracing::Instrument;
+    let (namespace, name) = object_fields(object.as_ref());
     let span = tracing::info_span!(
         "reconcile",
-        controller,
-        namespace = object.meta().namespace.as_deref().unwrap_or(""),
-        object = object.meta().name.as_deref().unwrap_or(""),
+        controller = controller.label(),
+        namespace,
+        object = name,
         otel.status_code = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
@@ -45,12 +100,9 @@ async fn timed<K: kube::Resource>(
     if result.is_err() {
         span.record("otel.status_code", "ERROR");
     }
-    let labels = crate::telemetry::ControllerLabels {
-        controller: controller.into(),
-    };
     metrics
         .reconcile_seconds
-        .get_or_create(&labels)
+        .get_or_create(&controller.labels())
         .observe(started.elapsed().as_secs_f64());
     result
 }
@@ -67,21 +119,28 @@ pub fn retry_after(error: &Error) -> Option<Duration> {
     Some(Duration::from_secs(5))
 }
 
-fn error_policy(metrics: &Metrics, controller: &'static str, error: &Error) -> Action {
+/// Counts a failed reconcile and says when to try again; the log names the
+/// object that failed.
+fn error_policy<K: kube::Resource>(
+    metrics: &Metrics,
+    controller: ControllerName,
+    object: &K,
+    error: &Error,
+) -> Action {
     metrics
         .reconcile_errors
-        .get_or_create(&crate::telemetry::ControllerLabels {
-            controller: controller.into(),
-        })
+        .get_or_create(&controller.labels())
         .inc();
+    let (namespace, name) = object_fields(object);
+    let controller = controller.label();
     match retry_after(error) {
         Some(after) if after < Duration::from_secs(1) => Action::requeue(after),
         Some(after) => {
-            warn!(controller, %error, "reconcile failed; retrying");
+            warn!(controller, namespace, name, %error, "reconcile failed; retrying");
             Action::requeue(after)
         }
         None => {
-            info!(controller, %error, "the object is gone; not retrying");
+            info!(controller, namespace, name, %error, "the object is gone; not retrying");
             Action::await_change()
         }
     }
@@ -334,8 +393,7 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
 /// traced, each failure counted and retried as `retry_after` says.
 async fn drive<K, C, F, Fut>(
     controller: Controller<K>,
-    name: &'static str,
-    kind: &'static str,
+    name: ControllerName,
     metrics: Arc<Metrics>,
     ctx: Arc<C>,
     reconcile: F,
@@ -359,7 +417,7 @@ async fn drive<K, C, F, Fut>(
                 let (m, reconcile) = (m.clone(), reconcile.clone());
                 async move { timed(&m, name, o.clone(), reconcile(o, c)).await }
             },
-            move |_, e, _| error_policy(&metrics, kind, e),
+            move |object, e, _| error_policy(&metrics, name, object.as_ref(), e),
             ctx,
         )
         // Errors are counted and logged by error_policy; the stream only
@@ -518,8 +576,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let policy_controller = Controller::for_stream(policies.stream, policies.store.clone());
     let policy_task = tokio::spawn(drive(
         policy_controller,
-        "policy",
-        "RemediationPolicy",
+        ControllerName::Policy,
         metrics.clone(),
         policy_ctx,
         crate::policy::reconcile,
@@ -535,8 +592,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let scout_ctx = scout_context(&shared, &outside);
     let scout_task = tokio::spawn(drive(
         Controller::for_stream(pods.stream, pods.store),
-        "scout",
-        "Pod",
+        ControllerName::Scout,
         metrics.clone(),
         scout_ctx.clone(),
         crate::scout::reconcile,
@@ -556,24 +612,21 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let workload_tasks = [
         tokio::spawn(drive(
             Controller::for_stream(deployments.stream, deployments.store),
-            "scout-deployment",
-            "Deployment",
+            ControllerName::ScoutDeployment,
             metrics.clone(),
             workloads_ctx.clone(),
             crate::scout::workloads::reconcile_deployment,
         )),
         tokio::spawn(drive(
             Controller::for_stream(statefulsets.stream, statefulsets.store),
-            "scout-statefulset",
-            "StatefulSet",
+            ControllerName::ScoutStatefulSet,
             metrics.clone(),
             workloads_ctx.clone(),
             crate::scout::workloads::reconcile_statefulset,
         )),
         tokio::spawn(drive(
             Controller::for_stream(jobs.stream, jobs.store),
-            "scout-job",
-            "Job",
+            ControllerName::ScoutJob,
             metrics.clone(),
             workloads_ctx,
             crate::scout::workloads::reconcile_job,
@@ -589,8 +642,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     });
     let report_task = tokio::spawn(drive(
         Controller::new(config.api::<Incident>(&client), watcher::Config::default()),
-        "report",
-        "Incident",
+        ControllerName::Report,
         metrics.clone(),
         reporter_ctx,
         crate::github::reporter::reconcile,
@@ -604,8 +656,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let incident_ctx = incident_context(shared, config, outside, leadership);
     drive(
         incidents_controller,
-        "incident",
-        "Incident",
+        ControllerName::Incident,
         metrics,
         incident_ctx.clone(),
         crate::incident::reconcile,
@@ -646,6 +697,88 @@ mod tests {
         assert_eq!(retry_after(&conflict), Some(Duration::from_millis(200)));
         let away = Error::Invalid("the API server is away".into());
         assert_eq!(retry_after(&away), Some(Duration::from_secs(5)));
+    }
+
+    /// What the operator logs while `f` runs, one JSON object a line.
+    fn logged(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The `web-oomkilled` Incident of the namespace `shop`.
+    fn incident() -> Incident {
+        crate::testing::incident(crate::crd::Phase::Detected, vec![])
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_logged_with_the_object_it_failed_on() {
+        let metrics = Metrics::default();
+        let object = incident();
+        let error = Error::Invalid("the API server is away".into());
+        let lines = logged(|| {
+            error_policy(&metrics, ControllerName::Incident, &object, &error);
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let fields = &lines[0]["fields"];
+        assert_eq!(fields["message"], "reconcile failed; retrying");
+        assert_eq!(fields["controller"], "incident");
+        assert_eq!(fields["namespace"], "shop");
+        assert_eq!(fields["name"], "web-oomkilled");
+        assert_eq!(fields["error"], "the API server is away");
+    }
+
+    #[tokio::test]
+    async fn each_controller_has_one_lowercase_name_in_both_reconcile_metrics() {
+        let metrics = Metrics::default();
+        let object = Arc::new(incident());
+        let mut names = std::collections::BTreeSet::new();
+        for controller in ControllerName::ALL {
+            let failed = timed(&metrics, controller, object.clone(), async {
+                Err(Error::Invalid("failed".into()))
+            })
+            .await;
+            let error = failed.expect_err("the reconcile failed");
+            error_policy(&metrics, controller, object.as_ref(), &error);
+            let label = controller.label();
+            assert_eq!(label, label.to_lowercase());
+            assert!(names.insert(label), "{label} names two controllers");
+            let labels = controller.labels();
+            assert!(
+                metrics.reconcile_seconds.get(&labels).is_some(),
+                "{label} has no reconcile_duration_seconds"
+            );
+            assert_eq!(
+                metrics.reconcile_errors.get(&labels).map(|c| c.get()),
+                Some(1),
+                "{label}'s error is counted under its own name"
+            );
+        }
+        for kind in ["Incident", "RemediationPolicy", "Pod"] {
+            let labels = crate::telemetry::ControllerLabels {
+                controller: kind.into(),
+            };
+            assert!(metrics.reconcile_errors.get(&labels).is_none(), "{kind}");
+        }
     }
 
     #[test]
