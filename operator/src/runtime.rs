@@ -1,4 +1,4 @@
-//! Start-up: reads the process settings, builds each stage's inputs, starts
+//! Start-up: takes the process settings, builds each stage's inputs, starts
 //! the watches and the reconcilers in the order the stages need each other,
 //! and stops them. Every stage is a module of its own that takes only what
 //! it uses; this module depends on all of them and none depends on it.
@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+use crate::cli::Settings;
 use crate::config::Config;
 use crate::crd::{Incident, RemediationPolicy};
 use crate::publish::Publisher;
@@ -328,7 +329,7 @@ async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) 
         .map_err(|_| Error::Stopped(format!("the {what} watch ended before it was ready")))
 }
 
-/// The outside systems the stages may use, read from the environment.
+/// The outside systems the stages may use, from the settings.
 #[derive(Clone)]
 struct Outside {
     model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
@@ -338,24 +339,22 @@ struct Outside {
     dashboard: Option<crate::dashboard::DashboardConfig>,
 }
 
-fn outside_from_env(config: &Config) -> Result<Outside> {
-    let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> =
-        match crate::llm::LlmConfig::from_env()? {
-            Some(mut c) => {
-                if config.namespace.is_some() {
-                    // One namespace watched: no other to leave room for.
-                    c.namespace_share_percent = 100;
-                }
-                info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
-                Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
-            }
-            None => {
-                info!("no language model configured; the Brain uses its rules");
-                None
-            }
-        };
-    let allowlist = crate::allowlist::Shared::from_env();
-    let github = match crate::github::GitHubConfig::from_env()? {
+fn outside(settings: &mut Settings) -> Result<Outside> {
+    let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> = match settings
+        .llm
+        .take()
+    {
+        Some(c) => {
+            info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
+            Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
+        }
+        None => {
+            info!("no language model configured; the Brain uses its rules");
+            None
+        }
+    };
+    let allowlist = crate::allowlist::Shared::from_options(&settings.allowlist);
+    let github = match settings.github.take() {
         Some(c) => {
             info!(api = %c.api_url, "incidents are reported to GitHub");
             Some(crate::github::GitHub::guarded(&c, allowlist.clone())?)
@@ -365,10 +364,7 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
             None
         }
     };
-    // Checked before anything starts: a dashboard open to the network
-    // without a token is refused here, not after the leader election.
-    let dashboard = crate::dashboard::DashboardConfig::from_env()?;
-    let traces: Option<Arc<dyn crate::traces::TraceStore>> = match crate::traces::from_env()? {
+    let traces: Option<Arc<dyn crate::traces::TraceStore>> = match settings.traces.take() {
         Some(jaeger) => {
             info!(query = %jaeger.base(), "the Brain and the trace triggers read traces from Jaeger");
             Some(Arc::new(jaeger))
@@ -385,7 +381,9 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
         allowlist,
         github,
         traces,
-        dashboard,
+        // Checked with the settings, before anything starts: a dashboard
+        // open to the network without a token never gets this far.
+        dashboard: settings.dashboard.take(),
     })
 }
 
@@ -449,13 +447,13 @@ impl Shared {
             &Store<RemediationPolicy>,
         ),
         incidents: &Controller<Incident>,
+        instance: &str,
     ) -> Self {
         let (pods, replicasets, policies) = watched;
-        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
         Shared {
             client: client.clone(),
             metrics: metrics.clone(),
-            publisher: Publisher::new(client.clone(), instance),
+            publisher: Publisher::new(client.clone(), instance.to_string()),
             workloads: Workloads::new(
                 client.clone(),
                 pods.store.clone(),
@@ -525,9 +523,13 @@ fn incident_context(
     })
 }
 
-/// Serves metrics and health when `SRE_SPACE_HTTP_ADDR` is set.
-async fn serve_telemetry(metrics: &Arc<Metrics>, incidents: Store<Incident>) -> Result<()> {
-    if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
+/// Serves metrics and health when an address is set.
+async fn serve_telemetry(
+    addr: Option<String>,
+    metrics: &Arc<Metrics>,
+    incidents: Store<Incident>,
+) -> Result<()> {
+    if let Some(addr) = addr {
         let served = crate::telemetry::Served {
             metrics: metrics.clone(),
             incidents,
@@ -538,16 +540,17 @@ async fn serve_telemetry(metrics: &Arc<Metrics>, incidents: Store<Incident>) -> 
 }
 
 /// Runs the operator until it is told to stop.
-pub async fn run(client: Client, config: Config) -> Result<()> {
-    let outside = outside_from_env(&config)?;
+pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
+    let outside = outside(&mut settings)?;
+    let config = settings.config;
     let allowlist_task = outside.allowlist.spawn_reloader();
     let metrics = Arc::new(Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default());
-    serve_telemetry(&metrics, incidents_controller.store()).await?;
+    serve_telemetry(settings.http_addr, &metrics, incidents_controller.store()).await?;
     // A follower is a healthy standby: ready, not acting.
     metrics.set_ready();
-    let leadership = match lease::LeaseConfig::from_env()? {
+    let leadership = match settings.lease {
         Some(cfg) => lease::lead(client.clone(), cfg).await?,
         None => lease::Leadership::sole(),
     };
@@ -557,7 +560,14 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         reflect_policies(config.api::<DeserializeGuard<RemediationPolicy>>(&client));
     let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
     let watched = (&pods, &replicasets, &readable_policies);
-    let shared = Shared::new(&client, &outside, &metrics, watched, &incidents_controller);
+    let shared = Shared::new(
+        &client,
+        &outside,
+        &metrics,
+        watched,
+        &incidents_controller,
+        &settings.instance,
+    );
     // Next to the telemetry server, but it reads the stores and the board,
     // so only now.
     if let Some(dashboard) = outside.dashboard.clone() {
@@ -647,7 +657,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
         reporter_ctx,
         crate::github::reporter::reconcile,
     ));
-    let sources = crate::scout::spawn_sources(&scout_ctx);
+    let sources = crate::scout::spawn_sources(&scout_ctx, settings.kafka);
 
     info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
