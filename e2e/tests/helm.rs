@@ -1919,7 +1919,10 @@ async fn helm_test_checks_this_releases_metrics_and_lease_from_a_pod_that_is_not
     let smoke = &pod["spec"]["containers"][0];
     assert_eq!(smoke["image"], replica["image"], "the operator's own image");
     assert_eq!(smoke["securityContext"], replica["securityContext"]);
-    assert_eq!(pod["spec"]["securityContext"], d["spec"]["template"]["spec"]["securityContext"]);
+    assert_eq!(
+        pod["spec"]["securityContext"],
+        d["spec"]["template"]["spec"]["securityContext"]
+    );
     let args: Vec<&str> = smoke["args"]
         .as_array()
         .context("args")?
@@ -1943,16 +1946,25 @@ async fn helm_test_checks_this_releases_metrics_and_lease_from_a_pod_that_is_not
         ]
     );
     let service = of_kind(&all, "Service")[0];
-    assert_eq!(service["metadata"]["name"], "rel-sre-space-metrics", "the variables' prefix");
+    assert_eq!(
+        service["metadata"]["name"], "rel-sre-space-metrics",
+        "the variables' prefix"
+    );
     let labels = pod["metadata"]["labels"].as_object().context("labels")?;
     let selects = |selector: &Value| {
         selector
             .as_object()
             .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
     };
-    assert!(!selects(&service["spec"]["selector"]), "the Service does not send it traffic");
+    assert!(
+        !selects(&service["spec"]["selector"]),
+        "the Service does not send it traffic"
+    );
     for pdb in of_kind(&all, "PodDisruptionBudget") {
-        assert!(!selects(&pdb["spec"]["selector"]["matchLabels"]), "not counted as a replica");
+        assert!(
+            !selects(&pdb["spec"]["selector"]["matchLabels"]),
+            "not counted as a replica"
+        );
     }
     Ok(())
 }

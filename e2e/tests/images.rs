@@ -54,7 +54,10 @@ fn context(dockerfile: &str, test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     for (source, dest) in copies(dockerfile) {
         let from = repo_dir().join(&source);
-        assert!(from.exists(), "{dockerfile} copies {source}, which does not exist");
+        assert!(
+            from.exists(),
+            "{dockerfile} copies {source}, which does not exist"
+        );
         let to = if dest.ends_with('/') || dest == "." {
             let name = Path::new(&source).file_name().expect("a name");
             dir.join(dest.trim_end_matches('/')).join(name)
@@ -69,7 +72,14 @@ fn context(dockerfile: &str, test: &str) -> PathBuf {
 /// The workspace members' names, as cargo loads them in `dir`.
 fn members(dir: &Path) -> Result<Vec<String>, String> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline", "--no-deps"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--offline",
+            "--no-deps",
+        ])
         .current_dir(dir)
         .output()
         .expect("cargo runs");
@@ -106,15 +116,25 @@ fn cargo_loads_the_whole_workspace_from_what_each_dockerfile_copies() {
 #[test]
 fn both_dockerfiles_copy_the_same_workspace_and_build_with_the_lock_file() {
     let operator = copies(DOCKERFILES[0]);
-    assert!(!operator.is_empty(), "the operator's Dockerfile copies the workspace");
-    assert_eq!(copies(DOCKERFILES[1]), operator, "make images builds both from one context");
+    assert!(
+        !operator.is_empty(),
+        "the operator's Dockerfile copies the workspace"
+    );
+    assert_eq!(
+        copies(DOCKERFILES[1]),
+        operator,
+        "make images builds both from one context"
+    );
     for dockerfile in DOCKERFILES {
         let text = std::fs::read_to_string(repo_dir().join(dockerfile)).expect("the Dockerfile");
         assert!(
             text.contains("cargo build --release --locked"),
             "{dockerfile} builds with Cargo.lock"
         );
-        assert!(text.contains("USER 65532:65532"), "{dockerfile} runs as the non-root user");
+        assert!(
+            text.contains("USER 65532:65532"),
+            "{dockerfile} runs as the non-root user"
+        );
     }
 }
 

@@ -192,9 +192,17 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
     ensure!(pods.len() == 2, "two replicas run: {}", pods.len());
     for p in &pods {
         let spec = p.spec.as_ref().context("a pod spec")?;
-        assert_eq!(spec.node_name.as_deref(), Some(node.as_str()), "on the real node");
+        assert_eq!(
+            spec.node_name.as_deref(),
+            Some(node.as_str()),
+            "on the real node"
+        );
         let c = operator_container(p).context("the operator's container")?;
-        assert!(c.ready, "{} is ready", p.metadata.name.as_deref().unwrap_or(""));
+        assert!(
+            c.ready,
+            "{} is ready",
+            p.metadata.name.as_deref().unwrap_or("")
+        );
         assert!(
             c.image.ends_with("sre-space/operator:0.1.0"),
             "the image make images built: {}",
@@ -310,28 +318,36 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
         "ctr tasks kill: {}",
         String::from_utf8_lossy(&kill.stderr)
     );
-    wait_until(Duration::from_secs(90), "a leader after the kill", || async {
-        let (who, renewed) = holder(&leases.get(&lease_name).await?);
-        Ok(!who.is_empty() && renewed.is_some_and(|r| r > killed_at))
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "a leader after the kill",
+        || async {
+            let (who, renewed) = holder(&leases.get(&lease_name).await?);
+            Ok(!who.is_empty() && renewed.is_some_and(|r| r > killed_at))
+        },
+    )
     .await?;
     let failover = clock.elapsed();
     let (new_leader, _) = holder(&leases.get(&lease_name).await?);
     // The kill was real: the kubelet saw the container die and restarted it.
-    wait_until(Duration::from_secs(60), "the killed container's restart", || {
-        let pods_api = pods_api.clone();
-        let leader = leader.clone();
-        let restarts = before.restart_count;
-        async move {
-            let c = operator_container(&pods_api.get(&leader).await?);
-            Ok(c.is_some_and(|c| {
-                c.restart_count > restarts
-                    && c.last_state
-                        .and_then(|s| s.terminated)
-                        .is_some_and(|t| t.exit_code == 137)
-            }))
-        }
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the killed container's restart",
+        || {
+            let pods_api = pods_api.clone();
+            let leader = leader.clone();
+            let restarts = before.restart_count;
+            async move {
+                let c = operator_container(&pods_api.get(&leader).await?);
+                Ok(c.is_some_and(|c| {
+                    c.restart_count > restarts
+                        && c.last_state
+                            .and_then(|s| s.terminated)
+                            .is_some_and(|t| t.exit_code == 137)
+                }))
+            }
+        },
+    )
     .await?;
     eprintln!(
         "install: failover after SIGKILL of the leader's container {leader}: {failover:.2?} until {new_leader} renewed the Lease"
@@ -427,7 +443,15 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
     );
 
     // --- helm test ---------------------------------------------------------
-    let tested = helm_run(&["test", &t.release, "-n", &t.ops.name, "--timeout", "120s", "--logs"])?;
+    let tested = helm_run(&[
+        "test",
+        &t.release,
+        "-n",
+        &t.ops.name,
+        "--timeout",
+        "120s",
+        "--logs",
+    ])?;
     ensure!(
         tested.success,
         "helm test failed:\n{}\n{}",
@@ -456,9 +480,11 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
         incidents.get_opt(&incident_name).await?.is_some(),
         "the incident is kept"
     );
-    wait_until(Duration::from_secs(60), "the operator's pods to go", || async {
-        Ok(t.operator_pods().await?.is_empty())
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the operator's pods to go",
+        || async { Ok(t.operator_pods().await?.is_empty()) },
+    )
     .await?;
     if t.deployment().await.is_ok() {
         bail!("the Deployment outlived helm uninstall");

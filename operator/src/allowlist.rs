@@ -40,6 +40,24 @@ use crate::workload::selector_matches;
 /// The environment variable naming the allow-list file.
 pub const ENV: &str = "SRE_SPACE_ALLOWLIST";
 
+/// Where the allow-list is.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Allow-list")]
+pub struct AllowListOptions {
+    /// The allow-list file (the chart mounts a ConfigMap), read again when it
+    /// changes: which GitHub repositories and health-check hosts each
+    /// namespace's policies may use. Unset: deny beyond the defaults; an
+    /// unreadable or invalid file also denies, and is logged.
+    #[arg(long, env = ENV, value_name = "FILE", value_parser = path)]
+    pub allowlist: Option<PathBuf>,
+}
+
+/// A path, empty included (clap refuses an empty one): the chart may set an
+/// empty variable, which means no file.
+fn path(v: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(v))
+}
+
 /// How often the file is looked at again.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 /// How long a namespace's labels are trusted.
@@ -669,11 +687,11 @@ impl Shared {
         })
     }
 
-    /// The list of the file named by `SRE_SPACE_ALLOWLIST`; deny-all when
-    /// unset, unreadable or invalid (logged).
-    pub fn from_env() -> Arc<Self> {
-        match std::env::var(ENV).ok().filter(|p| !p.is_empty()) {
-            Some(path) => Self::from_file(PathBuf::from(path)),
+    /// The list of the file the options name; deny-all when none is named
+    /// (or the file is unreadable or invalid: logged).
+    pub fn from_options(o: &AllowListOptions) -> Arc<Self> {
+        match o.allowlist.clone().filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => Self::from_file(path),
             None => {
                 info!(
                     "no {ENV}: no namespace may use a GitHub repository, and health checks reach only their own namespace's Services"

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use kube::{Api, Client};
 
-use crate::{Error, Result};
-
 /// Settings of the operator process (not of a policy).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -27,57 +25,106 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            breaker_limit: 20,
-            breaker_window: Duration::from_secs(600),
+            breaker_limit: DEFAULT_BREAKER_LIMIT,
+            breaker_window: Duration::from_secs(DEFAULT_BREAKER_WINDOW_SECONDS),
             crash_after_record: false,
             namespace: None,
-            namespace_share_percent: 50,
+            namespace_share_percent: DEFAULT_SHARE_PERCENT,
         }
     }
 }
 
+/// Where the operator watches and acts.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Kubernetes")]
+pub struct ScopeOptions {
+    /// Watch and act in this namespace only; unset or empty: every namespace.
+    #[arg(long, env = "SRE_SPACE_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+}
+
+/// The global circuit breaker over all policies.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Circuit breaker")]
+pub struct BreakerOptions {
+    /// At most this many actions in the breaker's window, across all
+    /// policies; at least 1 (to stop one policy, set its maxActionsPerHour
+    /// to 0).
+    #[arg(
+        long,
+        env = "SRE_SPACE_BREAKER_LIMIT",
+        value_name = "ACTIONS",
+        default_value_t = DEFAULT_BREAKER_LIMIT,
+        value_parser = breaker_limit,
+    )]
+    pub breaker_limit: usize,
+    /// The breaker's window.
+    #[arg(
+        long,
+        env = "SRE_SPACE_BREAKER_WINDOW_SECONDS",
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_BREAKER_WINDOW_SECONDS,
+        value_parser = whole_number,
+    )]
+    pub breaker_window_seconds: u64,
+    /// The share of the breaker's limit one namespace may use (at least one
+    /// action), so a storm in one namespace leaves actions for the others;
+    /// 1 to 100. Not applied when one namespace is watched.
+    #[arg(
+        long,
+        env = "SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT",
+        value_name = "PERCENT",
+        default_value_t = DEFAULT_SHARE_PERCENT,
+        value_parser = breaker_share,
+    )]
+    pub breaker_namespace_share_percent: u64,
+}
+
+const DEFAULT_BREAKER_LIMIT: usize = 20;
+const DEFAULT_BREAKER_WINDOW_SECONDS: u64 = 600;
+const DEFAULT_SHARE_PERCENT: u64 = 50;
+
+/// A whole number, for a setting's value parser.
+pub fn whole_number(v: &str) -> std::result::Result<u64, String> {
+    v.parse().map_err(|_| "not a whole number".to_string())
+}
+
+fn breaker_limit(v: &str) -> std::result::Result<usize, String> {
+    match whole_number(v)? {
+        // A policy's maxActionsPerHour: 0 is the way to stop actions.
+        0 => Err("0 would pause every action forever; use at least 1 (to stop one policy, set its maxActionsPerHour to 0)".into()),
+        n => usize::try_from(n).map_err(|_| "too large".to_string()),
+    }
+}
+
+fn breaker_share(v: &str) -> std::result::Result<u64, String> {
+    percent(v, "100: one namespace may use the whole breaker")
+}
+
+/// A share in percent, 1 to 100; `whole` says what 100 means.
+pub fn percent(v: &str, whole: &str) -> std::result::Result<u64, String> {
+    match whole_number(v)? {
+        n @ 1..=100 => Ok(n),
+        n => Err(format!("{n} must be 1 to 100 ({whole})")),
+    }
+}
+
 impl Config {
-    /// Reads `SRE_SPACE_WATCH_NAMESPACE`, `SRE_SPACE_BREAKER_LIMIT`,
-    /// `SRE_SPACE_BREAKER_WINDOW_SECONDS`,
-    /// `SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT` and the test hook
+    /// The settings as parsed from the command line and the environment;
+    /// `crash_after_record` is the test hook
     /// `SRE_SPACE_TEST_CRASH_AFTER_RECORD`.
-    pub fn from_env() -> Result<Self> {
-        let mut c = Self::default();
-        let num = |name: &str| -> Result<Option<u64>> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| Error::Config(format!("{name}={v:?} is not a whole number"))),
-                Err(_) => Ok(None),
-            }
-        };
-        if let Some(n) = num("SRE_SPACE_BREAKER_LIMIT")? {
-            if n == 0 {
-                // A policy's maxActionsPerHour: 0 is the way to stop actions.
-                return Err(Error::Config(
-                    "SRE_SPACE_BREAKER_LIMIT=0 would pause every action forever; use at least 1 (to stop one policy, set its maxActionsPerHour to 0)".into(),
-                ));
-            }
-            c.breaker_limit = n as usize;
+    pub fn from_options(
+        scope: &ScopeOptions,
+        breaker: &BreakerOptions,
+        crash_after_record: bool,
+    ) -> Self {
+        Self {
+            breaker_limit: breaker.breaker_limit,
+            breaker_window: Duration::from_secs(breaker.breaker_window_seconds),
+            crash_after_record,
+            namespace: scope.watch_namespace.clone().filter(|n| !n.is_empty()),
+            namespace_share_percent: breaker.breaker_namespace_share_percent,
         }
-        if let Some(n) = num("SRE_SPACE_BREAKER_WINDOW_SECONDS")? {
-            c.breaker_window = Duration::from_secs(n);
-        }
-        if let Some(n) = num("SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT")? {
-            if !(1..=100).contains(&n) {
-                return Err(Error::Config(format!(
-                    "SRE_SPACE_BREAKER_NAMESPACE_SHARE_PERCENT={n} must be 1 to 100 (100: one namespace may use the whole breaker)"
-                )));
-            }
-            c.namespace_share_percent = n;
-        }
-        c.crash_after_record =
-            std::env::var("SRE_SPACE_TEST_CRASH_AFTER_RECORD").is_ok_and(|v| v == "1");
-        c.namespace = std::env::var("SRE_SPACE_WATCH_NAMESPACE")
-            .ok()
-            .filter(|n| !n.is_empty());
-        Ok(c)
     }
 
     /// The most actions one namespace may take in the breaker's window: its

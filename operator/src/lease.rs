@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use futures::StreamExt;
 use kube::api::{ObjectMeta, PostParams, WatchParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -63,40 +63,68 @@ pub struct LeaseConfig {
     pub renew_every: Duration,
 }
 
+/// Leader election and this replica's name.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Leader election")]
+pub struct LeaseOptions {
+    /// Elect a leader on a Lease in this namespace (the chart sets the
+    /// release's namespace); unset or empty: no election, this process acts
+    /// alone.
+    #[arg(long, env = "SRE_SPACE_LEASE_NAMESPACE", value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// The Lease's name.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LEASE_NAME",
+        value_name = "NAME",
+        default_value = "sre-space"
+    )]
+    pub lease_name: String,
+    /// How long the Lease holds without a renewal; the leader renews it
+    /// every third of that. At least 3.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LEASE_DURATION_SECONDS",
+        value_name = "SECONDS",
+        default_value_t = 15,
+        value_parser = lease_seconds,
+    )]
+    pub lease_duration_seconds: u64,
+    /// This replica's name: its identity in the Lease, and the instance its
+    /// events name (the chart sets the pod's name). Unset: the host name and
+    /// process id in the Lease, `local` in events.
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+}
+
+fn lease_seconds(v: &str) -> std::result::Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|s| *s >= 3)
+        .ok_or_else(|| "a whole number of seconds, at least 3".into())
+}
+
 impl LeaseConfig {
-    /// Leader election is on when `SRE_SPACE_LEASE_NAMESPACE` is set (the
-    /// chart sets it to the release's namespace). `SRE_SPACE_LEASE_NAME`
-    /// (default `sre-space`), `SRE_SPACE_LEASE_DURATION_SECONDS` (15); the
-    /// identity is `POD_NAME`, or the host name and process id.
-    pub fn from_env() -> Result<Option<Self>> {
-        let Some(namespace) = std::env::var("SRE_SPACE_LEASE_NAMESPACE")
-            .ok()
-            .filter(|n| !n.is_empty())
-        else {
-            return Ok(None);
-        };
-        let seconds = match std::env::var("SRE_SPACE_LEASE_DURATION_SECONDS") {
-            Ok(v) => v.parse::<u64>().ok().filter(|s| *s >= 3).ok_or_else(|| {
-                crate::Error::Config(format!(
-                    "SRE_SPACE_LEASE_DURATION_SECONDS={v:?}: a whole number of seconds, at least 3"
-                ))
-            })?,
-            Err(_) => 15,
-        };
-        let identity = std::env::var("POD_NAME")
-            .ok()
+    /// Leader election is on when a Lease namespace is set; None otherwise.
+    /// The identity is the pod's name, or the host name and process id.
+    pub fn from_options(o: &LeaseOptions) -> Option<Self> {
+        let namespace = o.lease_namespace.clone().filter(|n| !n.is_empty())?;
+        let seconds = o.lease_duration_seconds;
+        let identity = o
+            .pod_name
+            .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             });
-        Ok(Some(Self {
+        Some(Self {
             namespace,
-            name: std::env::var("SRE_SPACE_LEASE_NAME").unwrap_or_else(|_| "sre-space".into()),
+            name: o.lease_name.clone(),
             identity,
             duration: Duration::from_secs(seconds),
             renew_every: Duration::from_secs((seconds / 3).max(1)),
-        }))
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod allowlist;
 pub mod approve;
 pub mod brain;
+pub mod cli;
 pub mod clock;
 pub mod conditions;
 pub mod config;

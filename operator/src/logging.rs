@@ -1,7 +1,8 @@
 //! Logs, and traces of each reconcile. Logs go to stderr as text or JSON
-//! (`SRE_SPACE_LOG_FORMAT`); when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for
-//! example `http://otel-collector:4318`, OTLP over HTTP), every reconcile is
-//! also exported as a span to that endpoint, named by `OTEL_SERVICE_NAME`
+//! (`SRE_SPACE_LOG_FORMAT`), filtered by `RUST_LOG`; when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for example
+//! `http://otel-collector:4318`, OTLP over HTTP), every reconcile is also
+//! exported as a span to that endpoint, named by `OTEL_SERVICE_NAME`
 //! (default `sre-space`).
 
 use opentelemetry::trace::TracerProvider as _;
@@ -22,18 +23,72 @@ impl Drop for Guard {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Lines for a person.
+    #[default]
+    Text,
+}
+
+/// Logs and reconcile traces, for every command.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LoggingOptions {
+    /// How log lines are written (the chart: json).
+    #[arg(
+        long,
+        env = "SRE_SPACE_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true,
+    )]
+    pub log_format: LogFormat,
+    /// Which log lines are written, as tracing's `EnvFilter` directives; an
+    /// invalid filter falls back to the default.
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        value_name = "FILTER",
+        default_value = DEFAULT_FILTER,
+        global = true,
+    )]
+    pub rust_log: String,
+    /// Export every reconcile as a span to this OTLP/HTTP endpoint (for
+    /// example `http://otel-collector:4318`); unset or empty: no export.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL",
+        global = true
+    )]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// The service name the exported spans carry.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        value_name = "NAME",
+        default_value = "sre-space",
+        global = true
+    )]
+    pub otel_service_name: String,
+}
+
+const DEFAULT_FILTER: &str = "info,kube=warn";
+
 /// Installs the global subscriber.
-pub fn init() -> Result<Guard, String> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+pub fn init(o: &LoggingOptions) -> Result<Guard, String> {
+    let filter = EnvFilter::try_new(&o.rust_log).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match std::env::var("SRE_SPACE_LOG_FORMAT").as_deref() {
-        Ok("json") => fmt.json().boxed(),
-        Ok("text") | Err(_) => fmt.boxed(),
-        Ok(other) => return Err(format!("SRE_SPACE_LOG_FORMAT={other:?}: use json or text")),
+    let fmt = match o.log_format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => Some(provider(&endpoint)?),
+    let provider = match o.otel_exporter_otlp_endpoint.as_deref() {
+        Some(endpoint) if !endpoint.is_empty() => Some(provider(endpoint, &o.otel_service_name)?),
         _ => None,
     };
     // Only the reconcile spans (and what they contain) are exported, not
@@ -51,16 +106,15 @@ pub fn init() -> Result<Guard, String> {
     Ok(Guard(provider))
 }
 
-fn provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, String> {
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(url)
         .build()
         .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint:?}: {e}"))?;
-    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "sre-space".to_string());
     let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service)
+        .with_service_name(service.to_string())
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

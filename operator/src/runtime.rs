@@ -1,4 +1,4 @@
-//! Start-up: reads the process settings, builds each stage's inputs, starts
+//! Start-up: takes the process settings, builds each stage's inputs, starts
 //! the watches and the reconcilers in the order the stages need each other,
 //! and stops them. Every stage is a module of its own that takes only what
 //! it uses; this module depends on all of them and none depends on it.
@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
+use crate::cli::Settings;
 use crate::config::Config;
 use crate::crd::{Incident, RemediationPolicy};
 use crate::publish::Publisher;
@@ -24,20 +25,75 @@ use crate::telemetry::Metrics;
 use crate::workload::Workloads;
 use crate::{Error, Result, lease};
 
+/// The controllers the operator runs. Each one's name is the `controller`
+/// label of both reconcile metrics and the field of its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ControllerName {
+    Policy,
+    Scout,
+    ScoutDeployment,
+    ScoutStatefulSet,
+    ScoutJob,
+    Report,
+    Incident,
+}
+
+impl ControllerName {
+    #[cfg(test)]
+    const ALL: [Self; 7] = [
+        Self::Policy,
+        Self::Scout,
+        Self::ScoutDeployment,
+        Self::ScoutStatefulSet,
+        Self::ScoutJob,
+        Self::Report,
+        Self::Incident,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Scout => "scout",
+            Self::ScoutDeployment => "scout-deployment",
+            Self::ScoutStatefulSet => "scout-statefulset",
+            Self::ScoutJob => "scout-job",
+            Self::Report => "report",
+            Self::Incident => "incident",
+        }
+    }
+
+    fn labels(self) -> crate::telemetry::ControllerLabels {
+        crate::telemetry::ControllerLabels {
+            controller: self.label().into(),
+        }
+    }
+}
+
+/// The namespace (empty for a cluster-scoped object) and name that a log
+/// line about an object carries.
+fn object_fields<K: kube::Resource>(object: &K) -> (&str, &str) {
+    let meta = object.meta();
+    (
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or(""),
+    )
+}
+
 /// Runs a reconcile inside a span (exported as a trace when OTLP is
 /// configured) and records how long it took.
 async fn timed<K: kube::Resource>(
     metrics: &Metrics,
-    controller: &'static str,
+    controller: ControllerName,
     object: Arc<K>,
     reconcile: impl std::future::Future<Output = Result<Action>>,
 ) -> Result<Action> {
     use tracing::Instrument;
+    let (namespace, name) = object_fields(object.as_ref());
     let span = tracing::info_span!(
         "reconcile",
-        controller,
-        namespace = object.meta().namespace.as_deref().unwrap_or(""),
-        object = object.meta().name.as_deref().unwrap_or(""),
+        controller = controller.label(),
+        namespace,
+        object = name,
         otel.status_code = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
@@ -45,12 +101,9 @@ async fn timed<K: kube::Resource>(
     if result.is_err() {
         span.record("otel.status_code", "ERROR");
     }
-    let labels = crate::telemetry::ControllerLabels {
-        controller: controller.into(),
-    };
     metrics
         .reconcile_seconds
-        .get_or_create(&labels)
+        .get_or_create(&controller.labels())
         .observe(started.elapsed().as_secs_f64());
     metrics.reconciled(k8s_openapi::jiff::Timestamp::now());
     result
@@ -68,21 +121,28 @@ pub fn retry_after(error: &Error) -> Option<Duration> {
     Some(Duration::from_secs(5))
 }
 
-fn error_policy(metrics: &Metrics, controller: &'static str, error: &Error) -> Action {
+/// Counts a failed reconcile and says when to try again; the log names the
+/// object that failed.
+fn error_policy<K: kube::Resource>(
+    metrics: &Metrics,
+    controller: ControllerName,
+    object: &K,
+    error: &Error,
+) -> Action {
     metrics
         .reconcile_errors
-        .get_or_create(&crate::telemetry::ControllerLabels {
-            controller: controller.into(),
-        })
+        .get_or_create(&controller.labels())
         .inc();
+    let (namespace, name) = object_fields(object);
+    let controller = controller.label();
     match retry_after(error) {
         Some(after) if after < Duration::from_secs(1) => Action::requeue(after),
         Some(after) => {
-            warn!(controller, %error, "reconcile failed; retrying");
+            warn!(controller, namespace, name, %error, "reconcile failed; retrying");
             Action::requeue(after)
         }
         None => {
-            info!(controller, %error, "the object is gone; not retrying");
+            info!(controller, namespace, name, %error, "the object is gone; not retrying");
             Action::await_change()
         }
     }
@@ -270,7 +330,7 @@ async fn until_ready(mut ready: tokio::sync::watch::Receiver<bool>, what: &str) 
         .map_err(|_| Error::Stopped(format!("the {what} watch ended before it was ready")))
 }
 
-/// The outside systems the stages may use, read from the environment.
+/// The outside systems the stages may use, from the settings.
 #[derive(Clone)]
 struct Outside {
     model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)>,
@@ -280,24 +340,22 @@ struct Outside {
     dashboard: Option<crate::dashboard::DashboardConfig>,
 }
 
-fn outside_from_env(config: &Config) -> Result<Outside> {
-    let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> =
-        match crate::llm::LlmConfig::from_env()? {
-            Some(mut c) => {
-                if config.namespace.is_some() {
-                    // One namespace watched: no other to leave room for.
-                    c.namespace_share_percent = 100;
-                }
-                info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
-                Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
-            }
-            None => {
-                info!("no language model configured; the Brain uses its rules");
-                None
-            }
-        };
-    let allowlist = crate::allowlist::Shared::from_env();
-    let github = match crate::github::GitHubConfig::from_env()? {
+fn outside(settings: &mut Settings) -> Result<Outside> {
+    let model: Option<(Arc<dyn crate::llm::ChatModel>, crate::llm::LlmConfig)> = match settings
+        .llm
+        .take()
+    {
+        Some(c) => {
+            info!(base_url = %c.base_url, model = %c.model, "the Brain may consult a language model");
+            Some((Arc::new(crate::llm::OpenAiModel::new(&c)?), c))
+        }
+        None => {
+            info!("no language model configured; the Brain uses its rules");
+            None
+        }
+    };
+    let allowlist = crate::allowlist::Shared::from_options(&settings.allowlist);
+    let github = match settings.github.take() {
         Some(c) => {
             info!(api = %c.api_url, "incidents are reported to GitHub");
             Some(crate::github::GitHub::guarded(&c, allowlist.clone())?)
@@ -307,10 +365,7 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
             None
         }
     };
-    // Checked before anything starts: a dashboard open to the network
-    // without a token is refused here, not after the leader election.
-    let dashboard = crate::dashboard::DashboardConfig::from_env()?;
-    let traces: Option<Arc<dyn crate::traces::TraceStore>> = match crate::traces::from_env()? {
+    let traces: Option<Arc<dyn crate::traces::TraceStore>> = match settings.traces.take() {
         Some(jaeger) => {
             info!(query = %jaeger.base(), "the Brain and the trace triggers read traces from Jaeger");
             Some(Arc::new(jaeger))
@@ -327,7 +382,9 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
         allowlist,
         github,
         traces,
-        dashboard,
+        // Checked with the settings, before anything starts: a dashboard
+        // open to the network without a token never gets this far.
+        dashboard: settings.dashboard.take(),
     })
 }
 
@@ -335,8 +392,7 @@ fn outside_from_env(config: &Config) -> Result<Outside> {
 /// traced, each failure counted and retried as `retry_after` says.
 async fn drive<K, C, F, Fut>(
     controller: Controller<K>,
-    name: &'static str,
-    kind: &'static str,
+    name: ControllerName,
     metrics: Arc<Metrics>,
     ctx: Arc<C>,
     reconcile: F,
@@ -360,7 +416,7 @@ async fn drive<K, C, F, Fut>(
                 let (m, reconcile) = (m.clone(), reconcile.clone());
                 async move { timed(&m, name, o.clone(), reconcile(o, c)).await }
             },
-            move |_, e, _| error_policy(&metrics, kind, e),
+            move |object, e, _| error_policy(&metrics, name, object.as_ref(), e),
             ctx,
         )
         // Errors are counted and logged by error_policy; the stream only
@@ -392,13 +448,13 @@ impl Shared {
             &Store<RemediationPolicy>,
         ),
         incidents: &Controller<Incident>,
+        instance: &str,
     ) -> Self {
         let (pods, replicasets, policies) = watched;
-        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
         Shared {
             client: client.clone(),
             metrics: metrics.clone(),
-            publisher: Publisher::new(client.clone(), instance),
+            publisher: Publisher::new(client.clone(), instance.to_string()),
             workloads: Workloads::new(
                 client.clone(),
                 pods.store.clone(),
@@ -468,13 +524,14 @@ fn incident_context(
     })
 }
 
-/// Serves metrics and health when `SRE_SPACE_HTTP_ADDR` is set.
+/// Serves metrics and health when an address is set.
 async fn serve_telemetry(
+    addr: Option<String>,
     metrics: &Arc<Metrics>,
     incidents: Store<Incident>,
     config: &Config,
 ) -> Result<()> {
-    if let Ok(addr) = std::env::var("SRE_SPACE_HTTP_ADDR") {
+    if let Some(addr) = addr {
         let served = crate::telemetry::Served {
             metrics: metrics.clone(),
             incidents,
@@ -487,16 +544,23 @@ async fn serve_telemetry(
 }
 
 /// Runs the operator until it is told to stop.
-pub async fn run(client: Client, config: Config) -> Result<()> {
-    let outside = outside_from_env(&config)?;
+pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
+    let outside = outside(&mut settings)?;
+    let config = settings.config;
     let allowlist_task = outside.allowlist.spawn_reloader();
     let metrics = Arc::new(Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default());
-    serve_telemetry(&metrics, incidents_controller.store(), &config).await?;
+    serve_telemetry(
+        settings.http_addr.clone(),
+        &metrics,
+        incidents_controller.store(),
+        &config,
+    )
+    .await?;
     // A follower is a healthy standby: ready, not acting.
     metrics.set_ready();
-    let leadership = match lease::LeaseConfig::from_env()? {
+    let leadership = match settings.lease {
         Some(cfg) => lease::lead(client.clone(), cfg).await?,
         None => lease::Leadership::sole(),
     };
@@ -509,7 +573,14 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let replicasets = reflect(config.api::<ReplicaSet>(&client), trim_managed_fields);
     metrics.count_policies(readable_policies.clone());
     let watched = (&pods, &replicasets, &readable_policies);
-    let shared = Shared::new(&client, &outside, &metrics, watched, &incidents_controller);
+    let shared = Shared::new(
+        &client,
+        &outside,
+        &metrics,
+        watched,
+        &incidents_controller,
+        &settings.instance,
+    );
     // Next to the telemetry server, but it reads the stores and the board,
     // so only now.
     if let Some(dashboard) = outside.dashboard.clone() {
@@ -528,8 +599,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let policy_controller = Controller::for_stream(policies.stream, policies.store.clone());
     let policy_task = tokio::spawn(drive(
         policy_controller,
-        "policy",
-        "RemediationPolicy",
+        ControllerName::Policy,
         metrics.clone(),
         policy_ctx,
         crate::policy::reconcile,
@@ -545,8 +615,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let scout_ctx = scout_context(&shared, &outside);
     let scout_task = tokio::spawn(drive(
         Controller::for_stream(pods.stream, pods.store),
-        "scout",
-        "Pod",
+        ControllerName::Scout,
         metrics.clone(),
         scout_ctx.clone(),
         crate::scout::reconcile,
@@ -566,24 +635,21 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let workload_tasks = [
         tokio::spawn(drive(
             Controller::for_stream(deployments.stream, deployments.store),
-            "scout-deployment",
-            "Deployment",
+            ControllerName::ScoutDeployment,
             metrics.clone(),
             workloads_ctx.clone(),
             crate::scout::workloads::reconcile_deployment,
         )),
         tokio::spawn(drive(
             Controller::for_stream(statefulsets.stream, statefulsets.store),
-            "scout-statefulset",
-            "StatefulSet",
+            ControllerName::ScoutStatefulSet,
             metrics.clone(),
             workloads_ctx.clone(),
             crate::scout::workloads::reconcile_statefulset,
         )),
         tokio::spawn(drive(
             Controller::for_stream(jobs.stream, jobs.store),
-            "scout-job",
-            "Job",
+            ControllerName::ScoutJob,
             metrics.clone(),
             workloads_ctx,
             crate::scout::workloads::reconcile_job,
@@ -599,13 +665,12 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     });
     let report_task = tokio::spawn(drive(
         Controller::new(config.api::<Incident>(&client), watcher::Config::default()),
-        "report",
-        "Incident",
+        ControllerName::Report,
         metrics.clone(),
         reporter_ctx,
         crate::github::reporter::reconcile,
     ));
-    let sources = crate::scout::spawn_sources(&scout_ctx);
+    let sources = crate::scout::spawn_sources(&scout_ctx, settings.kafka);
 
     info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
@@ -614,8 +679,7 @@ pub async fn run(client: Client, config: Config) -> Result<()> {
     let incident_ctx = incident_context(shared, config, outside, leadership);
     drive(
         incidents_controller,
-        "incident",
-        "Incident",
+        ControllerName::Incident,
         metrics,
         incident_ctx.clone(),
         crate::incident::reconcile,
@@ -656,6 +720,88 @@ mod tests {
         assert_eq!(retry_after(&conflict), Some(Duration::from_millis(200)));
         let away = Error::Invalid("the API server is away".into());
         assert_eq!(retry_after(&away), Some(Duration::from_secs(5)));
+    }
+
+    /// What the operator logs while `f` runs, one JSON object a line.
+    fn logged(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The `web-oomkilled` Incident of the namespace `shop`.
+    fn incident() -> Incident {
+        crate::testing::incident(crate::crd::Phase::Detected, vec![])
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_logged_with_the_object_it_failed_on() {
+        let metrics = Metrics::default();
+        let object = incident();
+        let error = Error::Invalid("the API server is away".into());
+        let lines = logged(|| {
+            error_policy(&metrics, ControllerName::Incident, &object, &error);
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let fields = &lines[0]["fields"];
+        assert_eq!(fields["message"], "reconcile failed; retrying");
+        assert_eq!(fields["controller"], "incident");
+        assert_eq!(fields["namespace"], "shop");
+        assert_eq!(fields["name"], "web-oomkilled");
+        assert_eq!(fields["error"], "the API server is away");
+    }
+
+    #[tokio::test]
+    async fn each_controller_has_one_lowercase_name_in_both_reconcile_metrics() {
+        let metrics = Metrics::default();
+        let object = Arc::new(incident());
+        let mut names = std::collections::BTreeSet::new();
+        for controller in ControllerName::ALL {
+            let failed = timed(&metrics, controller, object.clone(), async {
+                Err(Error::Invalid("failed".into()))
+            })
+            .await;
+            let error = failed.expect_err("the reconcile failed");
+            error_policy(&metrics, controller, object.as_ref(), &error);
+            let label = controller.label();
+            assert_eq!(label, label.to_lowercase());
+            assert!(names.insert(label), "{label} names two controllers");
+            let labels = controller.labels();
+            assert!(
+                metrics.reconcile_seconds.get(&labels).is_some(),
+                "{label} has no reconcile_duration_seconds"
+            );
+            assert_eq!(
+                metrics.reconcile_errors.get(&labels).map(|c| c.get()),
+                Some(1),
+                "{label}'s error is counted under its own name"
+            );
+        }
+        for kind in ["Incident", "RemediationPolicy", "Pod"] {
+            let labels = crate::telemetry::ControllerLabels {
+                controller: kind.into(),
+            };
+            assert!(metrics.reconcile_errors.get(&labels).is_none(), "{kind}");
+        }
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub fn judge_lease(lease: Option<&Lease>, now: Timestamp) -> Check {
         return Check {
             what,
             passed: false,
-            detail: "no Lease yet: no replica has started leading (kubectl logs the operator's pods)"
-                .into(),
+            detail:
+                "no Lease yet: no replica has started leading (kubectl logs the operator's pods)"
+                    .into(),
         };
     };
     let holder = spec.holder_identity.clone().unwrap_or_default();
@@ -76,10 +77,7 @@ pub fn judge_lease(lease: Option<&Lease>, now: Timestamp) -> Check {
 /// the leader gauge every replica exports.
 pub fn judge_metrics(status: u16, body: &str) -> Check {
     let what = "the metrics endpoint answers";
-    let series = body
-        .lines()
-        .filter(|l| l.starts_with("sre_space_"))
-        .count();
+    let series = body.lines().filter(|l| l.starts_with("sre_space_")).count();
     let passed = status == 200 && body.lines().any(|l| l.starts_with("sre_space_leader"));
     Check {
         what,
@@ -93,7 +91,11 @@ pub fn judge_metrics(status: u16, body: &str) -> Check {
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
-    let answer = http.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    let answer = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     let status = answer.status().as_u16();
     let body = answer.text().await.map_err(|e| format!("{url}: {e}"))?;
     Ok((status, body))

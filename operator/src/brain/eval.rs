@@ -206,6 +206,20 @@ pub fn render_controls(rows: &[ControlRow]) -> String {
     out
 }
 
+/// Whether the evaluation passed: no scenario diagnosed wrong or planned
+/// unsafely, and no control opened an incident. `sre-space eval` exits
+/// non-zero with the error.
+pub fn verdict(rows: &[Row], controls: &[ControlRow]) -> std::result::Result<(), String> {
+    let wrong = rows.iter().filter(|r| !r.passed()).count();
+    let fired = controls.iter().filter(|c| !c.signals.is_empty()).count();
+    if wrong + fired > 0 {
+        return Err(format!(
+            "{wrong} scenario(s) diagnosed wrong or planned unsafely, {fired} control(s) opened an incident"
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the scenarios; `policy` is the ladder the plans are walked on.
 pub async fn run(
     scenarios: &[Scenario],
@@ -364,5 +378,47 @@ mod tests {
                 "{planned:?} for {category:?}, {expected:?} expected"
             );
         }
+    }
+
+    fn row(name: &str, rules_correct: bool, score: Score) -> Row {
+        Row {
+            scenario: name.into(),
+            expected: "CrashLoop".into(),
+            rules: Category::CrashLoop,
+            rules_correct,
+            root_cause: String::new(),
+            action: (RestartPod, score),
+            model: None,
+            latency_ms: 0,
+        }
+    }
+
+    fn control(name: &str, signals: &[&str]) -> ControlRow {
+        ControlRow {
+            control: name.into(),
+            signals: signals.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_evaluation_fails_on_a_wrong_diagnosis_an_unsafe_plan_or_a_control_that_fires() {
+        let right = || row("right", true, Score::Right);
+        let quiet = || control("quiet", &[]);
+        assert_eq!(verdict(&[right()], &[quiet()]), Ok(()));
+        assert_eq!(
+            verdict(&[right(), row("safe", true, Score::Safe)], &[quiet()]),
+            Ok(()),
+            "a safe step that is not the expected one passes"
+        );
+        assert_eq!(
+            verdict(&[right(), row("wrong", false, Score::Right)], &[quiet()]),
+            Err("1 scenario(s) diagnosed wrong or planned unsafely, 0 control(s) opened an incident".into())
+        );
+        assert!(verdict(&[row("unsafe", true, Score::Unsafe)], &[quiet()]).is_err());
+        let fired = control("fired", &["CrashLoopBackOff api restarting"]);
+        assert_eq!(
+            verdict(&[right()], &[quiet(), fired]),
+            Err("0 scenario(s) diagnosed wrong or planned unsafely, 1 control(s) opened an incident".into())
+        );
     }
 }

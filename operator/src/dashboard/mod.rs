@@ -65,22 +65,47 @@ pub struct DashboardConfig {
     pub jaeger_ui: String,
 }
 
+/// The read-only dashboard.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Dashboard")]
+pub struct DashboardOptions {
+    /// Serve the dashboard on this address (for example 127.0.0.1:3001);
+    /// unset or empty: no dashboard. Off loopback a token is required.
+    #[arg(long, env = "SRE_SPACE_DASHBOARD_ADDR", value_name = "ADDR")]
+    pub dashboard_addr: Option<String>,
+    /// The bearer token every dashboard request must carry.
+    #[arg(
+        long,
+        env = "SRE_SPACE_DASHBOARD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub dashboard_token: Option<String>,
+    /// The Jaeger UI trace ids link to (`<url>/trace/<id>`).
+    #[arg(
+        long,
+        env = "SRE_SPACE_JAEGER_UI",
+        value_name = "URL",
+        default_value = DEFAULT_JAEGER_UI,
+    )]
+    pub jaeger_ui: String,
+}
+
 impl DashboardConfig {
-    /// Reads `SRE_SPACE_DASHBOARD_ADDR`, `SRE_SPACE_DASHBOARD_TOKEN` and
-    /// `SRE_SPACE_JAEGER_UI`. None when the address is not set. A
+    /// The dashboard of the options; None when no address is set. A
     /// non-loopback address without a token is refused.
-    pub fn from_env() -> Result<Option<Self>> {
-        let addr = match std::env::var("SRE_SPACE_DASHBOARD_ADDR") {
-            Ok(a) if !a.trim().is_empty() => a,
+    pub fn from_options(o: &DashboardOptions) -> Result<Option<Self>> {
+        let addr = match &o.dashboard_addr {
+            Some(a) if !a.trim().is_empty() => a,
             _ => return Ok(None),
         };
-        let token = std::env::var("SRE_SPACE_DASHBOARD_TOKEN").ok();
+        let token = o.dashboard_token.clone();
         let addr = auth::check_listen(addr.trim(), token.as_deref()).map_err(Error::Config)?;
-        let jaeger = std::env::var("SRE_SPACE_JAEGER_UI")
-            .ok()
-            .filter(|j| !j.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_JAEGER_UI.into());
-        let jaeger_ui = view::safe_url(&jaeger).ok_or_else(|| {
+        let jaeger = match o.jaeger_ui.trim() {
+            "" => DEFAULT_JAEGER_UI,
+            _ => o.jaeger_ui.as_str(),
+        };
+        let jaeger_ui = view::safe_url(jaeger).ok_or_else(|| {
             Error::Config(format!(
                 "SRE_SPACE_JAEGER_UI={jaeger:?} is not an http(s) URL (for example {DEFAULT_JAEGER_UI})"
             ))

@@ -47,21 +47,58 @@ pub struct GitHubConfig {
     pub auth: GitHubAuth,
 }
 
-impl GitHubConfig {
-    /// Reads `SRE_SPACE_GITHUB_TOKEN`, or `SRE_SPACE_GITHUB_APP_ID`,
-    /// `SRE_SPACE_GITHUB_APP_PRIVATE_KEY` and `SRE_SPACE_GITHUB_INSTALLATION_ID`
-    /// (each from a Secret in the chart), and `SRE_SPACE_GITHUB_API_URL`
-    /// (default `https://api.github.com`, or a GitHub Enterprise API). None
-    /// when no credentials are set: issues and pull requests are then only
+/// How the operator reaches GitHub: a token, or a GitHub App installation.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "GitHub")]
+pub struct GitHubOptions {
+    /// A personal access token (classic or fine-grained); the chart reads it
+    /// from a Secret. Unset, and no App: issues and pull requests are only
     /// previewed in the Incident's status.
-    pub fn from_env() -> Result<Option<Self>> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        let api_url =
-            var("SRE_SPACE_GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
-        let auth = match (
-            var("SRE_SPACE_GITHUB_TOKEN"),
-            var("SRE_SPACE_GITHUB_APP_ID"),
-        ) {
+    #[arg(
+        long,
+        env = "SRE_SPACE_GITHUB_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub github_token: Option<String>,
+    /// A GitHub App's id, instead of a token (with its private key and
+    /// installation id).
+    #[arg(long, env = "SRE_SPACE_GITHUB_APP_ID", value_name = "ID")]
+    pub github_app_id: Option<String>,
+    /// The GitHub App's private key (PEM).
+    #[arg(
+        long,
+        env = "SRE_SPACE_GITHUB_APP_PRIVATE_KEY",
+        value_name = "PEM",
+        hide_env_values = true
+    )]
+    pub github_app_private_key: Option<String>,
+    /// The GitHub App installation's id.
+    #[arg(long, env = "SRE_SPACE_GITHUB_INSTALLATION_ID", value_name = "ID")]
+    pub github_installation_id: Option<String>,
+    /// GitHub's API, or a GitHub Enterprise server's.
+    #[arg(
+        long,
+        env = "SRE_SPACE_GITHUB_API_URL",
+        value_name = "URL",
+        default_value = DEFAULT_API_URL,
+    )]
+    pub github_api_url: String,
+}
+
+const DEFAULT_API_URL: &str = "https://api.github.com";
+
+impl GitHubConfig {
+    /// The credentials of the options; None when there are none: issues and
+    /// pull requests are then only previewed in the Incident's status. An
+    /// App id without its key or installation id is refused.
+    pub fn from_options(o: &GitHubOptions) -> Result<Option<Self>> {
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let api_url = match o.github_api_url.as_str() {
+            "" => DEFAULT_API_URL.to_string(),
+            url => url.to_string(),
+        };
+        let auth = match (set(&o.github_token), set(&o.github_app_id)) {
             (Some(token), _) => GitHubAuth::Token(token),
             (None, Some(app_id)) => {
                 let id = |name: &str, v: Option<String>| -> Result<u64> {
@@ -73,10 +110,10 @@ impl GitHubConfig {
                 };
                 GitHubAuth::App {
                     app_id: id("SRE_SPACE_GITHUB_APP_ID", Some(app_id))?,
-                    private_key: var("SRE_SPACE_GITHUB_APP_PRIVATE_KEY").ok_or_else(|| {
+                    private_key: set(&o.github_app_private_key).ok_or_else(|| {
                         Error::Config("SRE_SPACE_GITHUB_APP_PRIVATE_KEY is required with SRE_SPACE_GITHUB_APP_ID".into())
                     })?,
-                    installation_id: id("SRE_SPACE_GITHUB_INSTALLATION_ID", var("SRE_SPACE_GITHUB_INSTALLATION_ID"))?,
+                    installation_id: id("SRE_SPACE_GITHUB_INSTALLATION_ID", set(&o.github_installation_id))?,
                 }
             }
             (None, None) => return Ok(None),

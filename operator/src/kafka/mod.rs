@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use crate::{Error, Result};
 
-/// Where the broker is and who the consumer is, from the environment.
+/// Where the broker is and who the consumer is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `host:port[,host:port...]`.
@@ -40,16 +40,33 @@ pub struct KafkaConfig {
     pub group: String,
 }
 
+/// The Kafka brokers of the business signals.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Kafka")]
+pub struct KafkaOptions {
+    /// The brokers whose topics ConversionRate and EventRateDrop triggers
+    /// watch, `host:port[,host:port...]`; unset or empty: those triggers
+    /// are not measured (a bad list too: the policies say why, the operator
+    /// runs on).
+    #[arg(long, env = "SRE_SPACE_KAFKA_BOOTSTRAP", value_name = "BROKERS")]
+    pub kafka_bootstrap: Option<String>,
+    /// The consumer's group id; it only names the consumer to the broker.
+    #[arg(
+        long,
+        env = "SRE_SPACE_KAFKA_GROUP",
+        value_name = "GROUP",
+        default_value = KafkaConfig::DEFAULT_GROUP,
+    )]
+    pub kafka_group: String,
+}
+
 impl KafkaConfig {
     pub const DEFAULT_GROUP: &'static str = "sre-space";
 
-    /// Reads `SRE_SPACE_KAFKA_BOOTSTRAP` (unset or empty: no Kafka source)
-    /// and `SRE_SPACE_KAFKA_GROUP` (default `sre-space`).
-    pub fn from_env() -> Result<Option<Self>> {
-        Self::from_vars(
-            std::env::var("SRE_SPACE_KAFKA_BOOTSTRAP").ok(),
-            std::env::var("SRE_SPACE_KAFKA_GROUP").ok(),
-        )
+    /// The brokers of the options; None without any. An empty group is the
+    /// default one.
+    pub fn from_options(o: &KafkaOptions) -> Result<Option<Self>> {
+        Self::from_vars(o.kafka_bootstrap.clone(), Some(o.kafka_group.clone()))
     }
 
     fn from_vars(bootstrap: Option<String>, group: Option<String>) -> Result<Option<Self>> {

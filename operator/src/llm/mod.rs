@@ -121,50 +121,114 @@ pub struct LlmConfig {
     pub evidence_bytes: usize,
 }
 
+/// The language model the Brain may consult, and its budgets.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Language model")]
+pub struct LlmOptions {
+    /// An OpenAI-compatible base URL (`https://api.openai.com/v1`, a local
+    /// server's `http://127.0.0.1:11434/v1`); unset or empty: no model, the
+    /// Brain uses its rules alone.
+    #[arg(long, env = "SRE_SPACE_LLM_BASE_URL", value_name = "URL")]
+    pub llm_base_url: Option<String>,
+    /// The model's name; required with a base URL.
+    #[arg(long, env = "SRE_SPACE_LLM_MODEL", value_name = "MODEL")]
+    pub llm_model: Option<String>,
+    /// The API key, if the server wants one.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub llm_api_key: Option<String>,
+    /// The longest one consultation may take, retries included.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        default_value_t = 30,
+        value_parser = crate::config::whole_number,
+    )]
+    pub llm_timeout_seconds: u64,
+    /// The most tokens one answer may have.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_MAX_ANSWER_TOKENS",
+        value_name = "TOKENS",
+        default_value_t = 800,
+        value_parser = answer_tokens,
+    )]
+    pub llm_max_answer_tokens: u32,
+    /// The most tokens spent on one incident.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_INCIDENT_TOKEN_BUDGET",
+        value_name = "TOKENS",
+        default_value_t = 8000,
+        value_parser = crate::config::whole_number,
+    )]
+    pub llm_incident_token_budget: u64,
+    /// The most tokens spent in any hour.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_HOURLY_TOKEN_BUDGET",
+        value_name = "TOKENS",
+        default_value_t = 100_000,
+        value_parser = crate::config::whole_number,
+    )]
+    pub llm_hourly_token_budget: u64,
+    /// The share of the hourly budget one namespace may spend, 1 to 100. Not
+    /// applied when one namespace is watched.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT",
+        value_name = "PERCENT",
+        default_value_t = 50,
+        value_parser = hourly_share,
+    )]
+    pub llm_namespace_share_percent: u64,
+    /// The most bytes of evidence put into one prompt, most relevant first.
+    #[arg(
+        long,
+        env = "SRE_SPACE_LLM_EVIDENCE_BYTES",
+        value_name = "BYTES",
+        default_value_t = 12_000,
+        value_parser = evidence_bytes,
+    )]
+    pub llm_evidence_bytes: usize,
+}
+
+fn answer_tokens(v: &str) -> std::result::Result<u32, String> {
+    u32::try_from(crate::config::whole_number(v)?).map_err(|_| "too large".into())
+}
+
+fn evidence_bytes(v: &str) -> std::result::Result<usize, String> {
+    usize::try_from(crate::config::whole_number(v)?).map_err(|_| "too large".into())
+}
+
+fn hourly_share(v: &str) -> std::result::Result<u64, String> {
+    crate::config::percent(v, "100: one namespace may use the whole hourly budget")
+}
+
 impl LlmConfig {
-    /// Reads `SRE_SPACE_LLM_BASE_URL` (unset: no model), `SRE_SPACE_LLM_MODEL`,
-    /// `SRE_SPACE_LLM_API_KEY`, `SRE_SPACE_LLM_TIMEOUT_SECONDS` (30),
-    /// `SRE_SPACE_LLM_MAX_ANSWER_TOKENS` (800),
-    /// `SRE_SPACE_LLM_INCIDENT_TOKEN_BUDGET` (8000),
-    /// `SRE_SPACE_LLM_HOURLY_TOKEN_BUDGET` (100000),
-    /// `SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT` (50) and
-    /// `SRE_SPACE_LLM_EVIDENCE_BYTES` (12000).
-    pub fn from_env() -> Result<Option<Self>> {
-        let Some(base_url) = std::env::var("SRE_SPACE_LLM_BASE_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-        else {
+    /// The model of the options; None without a base URL.
+    pub fn from_options(o: &LlmOptions) -> Result<Option<Self>> {
+        let Some(base_url) = o.llm_base_url.clone().filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        let num = |name: &str, default: u64| -> Result<u64> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .parse()
-                    .map_err(|_| Error::Config(format!("{name}={v:?} is not a whole number"))),
-                Err(_) => Ok(default),
-            }
-        };
-        let model = std::env::var("SRE_SPACE_LLM_MODEL").map_err(|_| {
+        let model = o.llm_model.clone().ok_or_else(|| {
             Error::Config("SRE_SPACE_LLM_BASE_URL is set but SRE_SPACE_LLM_MODEL is not".into())
         })?;
-        let share = num("SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT", 50)?;
-        if !(1..=100).contains(&share) {
-            return Err(Error::Config(format!(
-                "SRE_SPACE_LLM_NAMESPACE_SHARE_PERCENT={share} must be 1 to 100 (100: one namespace may use the whole hourly budget)"
-            )));
-        }
         Ok(Some(Self {
             base_url,
             model,
-            api_key: std::env::var("SRE_SPACE_LLM_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
-            timeout: Duration::from_secs(num("SRE_SPACE_LLM_TIMEOUT_SECONDS", 30)?),
-            max_answer_tokens: num("SRE_SPACE_LLM_MAX_ANSWER_TOKENS", 800)? as u32,
-            incident_budget: num("SRE_SPACE_LLM_INCIDENT_TOKEN_BUDGET", 8000)?,
-            hourly_budget: num("SRE_SPACE_LLM_HOURLY_TOKEN_BUDGET", 100_000)?,
-            namespace_share_percent: share,
-            evidence_bytes: num("SRE_SPACE_LLM_EVIDENCE_BYTES", 12_000)? as usize,
+            api_key: o.llm_api_key.clone().filter(|k| !k.is_empty()),
+            timeout: Duration::from_secs(o.llm_timeout_seconds),
+            max_answer_tokens: o.llm_max_answer_tokens,
+            incident_budget: o.llm_incident_token_budget,
+            hourly_budget: o.llm_hourly_token_budget,
+            namespace_share_percent: o.llm_namespace_share_percent,
+            evidence_bytes: o.llm_evidence_bytes,
         }))
     }
 }

@@ -105,10 +105,13 @@ pub async fn report(ctx: &Context, reading: measured::Reading) -> Result<()> {
 /// Starts the sources of measured signals (health checks, Kafka event
 /// rates, traces). Each runs until the operator stops and degrades on its
 /// own when what it measures is away.
-pub fn spawn_sources(ctx: &Arc<Context>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_sources(
+    ctx: &Arc<Context>,
+    kafka: std::result::Result<Option<crate::kafka::KafkaConfig>, String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         sources::health::spawn(ctx),
-        sources::kafka::spawn(ctx),
+        sources::kafka::spawn(ctx, kafka),
         sources::traces::spawn(ctx.clone()),
     ]
 }

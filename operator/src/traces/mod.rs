@@ -75,11 +75,21 @@ pub trait TraceStore: Send + Sync {
     fn find_traces<'a>(&'a self, query: &'a TraceQuery) -> TraceFuture<'a>;
 }
 
-/// The configured trace store, or None when `SRE_SPACE_JAEGER_QUERY` is
-/// unset or empty.
-pub fn from_env() -> crate::Result<Option<JaegerQuery>> {
-    match std::env::var(QUERY_ENV) {
-        Ok(url) if !url.trim().is_empty() => JaegerQuery::new(url.trim()).map(Some),
+/// Where the traces are read from.
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Traces")]
+pub struct TraceOptions {
+    /// Jaeger's query API, e.g. `http://jaeger-query.observability:16686`;
+    /// unset or empty: diagnoses carry no trace evidence and trace triggers
+    /// are Unknown.
+    #[arg(long, env = QUERY_ENV, value_name = "URL")]
+    pub jaeger_query: Option<String>,
+}
+
+/// The configured trace store, or None when no query URL is set.
+pub fn from_options(o: &TraceOptions) -> crate::Result<Option<JaegerQuery>> {
+    match o.jaeger_query.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => JaegerQuery::new(url).map(Some),
         _ => Ok(None),
     }
 }

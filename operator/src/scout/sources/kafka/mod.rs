@@ -276,17 +276,20 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Starts the Kafka source. Without `SRE_SPACE_KAFKA_BOOTSTRAP` (or with
-/// a bad one) it says so once in the log, and on each policy that has
-/// Kafka triggers as `KafkaAvailable` False `NotConfigured`, so that the
-/// person who wrote the trigger learns why nothing is measured.
-pub fn spawn(ctx: &Arc<Context>) -> tokio::task::JoinHandle<()> {
+/// Starts the Kafka source. Without brokers (`SRE_SPACE_KAFKA_BOOTSTRAP`),
+/// or with a bad list (the error), it says so once in the log, and on each
+/// policy that has Kafka triggers as `KafkaAvailable` False `NotConfigured`,
+/// so that the person who wrote the trigger learns why nothing is measured.
+pub fn spawn(
+    ctx: &Arc<Context>,
+    config: std::result::Result<Option<KafkaConfig>, String>,
+) -> tokio::task::JoinHandle<()> {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let why = match KafkaConfig::from_env() {
+        let why = match config {
             Ok(Some(c)) => return run(ctx, c).await,
             Ok(None) => "SRE_SPACE_KAFKA_BOOTSTRAP is not set on the operator".to_string(),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
         info!(reason = %why, "the Kafka source is off: ConversionRate and EventRateDrop triggers are not measured");
         not_configured(ctx, why).await;
