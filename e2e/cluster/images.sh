@@ -53,8 +53,7 @@ copies() { # dockerfile
         }' "$REPO_DIR/$1"
 }
 
-# Makes $CONTEXT hold exactly what the Dockerfile copies, with the files'
-# times kept so that cargo rebuilds only what changed.
+# Makes $CONTEXT hold exactly what the Dockerfile copies.
 assemble_context() { # dockerfile
     local src dest target
     rm -rf "$CONTEXT.new" && mkdir -p "$CONTEXT.new"
@@ -65,6 +64,17 @@ assemble_context() { # dockerfile
         mkdir -p "$(dirname "$target")"
         cp -a "$REPO_DIR/$src" "$target"
     done < <(copies "$1")
+    # A file with the same content as in the last context keeps that
+    # context's time: a fresh clone (every file new) rebuilds only what
+    # really changed since the last `make images` on this machine.
+    if [[ -d $CONTEXT ]]; then
+        local f
+        while IFS= read -r -d '' f; do
+            if [[ -f $CONTEXT/$f ]] && cmp -s "$CONTEXT/$f" "$CONTEXT.new/$f"; then
+                touch -r "$CONTEXT/$f" "$CONTEXT.new/$f"
+            fi
+        done < <(cd "$CONTEXT.new" && find . -type f -print0)
+    fi
     rm -rf "$CONTEXT" && mv "$CONTEXT.new" "$CONTEXT"
 }
 

@@ -140,7 +140,7 @@ func pack(binary string, refs []string, out string, o options) error {
 		}
 		cfg.Config.Labels[key] = value
 	}
-	cfg.Config.Env = []string{"PATH=/"}
+	cfg.Config.Env = []string{"PATH=" + filepath.Dir(path)}
 	cfg.Config.WorkingDir = "/"
 	cfg.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
