@@ -96,7 +96,8 @@ impl Installed {
         let d = self.deployment().await?;
         let env = d
             .spec
-            .and_then(|s| s.template.spec)
+            .template
+            .spec
             .map(|s| s.containers[0].env.clone().unwrap_or_default())
             .unwrap_or_default();
         Ok(env
@@ -135,7 +136,8 @@ fn operator_container(pod: &Pod) -> Option<k8s_openapi::api::core::v1::Container
         .cloned()
 }
 
-#[tokio::test]
+// Two workers: the Lease is watched while helm (a blocking call) upgrades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_an_upgrade_and_an_uninstall()
 -> Result<()> {
     let node = real_node()?;
@@ -372,6 +374,11 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
             }
         })
     };
+    // The watch has seen the Lease as it is before the upgrade starts.
+    wait_until(Duration::from_secs(30), "the Lease's watch to start", || async {
+        Ok(observed.lock().map(|s| !s.is_empty()).unwrap_or(false))
+    })
+    .await?;
     let old_pods = names.clone();
     t.helm(
         "upgrade",
@@ -433,7 +440,8 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
         .deployment()
         .await?
         .spec
-        .and_then(|s| s.template.spec)
+        .template
+        .spec
         .and_then(|s| s.containers[0].env.clone())
         .unwrap_or_default();
     assert!(
