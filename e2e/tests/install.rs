@@ -375,9 +375,11 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
         })
     };
     // The watch has seen the Lease as it is before the upgrade starts.
-    wait_until(Duration::from_secs(30), "the Lease's watch to start", || async {
-        Ok(observed.lock().map(|s| !s.is_empty()).unwrap_or(false))
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the Lease's watch to start",
+        || async { Ok(observed.lock().map(|s| !s.is_empty()).unwrap_or(false)) },
+    )
     .await?;
     let old_pods = names.clone();
     t.helm(
