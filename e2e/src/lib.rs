@@ -646,6 +646,35 @@ pub fn real_node_pod_spec(args: &[&str], memory_limit: Option<&str>) -> serde_js
     })
 }
 
+/// The real-node OOM story's start: a policy that raises memory by at
+/// least 64Mi (cooldown 5 s, verification 15 s), and Deployment `hungry`
+/// on the real node, which needs 64 MiB under a 32Mi limit, so the kernel
+/// kills it again and again until the limit is raised (to 96Mi).
+pub async fn start_oom_story(client: &Client, ns: &str) -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    create_policy(client, ns, |v| {
+        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
+        v["spec"]["guardrails"]["verificationWindowSeconds"] = 15.into();
+        v["spec"]["actions"][0]["memory"] =
+            serde_json::json!({ "increasePercent": 50, "minIncrease": "64Mi", "max": "512Mi" });
+    })
+    .await?;
+    let mut spec = real_node_pod_spec(&["alloc", "64"], Some("32Mi"));
+    spec["containers"][0]["resources"]["requests"]["memory"] = "16Mi".into();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "hungry" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "hungry" } },
+            "template": { "metadata": { "labels": { "app": "hungry", "sre.space/protected": "true" } }, "spec": spec }
+        }
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    Ok(())
+}
+
 /// A pod on the real node named `name`, running the workload with `args`.
 pub fn real_node_pod(
     name: &str,

@@ -22,13 +22,13 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use sre_space::crd::{ActionState, ActionType, Incident, SignalKind};
 use sre_space_e2e::{
-    TestNamespace, client, create_policy, helm_output, helm_run, incident_of, real_node,
-    real_node_pod_spec, repo_dir, wait_resolved, wait_until,
+    TestNamespace, client, helm_output, helm_run, incident_of, real_node, repo_dir,
+    start_oom_story, wait_resolved, wait_until,
 };
 
 /// The chart's default lease duration (SRE_SPACE_LEASE_DURATION_SECONDS).
@@ -232,26 +232,7 @@ async fn helm_install_runs_the_operator_image_on_the_node_through_an_oom_a_kill_
     eprintln!("install: helm install --wait took {installed_in:.1?}; two replicas ready on {node}");
 
     // --- the OOM story, resolved by the installed operator ---------------
-    create_policy(&client, &t.apps.name, |v| {
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 15.into();
-        v["spec"]["actions"][0]["memory"] =
-            serde_json::json!({ "increasePercent": 50, "minIncrease": "64Mi", "max": "512Mi" });
-    })
-    .await?;
-    let mut spec = real_node_pod_spec(&["alloc", "64"], Some("32Mi"));
-    spec["containers"][0]["resources"]["requests"]["memory"] = "16Mi".into();
-    let hungry: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "hungry" },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "hungry" } },
-            "template": { "metadata": { "labels": { "app": "hungry", "sre.space/protected": "true" } }, "spec": spec }
-        }
-    }))?;
-    Api::<Deployment>::namespaced(client.clone(), &t.apps.name)
-        .create(&PostParams::default(), &hungry)
-        .await?;
+    start_oom_story(&client, &t.apps.name).await?;
     let incident_name = incident_of("hungry", SignalKind::OOMKilled);
     let inc = wait_resolved(
         &client,

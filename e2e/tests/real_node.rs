@@ -289,32 +289,12 @@ async fn pods_on_the_real_node_reach_each_other_and_the_host() -> Result<()> {
 /// hold; the old pod's kills during the rollout do not count against the fix.
 #[tokio::test]
 async fn the_oom_story_runs_on_the_real_node_and_the_raised_limit_holds() -> Result<()> {
-    use k8s_openapi::api::apps::v1::Deployment;
     use sre_space::crd::{ActionState, ActionType, Category};
-    use sre_space_e2e::{Operator, create_policy, install_crds, real_node_pod_spec, wait_resolved};
+    use sre_space_e2e::{Operator, install_crds, start_oom_story, wait_resolved};
 
     let rn = RealNode::new("e2e-real-oom").await?;
     install_crds(&rn.client).await?;
-    create_policy(&rn.client, &rn.ns.name, |v| {
-        v["spec"]["guardrails"]["cooldownSeconds"] = 5.into();
-        v["spec"]["guardrails"]["verificationWindowSeconds"] = 15.into();
-        v["spec"]["actions"][0]["memory"] =
-            serde_json::json!({ "increasePercent": 50, "minIncrease": "64Mi", "max": "512Mi" });
-    })
-    .await?;
-    let mut spec = real_node_pod_spec(&["alloc", "64"], Some("32Mi"));
-    spec["containers"][0]["resources"]["requests"]["memory"] = "16Mi".into();
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "hungry" },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "hungry" } },
-            "template": { "metadata": { "labels": { "app": "hungry", "sre.space/protected": "true" } }, "spec": spec }
-        }
-    }))?;
-    Api::<Deployment>::namespaced(rn.client.clone(), &rn.ns.name)
-        .create(&PostParams::default(), &deployment)
-        .await?;
+    start_oom_story(&rn.client, &rn.ns.name).await?;
     let _operator = Operator::start(&rn.ns.name, &[]).await?;
 
     let inc = wait_resolved(
