@@ -49,6 +49,14 @@ JAEGER_QUERY_PORT=${JAEGER_QUERY_PORT:-16686}
 JAEGER_QUERY_GRPC_PORT=${JAEGER_QUERY_GRPC_PORT:-16685}
 JAEGER_HEALTH_PORT=${JAEGER_HEALTH_PORT:-13133}
 JAEGER_METRICS_PORT=${JAEGER_METRICS_PORT:-18888}
+# Prometheus and Alertmanager beside Kafka and Jaeger (docs/prometheus.md);
+# METRICS=0 leaves them out of `signals.sh up`.
+METRICS=${METRICS:-1}
+PROMETHEUS_PORT=${PROMETHEUS_PORT:-19490}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-19493}
+# Where Alertmanager posts alerts by default: the operator's webhook
+# receiver as the harness runs it.
+ALERT_WEBHOOK_URL=${ALERT_WEBHOOK_URL:-http://127.0.0.1:18480/webhooks/alertmanager}
 
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
 LOCAL_BIN=$REPO_DIR/.local/bin
@@ -66,6 +74,10 @@ HELM_VERSION=$(module_version helm helm.sh/helm/v4)
 JAEGER_VERSION=$(module_version jaeger github.com/jaegertracing/jaeger)
 # Jaeger v2 is published under the module's v1 tags: v1.N.0 is v2.(N-63).0.
 JAEGER_RELEASE=v2.$(($(echo "$JAEGER_VERSION" | cut -d. -f2) - 63)).$(echo "$JAEGER_VERSION" | cut -d. -f3)
+PROMETHEUS_VERSION=$(module_version prometheus github.com/prometheus/prometheus)
+# Prometheus 3.x is published under the module's v0.3NN tags: v0.316.0 is 3.16.0.
+PROMETHEUS_RELEASE=3.$(($(echo "$PROMETHEUS_VERSION" | cut -d. -f2) - 300)).$(echo "$PROMETHEUS_VERSION" | cut -d. -f3)
+ALERTMANAGER_VERSION=$(module_version alertmanager github.com/prometheus/alertmanager)
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$E2E_DIR/build/kafka/pom.xml")
 
 K8S_BIN=$CACHE_DIR/bin/kubernetes-$K8S_VERSION
@@ -73,6 +85,10 @@ ETCD_BIN=$CACHE_DIR/bin/etcd-$ETCD_VERSION
 KWOK_BIN=$CACHE_DIR/bin/kwok-$KWOK_VERSION
 HELM_BIN=$CACHE_DIR/bin/helm-$HELM_VERSION
 JAEGER_BIN=$CACHE_DIR/bin/jaeger-$JAEGER_VERSION
+# Keyed by the build tags too: a binary built with other service discoveries
+# is another binary.
+PROMETHEUS_BIN=$CACHE_DIR/bin/prometheus-$PROMETHEUS_VERSION-k8s-sd
+ALERTMANAGER_BIN=$CACHE_DIR/bin/alertmanager-$ALERTMANAGER_VERSION
 # The broker's jars, as Maven resolved them from e2e/build/kafka/pom.xml.
 KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
 
