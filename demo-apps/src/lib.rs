@@ -9,6 +9,7 @@
 pub mod apps;
 pub mod events;
 pub mod faults;
+pub mod metrics;
 pub mod model;
 pub mod service;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! What every service shares: its configuration from the environment, the
-//! health, readiness and fault-switch endpoints, traced calls to its peers,
-//! and the serving loop.
+//! health, readiness, metrics and fault-switch endpoints, traced calls to its
+//! peers, and the serving loop.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::events::Events;
 use crate::faults::{Denied, Fault, Faults, Settings, authorize};
+use crate::metrics::HttpMetrics;
 use crate::telemetry::{Span, SpanKind, TRACEPARENT, TraceContext, Tracer};
 
 /// Bad configuration: the process says which variable and stops.
@@ -129,6 +130,8 @@ pub struct App {
     pub events: Events,
     pub faults: Faults,
     pub http: reqwest::Client,
+    /// The request counts and latencies served at `/metrics`.
+    pub metrics: HttpMetrics,
     /// Whether `/readyz` waits for the Kafka broker.
     pub needs_kafka: bool,
 }
@@ -163,6 +166,7 @@ impl App {
             events,
             faults,
             http,
+            metrics: HttpMetrics::new(),
             needs_kafka,
         })
     }
@@ -224,6 +228,12 @@ impl App {
             .route("/chaos", get(chaos_state))
             .route("/chaos/{fault}", post(chaos_on).delete(chaos_off))
             .with_state(self.clone())
+    }
+
+    /// A service's whole router: its `routes`, the common ones and
+    /// `/metrics`, with every request counted.
+    pub fn router(&self, routes: Router) -> Router {
+        self.metrics.instrument(routes.merge(self.common_routes()))
     }
 }
 
@@ -338,7 +348,7 @@ pub fn init_logging() {
 /// Serves `routes` plus the common ones until SIGTERM or Ctrl-C, then sends
 /// the spans still queued.
 pub async fn serve(app: App, routes: Router) -> Result<(), std::io::Error> {
-    let router = routes.merge(app.common_routes());
+    let router = app.router(routes);
     let listener = tokio::net::TcpListener::bind(app.config.bind).await?;
     tracing::info!(
         service = %app.config.service,

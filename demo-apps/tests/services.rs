@@ -74,26 +74,20 @@ struct Shop {
 async fn shop() -> Shop {
     let (otlp, spans) = otlp_receiver().await;
     let users = app("user-service", otlp, Some("tok"), user::FAULTS);
-    let user_addr = listen(user::routes(users.clone()).merge(users.common_routes())).await;
+    let user_addr = listen(users.router(user::routes(users.clone()))).await;
     let policies = app("policy-service", otlp, Some("tok"), policy::FAULTS);
-    let policy_addr = listen(
-        policy::routes(policy::Policies {
-            app: policies.clone(),
-            users: format!("http://{user_addr}"),
-        })
-        .merge(policies.common_routes()),
-    )
+    let policy_addr = listen(policies.router(policy::routes(policy::Policies {
+        app: policies.clone(),
+        users: format!("http://{user_addr}"),
+    })))
     .await;
     // No token: the frontend's switches stay disabled.
     let front = app("frontend", otlp, None, frontend::FAULTS);
-    let frontend_addr = listen(
-        frontend::routes(frontend::Frontend {
-            app: front.clone(),
-            quotes: "http://127.0.0.1:9".into(),
-            policies: format!("http://{policy_addr}"),
-        })
-        .merge(front.common_routes()),
-    )
+    let frontend_addr = listen(front.router(frontend::routes(frontend::Frontend {
+        app: front.clone(),
+        quotes: "http://127.0.0.1:9".into(),
+        policies: format!("http://{policy_addr}"),
+    })))
     .await;
     Shop {
         http: reqwest::Client::new(),
@@ -132,6 +126,18 @@ impl Shop {
             r = r.header("authorization", a);
         }
         r.send().await.expect("answer").status().as_u16()
+    }
+
+    /// What a service's `/metrics` shows now, as Prometheus would scrape it.
+    async fn metrics(&self, addr: SocketAddr) -> String {
+        let r = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.expect("metrics text")
     }
 
     /// The spans of one trace, once the services have sent them.
@@ -293,4 +299,58 @@ async fn switches_are_off_without_a_token_and_unknown_faults_are_named() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The value of the sample line that starts with `series` (name and labels),
+/// or 0 when the service has not counted it.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_show_up_in_metrics_with_their_route_and_status() {
+    let shop = shop().await;
+    let ok = r#"http_requests_total{route="/api/purchase",method="POST",status="201"}"#;
+    let failed = r#"http_requests_total{route="/api/purchase",method="POST",status="502"}"#;
+    let (status, _) = shop
+        .buy("00-4af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .await;
+    assert_eq!(status, 201);
+    let before = shop.metrics(shop.frontend).await;
+    assert_eq!(sample(&before, ok), 1.0, "{before}");
+    assert_eq!(sample(&before, failed), 0.0, "{before}");
+
+    // A broken payment: the frontend answers 502, an error in its metrics.
+    let post = reqwest::Method::POST;
+    let on = shop
+        .switch(shop.policy, post, "conversion", Some("Bearer tok"))
+        .await;
+    assert_eq!(on, 200);
+    let (status, _) = shop
+        .buy("00-5af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .await;
+    assert_eq!(status, 502);
+    let after = shop.metrics(shop.frontend).await;
+    assert_eq!(sample(&after, ok), 1.0, "{after}");
+    assert_eq!(sample(&after, failed), 1.0, "{after}");
+    assert!(
+        after.contains(r#"http_request_duration_seconds_count{route="/api/purchase",method="POST",status="502"} 1"#),
+        "{after}"
+    );
+    // The route is the template, so one label value per route, whatever the id.
+    let users = shop.metrics(shop.user).await;
+    assert_eq!(
+        sample(
+            &users,
+            r#"http_requests_total{route="/users/{id}/eligibility",method="GET",status="200"}"#
+        ),
+        2.0,
+        "{users}"
+    );
+    // Probes and scrapes are not the business's traffic.
+    assert!(!after.contains("/metrics\""), "{after}");
+    assert!(!after.contains("/healthz"), "{after}");
 }

@@ -59,6 +59,12 @@ spec:
       labels:
         app: {{ .name }}
         sre.space/protected: "true"
+      # The conventional scrape annotations: request counts, errors (5xx)
+      # and latencies at /metrics (docs/prometheus.md).
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $port | quote }}
+        prometheus.io/path: /metrics
     spec:
       {{- if $apps.hostNetwork }}
       hostNetwork: true
