@@ -82,7 +82,7 @@ cluster-down:
 cluster-status:
 	@$(CLUSTER) status
 
-## signals-up: only the Kafka broker and Jaeger (make cluster-up starts them too unless SIGNALS=0)
+## signals-up: only the Kafka broker, Jaeger, Prometheus and Alertmanager (make cluster-up starts them too unless SIGNALS=0; METRICS=0 leaves out the last two)
 signals-up:
 	@e2e/cluster/signals.sh up
 

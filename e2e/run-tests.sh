@@ -30,11 +30,12 @@ if [[ -f $demo_pid ]] && kill -0 "$(cat "$demo_pid")" 2>/dev/null; then
     kill "$(cat "$demo_pid")" || true
     rm -f "$demo_pid"
 fi
-# A cluster someone left running may lack Kafka and Jaeger: start them for
-# this run only.
+# A cluster someone left running may lack Kafka, Jaeger, Prometheus or
+# Alertmanager: start them for this run only (signals.sh up starts only
+# what is missing).
 signals_started=0
 if ((!started)) && [[ ${SIGNALS:-1} == 1 ]] && ! e2e/cluster/signals.sh status >/dev/null 2>&1; then
-    echo "== starting Kafka and Jaeger"
+    echo "== starting the signal services (Kafka, Jaeger, Prometheus, Alertmanager)"
     e2e/cluster/signals.sh up
     signals_started=1
 fi
@@ -50,7 +51,7 @@ stop() {
         echo "== the run failed; component logs kept in $keep"
     fi
     if ((started)); then echo "== stopping the local cluster"; $cluster down
-    elif ((signals_started)); then echo "== stopping Kafka and Jaeger"; e2e/cluster/signals.sh down; fi
+    elif ((signals_started)); then echo "== stopping the signal services"; e2e/cluster/signals.sh down; fi
 }
 trap stop EXIT
 

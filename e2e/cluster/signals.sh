@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The business-signal services of the local harness, on 127.0.0.1:
 # a single-node Apache Kafka broker (KRaft: broker and controller in one JVM)
-# run from the release's jars on Maven Central, and Jaeger v2 built from its
-# Go module, with in-memory storage.
+# run from the release's jars on Maven Central, Jaeger v2 built from its
+# Go module, with in-memory storage, and (unless METRICS=0) Prometheus and
+# Alertmanager built from their Go modules (docs/prometheus.md).
 #
-#   signals.sh up       fetch/build what is missing, start both, wait until ready
-#   signals.sh start    fetch/build what is missing and start both, without waiting
-#   signals.sh down     stop both and drop their data
+#   signals.sh up       fetch/build what is missing, start them, wait until ready
+#   signals.sh start    fetch/build what is missing and start them, without waiting
+#   signals.sh down     stop them and drop their data
 #   signals.sh status   say what runs and how to reach it
 #   signals.sh env      print the export line with their addresses
 #
@@ -20,7 +21,12 @@ LOGS=$SIGNALS_DIR/logs
 PIDS=$SIGNALS_DIR/pids
 KAFKA_STATE=$SIGNALS_DIR/kafka
 JAEGER_STATE=$SIGNALS_DIR/jaeger
+PROMETHEUS_STATE=$SIGNALS_DIR/prometheus
+ALERTMANAGER_STATE=$SIGNALS_DIR/alertmanager
+# In start order; `down` stops all of them, whatever METRICS says now.
+ALL_SERVICES=(kafka jaeger alertmanager prometheus)
 SERVICES=(kafka jaeger)
+if [[ $METRICS == 1 ]]; then SERVICES+=(alertmanager prometheus); fi
 # The topic the readiness check creates, writes and reads.
 CHECK_TOPIC=sre-space.harness-check
 CHECK_SERVICE=sre-space-harness-check
@@ -28,6 +34,8 @@ CHECK_SERVICE=sre-space-harness-check
 ports_of() {
     case $1 in
         kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+        prometheus) echo "$PROMETHEUS_PORT" ;;
+        alertmanager) echo "$ALERTMANAGER_PORT" ;;
         jaeger) echo "$JAEGER_OTLP_GRPC_PORT $JAEGER_OTLP_HTTP_PORT $JAEGER_QUERY_PORT $JAEGER_QUERY_GRPC_PORT $JAEGER_HEALTH_PORT $JAEGER_METRICS_PORT" ;;
     esac
 }
@@ -57,6 +65,7 @@ prepare() {
     command -v java >/dev/null || die "java is not installed (Kafka $KAFKA_VERSION needs Java 17 or newer)"
     fetch_kafka
     "$E2E_DIR/cluster/build.sh" jaeger
+    if [[ $METRICS == 1 ]]; then "$E2E_DIR/cluster/build.sh" prometheus; fi
 }
 
 # --- Kafka -------------------------------------------------------------------
@@ -254,18 +263,141 @@ JSON
     return 1
 }
 
+# --- Prometheus and Alertmanager ---------------------------------------------
+
+# Tests and the demo register scrape targets by dropping a file_sd file into
+# targets/ (picked up within a second) and rules by dropping a file into
+# rules/ and POSTing /-/reload. A target file named sre-space-operator*.json
+# is the operator's own /metrics (job sre-space); any other is a service's
+# (job services, unless the file sets a job label).
+prometheus_config() {
+    cat <<YAML
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+  external_labels:
+    harness: sre-space
+rule_files:
+  - $PROMETHEUS_STATE/rules/*.yml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: [127.0.0.1:$ALERTMANAGER_PORT]
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: [127.0.0.1:$PROMETHEUS_PORT]
+  - job_name: sre-space
+    file_sd_configs:
+      - files: [$PROMETHEUS_STATE/targets/sre-space-operator*.json]
+        refresh_interval: 1s
+  - job_name: services
+    file_sd_configs:
+      - files: [$PROMETHEUS_STATE/targets/*.json]
+        refresh_interval: 1s
+    relabel_configs:
+      - source_labels: [__meta_filepath]
+        regex: .*/sre-space-operator[^/]*\.json
+        action: drop
+YAML
+}
+
+# The default receiver is the operator's webhook receiver; a test points it
+# elsewhere by rewriting this file and POSTing /-/reload (e2e/src/prometheus.rs
+# restores it). Alerts are grouped per workload and cause.
+alertmanager_config() { # webhook-url
+    cat <<YAML
+route:
+  receiver: sre-space
+  group_by: [alertname, namespace, deployment]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1m
+receivers:
+  - name: sre-space
+    webhook_configs:
+      - url: $1
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials_file: $ALERTMANAGER_STATE/token
+YAML
+}
+
+start_alertmanager() {
+    running alertmanager && return 0
+    mkdir -p "$ALERTMANAGER_STATE"
+    # The bearer token Alertmanager sends the webhook receiver: made once and
+    # kept across restarts, so the operator's Secret made from it stays good.
+    if [[ ! -s $ALERTMANAGER_STATE/token ]]; then
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$ALERTMANAGER_STATE/token")
+    fi
+    chmod 600 "$ALERTMANAGER_STATE/token"
+    rm -rf "$ALERTMANAGER_STATE/data"
+    alertmanager_config "$ALERT_WEBHOOK_URL" >"$ALERTMANAGER_STATE/alertmanager.yml"
+    # --cluster.listen-address= switches gossip off: one instance, no peers.
+    start alertmanager "$ALERTMANAGER_BIN/alertmanager" \
+        --config.file "$ALERTMANAGER_STATE/alertmanager.yml" \
+        --storage.path "$ALERTMANAGER_STATE/data" \
+        --web.listen-address "127.0.0.1:$ALERTMANAGER_PORT" \
+        --web.external-url "http://127.0.0.1:$ALERTMANAGER_PORT" \
+        --cluster.listen-address= \
+        --log.level info
+}
+
+start_prometheus() {
+    running prometheus && return 0
+    mkdir -p "$PROMETHEUS_STATE/targets" "$PROMETHEUS_STATE/rules"
+    # Every start begins from empty data, no targets and the repository's
+    # rules: a target left by a crashed test points at a dead port.
+    rm -rf "$PROMETHEUS_STATE/data" "$PROMETHEUS_STATE"/targets/* "$PROMETHEUS_STATE"/rules/*
+    cp "$E2E_DIR"/cluster/prometheus/*.yml "$PROMETHEUS_STATE/rules/"
+    prometheus_config >"$PROMETHEUS_STATE/prometheus.yml"
+    # Alerts are sent again every 5 s while they fire (default: 1 min), so
+    # a restarted Alertmanager hears of them quickly.
+    start prometheus "$PROMETHEUS_BIN/prometheus" \
+        --config.file "$PROMETHEUS_STATE/prometheus.yml" \
+        --storage.tsdb.path "$PROMETHEUS_STATE/data" \
+        --storage.tsdb.retention.time 1d \
+        --web.listen-address "127.0.0.1:$PROMETHEUS_PORT" \
+        --web.external-url "http://127.0.0.1:$PROMETHEUS_PORT" \
+        --web.enable-lifecycle \
+        --rules.alert.resend-delay 5s \
+        --log.level info
+}
+
+alertmanager_ready() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" >/dev/null
+}
+
+# Ready when Prometheus says so, has loaded the repository's rule, has
+# scraped itself, and knows the local Alertmanager.
+prometheus_ready() {
+    local api=http://127.0.0.1:$PROMETHEUS_PORT
+    curl -fsS --max-time 2 "$api/-/ready" >/dev/null || return 1
+    curl -fsS --max-time 2 "$api/api/v1/rules" | grep -q '"name":"DemoServiceErrorRate"' || return 1
+    curl -fsS --max-time 2 "$api/api/v1/query?query=up%7Bjob%3D%22prometheus%22%7D" | grep -q '"value":\[[0-9.]*,"1"\]' || return 1
+    curl -fsS --max-time 2 "$api/api/v1/alertmanagers" | grep -q "127.0.0.1:$ALERTMANAGER_PORT"
+}
+
 # --- common ------------------------------------------------------------------
 
 cmd_start() {
     prepare
     mkdir -p "$LOGS" "$PIDS"
     start_jaeger
+    if [[ $METRICS == 1 ]]; then
+        start_alertmanager
+        start_prometheus
+    fi
     start_kafka
 }
 
 cmd_up() {
     local start_time=$SECONDS
-    if running kafka && running jaeger && [[ -f $SIGNALS_DIR/ready ]]; then
+    if status_of "${SERVICES[@]}" >/dev/null && [[ -f $SIGNALS_DIR/ready ]]; then
         log "already running"
         cmd_status
         return 0
@@ -275,6 +407,12 @@ cmd_up() {
     local t=$SECONDS
     wait_for jaeger 60 jaeger_ready
     log "jaeger ready (a trace sent over OTLP found through the query API) in $((SECONDS - t)) s"
+    if [[ $METRICS == 1 ]]; then
+        t=$SECONDS
+        wait_for alertmanager 60 alertmanager_ready
+        wait_for prometheus 60 prometheus_ready
+        log "prometheus and alertmanager ready (rules loaded, itself scraped, alertmanager known) in $((SECONDS - t)) s"
+    fi
     t=$SECONDS
     wait_for kafka 120 kafka_ready
     log "kafka ready (topic $CHECK_TOPIC created, written and read) in $((SECONDS - t)) s"
@@ -285,11 +423,12 @@ cmd_up() {
 
 cmd_down() {
     local i
-    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    for ((i = ${#ALL_SERVICES[@]} - 1; i >= 0; i--)); do
         # Kafka shuts down in order on SIGTERM (a few seconds); give it 30.
-        stop_component "${SERVICES[i]}" 30
+        stop_component "${ALL_SERVICES[i]}" 30
     done
-    rm -rf "$KAFKA_STATE/data" "$LOGS" "$SIGNALS_DIR/ready"
+    # Alertmanager's token is kept, like the cluster's certificates.
+    rm -rf "$KAFKA_STATE/data" "$PROMETHEUS_STATE/data" "$ALERTMANAGER_STATE/data" "$LOGS" "$SIGNALS_DIR/ready"
 }
 
 cmd_status() {
@@ -298,15 +437,31 @@ cmd_status() {
     if ((ok == 0)); then
         echo "  Kafka $KAFKA_VERSION (KRaft) bootstrap 127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
         echo "  Jaeger $JAEGER_RELEASE OTLP gRPC 127.0.0.1:$JAEGER_OTLP_GRPC_PORT, OTLP HTTP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT, query http://127.0.0.1:$JAEGER_QUERY_PORT"
+        if [[ $METRICS == 1 ]]; then
+            echo "  Prometheus $PROMETHEUS_RELEASE http://127.0.0.1:$PROMETHEUS_PORT (targets: $PROMETHEUS_STATE/targets, rules: $PROMETHEUS_STATE/rules)"
+            echo "  Alertmanager ${ALERTMANAGER_VERSION#v} http://127.0.0.1:$ALERTMANAGER_PORT (config: $ALERTMANAGER_STATE/alertmanager.yml, webhook token: $ALERTMANAGER_STATE/token)"
+        fi
     fi
     return $ok
 }
 
 cmd_env() {
+    local metrics_env=()
+    if [[ $METRICS == 1 ]]; then
+        metrics_env=(
+            "SRE_SPACE_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT"
+            "SRE_SPACE_ALERTMANAGER_URL=http://127.0.0.1:$ALERTMANAGER_PORT"
+            "SRE_SPACE_PROMETHEUS_TARGETS_DIR=$PROMETHEUS_STATE/targets"
+            "SRE_SPACE_PROMETHEUS_RULES_DIR=$PROMETHEUS_STATE/rules"
+            "SRE_SPACE_ALERTMANAGER_CONFIG=$ALERTMANAGER_STATE/alertmanager.yml"
+            "SRE_SPACE_ALERTMANAGER_TOKEN_FILE=$ALERTMANAGER_STATE/token"
+        )
+    fi
     echo "export SRE_SPACE_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT" \
         "SRE_SPACE_OTLP_GRPC=http://127.0.0.1:$JAEGER_OTLP_GRPC_PORT" \
         "SRE_SPACE_OTLP_HTTP=http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT" \
-        "SRE_SPACE_JAEGER_QUERY=http://127.0.0.1:$JAEGER_QUERY_PORT"
+        "SRE_SPACE_JAEGER_QUERY=http://127.0.0.1:$JAEGER_QUERY_PORT" \
+        ${metrics_env[@]+"${metrics_env[@]}"}
 }
 
 # A broker outage, for the tests: stop the broker and start it again on the
