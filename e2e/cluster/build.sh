@@ -55,19 +55,24 @@ build_prometheus() {
 
 # Alertmanager's ui package embeds app/dist, the compiled web UI, which is
 # not in the module's zip (and Go refuses overlays inside the module cache):
-# it is built from a copy of the module with a placeholder page there, named
+# it is built from a copy of the module with a placeholder page there (as
+# both UIs' gzipped index.html), named
 # by a `replace` in a copy of go.mod, so the committed go.mod stays plain.
 build_alertmanager() {
     if [[ ! -x $ALERTMANAGER_BIN/alertmanager ]]; then
         local dir src=$CACHE_DIR/src/alertmanager-$ALERTMANAGER_VERSION
-        if [[ ! -f $src/ui/app/dist/index.html ]]; then
+        if [[ ! -f $src/ui/app/dist/elm/index.html.gz ]]; then
             dir=$(cd "$E2E_DIR/build/alertmanager" && go mod download -json github.com/prometheus/alertmanager |
                 sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
             [[ -d $dir/ui ]] || die "alertmanager's module is not in the module cache ($dir)"
             rm -rf "$src.tmp" && mkdir -p "$(dirname "$src")"
             cp -r "$dir" "$src.tmp" && chmod -R u+w "$src.tmp"
-            mkdir -p "$src.tmp/ui/app/dist"
-            cp "$E2E_DIR/build/alertmanager/placeholder.html" "$src.tmp/ui/app/dist/index.html"
+            # Both UIs (/ and /ui/) serve their index.html from a .gz.
+            local ui
+            for ui in elm mantine; do
+                mkdir -p "$src.tmp/ui/app/dist/$ui"
+                gzip -9n <"$E2E_DIR/build/alertmanager/placeholder.html" >"$src.tmp/ui/app/dist/$ui/index.html.gz"
+            done
             rm -rf "$src" && mv "$src.tmp" "$src"
         fi
         # A subshell, so that the copied go.mod goes away however the build ends.
