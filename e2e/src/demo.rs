@@ -197,6 +197,29 @@ impl Demo {
         drive(&self.url("frontend"), seconds).await
     }
 
+    /// Has the harness's Prometheus scrape the four services' `/metrics`
+    /// until the guards drop, each labelled with its namespace and
+    /// Deployment, as Kubernetes service discovery would label them from
+    /// the pods' `prometheus.io/*` annotations: what the rule
+    /// `DemoServiceErrorRate` (e2e/cluster/prometheus/demo-rules.yml) groups by.
+    pub fn scrape_with_prometheus(&self) -> Result<Vec<crate::prometheus::TargetGuard>> {
+        let prometheus = crate::prometheus::Prometheus::from_env()?;
+        SERVICES
+            .iter()
+            .zip(&self.ports)
+            .map(|(service, port)| {
+                prometheus.register_target(
+                    &format!("{}-{service}", self.ns.name),
+                    &format!("127.0.0.1:{port}"),
+                    &[
+                        ("namespace", self.ns.name.as_str()),
+                        ("deployment", *service),
+                    ],
+                )
+            })
+            .collect()
+    }
+
     pub fn helm(&self, args: &[&str]) -> Result<String> {
         let chart = repo_dir().join("charts/demo-services");
         let chart = chart.to_string_lossy();

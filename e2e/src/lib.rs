@@ -6,6 +6,8 @@ pub mod demo;
 pub mod fake_github;
 pub mod fake_openai;
 pub mod gate;
+#[cfg(feature = "cluster")]
+pub mod prometheus;
 pub mod scenario;
 
 pub use scenario::{Scenario, ScenarioBuilder};
