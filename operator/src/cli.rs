@@ -132,6 +132,11 @@ pub struct HttpOptions {
     /// this address (the chart: 0.0.0.0:8080); unset: no server.
     #[arg(long, env = "SRE_SPACE_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<String>,
+    /// Serve the Alertmanager webhook at POST /webhooks/alertmanager on the
+    /// same address, accepting the bearer token in this file (read at each
+    /// request, so a rotated Secret counts at once); unset: no receiver.
+    #[arg(long, env = "SRE_SPACE_ALERTMANAGER_TOKEN_FILE", value_name = "PATH")]
+    pub alertmanager_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +199,8 @@ pub struct Settings {
     /// The instance the operator's events name.
     pub instance: String,
     pub http_addr: Option<String>,
+    /// The Alertmanager webhook's token file; None: no receiver.
+    pub alertmanager_token_file: Option<PathBuf>,
     pub dashboard: Option<DashboardConfig>,
     pub github: Option<GitHubConfig>,
     pub llm: Option<LlmConfig>,
@@ -221,6 +228,7 @@ impl Settings {
             lease: LeaseConfig::from_options(&o.lease),
             instance: o.lease.pod_name.clone().unwrap_or_else(|| "local".into()),
             http_addr: o.http.http_addr,
+            alertmanager_token_file: o.http.alertmanager_token_file,
             dashboard: DashboardConfig::from_options(&o.dashboard)?,
             github: GitHubConfig::from_options(&o.github)?,
             llm,

@@ -524,12 +524,14 @@ fn incident_context(
     })
 }
 
-/// Serves metrics and health when an address is set.
+/// Serves metrics, health and the Alertmanager webhook when an address is
+/// set.
 async fn serve_telemetry(
     addr: Option<String>,
     metrics: &Arc<Metrics>,
     incidents: Store<Incident>,
     config: &Config,
+    alerts: &Arc<crate::scout::sources::alerts::Receiver>,
 ) -> Result<()> {
     if let Some(addr) = addr {
         let served = crate::telemetry::Served {
@@ -537,6 +539,7 @@ async fn serve_telemetry(
             incidents,
             config: config.clone(),
             clock: Arc::new(crate::clock::SystemClock),
+            alerts: alerts.clone(),
         };
         crate::telemetry::serve(addr, Arc::new(served)).await?;
     }
@@ -551,11 +554,17 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let incidents_controller =
         Controller::new(config.api::<Incident>(&client), watcher::Config::default());
+    // Served before this replica leads: a standby answers Alertmanager 503.
+    let alerts = Arc::new(crate::scout::sources::alerts::Receiver::new(
+        settings.alertmanager_token_file.clone(),
+        Arc::new(crate::clock::SystemClock),
+    ));
     serve_telemetry(
         settings.http_addr.clone(),
         &metrics,
         incidents_controller.store(),
         &config,
+        &alerts,
     )
     .await?;
     // A follower is a healthy standby: ready, not acting.
@@ -670,7 +679,13 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         reporter_ctx,
         crate::github::reporter::reconcile,
     ));
-    let sources = crate::scout::spawn_sources(&scout_ctx, settings.kafka);
+    let mut sources = crate::scout::spawn_sources(&scout_ctx, settings.kafka);
+    if alerts.token_file.is_some() {
+        sources.push(crate::scout::sources::alerts::spawn(
+            scout_ctx.clone(),
+            alerts.lead(),
+        ));
+    }
 
     info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),

@@ -1,5 +1,6 @@
-//! Prometheus metrics, `/healthz` and `/readyz`, served on
-//! `SRE_SPACE_HTTP_ADDR` (the chart sets `0.0.0.0:8080`; unset, no server).
+//! Prometheus metrics, `/healthz` and `/readyz`, and the Alertmanager
+//! webhook, served on `SRE_SPACE_HTTP_ADDR` (the chart sets
+//! `0.0.0.0:8080`; unset, no server).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -253,6 +254,8 @@ pub struct Served {
     /// The circuit breaker's limit and window.
     pub config: Config,
     pub clock: Arc<dyn Clock>,
+    /// The Alertmanager webhook, served on the same address.
+    pub alerts: Arc<crate::scout::sources::alerts::Receiver>,
 }
 
 async fn metrics(State(s): State<Arc<Served>>) -> impl IntoResponse {
@@ -278,11 +281,13 @@ async fn ready(State(s): State<Arc<Served>>) -> impl IntoResponse {
 
 /// Serves until the process ends.
 pub async fn serve(addr: String, served: Arc<Served>) -> crate::Result<()> {
+    let alerts = crate::scout::sources::alerts::http::router(served.alerts.clone());
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(served);
+        .with_state(served)
+        .merge(alerts);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| crate::Error::Config(format!("SRE_SPACE_HTTP_ADDR={addr}: {e}")))?;

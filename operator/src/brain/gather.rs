@@ -132,6 +132,7 @@ pub async fn gather(
         storage_classes,
         node,
         template,
+        alert_category: alert_category(client, incident).await,
     };
     // Redacted where it enters: every later use (diagnosis, prompt, status,
     // GitHub, a captured scenario) sees the redacted text only.
@@ -665,6 +666,24 @@ async fn service_of(client: &Client, incident: &Incident) -> String {
         .filter(|t| t.workload.as_ref() == Some(target))
         .find_map(|t| t.traces.as_ref().map(|tr| tr.service.clone()))
         .unwrap_or_else(|| target.clone())
+}
+
+/// The category of an Alert incident: its policy's trigger's, or the
+/// default when the policy is not readable.
+async fn alert_category(client: &Client, incident: &Incident) -> Option<crate::crd::Category> {
+    if incident.spec.signal != SignalKind::Alert {
+        return None;
+    }
+    let ns = incident.metadata.namespace.clone().unwrap_or_default();
+    let policy = Api::<RemediationPolicy>::namespaced(client.clone(), &ns)
+        .get_opt(&incident.spec.policy)
+        .await
+        .ok()
+        .flatten();
+    Some(crate::scout::sources::alerts::category(
+        policy.as_ref(),
+        &incident.spec.target.name,
+    ))
 }
 
 /// What the traces say, for the signals the operator measures itself; a

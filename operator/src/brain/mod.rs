@@ -98,6 +98,10 @@ pub struct Facts {
     /// never-created pod's fields are written.
     #[serde(default)]
     pub template: Option<PodTemplateSpec>,
+    /// For an Alert incident: the category its trigger gives, or the
+    /// default. None for other signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_category: Option<crate::crd::Category>,
 }
 
 /// The failing container: the one the signal names, or else the first

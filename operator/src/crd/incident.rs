@@ -294,6 +294,9 @@ pub enum EvidenceKind {
     Storage,
     /// The node the pod ran on.
     Node,
+    /// An Alertmanager alert: its name, labels, annotations, since when it
+    /// fires and the link to its source.
+    Alert,
 }
 
 /// An action planned or taken.

@@ -190,11 +190,13 @@ pub enum SignalKind {
     /// A pod was evicted by its node (memory, disk or PID pressure) or its
     /// node stopped reporting ready.
     NodeFailure,
+    /// An Alertmanager alert the policy accepts fires for the workload.
+    Alert,
 }
 
 impl SignalKind {
     /// Every kind, in declaration order.
-    pub const ALL: [SignalKind; 16] = [
+    pub const ALL: [SignalKind; 17] = [
         Self::OOMKilled,
         Self::CrashLoopBackOff,
         Self::ImagePullBackOff,
@@ -211,6 +213,7 @@ impl SignalKind {
         Self::FailedCreate,
         Self::RolloutStalled,
         Self::NodeFailure,
+        Self::Alert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -231,6 +234,7 @@ impl SignalKind {
             Self::FailedCreate => "FailedCreate",
             Self::RolloutStalled => "RolloutStalled",
             Self::NodeFailure => "NodeFailure",
+            Self::Alert => "Alert",
         }
     }
 

@@ -159,7 +159,8 @@ pub enum LabelOperator {
 #[x_kube(validation = Rule::new("has(self.traces) == (self.type in ['TraceErrorRate', 'TraceLatency'])").message("TraceErrorRate and TraceLatency triggers need traces, and only they may have one").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("self.type != 'TraceErrorRate' || has(self.traces.maxErrorRatio)").message("a TraceErrorRate trigger needs traces.maxErrorRatio").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("self.type != 'TraceLatency' || has(self.traces.maxP95Millis)").message("a TraceLatency trigger needs traces.maxP95Millis").reason(Reason::FieldValueRequired))]
-#[x_kube(validation = Rule::new("has(self.workload) == (self.type in ['ConversionRate', 'EventRateDrop', 'TraceErrorRate', 'TraceLatency'] || (self.type == 'HealthCheck' && !has(self.healthCheck.service)))").message("workload names the Deployment an incident is opened for: ConversionRate, EventRateDrop, TraceErrorRate, TraceLatency and a HealthCheck by url need it; pod triggers and a HealthCheck of a Service (whose selector finds the workload) take none").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.type == 'Alert' || has(self.workload) == (self.type in ['ConversionRate', 'EventRateDrop', 'TraceErrorRate', 'TraceLatency'] || (self.type == 'HealthCheck' && !has(self.healthCheck.service)))").message("workload names the Deployment an incident is opened for: ConversionRate, EventRateDrop, TraceErrorRate, TraceLatency and a HealthCheck by url need it; pod triggers and a HealthCheck of a Service (whose selector finds the workload) take none").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.alert) == (self.type == 'Alert')").message("an Alert trigger needs alert, and only it may have one").reason(Reason::FieldValueRequired))]
 pub struct Trigger {
     /// The signal kind.
     #[serde(rename = "type")]
@@ -203,6 +204,11 @@ pub struct Trigger {
     /// TraceErrorRate and TraceLatency: the service in Jaeger and its limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traces: Option<TraceTrigger>,
+    /// Alert: which Alertmanager alerts the policy accepts, and which of
+    /// their labels name the namespace and the workload. With `workload`
+    /// set, every accepted alert of the namespace is about that Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertTrigger>,
 }
 
 impl Trigger {
@@ -239,6 +245,7 @@ impl Trigger {
             conversion: None,
             event_rate: None,
             traces: None,
+            alert: None,
         }
     }
 }
@@ -429,6 +436,77 @@ impl TraceTrigger {
     fn default_min_spans() -> i64 {
         20
     }
+}
+
+/// The Alertmanager alerts a policy accepts: by name, by label matchers, or
+/// both (an alert must pass both). Alert text is data: it names a workload
+/// only through the labels set here, and only a Deployment the policy's
+/// selector covers in the policy's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.alertNames) > 0 || size(self.matchers) > 0").message("an Alert trigger names the alerts it accepts: alertNames, matchers or both").reason(Reason::FieldValueRequired))]
+pub struct AlertTrigger {
+    /// The `alertname`s accepted; any name when empty (then `matchers`
+    /// decide).
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    pub alert_names: Vec<String>,
+    /// Conditions on the alert's labels, all of which must hold.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub matchers: Vec<AlertMatcher>,
+    /// The label that names the alert's namespace; it must be the policy's.
+    /// Defaults to `namespace`.
+    #[serde(default = "AlertTrigger::default_namespace_label")]
+    #[schemars(length(min = 1, max = 128))]
+    pub namespace_label: String,
+    /// The label that names the Deployment (unless the trigger's `workload`
+    /// is set). Defaults to `deployment`.
+    #[serde(default = "AlertTrigger::default_workload_label")]
+    #[schemars(length(min = 1, max = 128))]
+    pub workload_label: String,
+    /// The diagnosis category of an alert incident, which picks the ladder's
+    /// steps by their `onCategories`. Defaults to ErrorRate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+}
+
+impl AlertTrigger {
+    pub const DEFAULT_CATEGORY: Category = Category::ErrorRate;
+
+    fn default_namespace_label() -> String {
+        "namespace".into()
+    }
+    fn default_workload_label() -> String {
+        "deployment".into()
+    }
+}
+
+/// One condition on an alert's label, as in Alertmanager's matchers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertMatcher {
+    /// The label's name, e.g. `severity`.
+    #[schemars(length(min = 1, max = 128))]
+    pub label: String,
+    /// How the label's value is compared with `value`.
+    #[serde(default)]
+    pub operator: MatchOperator,
+    /// The value, or for Regex and NotRegex a regular expression (RE2
+    /// syntax, anchored at both ends, as in Alertmanager). A label that is
+    /// missing has the empty value.
+    #[schemars(length(max = 1024))]
+    pub value: String,
+}
+
+/// How an alert matcher compares.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatchOperator {
+    #[default]
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
 }
 
 /// One step of the remediation ladder.

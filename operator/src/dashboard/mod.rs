@@ -11,7 +11,7 @@
 //! it); it receives a JSON [`view::Snapshot`] on `/events` (server-sent
 //! events) each time the snapshot changes, and a heartbeat in between.
 
-mod auth;
+pub(crate) mod auth;
 pub mod view;
 
 use std::convert::Infallible;

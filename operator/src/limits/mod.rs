@@ -52,6 +52,22 @@ pub const MAX_TALLY: i64 = 1_000_000;
 /// The longest time to mitigate IncidentMemory records: ten years.
 pub const MAX_RECORDED_SECONDS: i64 = 10 * 365 * 24 * 60 * 60;
 
+/// The largest Alertmanager webhook body the receiver reads: 1 MiB.
+pub const MAX_ALERT_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Alerts in one webhook payload.
+pub const MAX_ALERTS_PER_PAYLOAD: usize = 1000;
+/// Labels (and, separately, annotations) of one alert.
+pub const MAX_ALERT_LABELS: usize = 64;
+/// The longest label or annotation name of an alert, in bytes.
+pub const MAX_ALERT_LABEL_NAME_BYTES: usize = 128;
+/// The longest label value of an alert, in bytes.
+pub const MAX_ALERT_LABEL_VALUE_BYTES: usize = 1024;
+/// Annotation values are cut to this many bytes.
+pub const MAX_ALERT_ANNOTATION_BYTES: usize = 2048;
+/// Firing alerts the leader holds at once; beyond it, the one due to
+/// expire first is dropped.
+pub const MAX_HELD_ALERTS: usize = 10_000;
+
 /// `secs` as a duration, clamped to between zero and a week.
 pub fn seconds(secs: i64) -> SignedDuration {
     SignedDuration::from_secs(secs.clamp(0, WEEK_SECONDS))

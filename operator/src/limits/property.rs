@@ -142,6 +142,12 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
         SignalKind::OOMKilled | SignalKind::ImagePullBackOff | SignalKind::NodeFailure => {
             Just(json!({ "type": k })).boxed()
         }
+        // No numbers: only its labels and names.
+        SignalKind::Alert => Just(json!({ "type": k, "alert": {
+            "alertNames": ["HighErrorRate"],
+            "matchers": [{"label": "severity", "operator": "Regex", "value": "page|critical"}],
+        }}))
+        .boxed(),
         SignalKind::JobFailed => maybe(i32_at(&t("failedRuns"), old))
             .prop_map(move |n| json!({ "type": k, "failedRuns": n }))
             .boxed(),
@@ -232,7 +238,7 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
     }
 }
 
-const KINDS: [SignalKind; 16] = SignalKind::ALL;
+const KINDS: [SignalKind; 17] = SignalKind::ALL;
 
 const STEPS: [ActionType; 5] = [
     ActionType::RestartPod,

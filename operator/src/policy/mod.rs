@@ -73,6 +73,16 @@ pub fn validate(
                 ),
             });
         }
+        if let Some(why) = t
+            .alert
+            .as_ref()
+            .and_then(crate::scout::sources::alerts::book::invalid_matcher)
+        {
+            problems.push(Problem {
+                reason: "InvalidAlertMatcher",
+                message: format!("triggers[{i}].{why}"),
+            });
+        }
         if let Some(name) = &t.workload
             && !covered
                 .iter()

@@ -71,12 +71,15 @@ pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
     let failing = crate::brain::failing_container_of(facts);
     let container = failing.as_ref();
     let signal = facts.observation.as_ref().map(|o| {
-        log.add(
-            EvidenceKind::ContainerState,
-            pod_source(facts, o.container.as_ref()),
-            o.message.clone(),
-            Some(o.observed_at.0),
-        )
+        let (kind, source) = if facts.signal == crate::crd::SignalKind::Alert {
+            (EvidenceKind::Alert, "Alertmanager".to_string())
+        } else {
+            (
+                EvidenceKind::ContainerState,
+                pod_source(facts, o.container.as_ref()),
+            )
+        };
+        log.add(kind, source, o.message.clone(), Some(o.observed_at.0))
     });
     let termination = termination(&mut log, facts, container);
     let events = warning_events(&mut log, facts);

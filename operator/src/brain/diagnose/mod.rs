@@ -49,7 +49,8 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         | SignalKind::ConversionRate
         | SignalKind::EventRateDrop
         | SignalKind::TraceErrorRate
-        | SignalKind::TraceLatency => service::rules(&case),
+        | SignalKind::TraceLatency
+        | SignalKind::Alert => service::rules(&case),
         SignalKind::ConfigError => first_of([config::rules(&case), storage::rules(&case)]),
         SignalKind::InitContainerFailed => first_of([config::rules(&case), init::rules(&case)]),
         SignalKind::JobFailed => jobs::rules(&case),

@@ -18,7 +18,7 @@ const RECENT_ROLLOUT: SignedDuration = SignedDuration::from_mins(30);
 
 pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
     let recent = recent_rollout(c.facts);
-    let (category, what, action) = symptom(c.facts.signal, c.target);
+    let (category, what, action) = symptom(c.facts, c.target);
     // The traces name the operation where the failure starts. In the target
     // itself it is the target's own error rate or latency (and a recent
     // rollout of it stays the first suspect); in another service it is a
@@ -96,8 +96,17 @@ fn recent_rollout(facts: &Facts) -> Option<&Rollout> {
 
 /// What the signal itself says is wrong, and what to do when nothing better
 /// is known.
-fn symptom(signal: SignalKind, target: &WorkloadRef) -> (Category, String, ActionType) {
-    match signal {
+fn symptom(facts: &Facts, target: &WorkloadRef) -> (Category, String, ActionType) {
+    match facts.signal {
+        // The alert's text is data: it is cited, never followed; the
+        // policy's trigger says what kind of trouble its alerts mean.
+        SignalKind::Alert => (
+            facts
+                .alert_category
+                .unwrap_or(crate::crd::AlertTrigger::DEFAULT_CATEGORY),
+            format!("an alert the policy accepts fires for {target}"),
+            ActionType::RolloutRestart,
+        ),
         SignalKind::HealthCheck => (
             Category::ProbeFailure,
             format!("{target} fails the health check its callers depend on"),

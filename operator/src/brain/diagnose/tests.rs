@@ -56,6 +56,7 @@ fn facts(signal: SignalKind, message: &str) -> Facts {
         storage_classes: None,
         node: None,
         template: None,
+        alert_category: None,
     }
 }
 
