@@ -1,5 +1,6 @@
 //! A stateful stand-in for the parts of GitHub's REST API the operator uses
-//! (issues, comments, labels, git refs, contents, pull requests), with
+//! (issues, comments, labels, git refs, contents, pull requests with their
+//! labels and requested reviewers), with
 //! GitHub's documented shapes and status codes. Tests seed repositories,
 //! inject failures (a 500, a rate-limited 403), act as a reviewer (merge or
 //! close a pull request), and read back every request received.
@@ -38,6 +39,11 @@ pub struct PullRec {
     pub base: String,
     pub state: String,
     pub merged: bool,
+    pub labels: Vec<String>,
+    /// Logins asked for a review.
+    pub reviewers: Vec<String>,
+    /// Team slugs asked for a review.
+    pub team_reviewers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -49,6 +55,8 @@ struct Repo {
     files: BTreeMap<(String, String), String>,
     pulls: Vec<PullRec>,
     next_number: i64,
+    /// Users and team slugs that may be asked for a review; None: anyone.
+    collaborators: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -111,6 +119,14 @@ impl FakeGitHub {
             )
             .route("/repos/{o}/{r}/pulls", get(list_pulls).post(create_pull))
             .route("/repos/{o}/{r}/pulls/{n}", get(get_pull))
+            .route(
+                "/repos/{o}/{r}/issues/{n}/labels",
+                axum::routing::post(add_labels),
+            )
+            .route(
+                "/repos/{o}/{r}/pulls/{n}/requested_reviewers",
+                axum::routing::post(request_reviewers),
+            )
             .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
             .layer(middleware::from_fn_with_state(
                 fake.clone(),
@@ -130,6 +146,15 @@ impl FakeGitHub {
             r.files
                 .insert(("main".into(), (*path).into()), (*text).into());
         }
+    }
+
+    /// Only these users and team slugs may be asked to review the
+    /// repository's pull requests (GitHub's collaborators); others are
+    /// refused with 422.
+    pub fn collaborators(&self, repo: &str, names: &[&str]) {
+        let mut inner = self.inner.lock().expect("lock");
+        let r = inner.repos.entry(repo.into()).or_default();
+        r.collaborators = Some(names.iter().map(|n| n.to_string()).collect());
     }
 
     /// The next `count` requests fail with `status` and these headers.
@@ -290,7 +315,10 @@ fn pull_json(o: &str, r: &str, p: &PullRec) -> serde_json::Value {
         "html_url": format!("https://github.test/{o}/{r}/pull/{}", p.number),
         "head": { "ref": p.head, "label": format!("{o}:{}", p.head) }, "base": { "ref": p.base },
         "merged": p.merged, "merged_at": if p.merged { serde_json::json!("2026-11-26T00:00:00Z") } else { serde_json::Value::Null },
-        "auto_merge": null
+        "auto_merge": null,
+        "labels": p.labels.iter().map(|l| serde_json::json!({ "name": l })).collect::<Vec<_>>(),
+        "requested_reviewers": p.reviewers.iter().map(|l| serde_json::json!({ "login": l })).collect::<Vec<_>>(),
+        "requested_teams": p.team_reviewers.iter().map(|t| serde_json::json!({ "slug": t })).collect::<Vec<_>>()
     })
 }
 
@@ -589,6 +617,9 @@ async fn create_pull(
         base: b["base"].as_str().unwrap_or("main").into(),
         state: "open".into(),
         merged: false,
+        labels: vec![],
+        reviewers: vec![],
+        team_reviewers: vec![],
     };
     let json = pull_json(&o, &r, &p);
     rp.pulls.push(p);
@@ -607,4 +638,84 @@ async fn get_pull(
         .find(|p| p.number == n)
         .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
     Ok(Json(pull_json(&o, &r, p)).into_response())
+}
+
+/// POST /repos/{o}/{r}/issues/{n}/labels: adds labels to an issue or a pull
+/// request (they share numbers); answers with all its labels.
+async fn add_labels(
+    State(f): State<FakeGitHub>,
+    Path((o, r, n)): Path<(String, String, i64)>,
+    Json(b): Json<serde_json::Value>,
+) -> Reply {
+    let mut inner = f.inner.lock().expect("lock");
+    let rp = repo(&mut inner, &o, &r)?;
+    let Some(wanted) = b["labels"].as_array() else {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid request: labels is not an array",
+        ));
+    };
+    let on = if let Some(p) = rp.pulls.iter_mut().find(|p| p.number == n) {
+        &mut p.labels
+    } else if let Some(i) = rp.issues.iter_mut().find(|i| i.number == n) {
+        &mut i.labels
+    } else {
+        return Err(error(StatusCode::NOT_FOUND, "Not Found"));
+    };
+    for l in wanted.iter().filter_map(|l| l.as_str()) {
+        if !on.iter().any(|x| x == l) {
+            on.push(l.to_string());
+        }
+    }
+    let out: Vec<_> = on
+        .iter()
+        .map(|l| serde_json::json!({ "name": l }))
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+/// POST /repos/{o}/{r}/pulls/{n}/requested_reviewers: `reviewers` (logins)
+/// and `team_reviewers` (slugs); 422 for one who is not a collaborator.
+async fn request_reviewers(
+    State(f): State<FakeGitHub>,
+    Path((o, r, n)): Path<(String, String, i64)>,
+    Json(b): Json<serde_json::Value>,
+) -> Reply {
+    let mut inner = f.inner.lock().expect("lock");
+    let rp = repo(&mut inner, &o, &r)?;
+    let names = |key: &str| -> Vec<String> {
+        b[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (users, teams) = (names("reviewers"), names("team_reviewers"));
+    if let Some(allowed) = &rp.collaborators
+        && users.iter().chain(&teams).any(|n| !allowed.contains(n))
+    {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!(
+                "Reviews may only be requested from collaborators. One or more of the users or teams you specified is not a collaborator of the {o}/{r} repository."
+            ),
+        ));
+    }
+    let p = rp
+        .pulls
+        .iter_mut()
+        .find(|p| p.number == n)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
+    for (to, from) in [(&mut p.reviewers, users), (&mut p.team_reviewers, teams)] {
+        for name in from {
+            if !to.contains(&name) {
+                to.push(name);
+            }
+        }
+    }
+    let json = pull_json(&o, &r, p);
+    Ok((StatusCode::CREATED, Json(json)).into_response())
 }

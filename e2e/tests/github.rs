@@ -118,6 +118,8 @@ fn gitops_target(path: &str) -> (GitHubTarget, GitOpsTarget) {
         base_branch: "main".into(),
         values_key: Some("policyService.resources.limits.memory".into()),
         container: None,
+        replicas_key: None,
+        image_key: None,
     };
     (
         GitHubTarget {

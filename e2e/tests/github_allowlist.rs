@@ -90,6 +90,8 @@ fn target(repo: &str, path: &str, base: &str) -> (GitHubTarget, GitOpsTarget) {
         base_branch: base.into(),
         values_key: Some("policyService.resources.limits.memory".into()),
         container: None,
+        replicas_key: None,
+        image_key: None,
     };
     (
         GitHubTarget {

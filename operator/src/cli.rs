@@ -96,6 +96,10 @@ pub struct RunOptions {
     #[command(flatten)]
     pub dashboard: DashboardOptions,
     #[command(flatten)]
+    pub links: crate::links::LinkOptions,
+    #[command(flatten)]
+    pub gitops: crate::workload::managed::DetectionOptions,
+    #[command(flatten)]
     pub github: GitHubOptions,
     #[command(flatten)]
     pub llm: LlmOptions,
@@ -216,7 +220,9 @@ impl Settings {
     /// loopback needs a token, a model needs its name, a GitHub App its key)
     /// and builds each area's configuration.
     pub fn from_options(o: RunOptions) -> Result<Self> {
-        let config = Config::from_options(&o.scope, &o.breaker, o.test_crash_after_record);
+        let mut config = Config::from_options(&o.scope, &o.breaker, o.test_crash_after_record);
+        config.dashboard_public_url = o.links.public_url()?;
+        config.gitops_detection = o.gitops.clone();
         let llm = LlmConfig::from_options(&o.llm)?.map(|mut c| {
             if config.namespace.is_some() {
                 // One namespace watched: no other to leave room for.

@@ -20,6 +20,10 @@ pub struct Config {
     /// The percentage of the breaker's limit one namespace may use, so a
     /// storm in one namespace leaves actions for the others.
     pub namespace_share_percent: u64,
+    /// How Argo CD's tracking is recognised on workloads.
+    pub gitops_detection: crate::workload::managed::DetectionOptions,
+    /// The dashboard's public address, for links to an incident.
+    pub dashboard_public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -30,6 +34,8 @@ impl Default for Config {
             crash_after_record: false,
             namespace: None,
             namespace_share_percent: DEFAULT_SHARE_PERCENT,
+            gitops_detection: Default::default(),
+            dashboard_public_url: None,
         }
     }
 }
@@ -124,6 +130,8 @@ impl Config {
             crash_after_record,
             namespace: scope.watch_namespace.clone().filter(|n| !n.is_empty()),
             namespace_share_percent: breaker.breaker_namespace_share_percent,
+            gitops_detection: Default::default(),
+            dashboard_public_url: None,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod incident;
 pub mod kafka;
 pub mod lease;
 pub mod limits;
+pub mod links;
 pub mod llm;
 pub mod logging;
 pub mod markdown;

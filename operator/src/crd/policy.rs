@@ -71,12 +71,15 @@ pub struct GitHubTarget {
     #[schemars(length(max = 10))]
     pub labels: Vec<String>,
     /// Where configuration changes go: RaiseMemoryLimit then opens a pull
-    /// request against this file instead of patching the workload.
+    /// request against this file instead of patching the workload, and so
+    /// do Scale and Rollback on a workload Argo CD or Flux manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOpsTarget>,
 }
 
-/// The file that holds a workload's memory limit in the GitOps repository.
+/// The file that holds a workload's settings in the GitOps repository: its
+/// memory limit, and for a workload a GitOps controller manages, its
+/// replica count and image.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.valuesKey) != has(self.container)").message("set exactly one of valuesKey (a Helm values file) and container (a manifest)"))]
@@ -100,6 +103,19 @@ pub struct GitOpsTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub container: Option<String>,
+    /// In a Helm values file: the dotted key of the replica count, e.g.
+    /// `policyService.replicas`. In a manifest (`container` set) the
+    /// Deployment's `spec.replicas` is used when this is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub replicas_key: Option<String>,
+    /// In a Helm values file: the dotted key of the image a rollback puts
+    /// back, e.g. `policyService.image`; its value is set to the previous
+    /// image reference. In a manifest the container's `image` is used when
+    /// this is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub image_key: Option<String>,
 }
 
 impl GitOpsTarget {

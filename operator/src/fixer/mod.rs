@@ -8,6 +8,7 @@ pub mod budget;
 pub mod claims;
 pub mod gitops;
 pub mod ledger;
+pub mod route;
 
 use std::time::Duration;
 
@@ -94,6 +95,9 @@ pub enum EscalationReason {
     /// help it (a restart for a missing ConfigMap, say); the message lists
     /// them as NotApplicable and what a person should do instead.
     NoApplicableStep,
+    /// Argo CD or Flux manages what the step would change, so a patch would
+    /// be reverted, and the policy names no file to propose it in.
+    ManagedByGitOps,
 }
 
 impl EscalationReason {
@@ -103,6 +107,7 @@ impl EscalationReason {
             Self::LadderExhausted => "LadderExhausted",
             Self::Recurred => "Recurred",
             Self::NoApplicableStep => "NoApplicableStep",
+            Self::ManagedByGitOps => "ManagedByGitOps",
         }
     }
 }

@@ -350,4 +350,47 @@ impl GitHubApi for OctocrabApi {
                 .map_err(classify)
         })
     }
+
+    fn add_labels<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, ()> {
+        Box::pin(async move {
+            let (o, r) = route(repo)?;
+            let body = serde_json::json!({ "labels": labels });
+            let _: serde_json::Value = self
+                .octo
+                .post(
+                    format!("/repos/{o}/{r}/issues/{number}/labels"),
+                    Some(&body),
+                )
+                .await
+                .map_err(classify)?;
+            Ok(())
+        })
+    }
+
+    fn request_reviewers<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        users: &'a [String],
+        teams: &'a [String],
+    ) -> GitHubFuture<'a, ()> {
+        Box::pin(async move {
+            let (o, r) = route(repo)?;
+            let body = serde_json::json!({ "reviewers": users, "team_reviewers": teams });
+            let _: serde_json::Value = self
+                .octo
+                .post(
+                    format!("/repos/{o}/{r}/pulls/{number}/requested_reviewers"),
+                    Some(&body),
+                )
+                .await
+                .map_err(classify)?;
+            Ok(())
+        })
+    }
 }

@@ -101,6 +101,17 @@ pub fn find_key(text: &str, dotted: &str) -> Result<Located, String> {
 
 /// Finds `resources.limits.memory` of the named container in a manifest.
 pub fn find_container_memory(text: &str, container: &str) -> Result<Located, String> {
+    find_in_container(text, container, "resources.limits.memory")
+}
+
+/// Finds the `image` of the named container in a manifest.
+pub fn find_container_image(text: &str, container: &str) -> Result<Located, String> {
+    find_in_container(text, container, "image")
+}
+
+/// Finds a dotted key inside the named container's item of a manifest
+/// (the item whose first line is `- name: <container>`).
+fn find_in_container(text: &str, container: &str, dotted: &str) -> Result<Located, String> {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines
         .iter()
@@ -124,8 +135,8 @@ pub fn find_container_memory(text: &str, container: &str) -> Result<Located, Str
         .map(|(j, _)| j)
         .unwrap_or(lines.len());
     let block: String = lines[start + 1..end].join("\n");
-    let found = find_key(&block, "resources.limits.memory")
-        .map_err(|_| format!("container {container} has no resources.limits.memory"))?;
+    let found =
+        find_key(&block, dotted).map_err(|_| format!("container {container} has no {dotted}"))?;
     Ok(Located {
         line: start + 1 + found.line,
         ..found
@@ -263,5 +274,12 @@ mod tests {
             manifest.replace("memory: 64Mi", "memory: 96Mi")
         );
         assert!(find_container_memory(manifest, "db").is_err());
+        let at = find_container_image(manifest, "app").unwrap();
+        assert_eq!(at.value, "x");
+        assert_eq!(
+            replace(manifest, &at, "web:1"),
+            manifest.replace("image: x", "image: web:1")
+        );
+        assert!(find_container_image(manifest, "sidecar").is_err());
     }
 }

@@ -31,6 +31,11 @@ pub struct PullRec {
     pub base: String,
     pub state: String,
     pub merged: bool,
+    pub labels: Vec<String>,
+    /// Logins asked for a review.
+    pub reviewers: Vec<String>,
+    /// Team slugs asked for a review.
+    pub team_reviewers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -43,6 +48,8 @@ struct Repo {
     pulls: Vec<PullRec>,
     /// Issues and pull requests share one sequence, as on GitHub.
     last_number: i64,
+    /// Who may be asked for a review; None: anyone.
+    collaborators: Option<Vec<String>>,
 }
 
 impl Repo {
@@ -108,6 +115,11 @@ fn pull(repo: &str, p: &PullRec) -> PullRequest {
         html_url: html_url(repo, "pull", p.number),
         state: p.state.clone(),
         merged_at: p.merged.then(|| "2026-11-26T00:00:00Z".to_string()),
+        labels: p
+            .labels
+            .iter()
+            .map(|name| super::Label { name: name.clone() })
+            .collect(),
     }
 }
 
@@ -144,6 +156,15 @@ impl InMemoryGitHub {
         r.commit("main", tree);
     }
 
+    /// Only these users and teams (slugs) may be asked for a review of the
+    /// repository's pull requests; others are refused with 422, as GitHub
+    /// refuses a reviewer who is not a collaborator.
+    pub fn collaborators(&self, repo: &str, names: &[&str]) {
+        let mut st = self.lock();
+        let r = st.repos.entry(repo.to_string()).or_default();
+        r.collaborators = Some(names.iter().map(|n| n.to_string()).collect());
+    }
+
     /// The next calls fail with these errors, one each, before touching
     /// any state.
     pub fn fail_next(&self, errors: impl IntoIterator<Item = GitHubError>) {
@@ -157,13 +178,15 @@ impl InMemoryGitHub {
 
     /// The calls that change something.
     pub fn writes(&self) -> Vec<String> {
-        const WRITES: [&str; 6] = [
+        const WRITES: [&str; 8] = [
             "create_issue",
             "update_issue",
             "comment",
             "create_branch",
             "write_file",
             "create_pull",
+            "add_labels",
+            "request_reviewers",
         ];
         self.calls()
             .into_iter()
@@ -469,6 +492,9 @@ impl GitHubApi for InMemoryGitHub {
                 base: base.into(),
                 state: "open".into(),
                 merged: false,
+                labels: vec![],
+                reviewers: vec![],
+                team_reviewers: vec![],
             };
             let out = pull(repo, &p);
             r.pulls.push(p);
@@ -483,6 +509,60 @@ impl GitHubApi for InMemoryGitHub {
                 .find(|p| p.number == number)
                 .map(|p| pull(repo, p))
                 .ok_or_else(not_found)
+        }))
+    }
+
+    fn add_labels<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, ()> {
+        Self::answer(self.call("add_labels", repo, |r| {
+            let on = match r.pulls.iter_mut().find(|p| p.number == number) {
+                Some(p) => &mut p.labels,
+                None => &mut issue_mut(r, number)?.labels,
+            };
+            for l in labels {
+                if !on.contains(l) {
+                    on.push(l.clone());
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn request_reviewers<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        users: &'a [String],
+        teams: &'a [String],
+    ) -> GitHubFuture<'a, ()> {
+        Self::answer(self.call("request_reviewers", repo, |r| {
+            if let Some(allowed) = &r.collaborators
+                && let Some(who) = users.iter().chain(teams).find(|n| !allowed.contains(n))
+            {
+                return Err(refused(
+                    422,
+                    &format!(
+                        "Reviews may only be requested from collaborators. One or more of the users or teams you specified is not a collaborator of the {repo} repository: {who}"
+                    ),
+                ));
+            }
+            let p = r
+                .pulls
+                .iter_mut()
+                .find(|p| p.number == number)
+                .ok_or_else(not_found)?;
+            for (to, from) in [(&mut p.reviewers, users), (&mut p.team_reviewers, teams)] {
+                for n in from {
+                    if !to.contains(n) {
+                        to.push(n.clone());
+                    }
+                }
+            }
+            Ok(())
         }))
     }
 }

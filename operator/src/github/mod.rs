@@ -7,6 +7,7 @@
 //! (`OctocrabApi`) in the operator, `memory::InMemoryGitHub` in unit tests.
 
 mod client;
+pub mod codeowners;
 pub mod gitops;
 #[cfg(test)]
 pub mod memory;
@@ -203,6 +204,14 @@ pub struct PullRequest {
     pub state: String,
     #[serde(default)]
     pub merged_at: Option<String>,
+    /// The labels on the pull request, as GitHub lists them.
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Label {
+    pub name: String,
 }
 
 /// Whom the client's calls serve.
@@ -298,6 +307,23 @@ pub trait GitHubApi: Send + Sync {
         body: &'a str,
     ) -> GitHubFuture<'a, PullRequest>;
     fn pull<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, PullRequest>;
+    /// Adds labels to an issue or pull request (those it has stay).
+    fn add_labels<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        labels: &'a [String],
+    ) -> GitHubFuture<'a, ()>;
+    /// Asks users and teams (slugs of the repository's organisation) to
+    /// review a pull request; 422 when one cannot be asked (not a
+    /// collaborator, or the pull request's author).
+    fn request_reviewers<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        users: &'a [String],
+        teams: &'a [String],
+    ) -> GitHubFuture<'a, ()>;
 }
 
 /// GitHub as the operator calls it. Every call passes through `guard`,
@@ -593,6 +619,49 @@ impl GitHub {
         self.guard(repo, None)?;
         self.api.pull(repo, number).await
     }
+
+    pub async fn add_labels(
+        &self,
+        repo: &str,
+        number: i64,
+        labels: &[String],
+    ) -> Result<(), GitHubError> {
+        self.guard(repo, None)?;
+        self.api.add_labels(repo, number, labels).await
+    }
+
+    pub async fn request_reviewers(
+        &self,
+        repo: &str,
+        number: i64,
+        reviewers: &codeowners::Reviewers,
+    ) -> Result<(), GitHubError> {
+        self.guard(repo, None)?;
+        self.api
+            .request_reviewers(repo, number, &reviewers.users, &reviewers.teams)
+            .await
+    }
+
+    /// The repository's CODEOWNERS on `branch`, from the first of the places
+    /// GitHub looks that has one; None when none does. Read with the
+    /// repository's permission, not a path's: the file says who reviews,
+    /// and is only read (`.github/` stays closed to every write).
+    pub async fn codeowners(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<String>, GitHubError> {
+        check_branch(branch)?;
+        self.guard(repo, None)?;
+        for path in codeowners::LOCATIONS {
+            match self.api.file(repo, path, branch).await {
+                Ok((text, _)) => return Ok(Some(text)),
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -638,6 +707,8 @@ mod tests {
             base_branch: "main".into(),
             values_key: Some("web.memory".into()),
             container: None,
+            replicas_key: None,
+            image_key: None,
         };
         let repo = GitHubTarget {
             repository: "acme/deploy".into(),

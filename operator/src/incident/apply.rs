@@ -12,10 +12,11 @@ use tracing::{info, warn};
 
 use super::approval;
 use super::decide::{self, PlanDecision, PullOutcome, VERIFY_POLL};
+use super::routing::Routed;
 use super::update::IncidentUpdate;
 use crate::conditions::{APPROVED, REMEDIATED};
 use crate::crd::{
-    ActionRecord, ActionState, ActionStep, ActionType, ConditionStatus, Phase, RemediationPolicy,
+    ActionRecord, ActionState, ActionStep, ConditionStatus, Phase, RemediationPolicy,
 };
 use crate::fixer::{self, Budget, Plan, actions};
 use crate::github::GitHubError;
@@ -345,13 +346,33 @@ impl IncidentUpdate {
         let Some(record) = self.status().actions.last().cloned() else {
             return Ok(Action::await_change());
         };
-        let gitops = policy
-            .spec
-            .github
-            .as_ref()
-            .and_then(|g| g.gitops.as_ref().map(|o| (g, o)));
-        if let (ActionType::RaiseMemoryLimit, Some((repo, target))) = (record.type_, gitops) {
-            return self.propose(policy_key, &record, repo, target).await;
+        // A GitOps controller would revert a patch: the change goes to Git,
+        // or is not made.
+        match self.route_action(policy, &record).await? {
+            Routed::Patch => {}
+            Routed::Propose {
+                repo,
+                target,
+                change,
+                why,
+            } => {
+                return self
+                    .propose(policy_key, &record, &repo, &target, &change, why)
+                    .await;
+            }
+            Routed::NotTaken(why) => return self.superseded(policy, why).await,
+            Routed::Escalate(why) => {
+                let now = Time(self.now);
+                if let Some(a) = self.last_action() {
+                    a.state = ActionState::Blocked;
+                    a.detail = format!("not taken: {why}");
+                    a.finished_at = Some(now);
+                }
+                self.count_action(record.type_, ActionState::Blocked);
+                return self
+                    .escalate(fixer::EscalationReason::ManagedByGitOps, why)
+                    .await;
+            }
         }
         let leader = &self.ctx.leadership;
         let result = actions::execute(&self.ctx.client, &self.incident, &record, leader).await;
@@ -453,21 +474,29 @@ impl IncidentUpdate {
         Box::pin(self.plan_next(policy)).await
     }
 
-    /// Proposes the recorded memory change as a pull request.
+    /// Proposes the recorded change as a pull request.
     async fn propose(
         &mut self,
         policy_key: String,
         record: &ActionRecord,
         repo: &crate::crd::GitHubTarget,
         target: &crate::crd::GitOpsTarget,
+        change: &fixer::gitops::Change,
+        why: Option<String>,
     ) -> Result<Action> {
         let gh = self.ctx.github.for_namespace(&self.ns()).await;
-        let proposal = match fixer::gitops::propose(
+        let context = fixer::gitops::PullContext {
+            why,
+            dashboard_public_url: self.ctx.config.dashboard_public_url.clone(),
+        };
+        let proposal = match fixer::gitops::propose_change(
             gh.as_ref(),
             repo,
             target,
             &self.incident,
             record,
+            change,
+            &context,
             &self.ctx.leadership,
         )
         .await

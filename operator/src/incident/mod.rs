@@ -8,6 +8,7 @@ pub mod approval;
 pub mod decide;
 mod diagnose;
 mod load;
+mod routing;
 mod selection;
 mod update;
 
@@ -110,5 +111,7 @@ async fn apply(
     }
 }
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

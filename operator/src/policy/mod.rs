@@ -525,6 +525,8 @@ mod tests {
                     base_branch: base.into(),
                     values_key: Some("a.b".into()),
                     container: None,
+                    replicas_key: None,
+                    image_key: None,
                 }),
             });
             s

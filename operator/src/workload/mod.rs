@@ -2,6 +2,7 @@
 //! which policy covers it.
 
 mod lookup;
+pub mod managed;
 
 use std::collections::BTreeMap;
 
