@@ -989,6 +989,35 @@ async fn extra_env_and_volumes_are_appended_after_the_charts_own() -> Result<()>
 }
 
 #[tokio::test]
+async fn the_alertmanager_token_is_a_mounted_file_and_the_webhook_is_on_the_metrics_service()
+-> Result<()> {
+    let plain = template(&[])?;
+    assert!(!operator_env(&plain).contains_key("SRE_SPACE_ALERTMANAGER_TOKEN_FILE"));
+    let all = template(&[
+        "--set",
+        "alertmanager.tokenSecret.name=am-webhook,alertmanager.tokenSecret.key=bearer",
+    ])?;
+    assert_eq!(
+        operator_env(&all)["SRE_SPACE_ALERTMANAGER_TOKEN_FILE"],
+        "/etc/sre-space/alertmanager/token"
+    );
+    let pod = &of_kind(&all, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([{ "name": "alertmanager-token", "secret": {
+            "secretName": "am-webhook", "items": [{ "key": "bearer", "path": "token" }] } }])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        serde_json::json!([{ "name": "alertmanager-token",
+            "mountPath": "/etc/sre-space/alertmanager", "readOnly": true }])
+    );
+    let service = named(&all, "Service", "rel-sre-space-metrics")?;
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    Ok(())
+}
+
+#[tokio::test]
 async fn traces_and_opentelemetry_reach_the_operator_under_the_names_it_reads() -> Result<()> {
     let all = template(&[
         "--set",

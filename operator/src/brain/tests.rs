@@ -426,3 +426,26 @@ fn secrets_in_a_termination_message_never_reach_the_diagnosis() {
         assert!(!json.contains(s), "{s} survived in the facts: {json}");
     }
 }
+
+#[test]
+fn an_alert_incident_cites_the_alert_and_takes_its_triggers_category() {
+    let mut f = measured(SignalKind::Alert);
+    if let Some(o) = f.observation.as_mut() {
+        o.message = "alert HighErrorRate firing since 2026-12-03T07:30:00Z (2 series): \"fails\"; source: \"http://prometheus:9090/graph\"".into();
+    }
+    f.alert_category = Some(Category::Dependency);
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::Dependency, "{}", d.root_cause);
+    let alert = d
+        .evidence
+        .iter()
+        .find(|e| e.kind == crate::crd::EvidenceKind::Alert)
+        .expect("the alert is evidence");
+    assert_eq!(alert.source, "Alertmanager");
+    assert!(alert.summary.contains("HighErrorRate"), "{}", alert.summary);
+    assert!(
+        d.hypotheses[0].evidence.contains(&alert.id),
+        "the lead hypothesis cites it: {:?}",
+        d.hypotheses
+    );
+}

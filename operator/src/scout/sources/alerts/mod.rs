@@ -14,7 +14,7 @@ pub mod book;
 pub mod http;
 pub mod payload;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -124,27 +124,37 @@ async fn run(ctx: Arc<Context>, inbox: Inbox) {
         ctx.board
             .retain(|s| s.kind != SignalKind::Alert || watched(s));
         known.retain(|s| watched(s));
-        let mut readings: Vec<Reading> = Vec::new();
-        for (subject, alerts) in &firing {
-            known.insert(subject.clone());
-            readings.push(reading(
-                subject,
-                Verdict::Firing,
-                book::summary(alerts),
-                now,
-            ));
-        }
-        for subject in known.iter().filter(|s| !firing.contains_key(*s)) {
-            let summary = "no accepted alert fires: resolved or expired".to_string();
-            readings.push(reading(subject, Verdict::Healthy, summary, now));
-        }
-        for r in readings {
+        for r in readings(&mut known, &firing, now) {
             let workload = r.subject.workload.clone();
             if let Err(e) = crate::scout::report(&ctx, r).await {
                 warn!(error = %e, %workload, "could not record the alert's reading");
             }
         }
     }
+}
+
+/// The readings of one round: Firing for each subject with accepted
+/// alerts, Healthy for each that fired before and has none now.
+fn readings(
+    known: &mut HashSet<Subject>,
+    firing: &HashMap<Subject, Vec<book::Held>>,
+    now: Timestamp,
+) -> Vec<Reading> {
+    let mut out: Vec<Reading> = Vec::new();
+    for (subject, alerts) in firing {
+        known.insert(subject.clone());
+        out.push(reading(
+            subject,
+            Verdict::Firing,
+            book::summary(alerts),
+            now,
+        ));
+    }
+    for subject in known.iter().filter(|s| !firing.contains_key(*s)) {
+        let summary = "no accepted alert fires: resolved or expired".to_string();
+        out.push(reading(subject, Verdict::Healthy, summary, now));
+    }
+    out
 }
 
 fn reading(subject: &Subject, verdict: Verdict, summary: String, at: Timestamp) -> Reading {
@@ -155,5 +165,112 @@ fn reading(subject: &Subject, verdict: Verdict, summary: String, at: Timestamp) 
         value: None,
         threshold: None,
         at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::WorkloadKind;
+    use crate::scout::measured::Board;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("time")
+    }
+
+    fn subject() -> Subject {
+        Subject {
+            namespace: "shop".into(),
+            policy: "alerts".into(),
+            kind: SignalKind::Alert,
+            workload: "policy-service".into(),
+            workload_kind: WorkloadKind::Deployment,
+        }
+    }
+
+    fn firing(inbox: &Inbox, now: Timestamp) -> HashMap<Subject, Vec<book::Held>> {
+        let held = inbox.firing(now);
+        if held.is_empty() {
+            HashMap::new()
+        } else {
+            [(subject(), held)].into()
+        }
+    }
+
+    /// The test payload with every alert in `status`.
+    fn notification(status: &str) -> Vec<payload::Alert> {
+        let text = payload::tests::firing_payload().replace(
+            "\"status\": \"firing\",\n      \"labels\"",
+            &format!("\"status\": \"{status}\",\n      \"labels\""),
+        );
+        payload::parse(text.as_bytes()).expect("parses")
+    }
+
+    #[test]
+    fn repeats_are_one_signal_and_a_resolved_alert_clears_it() {
+        let (board, inbox) = (Board::default(), Inbox::default());
+        let mut known = HashSet::new();
+        let mut post = |now| {
+            readings(&mut known, &firing(&inbox, now), now)
+                .into_iter()
+                .filter_map(|r| board.post(r))
+                .collect::<Vec<_>>()
+        };
+        inbox.receive(notification("firing"), at(0));
+        let first = post(at(1));
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0]
+                .message
+                .starts_with("alert HighErrorRate firing since"),
+            "{}",
+            first[0].message
+        );
+        inbox.receive(notification("firing"), at(30));
+        let again = post(at(31));
+        assert_eq!(again[0].key, first[0].key, "the same firing episode");
+        assert!(
+            board
+                .firing("shop", "policy-service", SignalKind::Alert)
+                .is_some()
+        );
+
+        inbox.receive(notification("resolved"), at(60));
+        assert!(post(at(61)).is_empty());
+        assert!(board.healthy("shop", "policy-service", SignalKind::Alert));
+        assert_eq!(
+            board.firing("shop", "policy-service", SignalKind::Alert),
+            None
+        );
+    }
+
+    #[test]
+    fn a_new_leader_knows_nothing_until_alertmanager_sends_again() {
+        let (board, inbox) = (Board::default(), Inbox::default());
+        let mut known = HashSet::new();
+        for r in readings(&mut known, &firing(&inbox, at(0)), at(0)) {
+            board.post(r);
+        }
+        assert!(!board.healthy("shop", "policy-service", SignalKind::Alert));
+        assert_eq!(
+            board.firing("shop", "policy-service", SignalKind::Alert),
+            None
+        );
+    }
+
+    #[test]
+    fn an_alert_incident_takes_its_triggers_category() {
+        let mut p = crate::testing::policy(crate::crd::Mode::Automatic);
+        let mut t = crate::crd::Trigger::of(SignalKind::Alert);
+        t.alert = Some(crate::crd::AlertTrigger {
+            alert_names: vec!["DiskFull".into()],
+            matchers: vec![],
+            namespace_label: "namespace".into(),
+            workload_label: "deployment".into(),
+            category: Some(Category::Dependency),
+        });
+        p.spec.triggers.push(t);
+        assert_eq!(category(Some(&p), "web"), Category::Dependency);
+        assert_eq!(category(None, "web"), Category::ErrorRate);
     }
 }
