@@ -43,6 +43,7 @@ fn facts(signal: SignalKind) -> Facts {
         storage_classes: None,
         node: None,
         template: None,
+        metric_category: None,
     }
 }
 

@@ -294,6 +294,9 @@ pub enum EvidenceKind {
     Storage,
     /// The node the pod ran on.
     Node,
+    /// A series from Prometheus: the query, the workload's value, the
+    /// threshold and a link to the graph.
+    Metric,
 }
 
 /// An action planned or taken.

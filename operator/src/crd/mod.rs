@@ -190,11 +190,14 @@ pub enum SignalKind {
     /// A pod was evicted by its node (memory, disk or PID pressure) or its
     /// node stopped reporting ready.
     NodeFailure,
+    /// A PromQL query's value for the workload crossed the policy's
+    /// threshold and stayed across it for the trigger's `forSeconds`.
+    Metric,
 }
 
 impl SignalKind {
     /// Every kind, in declaration order.
-    pub const ALL: [SignalKind; 16] = [
+    pub const ALL: [SignalKind; 17] = [
         Self::OOMKilled,
         Self::CrashLoopBackOff,
         Self::ImagePullBackOff,
@@ -211,6 +214,7 @@ impl SignalKind {
         Self::FailedCreate,
         Self::RolloutStalled,
         Self::NodeFailure,
+        Self::Metric,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -231,6 +235,7 @@ impl SignalKind {
             Self::FailedCreate => "FailedCreate",
             Self::RolloutStalled => "RolloutStalled",
             Self::NodeFailure => "NodeFailure",
+            Self::Metric => "Metric",
         }
     }
 

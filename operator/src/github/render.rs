@@ -56,7 +56,8 @@ fn severity(signal: SignalKind) -> &'static str {
         | SignalKind::RolloutStalled
         | SignalKind::ReadinessFailing
         | SignalKind::TraceErrorRate
-        | SignalKind::TraceLatency => "severity: medium",
+        | SignalKind::TraceLatency
+        | SignalKind::Metric => "severity: medium",
     }
 }
 
