@@ -22,6 +22,7 @@ use crate::kafka::{KafkaConfig, KafkaOptions};
 use crate::lease::{LeaseConfig, LeaseOptions};
 use crate::llm::{LlmConfig, LlmOptions};
 use crate::logging::LoggingOptions;
+use crate::prometheus::{PrometheusClient, PrometheusOptions};
 use crate::traces::{JaegerQuery, TraceOptions};
 
 /// The prefix of the variables the operator's settings are read from.
@@ -107,6 +108,8 @@ pub struct RunOptions {
     pub kafka: KafkaOptions,
     #[command(flatten)]
     pub traces: TraceOptions,
+    #[command(flatten)]
+    pub prometheus: PrometheusOptions,
     #[command(flatten)]
     pub allowlist: AllowListOptions,
     /// Test hook: with 1, the process aborts right after an action is
@@ -212,6 +215,8 @@ pub struct Settings {
     /// stop the operator, the policies with Kafka triggers say why.
     pub kafka: std::result::Result<Option<KafkaConfig>, String>,
     pub traces: Option<JaegerQuery>,
+    /// Where the Metric triggers query; None: they are Unknown.
+    pub prometheus: Option<PrometheusClient>,
     pub allowlist: AllowListOptions,
 }
 
@@ -240,6 +245,7 @@ impl Settings {
             llm,
             kafka: KafkaConfig::from_options(&o.kafka).map_err(|e| e.to_string()),
             traces: crate::traces::from_options(&o.traces)?,
+            prometheus: crate::prometheus::from_options(&o.prometheus)?,
             allowlist: o.allowlist,
             config,
         })

@@ -34,6 +34,8 @@ pub const KAFKA_AVAILABLE: &str = "KafkaAvailable";
 pub const TRACES_AVAILABLE: &str = "TracesAvailable";
 /// Whether a policy's health checks run.
 pub const HEALTH_CHECKS_AVAILABLE: &str = "HealthChecksAvailable";
+/// Whether the Prometheus queries of a policy's Metric triggers answer.
+pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 
 /// Sets a condition, keeping its `lastTransitionTime` when the status does not
 /// change, as `kubectl wait` and people reading `describe` expect.

@@ -26,6 +26,7 @@ pub mod logging;
 pub mod markdown;
 pub mod memory;
 pub mod policy;
+pub mod prometheus;
 pub mod publish;
 pub mod quantity;
 pub mod redact;

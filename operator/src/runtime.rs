@@ -337,6 +337,7 @@ struct Outside {
     allowlist: Arc<crate::allowlist::Shared>,
     github: Option<crate::github::GitHub>,
     traces: Option<Arc<dyn crate::traces::TraceStore>>,
+    prometheus: Option<Arc<dyn crate::prometheus::MetricStore>>,
     dashboard: Option<crate::dashboard::DashboardConfig>,
 }
 
@@ -377,11 +378,23 @@ fn outside(settings: &mut Settings) -> Result<Outside> {
             None
         }
     };
+    let prometheus: Option<Arc<dyn crate::prometheus::MetricStore>> =
+        match settings.prometheus.take() {
+            Some(p) => {
+                info!(url = %p.base(), "the Metric triggers query Prometheus");
+                Some(Arc::new(p))
+            }
+            None => {
+                info!("no Prometheus configured; Metric triggers are Unknown");
+                None
+            }
+        };
     Ok(Outside {
         model,
         allowlist,
         github,
         traces,
+        prometheus,
         // Checked with the settings, before anything starts: a dashboard
         // open to the network without a token never gets this far.
         dashboard: settings.dashboard.take(),
@@ -494,6 +507,7 @@ fn scout_context(s: &Shared, outside: &Outside) -> Arc<crate::scout::Context> {
         metrics: s.metrics.clone(),
         allowlist: outside.allowlist.clone(),
         traces: outside.traces.clone(),
+        prometheus: outside.prometheus.clone(),
         clock: Arc::new(crate::clock::SystemClock),
     })
 }

@@ -18,7 +18,8 @@ use super::{
 };
 use crate::Result;
 use crate::crd::{
-    Incident, IncidentMemorySpec, RemediationPolicy, SignalKind, WorkloadKind, WorkloadRef,
+    Category, Incident, IncidentMemorySpec, RemediationPolicy, SignalKind, WorkloadKind,
+    WorkloadRef,
 };
 use crate::traces::{Trace, TraceQuery, TraceStore};
 use crate::workload::{pod_template, replicasets_of, revision};
@@ -133,6 +134,10 @@ pub async fn gather(
         node,
         template,
         alert_category: alert_category(client, incident).await,
+        metric_category: match incident.spec.signal {
+            SignalKind::Metric => metric_category(client, incident).await,
+            _ => None,
+        },
     };
     // Redacted where it enters: every later use (diagnosis, prompt, status,
     // GitHub, a captured scenario) sees the redacted text only.
@@ -686,6 +691,50 @@ async fn alert_category(client: &Client, incident: &Incident) -> Option<crate::c
     ))
 }
 
+/// The category a Metric incident's trigger names: of the policy's Metric
+/// triggers that can name the target, the one whose query the signal
+/// quotes, else the first with a category.
+async fn metric_category(client: &Client, incident: &Incident) -> Option<Category> {
+    let ns = incident.metadata.namespace.clone().unwrap_or_default();
+    let policy = Api::<RemediationPolicy>::namespaced(client.clone(), &ns)
+        .get_opt(&incident.spec.policy)
+        .await;
+    let triggers = match policy {
+        Ok(Some(p)) => p.spec.triggers,
+        Ok(None) => return None,
+        Err(e) => {
+            debug!(error = %e, policy = %incident.spec.policy, "policy not readable; the Metric trigger's category is not known");
+            return None;
+        }
+    };
+    let message = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.last_signal.as_ref())
+        .map(|o| o.message.as_str())
+        .unwrap_or_default();
+    metric_category_of(&triggers, &incident.spec.target.name, message)
+}
+
+/// See [`metric_category`].
+pub(crate) fn metric_category_of(
+    triggers: &[crate::crd::Trigger],
+    target: &str,
+    message: &str,
+) -> Option<Category> {
+    let candidates: Vec<&crate::crd::MetricTrigger> = triggers
+        .iter()
+        .filter(|t| t.type_ == SignalKind::Metric)
+        .filter(|t| t.workload.as_deref().is_none_or(|w| w == target))
+        .filter_map(|t| t.metric.as_ref())
+        .collect();
+    candidates
+        .iter()
+        .find(|m| message.contains(&format!("query {}", m.query)))
+        .and_then(|m| m.category)
+        .or_else(|| candidates.iter().find_map(|m| m.category))
+}
+
 /// What the traces say, for the signals the operator measures itself; a
 /// trace store that is away becomes a note in the findings, never an error.
 async fn gather_traces(
@@ -808,6 +857,45 @@ fn by_id(traces: Vec<Trace>) -> BTreeMap<String, Trace> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_metric_incident_takes_the_category_of_the_trigger_whose_query_it_quotes() {
+        let trigger = |query: &str, workload: Option<&str>, category| {
+            let mut t = crate::crd::Trigger::of(SignalKind::Metric);
+            t.workload = workload.map(str::to_string);
+            t.metric = Some(crate::crd::MetricTrigger {
+                query: query.into(),
+                comparison: crate::crd::Comparison::GreaterThan,
+                threshold: 1.0,
+                for_seconds: 0,
+                interval_seconds: 30,
+                namespace_label: "namespace".into(),
+                workload_label: workload.is_none().then(|| "deployment".into()),
+                category,
+            });
+            t
+        };
+        let triggers = [
+            trigger("errors", None, Some(Category::ErrorRate)),
+            trigger("latency", None, Some(Category::Latency)),
+            trigger("memory", Some("db"), Some(Category::OutOfMemory)),
+        ];
+        let message = "Deployment/web: value 2 > 1 for 0 s (forSeconds 0); query latency";
+        assert_eq!(
+            super::metric_category_of(&triggers, "web", message),
+            Some(Category::Latency)
+        );
+        assert_eq!(
+            super::metric_category_of(&triggers, "web", "no query quoted"),
+            Some(Category::ErrorRate),
+            "else the first with a category"
+        );
+        assert_eq!(
+            super::metric_category_of(&triggers[2..], "web", "query memory"),
+            None,
+            "a trigger fixed on another workload does not count"
+        );
+    }
+
     #[test]
     fn the_kubelets_answer_for_a_lost_log_is_not_taken_for_the_programs_words() {
         assert!(super::is_log_unavailable(

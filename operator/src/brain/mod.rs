@@ -18,13 +18,13 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, PodSpec, Pod
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::{IncidentMemorySpec, SignalKind, SignalObservation, WorkloadRef};
+use crate::crd::{Category, IncidentMemorySpec, SignalKind, SignalObservation, WorkloadRef};
 use rollout::TemplateChange;
 
 // The tests (`use super::*`) name what a diagnosis is made of as the Brain's
 // own.
 #[cfg(test)]
-use crate::crd::{ActionType, Category, Diagnosis, EvidenceKind, Hypothesis};
+use crate::crd::{ActionType, Diagnosis, EvidenceKind, Hypothesis};
 #[cfg(test)]
 use k8s_openapi::jiff::Timestamp;
 
@@ -102,6 +102,9 @@ pub struct Facts {
     /// default. None for other signals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_category: Option<crate::crd::Category>,
+    /// For a Metric incident: the category its trigger names, if any.
+    #[serde(default)]
+    pub metric_category: Option<Category>,
 }
 
 /// The failing container: the one the signal names, or else the first

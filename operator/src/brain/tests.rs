@@ -44,6 +44,7 @@ fn facts(signal: SignalKind) -> Facts {
         node: None,
         template: None,
         alert_category: None,
+        metric_category: None,
     }
 }
 

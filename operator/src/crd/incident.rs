@@ -297,6 +297,9 @@ pub enum EvidenceKind {
     /// An Alertmanager alert: its name, labels, annotations, since when it
     /// fires and the link to its source.
     Alert,
+    /// A series from Prometheus: the query, the workload's value, the
+    /// threshold and a link to the graph.
+    Metric,
 }
 
 /// An action planned or taken.

@@ -192,11 +192,14 @@ pub enum SignalKind {
     NodeFailure,
     /// An Alertmanager alert the policy accepts fires for the workload.
     Alert,
+    /// A PromQL query's value for the workload crossed the policy's
+    /// threshold and stayed across it for the trigger's `forSeconds`.
+    Metric,
 }
 
 impl SignalKind {
     /// Every kind, in declaration order.
-    pub const ALL: [SignalKind; 17] = [
+    pub const ALL: [SignalKind; 18] = [
         Self::OOMKilled,
         Self::CrashLoopBackOff,
         Self::ImagePullBackOff,
@@ -214,6 +217,7 @@ impl SignalKind {
         Self::RolloutStalled,
         Self::NodeFailure,
         Self::Alert,
+        Self::Metric,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +239,7 @@ impl SignalKind {
             Self::RolloutStalled => "RolloutStalled",
             Self::NodeFailure => "NodeFailure",
             Self::Alert => "Alert",
+            Self::Metric => "Metric",
         }
     }
 

@@ -175,8 +175,10 @@ pub enum LabelOperator {
 #[x_kube(validation = Rule::new("has(self.traces) == (self.type in ['TraceErrorRate', 'TraceLatency'])").message("TraceErrorRate and TraceLatency triggers need traces, and only they may have one").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("self.type != 'TraceErrorRate' || has(self.traces.maxErrorRatio)").message("a TraceErrorRate trigger needs traces.maxErrorRatio").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("self.type != 'TraceLatency' || has(self.traces.maxP95Millis)").message("a TraceLatency trigger needs traces.maxP95Millis").reason(Reason::FieldValueRequired))]
-#[x_kube(validation = Rule::new("self.type == 'Alert' || has(self.workload) == (self.type in ['ConversionRate', 'EventRateDrop', 'TraceErrorRate', 'TraceLatency'] || (self.type == 'HealthCheck' && !has(self.healthCheck.service)))").message("workload names the Deployment an incident is opened for: ConversionRate, EventRateDrop, TraceErrorRate, TraceLatency and a HealthCheck by url need it; pod triggers and a HealthCheck of a Service (whose selector finds the workload) take none").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.type in ['Alert', 'Metric'] || has(self.workload) == (self.type in ['ConversionRate', 'EventRateDrop', 'TraceErrorRate', 'TraceLatency'] || (self.type == 'HealthCheck' && !has(self.healthCheck.service)))").message("workload names the Deployment an incident is opened for: ConversionRate, EventRateDrop, TraceErrorRate, TraceLatency and a HealthCheck by url need it; pod triggers and a HealthCheck of a Service (whose selector finds the workload) take none").reason(Reason::FieldValueRequired))]
 #[x_kube(validation = Rule::new("has(self.alert) == (self.type == 'Alert')").message("an Alert trigger needs alert, and only it may have one").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("has(self.metric) == (self.type == 'Metric')").message("a Metric trigger needs metric, and only it may have one").reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("self.type != 'Metric' || !has(self.metric) || has(self.workload) != has(self.metric.workloadLabel)").message("a Metric trigger names its Deployment either by workload (one, fixed) or by metric.workloadLabel (from each series), not both").reason(Reason::FieldValueRequired))]
 pub struct Trigger {
     /// The signal kind.
     #[serde(rename = "type")]
@@ -225,6 +227,10 @@ pub struct Trigger {
     /// set, every accepted alert of the namespace is about that Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<AlertTrigger>,
+    /// Metric: the PromQL query, its threshold, and which series name the
+    /// workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<MetricTrigger>,
 }
 
 impl Trigger {
@@ -262,6 +268,7 @@ impl Trigger {
             event_rate: None,
             traces: None,
             alert: None,
+            metric: None,
         }
     }
 }
@@ -487,6 +494,52 @@ pub struct AlertTrigger {
     pub category: Option<Category>,
 }
 
+/// A PromQL query evaluated against Prometheus, judged per series. Only
+/// series whose namespace label is the policy's namespace count: the query
+/// may read any namespace's series, but an incident opens only here.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTrigger {
+    /// An instant PromQL query, e.g.
+    /// `sum by (namespace, deployment) (rate(http_errors_total[1m]))`. Its
+    /// result must keep the namespace label (and the workload label, when
+    /// `workloadLabel` is set).
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// How a series' value compares with `threshold` when it is trouble.
+    pub comparison: Comparison,
+    /// The value the comparison is made with.
+    #[schemars(range(min = crate::limits::MIN_METRIC_THRESHOLD, max = crate::limits::MAX_METRIC_THRESHOLD))]
+    pub threshold: f64,
+    /// How long a series must stay across the threshold before it is
+    /// trouble (as a Prometheus rule's `for`). Defaults to 60; 0: at once.
+    #[serde(default = "MetricTrigger::default_for_seconds")]
+    #[schemars(range(min = 0, max = crate::limits::MAX_METRIC_FOR_SECONDS))]
+    pub for_seconds: i64,
+    /// Seconds between evaluations of the query (each jittered by up to a
+    /// tenth). Defaults to 30.
+    #[serde(default = "MetricTrigger::default_interval_seconds")]
+    #[schemars(range(min = 5, max = crate::limits::MAX_WINDOW_SECONDS))]
+    pub interval_seconds: i64,
+    /// The result label that holds a series' namespace. Defaults to
+    /// `namespace`.
+    #[serde(default = "MetricTrigger::default_namespace_label")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z_][a-zA-Z0-9_]*$')").message("namespaceLabel must be a Prometheus label name"))]
+    #[schemars(length(min = 1, max = 128))]
+    pub namespace_label: String,
+    /// The result label that holds the name of the Deployment a series is
+    /// about, e.g. `deployment`. Set this or the trigger's `workload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z_][a-zA-Z0-9_]*$')").message("workloadLabel must be a Prometheus label name"))]
+    #[schemars(length(min = 1, max = 128))]
+    pub workload_label: Option<String>,
+    /// The category the incident is diagnosed into, which picks the steps
+    /// of the ladder whose `onCategories` name it. Unset: Unknown, so only
+    /// steps without `onCategories` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+}
+
 impl AlertTrigger {
     pub const DEFAULT_CATEGORY: Category = Category::ErrorRate;
 
@@ -523,6 +576,51 @@ pub enum MatchOperator {
     NotEqual,
     Regex,
     NotRegex,
+}
+
+impl MetricTrigger {
+    pub const DEFAULT_FOR_SECONDS: i64 = 60;
+
+    fn default_for_seconds() -> i64 {
+        Self::DEFAULT_FOR_SECONDS
+    }
+    fn default_interval_seconds() -> i64 {
+        30
+    }
+    fn default_namespace_label() -> String {
+        "namespace".into()
+    }
+}
+
+/// How a value compares with a threshold.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    GreaterThan,
+    GreaterOrEqual,
+    LessThan,
+    LessOrEqual,
+}
+
+impl Comparison {
+    /// Whether `value` compares so with `threshold`; never for NaN.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::GreaterThan => value > threshold,
+            Self::GreaterOrEqual => value >= threshold,
+            Self::LessThan => value < threshold,
+            Self::LessOrEqual => value <= threshold,
+        }
+    }
+
+    /// The operator, as PromQL writes it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::GreaterThan => ">",
+            Self::GreaterOrEqual => ">=",
+            Self::LessThan => "<",
+            Self::LessOrEqual => "<=",
+        }
+    }
 }
 
 /// One step of the remediation ladder.

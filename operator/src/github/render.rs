@@ -57,7 +57,8 @@ fn severity(signal: SignalKind) -> &'static str {
         | SignalKind::ReadinessFailing
         | SignalKind::TraceErrorRate
         | SignalKind::TraceLatency
-        | SignalKind::Alert => "severity: medium",
+        | SignalKind::Alert
+        | SignalKind::Metric => "severity: medium",
     }
 }
 

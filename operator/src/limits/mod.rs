@@ -44,6 +44,17 @@ pub const MAX_REPLICAS: i64 = 10_000;
 pub const MAX_EVENTS: i64 = 10_000_000;
 /// The highest 95th percentile latency limit: an hour, in milliseconds.
 pub const MAX_P95_MILLIS: i64 = 3_600_000;
+/// How long a Metric trigger's series may have to stay across its
+/// threshold: a day.
+pub const MAX_METRIC_FOR_SECONDS: i64 = 86_400;
+/// The bounds of a Metric trigger's threshold: finite, and well inside
+/// what an f64 holds exactly enough to compare.
+pub const MAX_METRIC_THRESHOLD: f64 = 1e15;
+pub const MIN_METRIC_THRESHOLD: f64 = -1e15;
+/// The most series of one Metric trigger's result (those of the policy's
+/// namespace) the Scout judges; the rest are left out, and the policy's
+/// MetricsAvailable condition says so.
+pub const MAX_METRIC_SERIES: usize = 200;
 /// The highest percentage a memory limit is raised by in one step.
 pub const MAX_INCREASE_PERCENT: i64 = 400;
 /// Times an action worked or did not on one problem, as IncidentMemory

@@ -31,7 +31,7 @@ use crate::quantity::parse_bytes;
 use crate::scout::measured::Subject;
 use crate::scout::signals;
 use crate::scout::sources::kafka::business::{self, Counts};
-use crate::scout::sources::{health, traces};
+use crate::scout::sources::{health, metrics, traces};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
 
 /// The `minimum` and `maximum` of the integer or number at `path` of the
@@ -233,6 +233,20 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
                     .expect("an object")
                     .extend(limit.as_object().expect("an object").clone());
                 json!({ "type": k, "workload": WORKLOAD, "traces": traces })
+            })
+            .boxed(),
+        SignalKind::Metric => (
+            float_at(&t("metric.threshold"), old),
+            i64_at(&t("metric.forSeconds"), old),
+            i64_at(&t("metric.intervalSeconds"), old),
+        )
+            .prop_map(move |(threshold, for_s, interval)| {
+                json!({ "type": k, "metric": {
+                    "query": "sum by (namespace, deployment) (rate(errors_total[1m]))",
+                    "comparison": "GreaterThan", "threshold": threshold,
+                    "forSeconds": for_s, "intervalSeconds": interval,
+                    "workloadLabel": "deployment",
+                }})
             })
             .boxed(),
     }
@@ -652,6 +666,33 @@ fn scout_thresholds_are_bounded(
             let delay = health::next_delay(h.period_seconds, w.seed);
             prop_assert!(delay >= Duration::from_secs(1));
             prop_assert!(delay <= Duration::from_secs(MAX_WINDOW_SECONDS as u64) * 11 / 10);
+        }
+        if let Some(m) = &t.metric {
+            let delay = metrics::next_delay(m, w.seed);
+            prop_assert!(delay >= Duration::from_secs(5));
+            prop_assert!(delay <= Duration::from_secs(MAX_WINDOW_SECONDS as u64) * 11 / 10);
+            let mut tracker = metrics::Tracker::default();
+            let watched = metrics::Watched {
+                key: metrics::TriggerKey {
+                    namespace: "shop".into(),
+                    policy: "p".into(),
+                    workload: None,
+                    query: m.query.clone(),
+                },
+                settings: m.clone(),
+                policy_uid: String::new(),
+            };
+            let sorted = metrics::Sorted {
+                workloads: BTreeMap::from([(
+                    WORKLOAD.to_string(),
+                    metrics::Observed::Across(f64::MAX),
+                )]),
+                ..Default::default()
+            };
+            for at in [now(), Timestamp::MAX] {
+                tracker.judge(&watched, Ok(sorted.clone()), None, at);
+            }
+            prop_assert!(tracker.reading("shop", "p", WORKLOAD).is_some());
         }
         if let Some(s) = &t.traces {
             prop_assert!(traces::interval(s) <= Duration::from_secs(MAX_WINDOW_SECONDS as u64));

@@ -50,14 +50,23 @@ pub fn validate(
         })
         .collect();
     // Measured signals name what they watch, so a kind may be listed once
-    // per workload or Service; pod signals once.
+    // per workload or Service (a Metric trigger once per workload and
+    // query); pod signals once.
     let subject = |t: &crate::crd::Trigger| {
-        t.workload.clone().or_else(|| {
+        let watched = t.workload.clone().or_else(|| {
             t.health_check
                 .as_ref()
                 .and_then(|h| h.service.as_ref())
                 .map(|s| format!("service/{}", s.name))
-        })
+        });
+        match &t.metric {
+            Some(m) => Some(format!(
+                "{}query {:?}",
+                watched.map(|w| format!("{w} by ")).unwrap_or_default(),
+                m.query
+            )),
+            None => watched,
+        }
     };
     for (i, t) in spec.triggers.iter().enumerate() {
         if spec.triggers[..i]

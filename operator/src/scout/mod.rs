@@ -49,6 +49,8 @@ pub struct Context {
     pub allowlist: Arc<crate::allowlist::Shared>,
     /// Where trace triggers read traces, when a trace store is configured.
     pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
+    /// Where Metric triggers query, when Prometheus is configured.
+    pub prometheus: Option<Arc<dyn crate::prometheus::MetricStore>>,
     /// The time signals are read and judged at.
     pub clock: Arc<dyn crate::clock::Clock>,
 }
@@ -113,6 +115,7 @@ pub fn spawn_sources(
         sources::health::spawn(ctx),
         sources::kafka::spawn(ctx, kafka),
         sources::traces::spawn(ctx.clone()),
+        sources::metrics::spawn(ctx.clone()),
     ]
 }
 

@@ -36,6 +36,7 @@ async fn an_oomkilled_pod_opens_one_incident_and_says_so_once() {
         metrics: Arc::default(),
         allowlist: crate::allowlist::Shared::fixed(crate::allowlist::AllowList::default()),
         traces: None,
+        prometheus: None,
         clock: Arc::new(crate::clock::ManualClock::at(now())),
     });
     let web = WorkloadRef {
@@ -103,6 +104,7 @@ fn context(
         metrics: Arc::default(),
         allowlist: crate::allowlist::Shared::fixed(crate::allowlist::AllowList::default()),
         traces: None,
+        prometheus: None,
         clock: Arc::new(crate::clock::ManualClock::at(now())),
     });
     (ctx, writer)

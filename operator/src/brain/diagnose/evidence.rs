@@ -70,16 +70,28 @@ pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
     let mut log = EvidenceLog::default();
     let failing = crate::brain::failing_container_of(facts);
     let container = failing.as_ref();
-    let signal = facts.observation.as_ref().map(|o| {
-        let (kind, source) = if facts.signal == crate::crd::SignalKind::Alert {
-            (EvidenceKind::Alert, "Alertmanager".to_string())
-        } else {
-            (
-                EvidenceKind::ContainerState,
-                pod_source(facts, o.container.as_ref()),
-            )
-        };
-        log.add(kind, source, o.message.clone(), Some(o.observed_at.0))
+    let signal = facts.observation.as_ref().map(|o| match facts.signal {
+        // The alert as Alertmanager sent it: name, labels, annotations.
+        crate::crd::SignalKind::Alert => log.add(
+            EvidenceKind::Alert,
+            "Alertmanager".to_string(),
+            o.message.clone(),
+            Some(o.observed_at.0),
+        ),
+        // The series itself: query, value, threshold and graph link, as
+        // the Metric trigger wrote them.
+        crate::crd::SignalKind::Metric => log.add(
+            EvidenceKind::Metric,
+            format!("prometheus/{}", facts.target),
+            o.message.clone(),
+            Some(o.observed_at.0),
+        ),
+        _ => log.add(
+            EvidenceKind::ContainerState,
+            pod_source(facts, o.container.as_ref()),
+            o.message.clone(),
+            Some(o.observed_at.0),
+        ),
     });
     let termination = termination(&mut log, facts, container);
     let events = warning_events(&mut log, facts);

@@ -12,6 +12,7 @@ mod image;
 mod init;
 mod jobs;
 mod memory;
+mod metric;
 mod node;
 mod probes;
 mod scheduling;
@@ -57,6 +58,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         SignalKind::FailedCreate => admission::rules(&case),
         SignalKind::RolloutStalled => stalled::rules(&case),
         SignalKind::NodeFailure => node::rules(&case),
+        SignalKind::Metric => metric::rules(&case),
     };
     history::weigh(&mut hypotheses, facts, case.cited.history.as_ref());
     // Stable: of equally likely hypotheses, the one a family proposes first

@@ -81,7 +81,7 @@ pub(super) fn rules(c: &Case) -> Vec<Hypothesis> {
 
 /// The latest rollout, when it changed the template at most
 /// `RECENT_ROLLOUT` before the signal was seen.
-fn recent_rollout(facts: &Facts) -> Option<&Rollout> {
+pub(super) fn recent_rollout(facts: &Facts) -> Option<&Rollout> {
     let seen = facts.observation.as_ref().map(|o| o.observed_at.0);
     facts.rollout.as_ref().filter(|r| {
         !r.changes.is_empty()

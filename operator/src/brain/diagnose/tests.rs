@@ -57,6 +57,7 @@ fn facts(signal: SignalKind, message: &str) -> Facts {
         node: None,
         template: None,
         alert_category: None,
+        metric_category: None,
     }
 }
 
@@ -1248,4 +1249,103 @@ fn the_postmortem_says_what_would_confirm_or_refute_the_two_leading_hypotheses()
     assert!(text.contains("  - would confirm: "), "{text}");
     assert!(text.contains("answers NotFound"), "{text}");
     assert!(text.contains("  - would refute: "), "{text}");
+}
+
+/// The signal a Metric trigger raises for Deployment/web, as the Scout
+/// words it.
+fn metric_facts(category: Option<Category>) -> Facts {
+    let message = "Deployment/web: value 0.42 > 0.2 for 30 s (forSeconds 30); \
+         query rate(errors_total{token=\"ghp_abcdefghijklmnopqrstuvwxyz0123456789\"}[1m]); \
+         graph: http://prometheus.example:9090/graph?g0.expr=rate%28errors_total%5B1m%5D%29&g0.tab=0";
+    let mut f = facts(SignalKind::Metric, message);
+    if let Some(o) = f.observation.as_mut() {
+        o.pod = None;
+        o.container = None;
+    }
+    f.metric_category = category;
+    f
+}
+
+#[test]
+fn a_metric_incident_cites_the_series_query_value_threshold_and_graph_link_redacted() {
+    let d = diagnose(&metric_facts(None), now());
+    let series = d
+        .evidence
+        .iter()
+        .find(|e| e.kind == crate::crd::EvidenceKind::Metric)
+        .expect("the series is evidence");
+    assert_eq!(series.source, "prometheus/Deployment/web");
+    for cited in [
+        "value 0.42 > 0.2",
+        "query rate(errors_total",
+        "graph: http://prometheus.example:9090/graph?g0.expr=",
+    ] {
+        assert!(
+            series.summary.contains(cited),
+            "{cited} in {}",
+            series.summary
+        );
+    }
+    assert!(
+        !series.summary.contains("ghp_abcdefghij"),
+        "redacted: {}",
+        series.summary
+    );
+    assert!(d.hypotheses[0].evidence.contains(&series.id));
+}
+
+#[test]
+fn a_metric_triggers_category_decides_the_diagnosis_even_after_a_rollout() {
+    let mut f = metric_facts(Some(Category::Latency));
+    f.rollout = Some(Rollout {
+        revision: 2,
+        previous_revision: 1,
+        at: Some(Time(
+            now() - k8s_openapi::jiff::SignedDuration::from_mins(5),
+        )),
+        changes: vec![TemplateChange {
+            field: "containers[app].image".into(),
+            from: "web:1".into(),
+            to: "web:2".into(),
+        }],
+        failing_pod_is_new: true,
+    });
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::Latency, "{}", d.root_cause);
+    assert_eq!(d.proposed_action, Some(ActionType::RolloutRestart));
+    assert!(
+        d.hypotheses
+            .iter()
+            .any(|h| h.category == Category::BadRollout),
+        "the rollout stays a suspect"
+    );
+}
+
+#[test]
+fn a_metric_trigger_without_a_category_is_unknown_unless_a_rollout_came_just_before() {
+    let d = diagnose(&metric_facts(None), now());
+    assert_eq!(d.category, Category::Unknown, "{}", d.root_cause);
+    assert!(
+        d.root_cause
+            .contains("a metric of Deployment/web crossed the policy's threshold"),
+        "{}",
+        d.root_cause
+    );
+    let mut f = metric_facts(None);
+    f.rollout = Some(Rollout {
+        revision: 2,
+        previous_revision: 1,
+        at: Some(Time(
+            now() - k8s_openapi::jiff::SignedDuration::from_mins(5),
+        )),
+        changes: vec![TemplateChange {
+            field: "containers[app].image".into(),
+            from: "web:1".into(),
+            to: "web:2".into(),
+        }],
+        failing_pod_is_new: true,
+    });
+    let d = diagnose(&f, now());
+    assert_eq!(d.category, Category::BadRollout);
+    assert_eq!(d.proposed_action, Some(ActionType::Rollback));
 }

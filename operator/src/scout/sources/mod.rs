@@ -1,11 +1,12 @@
 //! The sources of measured signals: health checks, Kafka event rates,
-//! traces and Alertmanager alerts. Each follows the policies' triggers of its kind, posts readings
+//! traces, Prometheus queries and Alertmanager alerts. Each follows the policies' triggers of its kind, posts readings
 //! to the board, and tells each policy it measures for whether it can, in
 //! an availability condition of its own that [`ConditionWriter`] writes.
 
 pub mod alerts;
 pub mod health;
 pub mod kafka;
+pub mod metrics;
 pub mod traces;
 
 use std::collections::BTreeMap;

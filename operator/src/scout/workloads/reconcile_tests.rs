@@ -51,6 +51,7 @@ fn context(
         metrics: Arc::default(),
         allowlist: crate::allowlist::Shared::fixed(crate::allowlist::AllowList::default()),
         traces: None,
+        prometheus: None,
         clock: Arc::new(crate::clock::ManualClock::at(now())),
     });
     let ctx = Arc::new(Context {
