@@ -27,8 +27,9 @@ async fn track_with_argo_cd(s: &Scenario, name: &str) -> Result<Deployment> {
     let current = s.deployment(name).await?;
     let container = current
         .spec
+        .template
+        .spec
         .as_ref()
-        .and_then(|sp| sp.template.spec.as_ref())
         .and_then(|p| p.containers.first())
         .cloned()
         .expect("a container");
@@ -38,7 +39,7 @@ async fn track_with_argo_cd(s: &Scenario, name: &str) -> Result<Deployment> {
             "argocd.argoproj.io/tracking-id": format!("{0}:apps/Deployment:{0}/{name}", s.name())
         } },
         "spec": {
-            "replicas": current.spec.as_ref().and_then(|sp| sp.replicas),
+            "replicas": current.spec.replicas,
             "selector": { "matchLabels": { "app": name } },
             "template": {
                 "metadata": { "labels": { "app": name, "sre.space/protected": "true" } },
@@ -238,8 +239,9 @@ async fn an_argo_tracked_deployments_rollback_is_a_pull_request_for_the_previous
     // The bad release (a new image whose pods crash) reaches the cluster
     // as a sync of Git would, then Argo CD's tracking is in place.
     let api: Api<Deployment> = Api::namespaced(s.client.clone(), s.name());
+    let simulate = sre_chaos::SIMULATE;
     let release = serde_json::json!({ "spec": { "template": {
-        "metadata": { "annotations": { sre_chaos::SIMULATE: "crashloop" } },
+        "metadata": { "annotations": { simulate: "crashloop" } },
         "spec": { "containers": [{ "name": "app", "image": "registry.local/checkout:2",
             "args": ["--port=8080", "--config=/etc/app/missing.yaml"] }] }
     } } });
