@@ -252,7 +252,7 @@ fn trigger(kind: SignalKind, old: bool) -> BoxedStrategy<Value> {
     }
 }
 
-const KINDS: [SignalKind; 17] = SignalKind::ALL;
+const KINDS: [SignalKind; 18] = SignalKind::ALL;
 
 const STEPS: [ActionType; 5] = [
     ActionType::RestartPod,
