@@ -44,6 +44,15 @@ fn var_or(var: &str, default: impl FnOnce() -> String) -> String {
     }
 }
 
+/// A client for the loopback APIs. reqwest is built without a default
+/// crypto provider (plain HTTP here), but will not build a client without one.
+fn http_client() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
 fn port_or(var: &str, default: u16) -> u16 {
     std::env::var(var)
         .ok()
@@ -121,9 +130,7 @@ impl Prometheus {
                 targets_dir.display()
             );
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let http = http_client()?;
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             targets_dir,
@@ -358,9 +365,7 @@ impl Alertmanager {
                 config.display()
             );
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let http = http_client()?;
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             config,
