@@ -105,6 +105,8 @@ pub struct RunOptions {
     pub traces: TraceOptions,
     #[command(flatten)]
     pub allowlist: AllowListOptions,
+    #[command(flatten)]
+    pub notify: crate::notify::NotifyOptions,
     /// Test hook: with 1, the process aborts right after an action is
     /// recorded and before it is taken, to prove a restarted operator takes
     /// it once.
@@ -202,6 +204,7 @@ pub struct Settings {
     pub kafka: std::result::Result<Option<KafkaConfig>, String>,
     pub traces: Option<JaegerQuery>,
     pub allowlist: AllowListOptions,
+    pub notify: crate::notify::NotifyOptions,
 }
 
 impl Settings {
@@ -227,6 +230,7 @@ impl Settings {
             kafka: KafkaConfig::from_options(&o.kafka).map_err(|e| e.to_string()),
             traces: crate::traces::from_options(&o.traces)?,
             allowlist: o.allowlist,
+            notify: o.notify,
             config,
         })
     }

@@ -24,6 +24,7 @@ pub mod llm;
 pub mod logging;
 pub mod markdown;
 pub mod memory;
+pub mod notify;
 pub mod policy;
 pub mod publish;
 pub mod quantity;
