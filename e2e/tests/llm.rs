@@ -115,6 +115,7 @@ fn policy(ladder: &[ActionType]) -> RemediationPolicySpec {
         mode: Mode::Automatic,
         guardrails: Guardrails::default(),
         github: None,
+        notify: None,
     }
 }
 

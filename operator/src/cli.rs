@@ -112,6 +112,8 @@ pub struct RunOptions {
     pub prometheus: PrometheusOptions,
     #[command(flatten)]
     pub allowlist: AllowListOptions,
+    #[command(flatten)]
+    pub notify: crate::notify::NotifyOptions,
     /// Test hook: with 1, the process aborts right after an action is
     /// recorded and before it is taken, to prove a restarted operator takes
     /// it once.
@@ -218,6 +220,7 @@ pub struct Settings {
     /// Where the Metric triggers query; None: they are Unknown.
     pub prometheus: Option<PrometheusClient>,
     pub allowlist: AllowListOptions,
+    pub notify: crate::notify::NotifyOptions,
 }
 
 impl Settings {
@@ -247,6 +250,7 @@ impl Settings {
             traces: crate::traces::from_options(&o.traces)?,
             prometheus: crate::prometheus::from_options(&o.prometheus)?,
             allowlist: o.allowlist,
+            notify: o.notify,
             config,
         })
     }

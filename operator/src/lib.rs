@@ -25,6 +25,7 @@ pub mod llm;
 pub mod logging;
 pub mod markdown;
 pub mod memory;
+pub mod notify;
 pub mod policy;
 pub mod prometheus;
 pub mod publish;

@@ -35,18 +35,20 @@ enum ControllerName {
     ScoutStatefulSet,
     ScoutJob,
     Report,
+    Notify,
     Incident,
 }
 
 impl ControllerName {
     #[cfg(test)]
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Policy,
         Self::Scout,
         Self::ScoutDeployment,
         Self::ScoutStatefulSet,
         Self::ScoutJob,
         Self::Report,
+        Self::Notify,
         Self::Incident,
     ];
 
@@ -58,6 +60,7 @@ impl ControllerName {
             Self::ScoutStatefulSet => "scout-statefulset",
             Self::ScoutJob => "scout-job",
             Self::Report => "report",
+            Self::Notify => "notify",
             Self::Incident => "incident",
         }
     }
@@ -261,6 +264,7 @@ fn readable_event(
             mode: Default::default(),
             guardrails: Default::default(),
             github: None,
+            notify: None,
         },
         status: None,
     };
@@ -538,6 +542,71 @@ fn incident_context(
     })
 }
 
+/// Notifications: the policies' `NotificationsAvailable` condition, and,
+/// when sinks are configured, the notifier beside the state machine and
+/// the one delivery task it feeds.
+fn start_notifications(
+    client: &Client,
+    config: &Config,
+    policies: Store<RemediationPolicy>,
+    metrics: &Arc<Metrics>,
+    options: &crate::notify::NotifyOptions,
+    leadership: lease::Leadership,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::notify::{deliver, notifier};
+    let sinks = Arc::new(options.sinks());
+    let mut tasks = vec![tokio::spawn(notifier::report_policies(
+        client.clone(),
+        policies.clone(),
+        sinks.clone(),
+    ))];
+    let built = match crate::notify::build(&sinks) {
+        Ok(built) => built,
+        Err(e) => {
+            warn!(error = %e, "the notification sinks cannot be used; nothing is sent");
+            vec![]
+        }
+    };
+    if built.is_empty() {
+        info!("no notification sinks configured; incidents are not announced");
+        return tasks;
+    }
+    info!(
+        sinks = built.len(),
+        "incidents are announced to the configured sinks"
+    );
+    let ledger = notifier::ledger();
+    let (queue, rx) = deliver::queue(1024, ledger.clone(), metrics.clone());
+    let leads = leadership.clone();
+    let deliverer = deliver::Deliverer {
+        sinks: built.into_iter().collect(),
+        recorder: Arc::new(notifier::KubeRecorder {
+            client: client.clone(),
+            leadership,
+        }),
+        ledger,
+        metrics: metrics.clone(),
+        leads: Arc::new(move || leads.is_held()),
+        clock: Arc::new(crate::clock::SystemClock),
+        retry: deliver::Retry::default(),
+    };
+    tasks.push(tokio::spawn(deliverer.run(rx)));
+    let ctx = Arc::new(notifier::Context {
+        policies,
+        sinks,
+        queue,
+        dashboard: config.dashboard_public_url.clone(),
+    });
+    tasks.push(tokio::spawn(drive(
+        Controller::new(config.api::<Incident>(client), watcher::Config::default()),
+        ControllerName::Notify,
+        metrics.clone(),
+        ctx,
+        notifier::reconcile,
+    )));
+    tasks
+}
+
 /// Serves metrics, health and the Alertmanager webhook when an address is
 /// set.
 async fn serve_telemetry(
@@ -700,6 +769,14 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
             alerts.lead(),
         ));
     }
+    let notify_tasks = start_notifications(
+        &client,
+        &config,
+        shared.policies.clone(),
+        &metrics,
+        &settings.notify,
+        leadership.clone(),
+    );
 
     info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
@@ -718,6 +795,7 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         .into_iter()
         .chain(workload_tasks)
         .chain(sources)
+        .chain(notify_tasks)
         .chain(allowlist_task)
     {
         task.abort();

@@ -51,6 +51,14 @@ pub struct TopicLabels {
     pub topic: String,
 }
 
+/// A notification's fate: `sent`, `failed` (an attempt; it is retried),
+/// `abandoned` (no more attempts) or `dropped` (the queue was full).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub sink: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IncidentLabels {
     pub phase: String,
@@ -71,6 +79,8 @@ pub struct Metrics {
     pub kafka_lag: Family<TopicLabels, Gauge>,
     /// 1 while the Kafka source reaches its broker.
     pub kafka_available: Gauge,
+    /// Notifications by sink and result.
+    pub notifications: Family<NotificationLabels, Counter>,
     incidents: Family<IncidentLabels, Gauge>,
     leader: Gauge,
     /// When this replica last finished a reconcile (or began to lead), Unix
@@ -107,6 +117,12 @@ impl Default for Metrics {
         let policies = Gauge::default();
         let kafka_lag = Family::<TopicLabels, Gauge>::default();
         let kafka_available = Gauge::default();
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by sink and result (sent, failed, abandoned, dropped)",
+            notifications.clone(),
+        );
         registry.register(
             "kafka_consumer_lag",
             "Events on a followed topic that the Kafka source has not read yet",
@@ -185,6 +201,7 @@ impl Default for Metrics {
             time_to_mitigate,
             kafka_lag,
             kafka_available,
+            notifications,
             incidents,
             leader,
             last_reconcile,

@@ -152,6 +152,11 @@ pub struct IncidentStatus {
     /// The incident's GitHub issue, and which of its comments are posted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubStatus>,
+    /// The notifications delivered, so that none is sent twice (the latest
+    /// 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub notifications: Vec<super::NotificationRecord>,
     /// A blameless post-mortem in Markdown, written once the incident is
     /// resolved or escalated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,10 +7,12 @@
 pub mod bounds;
 mod incident;
 mod memory;
+mod notify;
 mod policy;
 
 pub use incident::*;
 pub use memory::*;
+pub use notify::*;
 pub use policy::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -55,6 +55,10 @@ pub struct RemediationPolicySpec {
     /// request are kept in the Incident's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubTarget>,
+    /// Where incidents are announced (Slack, CloudEvents webhooks), by the
+    /// names of sinks the operator's administrator configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<super::NotifySpec>,
 }
 
 /// A GitHub repository for incident issues and GitOps pull requests.

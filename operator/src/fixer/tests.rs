@@ -42,6 +42,7 @@ fn policy() -> RemediationPolicySpec {
             ..Guardrails::default()
         },
         github: None,
+        notify: None,
     }
 }
 

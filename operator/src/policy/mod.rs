@@ -464,6 +464,7 @@ mod tests {
             mode: Mode::DryRun,
             guardrails: Guardrails::default(),
             github: None,
+            notify: None,
         }
     }
 

@@ -129,6 +129,7 @@ pub fn policy(mode: Mode) -> RemediationPolicy {
             mode,
             guardrails: Guardrails::default(),
             github: None,
+            notify: None,
         },
     );
     p.metadata.namespace = Some("shop".into());
