@@ -423,8 +423,8 @@ async fn a_leader_deposed_between_the_branch_and_the_pull_request_opens_none_and
     );
     assert_eq!(
         leader.asked.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "the commit and the pull request were each fenced"
+        3,
+        "the commit, the pull request and its labels were each fenced"
     );
 }
 
