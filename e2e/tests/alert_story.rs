@@ -16,7 +16,9 @@ use kube::Api;
 use sre_space::crd::{ActionState, ActionType, EvidenceKind, Incident, Phase, SignalKind};
 use sre_space_e2e::demo::{Demo, free_ports};
 use sre_space_e2e::prometheus::{Alertmanager, Prometheus};
-use sre_space_e2e::{Operator, create_policy, incident_of, install_crds, wait_incident, wait_until};
+use sre_space_e2e::{
+    Operator, create_policy, incident_of, install_crds, wait_incident, wait_until,
+};
 
 const LONG: Duration = Duration::from_secs(180);
 const ALERT: &str = "DemoServiceErrorRate";
@@ -117,13 +119,22 @@ async fn a_bad_release_fires_the_error_rate_alert_and_the_operator_rolls_it_back
     let done = fault.elapsed();
     load.abort();
     println!("alert story: a release breaks payments");
-    println!("  fault → alert firing in Alertmanager: {:.1} s", fired.as_secs_f64());
-    println!("  fault → Incident:                     {:.1} s", opened.as_secs_f64());
+    println!(
+        "  fault → alert firing in Alertmanager: {:.1} s",
+        fired.as_secs_f64()
+    );
+    println!(
+        "  fault → Incident:                     {:.1} s",
+        opened.as_secs_f64()
+    );
     println!(
         "  alert firing → Incident:              {:.1} s",
         opened.saturating_sub(fired).as_secs_f64()
     );
-    println!("  fault → Resolved:                     {:.1} s", done.as_secs_f64());
+    println!(
+        "  fault → Resolved:                     {:.1} s",
+        done.as_secs_f64()
+    );
 
     let status = resolved.status.clone().context("a status")?;
     let changes: Vec<(ActionType, ActionState)> = status

@@ -2,7 +2,8 @@
 //! Alertmanager as a source, against the real API server: the operator runs
 //! as a host process with its webhook on 127.0.0.1:18480 behind a token
 //! file, and the test posts version 4 notifications as Alertmanager would.
-//! A firing alert opens the incident and the policy's restart runs; the
+//! A firing alert opens the incident and the policy's rollout restart runs
+//! (an alert is about the Deployment, not one of its pods); the
 //! same alert again, and the alert of another pod, count on the same
 //! incident; the resolved alert resolves it.
 
@@ -96,7 +97,7 @@ async fn a_firing_alert_opens_one_incident_that_restarts_and_resolves_with_the_a
                 "alert": {"alertNames": ["HighErrorRate"],
                           "matchers": [{"label": "severity", "operator": "Regex", "value": "page|critical"}]}
             }]);
-            v["spec"]["actions"] = serde_json::json!([{"type": "RestartPod"}, {"type": "Escalate"}]);
+            v["spec"]["actions"] = serde_json::json!([{"type": "RolloutRestart"}, {"type": "Escalate"}]);
             v["spec"]["guardrails"]["verificationWindowSeconds"] = 20.into();
         })
         .deploy("policy-service", 2, "64Mi")
@@ -158,21 +159,21 @@ async fn a_firing_alert_opens_one_incident_that_restarts_and_resolves_with_the_a
     );
     assert_eq!(post(&http, TOKEN, &both).await?, reqwest::StatusCode::OK);
 
-    // The policy's restart runs: one pod is replaced.
-    let acted = wait_incident(&s.client, &ns, &name, LONG, "a RestartPod taken", |i| {
+    // The policy's rollout restart runs: the pods are replaced.
+    let acted = wait_incident(&s.client, &ns, &name, LONG, "a RolloutRestart taken", |i| {
         i.status.as_ref().is_some_and(|s| {
             s.actions
                 .iter()
-                .any(|a| a.type_ == ActionType::RestartPod && a.state == ActionState::Succeeded)
+                .any(|a| a.type_ == ActionType::RolloutRestart && a.state == ActionState::Succeeded)
         })
     })
     .await
     .with_context(|| operator.output())?;
-    let after = s.pod_names("policy-service").await?;
-    ensure!(
-        after != before,
-        "a pod was replaced: {before:?} → {after:?}"
-    );
+    sre_space_e2e::wait_until(LONG, "the pods to be replaced", || async {
+        let after = s.pod_names("policy-service").await?;
+        Ok(!after.is_empty() && after.iter().all(|p| !before.contains(p)))
+    })
+    .await?;
     let diagnosis = acted
         .status
         .as_ref()

@@ -22,6 +22,11 @@ use crate::fixer::{self, Budget, Plan, actions};
 use crate::github::GitHubError;
 use crate::{Error, Result};
 
+/// How long a pull request waits for its incident's GitHub issue, so its
+/// body can link back to it.
+const ISSUE_WAIT: k8s_openapi::jiff::SignedDuration =
+    k8s_openapi::jiff::SignedDuration::from_secs(20);
+
 impl IncidentUpdate {
     /// Plans the next step and records it; in Automatic mode, takes it.
     pub(super) async fn plan_next(&mut self, policy: &RemediationPolicy) -> Result<Action> {
@@ -485,6 +490,15 @@ impl IncidentUpdate {
         why: Option<String>,
     ) -> Result<Action> {
         let gh = self.ctx.github.for_namespace(&self.ns()).await;
+        // The pull request links back to the incident's issue, which the
+        // GitHub sync opens beside this: a new incident's issue is waited
+        // for a little, never long, so that a GitHub that will not take
+        // the issue does not hold the change back.
+        let issue = self.status().github.as_ref().and_then(|g| g.issue_number);
+        let waited = self.now.duration_since(record.recorded_at.0);
+        if gh.is_some() && issue.is_none() && waited < ISSUE_WAIT {
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
         let context = fixer::gitops::PullContext {
             why,
             dashboard_public_url: self.ctx.config.dashboard_public_url.clone(),
