@@ -89,25 +89,43 @@ impl FakeNotify {
 
     /// Answers the next `n` requests (any endpoint) with `status`.
     pub fn fail_next(&self, n: usize, status: u16) {
-        let mut s = self.inner.lock().unwrap();
+        let mut s = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.failures.extend(std::iter::repeat_n(status, n));
     }
 
     pub fn slack_messages(&self) -> Vec<SlackMessage> {
-        self.inner.lock().unwrap().slack.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .slack
+            .clone()
     }
 
     pub fn cloud_events(&self) -> Vec<Value> {
-        self.inner.lock().unwrap().events.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .events
+            .clone()
     }
 
     pub fn requests(&self) -> Vec<String> {
-        self.inner.lock().unwrap().requests.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .requests
+            .clone()
     }
 
     /// The injected failure for this request, if any, recorded.
     fn failure(&self, what: &str) -> Option<Response> {
-        let mut s = self.inner.lock().unwrap();
+        let mut s = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let status = s.failures.pop_front();
         s.requests.push(format!("{what} {}", status.unwrap_or(200)));
         let status = StatusCode::from_u16(status?).ok()?;
@@ -115,13 +133,20 @@ impl FakeNotify {
     }
 
     fn next_ts(&self) -> String {
-        let mut s = self.inner.lock().unwrap();
+        let mut s = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.next_ts += 1;
         format!("1764748800.{:06}", s.next_ts)
     }
 }
 
-fn json_body(headers: &HeaderMap, body: &str, content_type: &str) -> Result<Value, Response> {
+fn json_body(
+    headers: &HeaderMap,
+    body: &str,
+    content_type: &str,
+) -> Result<Value, (StatusCode, String)> {
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -130,11 +155,10 @@ fn json_body(headers: &HeaderMap, body: &str, content_type: &str) -> Result<Valu
         return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("content-type {ct}"),
-        )
-            .into_response());
+        ));
     }
     serde_json::from_str(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid_payload: {e}")).into_response())
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid_payload: {e}")))
 }
 
 /// An incoming webhook: a JSON body with `text`; answers `ok` as text, or
@@ -145,27 +169,32 @@ async fn webhook(State(f): State<FakeNotify>, headers: HeaderMap, body: String) 
     }
     let v = match json_body(&headers, &body, "application/json") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(text) = v["text"].as_str().filter(|t| !t.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "no_text").into_response();
     };
     let ts = f.next_ts();
-    f.inner.lock().unwrap().slack.push(SlackMessage {
-        ts,
-        channel: "webhook".into(),
-        text: text.to_string(),
-        edits: 0,
-        via: "webhook",
-    });
+    f.inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .slack
+        .push(SlackMessage {
+            ts,
+            channel: "webhook".into(),
+            text: text.to_string(),
+            edits: 0,
+            via: "webhook",
+        });
     "ok".into_response()
 }
 
-fn bot_auth(headers: &HeaderMap) -> Result<(), Response> {
+/// Slack's error for a missing or wrong bot token, if it is so.
+fn bot_auth(headers: &HeaderMap) -> Result<(), &'static str> {
     match headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(v) if v == format!("Bearer {BOT_TOKEN}") => Ok(()),
-        Some(_) => Err(slack_error("invalid_auth")),
-        None => Err(slack_error("not_authed")),
+        Some(_) => Err("invalid_auth"),
+        None => Err("not_authed"),
     }
 }
 
@@ -173,12 +202,12 @@ async fn post_message(State(f): State<FakeNotify>, headers: HeaderMap, body: Str
     if let Some(r) = f.failure("POST /api/chat.postMessage") {
         return r;
     }
-    if let Err(r) = bot_auth(&headers) {
-        return r;
+    if let Err(e) = bot_auth(&headers) {
+        return slack_error(e);
     }
     let v = match json_body(&headers, &body, "application/json") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if v["channel"] != CHANNEL {
         return slack_error("channel_not_found");
@@ -187,13 +216,17 @@ async fn post_message(State(f): State<FakeNotify>, headers: HeaderMap, body: Str
         return slack_error("no_text");
     };
     let ts = f.next_ts();
-    f.inner.lock().unwrap().slack.push(SlackMessage {
-        ts: ts.clone(),
-        channel: CHANNEL.into(),
-        text: text.to_string(),
-        edits: 0,
-        via: "bot",
-    });
+    f.inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .slack
+        .push(SlackMessage {
+            ts: ts.clone(),
+            channel: CHANNEL.into(),
+            text: text.to_string(),
+            edits: 0,
+            via: "bot",
+        });
     Json(json!({ "ok": true, "channel": CHANNEL, "ts": ts, "message": { "text": text } }))
         .into_response()
 }
@@ -202,12 +235,12 @@ async fn update(State(f): State<FakeNotify>, headers: HeaderMap, body: String) -
     if let Some(r) = f.failure("POST /api/chat.update") {
         return r;
     }
-    if let Err(r) = bot_auth(&headers) {
-        return r;
+    if let Err(e) = bot_auth(&headers) {
+        return slack_error(e);
     }
     let v = match json_body(&headers, &body, "application/json") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if v["channel"] != CHANNEL {
         return slack_error("channel_not_found");
@@ -215,7 +248,10 @@ async fn update(State(f): State<FakeNotify>, headers: HeaderMap, body: String) -
     let (Some(ts), Some(text)) = (v["ts"].as_str(), v["text"].as_str()) else {
         return slack_error("invalid_arguments");
     };
-    let mut s = f.inner.lock().unwrap();
+    let mut s = f
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(m) = s.slack.iter_mut().find(|m| m.ts == ts && m.via == "bot") else {
         return slack_error("message_not_found");
     };
@@ -233,7 +269,7 @@ async fn cloud_event(State(f): State<FakeNotify>, headers: HeaderMap, body: Stri
     }
     let v = match json_body(&headers, &body, "application/cloudevents+json") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if v["specversion"] != "1.0" {
         return (StatusCode::BAD_REQUEST, "specversion must be 1.0").into_response();
@@ -243,7 +279,10 @@ async fn cloud_event(State(f): State<FakeNotify>, headers: HeaderMap, body: Stri
             return (StatusCode::BAD_REQUEST, format!("{attr} is required")).into_response();
         }
     }
-    let mut s = f.inner.lock().unwrap();
+    let mut s = f
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let repeat = s
         .events
         .iter()

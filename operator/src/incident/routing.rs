@@ -17,8 +17,8 @@ pub(super) enum Routed {
     Patch,
     /// Propose it as a pull request; `why` when a GitOps controller chose it.
     Propose {
-        repo: GitHubTarget,
-        target: GitOpsTarget,
+        repo: Box<GitHubTarget>,
+        target: Box<GitOpsTarget>,
         change: Change,
         why: Option<String>,
     },
@@ -94,8 +94,8 @@ impl IncidentUpdate {
                         ),
                     };
                     Routed::Propose {
-                        repo: repo.clone(),
-                        target: gitops.clone(),
+                        repo: Box::new(repo.clone()),
+                        target: Box::new(gitops.clone()),
                         change: Change {
                             action: record.type_,
                             at,

@@ -98,8 +98,8 @@ pub fn due(incident: &Incident, events: &[NotifyEvent]) -> Vec<Notice> {
             NotifyEvent::Diagnosed,
             "",
             format!(
-                "diagnosed {} ({:.0}% confidence): {}",
-                format!("{:?}", d.category),
+                "diagnosed {:?} ({:.0}% confidence): {}",
+                d.category,
                 (d.confidence.clamp(0.0, 1.0) * 100.0),
                 d.root_cause
             ),

@@ -62,6 +62,9 @@ impl NotifyOptions {
     }
 }
 
+/// A sink with its name in the sinks file.
+pub type Named = (String, Arc<dyn Sink>);
+
 /// A batch of announcements about one incident for one sink.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outgoing {
@@ -164,7 +167,7 @@ fn http_client() -> Result<reqwest::Client, String> {
 }
 
 /// The sinks of the file, by name, ready to send.
-pub fn build(sinks: &Sinks) -> Result<Vec<(String, Arc<dyn Sink>)>, String> {
+pub fn build(sinks: &Sinks) -> Result<Vec<Named>, String> {
     sinks
         .all()
         .iter()

@@ -8,7 +8,7 @@
 //! says so in its `MetricsAvailable` condition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -528,9 +528,8 @@ async fn run(ctx: Arc<Context>) {
         let at = ctx.clock.now();
         for f in ready {
             let w = &f.watched;
-            let mut h = seeds.build_hasher();
-            (&w.key, round).hash(&mut h);
-            due.insert(w.key.clone(), now + next_delay(&w.settings, h.finish()));
+            let seed = seeds.hash_one((&w.key, round));
+            due.insert(w.key.clone(), now + next_delay(&w.settings, seed));
             let ns = w.key.namespace.clone();
             let covered = |name: &str| {
                 f.matched.contains(name)

@@ -400,7 +400,7 @@ mod tests {
         assert!(subjects(&[Arc::new(elsewhere)], &firing, &covered()).is_empty());
         let frontend_only = vec![replicaset("shop", "policy-service", "frontend")];
         let p = policy(by_name(&["HighErrorRate"]), None);
-        assert!(subjects(&[p.clone()], &firing, &frontend_only).is_empty());
+        assert!(subjects(std::slice::from_ref(&p), &firing, &frontend_only).is_empty());
         let other_ns = vec![replicaset("payments", "policy-service", "backend")];
         assert!(subjects(&[p], &firing, &other_ns).is_empty());
     }
