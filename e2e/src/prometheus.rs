@@ -270,19 +270,7 @@ impl Prometheus {
     /// `POST /-/reload`: Prometheus reads its configuration and rule files
     /// again; fails with Prometheus's reason when it refuses them.
     pub async fn reload(&self) -> Result<()> {
-        let response = self
-            .http
-            .post(format!("{}/-/reload", self.url))
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!(
-                "Prometheus refused to reload ({status}): {}",
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        post_reload(&self.http, &self.url, "Prometheus").await
     }
 
     /// The alerting rules Prometheus has loaded, by name, with their state
@@ -464,19 +452,7 @@ impl Alertmanager {
     /// `POST /-/reload`; fails with Alertmanager's reason when it refuses
     /// the configuration.
     pub async fn reload(&self) -> Result<()> {
-        let response = self
-            .http
-            .post(format!("{}/-/reload", self.url))
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!(
-                "Alertmanager refused to reload ({status}): {}",
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        post_reload(&self.http, &self.url, "Alertmanager").await
     }
 }
 
@@ -495,6 +471,20 @@ impl Drop for WebhookGuard {
         let _ = write_whole(&self.config, &self.original);
         let _ = post_blocking(&self.url, "/-/reload");
     }
+}
+
+/// `POST {url}/-/reload`, the lifecycle endpoint Prometheus and Alertmanager
+/// share; fails with the server's reason when it refuses its files.
+async fn post_reload(http: &reqwest::Client, url: &str, server: &str) -> Result<()> {
+    let response = http.post(format!("{url}/-/reload")).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "{server} refused to reload ({status}): {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
