@@ -100,6 +100,31 @@ pub struct PolicyPurchased {
     pub at: String,
 }
 
+/// The event on the user topic: user-service decided whether a customer
+/// may buy (one per purchase attempt).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EligibilityChecked {
+    pub event: String,
+    pub event_id: String,
+    pub user_id: String,
+    pub eligible: bool,
+    pub reason: String,
+    pub at: String,
+}
+
+impl EligibilityChecked {
+    pub fn of(answer: &Eligibility) -> Self {
+        Self {
+            event: "eligibility_checked".into(),
+            event_id: new_id("evt"),
+            user_id: answer.user_id.clone(),
+            eligible: answer.eligible,
+            reason: answer.reason.clone(),
+            at: answer.checked_at.clone(),
+        }
+    }
+}
+
 impl QuoteRequested {
     pub fn of(quote: &Quote) -> Self {
         Self {

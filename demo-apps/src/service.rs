@@ -39,6 +39,8 @@ pub struct Config {
     pub latency_millis: u64,
     pub quote_topic: String,
     pub purchase_topic: String,
+    /// `USER_TOPIC`: where user-service publishes `eligibility_checked`.
+    pub user_topic: String,
 }
 
 impl Config {
@@ -97,6 +99,7 @@ impl Config {
             latency_millis,
             quote_topic: nonempty("QUOTE_TOPIC").unwrap_or_else(|| "quote_requested".into()),
             purchase_topic: nonempty("PURCHASE_TOPIC").unwrap_or_else(|| "policy_purchased".into()),
+            user_topic: nonempty("USER_TOPIC").unwrap_or_else(|| "eligibility_checked".into()),
         })
     }
 
@@ -136,9 +139,22 @@ pub struct App {
     pub needs_kafka: bool,
 }
 
+/// What a service does with the Kafka broker of `KAFKA_BOOTSTRAP`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kafka {
+    /// Its business is an event (a quote, a purchase): not ready without
+    /// the broker.
+    Required,
+    /// It publishes what happened when a broker is configured, and serves
+    /// its callers whether or not the broker answers.
+    Optional,
+    /// It publishes nothing.
+    Unused,
+}
+
 impl App {
     /// Builds the shared parts. Must run inside a Tokio runtime.
-    pub fn new(config: Config, offered: &[Fault], needs_kafka: bool) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, offered: &[Fault], kafka: Kafka) -> Result<Self, ConfigError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -154,9 +170,11 @@ impl App {
             Some(endpoint) => Tracer::exporting(&config.service, endpoint, http.clone()),
             None => Tracer::disabled(&config.service),
         };
-        let events = match (&config.kafka_bootstrap, needs_kafka) {
-            (Some(bootstrap), true) => Events::connect(bootstrap, &config.service)
-                .map_err(|e| ConfigError(format!("KAFKA_BOOTSTRAP {bootstrap:?}: {e}")))?,
+        let events = match (&config.kafka_bootstrap, kafka) {
+            (Some(bootstrap), Kafka::Required | Kafka::Optional) => {
+                Events::connect(bootstrap, &config.service)
+                    .map_err(|e| ConfigError(format!("KAFKA_BOOTSTRAP {bootstrap:?}: {e}")))?
+            }
             _ => Events::none(),
         };
         let faults = Faults::new(offered, config.payment_broken, config.latency_millis);
@@ -167,7 +185,7 @@ impl App {
             faults,
             http,
             metrics: HttpMetrics::new(),
-            needs_kafka,
+            needs_kafka: kafka == Kafka::Required,
         })
     }
 
@@ -420,6 +438,7 @@ mod tests {
         assert!(!c.payment_broken);
         assert_eq!(c.chaos_token, None);
         assert_eq!(c.purchase_topic, "policy_purchased");
+        assert_eq!(c.user_topic, "eligibility_checked");
     }
 
     #[test]
@@ -431,6 +450,7 @@ mod tests {
             ("PAYMENT_MODE", "broken"),
             ("LATENCY_MS", "40"),
             ("PURCHASE_TOPIC", "t.purchases"),
+            ("USER_TOPIC", "t.users"),
             ("CHAOS_TOKEN", "tok"),
         ])
         .expect("valid");
@@ -439,6 +459,7 @@ mod tests {
         assert!(c.payment_broken);
         assert_eq!(c.latency_millis, 40);
         assert_eq!(c.purchase_topic, "t.purchases");
+        assert_eq!(c.user_topic, "t.users");
         assert_eq!(c.chaos_token.as_deref(), Some("tok"));
     }
 

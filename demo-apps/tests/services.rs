@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use sre_space_demo::apps::{frontend, policy, user};
 use sre_space_demo::faults::Fault;
-use sre_space_demo::service::{App, Config};
+use sre_space_demo::service::{App, Config, Kafka};
 
 type Received = Arc<Mutex<Vec<Value>>>;
 
@@ -59,7 +59,7 @@ fn app(service: &str, otlp: SocketAddr, token: Option<&str>, faults: &[Fault]) -
         vars.insert("CHAOS_TOKEN".into(), t.into());
     }
     let config = Config::from_vars(service, 0, |k| vars.get(k).cloned()).expect("config");
-    App::new(config, faults, false).expect("app")
+    App::new(config, faults, Kafka::Unused).expect("app")
 }
 
 struct Shop {

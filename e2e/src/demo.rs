@@ -96,6 +96,8 @@ pub struct Demo {
     pub query: String,
     pub quote_topic: String,
     pub purchase_topic: String,
+    /// user-service's `eligibility_checked` events.
+    pub user_topic: String,
     pub values_file: std::path::PathBuf,
 }
 
@@ -110,6 +112,7 @@ impl Demo {
         let id = ns.name.trim_start_matches(&format!("{prefix}-")).to_owned();
         let quote_topic = format!("sre-space.e2e-quotes-{id}");
         let purchase_topic = format!("sre-space.e2e-purchases-{id}");
+        let user_topic = format!("sre-space.e2e-users-{id}");
         let token = format!("chaos-{id}-{}", std::process::id());
 
         // The images: built by the script, imported when they changed.
@@ -137,7 +140,7 @@ impl Demo {
                 "ports": SERVICES.iter().zip(&ports).map(|(s, p)| (s.to_string(), *p)).collect::<BTreeMap<_, _>>(),
                 "kafkaBootstrap": bootstrap,
                 "otlpEndpoint": otlp,
-                "topics": { "quote": quote_topic, "purchase": purchase_topic },
+                "topics": { "quote": quote_topic, "purchase": purchase_topic, "user": user_topic },
                 "serviceNameSuffix": format!("-{id}"),
                 "chaosToken": token,
             },
@@ -184,6 +187,7 @@ impl Demo {
             query,
             quote_topic,
             purchase_topic,
+            user_topic,
             values_file,
         })
     }

@@ -135,7 +135,11 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
         d.token.as_str(),
         d.id.as_str(),
     );
-    let (quote_topic, purchase_topic) = (d.quote_topic.as_str(), d.purchase_topic.as_str());
+    let (quote_topic, purchase_topic, user_topic) = (
+        d.quote_topic.as_str(),
+        d.purchase_topic.as_str(),
+        d.user_topic.as_str(),
+    );
     let client = d.client.clone();
 
     let frontend = d.url("frontend");
@@ -156,12 +160,13 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
     let events = tokio::task::block_in_place(|| {
         read_all(
             bootstrap,
-            &[quote_topic, purchase_topic],
+            &[quote_topic, purchase_topic, user_topic],
             Duration::from_secs(3),
         )
     })?;
     let quotes = events.get(quote_topic).map_or(&[][..], Vec::as_slice);
     let purchases = events.get(purchase_topic).map_or(&[][..], Vec::as_slice);
+    let checks = events.get(user_topic).map_or(&[][..], Vec::as_slice);
     assert_eq!(
         quotes.len() as u64,
         normal.quotes_ok,
@@ -184,6 +189,27 @@ async fn the_demo_business_runs_on_the_real_node_and_each_fault_breaks_what_cust
         assert!(
             e.trace.is_some(),
             "trace context in the headers: {}",
+            e.body
+        );
+    }
+    // user-service publishes too: one eligibility_checked per purchase,
+    // in the purchase's own trace.
+    assert_eq!(
+        checks.len() as u64,
+        normal.purchases_ok,
+        "one eligibility_checked per purchase"
+    );
+    let purchase_traces: std::collections::BTreeSet<_> = purchases
+        .iter()
+        .filter_map(|e| e.trace.as_ref().map(|t| t.trace_id.clone()))
+        .collect();
+    for e in checks {
+        assert_eq!(e.body["event"], "eligibility_checked");
+        assert_eq!(e.body["eligible"], true, "{}", e.body);
+        let trace = e.trace.as_ref().map(|t| t.trace_id.clone());
+        assert!(
+            trace.is_some_and(|t| purchase_traces.contains(&t)),
+            "the check is part of a purchase's trace: {}",
             e.body
         );
     }

@@ -1237,6 +1237,15 @@ async fn the_demo_chart_deploys_the_demo_business_with_peers_by_service_or_loopb
         Some("http://policy-service.shop.svc")
     );
     assert_eq!(env_of(deployments["frontend"], "KAFKA_BOOTSTRAP"), None);
+    // user-service publishes its eligibility checks.
+    assert_eq!(
+        env_of(deployments["user-service"], "KAFKA_BOOTSTRAP").as_deref(),
+        Some("kafka:9092")
+    );
+    assert_eq!(
+        env_of(deployments["user-service"], "USER_TOPIC").as_deref(),
+        Some("eligibility_checked")
+    );
     let token_ref = &policy["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .and_then(|e| e.iter().find(|e| e["name"] == "CHAOS_TOKEN").cloned())

@@ -105,6 +105,8 @@ spec:
               value: {{ $apps.topics.quote | quote }}
             - name: PURCHASE_TOPIC
               value: {{ $apps.topics.purchase | quote }}
+            - name: USER_TOPIC
+              value: {{ $apps.topics.user | default "eligibility_checked" | quote }}
             {{- end }}
             {{- if $apps.chaosToken }}
             - name: CHAOS_TOKEN

@@ -1,4 +1,5 @@
-//! user-service: who a customer is, and whether they may buy.
+//! user-service: who a customer is, and whether they may buy; publishes
+//! `eligibility_checked` when a Kafka broker is configured.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -7,8 +8,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
 use crate::faults::Fault;
-use crate::model::{check_id, eligibility, user};
+use crate::model::{EligibilityChecked, check_id, eligibility, user};
 use crate::service::{App, error};
+use crate::telemetry::SpanKind;
 
 pub const FAULTS: &[Fault] = &[Fault::Oom, Fault::Latency];
 pub const DEFAULT_PORT: u16 = 18083;
@@ -45,5 +47,22 @@ async fn get_eligibility(
     tokio::time::sleep(app.faults.delay()).await;
     let answer = eligibility(&user(&id));
     span.set("user.eligible", answer.eligible);
+    if app.events.configured() {
+        let topic = &app.config.user_topic;
+        let mut publish = span.child(&format!("{topic} publish"), SpanKind::Producer);
+        publish.set("messaging.system", "kafka");
+        publish.set("messaging.destination.name", topic.as_str());
+        let event = EligibilityChecked::of(&answer);
+        if let Err(e) = app
+            .events
+            .publish(topic, &answer.user_id, &event, &publish.context())
+            .await
+        {
+            // The answer matters more to the caller than the record of it:
+            // the purchase goes on, and the trace says the event was lost.
+            publish.fail(e.to_string());
+            tracing::warn!(error = %e, user = %answer.user_id, "eligibility_checked not published");
+        }
+    }
     Json(answer).into_response()
 }
