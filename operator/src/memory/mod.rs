@@ -1,6 +1,8 @@
 //! Memory: the history of each problem in an IncidentMemory, written when an
 //! incident ends, and read by the Brain and the Fixer.
 
+pub mod search;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -140,7 +142,23 @@ fn occurrence(
                     .map(|r| r.0.duration_since(detected_at.0).as_secs())
             })
             .flatten(),
+        summary: status.diagnosis.as_ref().map(diagnosis_summary),
     }
+}
+
+/// The longest occurrence summary, in characters (the CRD's bound).
+pub const MAX_SUMMARY_CHARS: usize = 512;
+
+/// `Category: root cause`, redacted and cut to [`MAX_SUMMARY_CHARS`].
+fn diagnosis_summary(d: &crate::crd::Diagnosis) -> String {
+    let line = crate::redact::string(&format!("{:?}: {}", d.category, d.root_cause));
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= MAX_SUMMARY_CHARS {
+        return line;
+    }
+    let mut short: String = line.chars().take(MAX_SUMMARY_CHARS - 1).collect();
+    short.push('…');
+    short
 }
 
 /// Within the schema's bounds, what an older version wrote included, so
@@ -153,6 +171,11 @@ fn keep_within_schema(spec: &mut IncidentMemorySpec) {
         t.ineffective = t.ineffective.clamp(0, max_tally);
     }
     for o in &mut spec.occurrences {
+        if let Some(s) = &mut o.summary
+            && s.chars().count() > MAX_SUMMARY_CHARS
+        {
+            *s = s.chars().take(MAX_SUMMARY_CHARS).collect();
+        }
         o.time_to_mitigate_seconds = o
             .time_to_mitigate_seconds
             .map(|s| s.clamp(0, crate::limits::MAX_RECORDED_SECONDS));
