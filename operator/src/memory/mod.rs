@@ -1,6 +1,7 @@
 //! Memory: the history of each problem in an IncidentMemory, written when an
 //! incident ends, and read by the Brain and the Fixer.
 
+pub mod knowledge;
 pub mod search;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
