@@ -271,3 +271,31 @@ pub async fn remember(client: &Client, incident: &Incident, now: Timestamp) -> R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Phase;
+    use crate::testing::{self, now};
+
+    #[test]
+    fn an_occurrence_keeps_its_diagnosis_in_a_redacted_bounded_line() {
+        let mut inc = testing::incident(Phase::Resolved, vec![]);
+        let (spec, _) = record(None, &inc, now()).expect("a new episode");
+        assert_eq!(
+            spec.occurrences[0].summary.as_deref(),
+            Some("OutOfMemory: the container ran out of memory")
+        );
+
+        let status = inc.status.as_mut().expect("a status");
+        status.detected_at = Some(testing::at(-100));
+        if let Some(d) = status.diagnosis.as_mut() {
+            d.root_cause = format!("login failed: password=hunter2hunter2 {}", "x ".repeat(600));
+        }
+        let (spec, _) = record(None, &inc, now()).expect("a new episode");
+        let summary = spec.occurrences[0].summary.clone().unwrap_or_default();
+        assert!(!summary.contains("hunter2"), "{summary}");
+        assert_eq!(summary.chars().count(), MAX_SUMMARY_CHARS, "{summary}");
+        assert!(summary.ends_with('…'));
+    }
+}
