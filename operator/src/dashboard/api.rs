@@ -64,14 +64,21 @@ pub struct ApiError {
     pub error: String,
 }
 
+/// A refused request: its status and what to fix.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+fn invalid(error: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, error.into())
+}
+
 fn bad_request(error: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(ApiError {
-            error: error.into(),
-        }),
-    )
-        .into_response()
+    invalid(error).into_response()
 }
 
 fn query_error(e: QueryRejection) -> Response {
@@ -104,14 +111,14 @@ fn known_namespaces(d: &Dashboard) -> BTreeSet<String> {
 
 /// The namespaces a request reads: the one it names, which must be known,
 /// or all known ones.
-fn namespaces(d: &Dashboard, asked: Option<&str>) -> Result<Vec<String>, Response> {
+fn namespaces(d: &Dashboard, asked: Option<&str>) -> Result<Vec<String>, Refusal> {
     let known = known_namespaces(d);
     match asked.map(str::trim).filter(|n| !n.is_empty()) {
         None => Ok(known.into_iter().collect()),
         Some(ns) if known.contains(ns) => Ok(vec![ns.to_string()]),
         Some(ns) => {
             let list: Vec<&str> = known.iter().map(String::as_str).collect();
-            Err(bad_request(format!(
+            Err(invalid(format!(
                 "namespace {:?} has no RemediationPolicy or Incident the operator follows; \
                  use one of: {}",
                 redact::string(&ns.chars().take(63).collect::<String>()),
@@ -129,7 +136,7 @@ fn namespaces(d: &Dashboard, asked: Option<&str>) -> Result<Vec<String>, Respons
 async fn read_memories(
     d: &Dashboard,
     namespaces: &[String],
-) -> Result<Vec<IncidentMemory>, Response> {
+) -> Result<Vec<IncidentMemory>, Refusal> {
     let mut all = Vec::new();
     for ns in namespaces {
         let api: Api<IncidentMemory> = Api::namespaced(d.stores.client.clone(), ns);
@@ -140,19 +147,16 @@ async fn read_memories(
             Ok(list) => all.extend(list.items),
             Err(e) => {
                 warn!(error = %e, namespace = %ns, "knowledge base: listing IncidentMemories failed");
-                return Err((
+                return Err(Refusal(
                     StatusCode::BAD_GATEWAY,
-                    axum::Json(ApiError {
-                        error: format!(
-                            "the Kubernetes API did not list the IncidentMemories of {ns}; retry later"
-                        ),
-                    }),
-                )
-                    .into_response());
+                    format!(
+                        "the Kubernetes API did not list the IncidentMemories of {ns}; retry later"
+                    ),
+                ));
             }
         }
     }
-    all.sort_by(|a, b| key(a).cmp(&key(b)));
+    all.sort_by_key(key);
     Ok(all)
 }
 
@@ -164,13 +168,13 @@ fn key(m: &IncidentMemory) -> (String, String) {
 }
 
 /// A bounded number from the query, or what to fix.
-fn bounded(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, Response> {
+fn bounded(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, Refusal> {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(default);
     };
     match v.parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(bad_request(format!(
+        _ => Err(invalid(format!(
             "{name} must be a whole number from 1 to {max} (default {default})"
         ))),
     }
@@ -361,7 +365,7 @@ async fn list_memories(
     };
     let limit = match bounded(q.limit.as_deref(), "limit", DEFAULT_PAGE, MAX_PAGE) {
         Ok(l) => l as usize,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let signal: Option<SignalKind> = match q.signal.as_deref().filter(|s| !s.trim().is_empty()) {
         None => None,
@@ -403,11 +407,11 @@ async fn list_memories(
     };
     let nss = match namespaces(&d, q.namespace.as_deref()) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let all = match read_memories(&d, &nss).await {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut matching = all
         .iter()
@@ -452,7 +456,7 @@ async fn get_memory(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     if let Err(r) = namespaces(&d, Some(&namespace)) {
-        return r;
+        return r.into_response();
     }
     let api: Api<IncidentMemory> = Api::namespaced(d.stores.client.clone(), &namespace);
     match api.get_opt(&name).await {
@@ -677,15 +681,15 @@ async fn search(
     }
     let limit = match bounded(q.limit.as_deref(), "limit", DEFAULT_RESULTS, MAX_RESULTS) {
         Ok(l) => l as usize,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let nss = match namespaces(&d, q.namespace.as_deref()) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let memories = match read_memories(&d, &nss).await {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let incidents = d.stores.incidents.state();
     let mut sources: Vec<Source> = Vec::new();
