@@ -352,3 +352,19 @@ async fn a_secret_in_a_stored_summary_is_not_served() {
     assert!(!s.to_string().contains("hunter2"), "{s}");
     assert_eq!(s["results"][0]["name"], "leaky");
 }
+
+#[test]
+fn the_list_parameters_are_documented_under_their_query_names() {
+    let json: Value = serde_json::from_str(&DOCUMENT.json).expect("JSON");
+    let params = json["paths"]["/api/v1/memories"]["get"]["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["namespace", "signal", "category", "limit", "continue"]
+    );
+    let limit = &params[3]["schema"];
+    assert_eq!(limit["maximum"], 200, "{limit}");
+}
