@@ -1,6 +1,9 @@
-//! A stateful stand-in for an OpenAI-compatible chat completions server, with
-//! the documented shapes of answers and errors. Tests queue what it does next
-//! and read back every request it received.
+//! A stateful stand-in for an OpenAI-compatible chat completions and
+//! embeddings server, with the documented shapes of answers and errors.
+//! Tests queue what the chat does next, switch the embeddings between
+//! answering and failing, and read back every request either received.
+//! Its embeddings are deterministic: a hashed bag of the text's words, so
+//! texts sharing words are close.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,7 +37,13 @@ pub enum Behaviour {
 struct Inner {
     queue: VecDeque<Behaviour>,
     requests: Vec<serde_json::Value>,
+    embedding_requests: Vec<serde_json::Value>,
+    /// The status every embeddings request fails with, when set.
+    embeddings_failing: Option<u16>,
 }
+
+/// The length of the fake's embeddings.
+pub const EMBEDDING_DIMENSIONS: usize = 64;
 
 #[derive(Clone, Default)]
 pub struct FakeOpenAi {
@@ -47,6 +56,7 @@ impl FakeOpenAi {
         let fake = Self::default();
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(fake.clone());
         let addr = crate::serve_on_loopback(app).await;
         (fake, format!("http://{addr}/v1"))
@@ -60,6 +70,93 @@ impl FakeOpenAi {
     pub fn requests(&self) -> Vec<serde_json::Value> {
         self.inner.lock().expect("lock").requests.clone()
     }
+
+    /// From now on every embeddings request fails with `status` (None:
+    /// they are answered again).
+    pub fn fail_embeddings(&self, status: Option<u16>) {
+        self.inner.lock().expect("lock").embeddings_failing = status;
+    }
+
+    /// The bodies of the embeddings requests received, oldest first.
+    pub fn embedding_requests(&self) -> Vec<serde_json::Value> {
+        self.inner.lock().expect("lock").embedding_requests.clone()
+    }
+}
+
+/// The fake's embedding of a text: each lowercase word of two characters
+/// or more adds one to a hashed dimension.
+pub fn embedding(text: &str) -> Vec<f32> {
+    use std::hash::{Hash, Hasher};
+    let mut v = vec![0.0_f32; EMBEDDING_DIMENSIONS];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+    {
+        let mut h = std::hash::DefaultHasher::new();
+        word.to_lowercase().hash(&mut h);
+        v[(h.finish() % EMBEDDING_DIMENSIONS as u64) as usize] += 1.0;
+    }
+    v
+}
+
+fn openai_error(status: u16, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "message": message, "type": kind, "param": null, "code": kind } });
+    (StatusCode::from_u16(status).expect("status"), Json(body)).into_response()
+}
+
+/// `POST /v1/embeddings`: `{model, input}` (a string or an array of
+/// strings) answered with `{object: "list", data: [{object: "embedding",
+/// embedding, index}], model, usage}`.
+async fn embeddings(
+    State(fake): State<FakeOpenAi>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let failing = {
+        let mut inner = fake.inner.lock().expect("lock");
+        inner.embedding_requests.push(body.clone());
+        inner.embeddings_failing
+    };
+    if let Some(status) = failing {
+        return openai_error(status, "server_error", "The server is overloaded");
+    }
+    if !body["model"].is_string() {
+        return openai_error(
+            400,
+            "invalid_request_error",
+            "you must provide a model parameter",
+        );
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            match items
+                .iter()
+                .map(|i| i.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(v) => v,
+                None => {
+                    return openai_error(400, "invalid_request_error", "input must be strings");
+                }
+            }
+        }
+        _ => return openai_error(400, "invalid_request_error", "input is required"),
+    };
+    let tokens: usize = inputs.iter().map(|t| t.len() / 4 + 1).sum();
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            serde_json::json!({ "object": "embedding", "embedding": embedding(text), "index": index })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens }
+    }))
+    .into_response()
 }
 
 fn completion(

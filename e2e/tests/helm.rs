@@ -146,7 +146,7 @@ operator:
   breaker: {limit: 1, windowSeconds: 86400000}
 github: {tokenSecret: {name: github-token}}
 llm: {apiKeySecret: {name: llm, key: openai}}
-dashboard: {enabled: true, address: 0.0.0.0, port: 65535, tokenSecret: {name: dash, key: t}, jaegerUrl: "http://jaeger.ops:16686"}
+dashboard: {enabled: true, address: 0.0.0.0, port: 65535, tokenSecret: {name: dash, key: t}, jaegerUrl: "http://jaeger.ops:16686", embeddingsModel: text-embedding-3-small}
 resources: {requests: {cpu: "1", memory: 1Gi}, limits: {cpu: 1500m, memory: 2Gi}}
 traces: {jaegerQueryUrl: "http://jaeger-query.observability:16686"}
 otel:
@@ -402,6 +402,7 @@ async fn edge_values_render_a_stopped_one_namespace_operator_without_crds() -> R
         serde_json::json!({ "name": "dash", "key": "t" })
     );
     assert_eq!(env["SRE_SPACE_JAEGER_UI"], "http://jaeger.ops:16686");
+    assert_eq!(env["SRE_SPACE_EMBEDDINGS_MODEL"], "text-embedding-3-small");
     assert_eq!(container["ports"][1]["containerPort"], 65535);
     assert_eq!(
         env["SRE_SPACE_JAEGER_QUERY"],

@@ -243,7 +243,7 @@ impl Settings {
             instance: o.lease.pod_name.clone().unwrap_or_else(|| "local".into()),
             http_addr: o.http.http_addr,
             alertmanager_token_file: o.http.alertmanager_token_file,
-            dashboard: DashboardConfig::from_options(&o.dashboard)?,
+            dashboard: DashboardConfig::from_options(&o.dashboard, &o.llm)?,
             github: GitHubConfig::from_options(&o.github)?,
             llm,
             kafka: KafkaConfig::from_options(&o.kafka).map_err(|e| e.to_string()),

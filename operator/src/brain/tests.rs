@@ -167,6 +167,7 @@ fn history_of_a_failed_action_lowers_it_and_is_cited() {
             actions: vec![ActionType::RaiseMemoryLimit],
             outcome: Some(Outcome::Ineffective),
             time_to_mitigate_seconds: None,
+            summary: None,
         }],
         actions: vec![ActionTally {
             type_: ActionType::RaiseMemoryLimit,

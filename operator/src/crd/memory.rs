@@ -68,6 +68,11 @@ pub struct OccurrenceRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = crate::limits::MAX_RECORDED_SECONDS))]
     pub time_to_mitigate_seconds: Option<i64>,
+    /// The diagnosis in a line (category and root cause), redacted, so the
+    /// history stays searchable after the Incident is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub summary: Option<String>,
 }
 
 /// How one action fared on this problem.

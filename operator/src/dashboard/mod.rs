@@ -11,7 +11,9 @@
 //! it); it receives a JSON [`view::Snapshot`] on `/events` (server-sent
 //! events) each time the snapshot changes, and a heartbeat in between.
 
+pub mod api;
 pub(crate) mod auth;
+mod docs;
 pub mod view;
 
 use std::convert::Infallible;
@@ -25,7 +27,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use base64::Engine;
 use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
@@ -63,6 +65,9 @@ pub struct DashboardConfig {
     pub token: Option<String>,
     /// The Jaeger UI's base URL; trace ids link to `<base>/trace/<id>`.
     pub jaeger_ui: String,
+    /// The knowledge base's search blends in these embeddings; None: BM25
+    /// alone.
+    pub embeddings: Option<crate::llm::embeddings::EmbeddingsConfig>,
 }
 
 /// The read-only dashboard.
@@ -89,12 +94,22 @@ pub struct DashboardOptions {
         default_value = DEFAULT_JAEGER_UI,
     )]
     pub jaeger_ui: String,
+    /// The OpenAI-compatible embeddings model the knowledge base's search
+    /// (`/api/v1/search`) blends with BM25, from the language model's
+    /// endpoint and key (`SRE_SPACE_LLM_BASE_URL`, `SRE_SPACE_LLM_API_KEY`);
+    /// unset: BM25 alone.
+    #[arg(long, env = "SRE_SPACE_EMBEDDINGS_MODEL", value_name = "MODEL")]
+    pub embeddings_model: Option<String>,
 }
 
 impl DashboardConfig {
     /// The dashboard of the options; None when no address is set. A
-    /// non-loopback address without a token is refused.
-    pub fn from_options(o: &DashboardOptions) -> Result<Option<Self>> {
+    /// non-loopback address without a token is refused. The knowledge base's
+    /// embeddings use the language model's endpoint (`llm`).
+    pub fn from_options(
+        o: &DashboardOptions,
+        llm: &crate::llm::LlmOptions,
+    ) -> Result<Option<Self>> {
         let addr = match &o.dashboard_addr {
             Some(a) if !a.trim().is_empty() => a,
             _ => return Ok(None),
@@ -114,6 +129,10 @@ impl DashboardConfig {
             addr,
             token: token.map(|t| t.trim().to_string()),
             jaeger_ui: jaeger_ui.trim_end_matches('/').to_string(),
+            embeddings: crate::llm::embeddings::EmbeddingsConfig::from_options(
+                o.embeddings_model.as_deref(),
+                llm,
+            )?,
         }))
     }
 }
@@ -133,6 +152,8 @@ struct Dashboard {
     stores: Stores,
     streams: Arc<std::sync::atomic::AtomicUsize>,
     config: DashboardConfig,
+    /// The knowledge base's search, with its embeddings cache.
+    knowledge: crate::memory::knowledge::Knowledge,
     page: String,
     /// The page's Content-Security-Policy: only its own inline script and
     /// style (by hash) run, and it connects only back to this server.
@@ -164,10 +185,18 @@ pub async fn serve(config: DashboardConfig, stores: Stores) -> Result<()> {
     let addr = listener.local_addr().unwrap_or(config.addr);
     let (page, csp) = assemble();
     let token = config.token.is_some();
+    let embedder: Option<Arc<dyn crate::llm::embeddings::Embedder>> = match &config.embeddings {
+        Some(c) => {
+            info!(model = %c.model, "the knowledge base's search blends in embeddings");
+            Some(Arc::new(crate::llm::embeddings::OpenAiEmbeddings::new(c)?))
+        }
+        None => None,
+    };
     let state = Arc::new(Dashboard {
         stores,
         streams: Arc::default(),
         config,
+        knowledge: crate::memory::knowledge::Knowledge::new(embedder),
         page,
         csp,
     });
@@ -181,13 +210,24 @@ pub async fn serve(config: DashboardConfig, stores: Stores) -> Result<()> {
     Ok(())
 }
 
+/// Every route the server answers; the OpenAPI document lists each (a test
+/// in `api` checks it).
+fn routes() -> Vec<(&'static str, MethodRouter<Arc<Dashboard>>)> {
+    let mut routes = vec![
+        ("/", get(page)),
+        ("/incidents/{namespace}/{name}", get(page)),
+        ("/api/snapshot", get(snapshot)),
+        ("/api/incidents/{namespace}/{name}/memory", get(memory)),
+        ("/events", get(events)),
+    ];
+    routes.extend(api::routes());
+    routes
+}
+
 fn router(state: Arc<Dashboard>) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/incidents/{namespace}/{name}", get(page))
-        .route("/api/snapshot", get(snapshot))
-        .route("/api/incidents/{namespace}/{name}/memory", get(memory))
-        .route("/events", get(events))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, route)| r.route(path, route))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

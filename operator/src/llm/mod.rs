@@ -2,6 +2,7 @@
 //! answers questions; it never decides what runs (see `brain::advisor`).
 //! Unset (no `SRE_SPACE_LLM_BASE_URL`), the Brain uses its rules alone.
 
+pub mod embeddings;
 mod openai;
 #[cfg(test)]
 pub mod scripted;

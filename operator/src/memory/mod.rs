@@ -1,6 +1,9 @@
 //! Memory: the history of each problem in an IncidentMemory, written when an
 //! incident ends, and read by the Brain and the Fixer.
 
+pub mod knowledge;
+pub mod search;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -140,7 +143,23 @@ fn occurrence(
                     .map(|r| r.0.duration_since(detected_at.0).as_secs())
             })
             .flatten(),
+        summary: status.diagnosis.as_ref().map(diagnosis_summary),
     }
+}
+
+/// The longest occurrence summary, in characters (the CRD's bound).
+pub const MAX_SUMMARY_CHARS: usize = 512;
+
+/// `Category: root cause`, redacted and cut to [`MAX_SUMMARY_CHARS`].
+fn diagnosis_summary(d: &crate::crd::Diagnosis) -> String {
+    let line = crate::redact::string(&format!("{:?}: {}", d.category, d.root_cause));
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= MAX_SUMMARY_CHARS {
+        return line;
+    }
+    let mut short: String = line.chars().take(MAX_SUMMARY_CHARS - 1).collect();
+    short.push('…');
+    short
 }
 
 /// Within the schema's bounds, what an older version wrote included, so
@@ -153,6 +172,11 @@ fn keep_within_schema(spec: &mut IncidentMemorySpec) {
         t.ineffective = t.ineffective.clamp(0, max_tally);
     }
     for o in &mut spec.occurrences {
+        if let Some(s) = &mut o.summary
+            && s.chars().count() > MAX_SUMMARY_CHARS
+        {
+            *s = s.chars().take(MAX_SUMMARY_CHARS).collect();
+        }
         o.time_to_mitigate_seconds = o
             .time_to_mitigate_seconds
             .map(|s| s.clamp(0, crate::limits::MAX_RECORDED_SECONDS));
@@ -246,4 +270,32 @@ pub async fn remember(client: &Client, incident: &Incident, now: Timestamp) -> R
         api.patch_status(&name, &pp, &Patch::Merge(&patch)).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Phase;
+    use crate::testing::{self, now};
+
+    #[test]
+    fn an_occurrence_keeps_its_diagnosis_in_a_redacted_bounded_line() {
+        let mut inc = testing::incident(Phase::Resolved, vec![]);
+        let (spec, _) = record(None, &inc, now()).expect("a new episode");
+        assert_eq!(
+            spec.occurrences[0].summary.as_deref(),
+            Some("OutOfMemory: the container ran out of memory")
+        );
+
+        let status = inc.status.as_mut().expect("a status");
+        status.detected_at = Some(testing::at(-100));
+        if let Some(d) = status.diagnosis.as_mut() {
+            d.root_cause = format!("login failed: password=hunter2hunter2 {}", "x ".repeat(600));
+        }
+        let (spec, _) = record(None, &inc, now()).expect("a new episode");
+        let summary = spec.occurrences[0].summary.clone().unwrap_or_default();
+        assert!(!summary.contains("hunter2"), "{summary}");
+        assert_eq!(summary.chars().count(), MAX_SUMMARY_CHARS, "{summary}");
+        assert!(summary.ends_with('…'));
+    }
 }
