@@ -201,10 +201,13 @@ mod tests {
         let mut incident = crate::testing::incident(crate::crd::Phase::Resolved, vec![]);
         if let Some(d) = incident.status.as_mut().and_then(|s| s.diagnosis.as_mut()) {
             d.root_cause = HOSTILE.into();
-            for e in &mut d.evidence {
-                e.summary = format!("{HOSTILE}\n# heading\n{HOSTILE}");
-                e.source = HOSTILE.into();
-            }
+            d.evidence = vec![crate::crd::Evidence {
+                id: "e1".into(),
+                kind: EvidenceKind::Trace,
+                source: HOSTILE.into(),
+                summary: format!("trace 4bf92f35 {HOSTILE}\n# heading\n{HOSTILE}"),
+                observed_at: None,
+            }];
         }
         let body = body(&f, Some(&incident));
         let marker = marker(&f);
@@ -219,6 +222,10 @@ mod tests {
         }
         assert!(!body.contains("<!-- sre-space:sweep shop/f00d"), "{body}");
         assert!(body.contains("MemoryLeak"), "{body}");
+        assert!(
+            body.contains("trace 4bf92f35"),
+            "the trace is quoted: {body}"
+        );
         assert!(body.contains("| 4 |"), "four rows: {body}");
         assert_eq!(summary_of(&body), Some(summary_line(&f).as_str()));
     }
