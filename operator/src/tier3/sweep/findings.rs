@@ -244,18 +244,18 @@ fn finding(memory: &IncidentMemory, t: &Thresholds, now: Timestamp) -> Option<Fi
             ),
         ));
     }
-    if let Some(a) = actions
+    let repeated: Vec<String> = actions
         .iter()
         .filter(|a| a.applied > t.max_same_fix)
-        .max_by_key(|a| a.applied)
-    {
+        .map(|a| format!("{} {} times", a.action.as_str(), a.applied))
+        .collect();
+    if !repeated.is_empty() {
         rules.push((
             Rule::SameFix,
             format!(
-                "{} was applied {} times within {window_hours} h (the threshold is more than {})",
-                a.action.as_str(),
-                a.applied,
-                t.max_same_fix
+                "applied more than {} times within {window_hours} h: {}",
+                t.max_same_fix,
+                repeated.join(", ")
             ),
         ));
     }

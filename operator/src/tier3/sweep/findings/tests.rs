@@ -165,7 +165,7 @@ fn same_fix_is_one_action_applied_more_than_m_times() {
     assert!(
         found[0].rules[0]
             .1
-            .contains("RestartPod was applied 4 times")
+            .contains("RestartPod 4 times")
     );
     // Escalate is not a fix.
     let escalations: Vec<_> = (0..5)
