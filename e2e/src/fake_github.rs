@@ -403,6 +403,9 @@ async fn update_issue(
     if let Some(t) = b["title"].as_str() {
         i.title = t.into();
     }
+    if let Some(body) = b["body"].as_str() {
+        i.body = body.into();
+    }
     if let Some(ls) = b["labels"].as_array() {
         i.labels = ls
             .iter()

@@ -114,6 +114,8 @@ pub struct RunOptions {
     pub allowlist: AllowListOptions,
     #[command(flatten)]
     pub notify: crate::notify::NotifyOptions,
+    #[command(flatten)]
+    pub sweep: crate::tier3::sweep::SweepOptions,
     /// Test hook: with 1, the process aborts right after an action is
     /// recorded and before it is taken, to prove a restarted operator takes
     /// it once.
@@ -221,6 +223,8 @@ pub struct Settings {
     pub prometheus: Option<PrometheusClient>,
     pub allowlist: AllowListOptions,
     pub notify: crate::notify::NotifyOptions,
+    /// The Tier 3 sweep; None when no schedule is set.
+    pub sweep: Option<crate::tier3::sweep::SweepConfig>,
 }
 
 impl Settings {
@@ -251,6 +255,7 @@ impl Settings {
             prometheus: crate::prometheus::from_options(&o.prometheus)?,
             allowlist: o.allowlist,
             notify: o.notify,
+            sweep: crate::tier3::sweep::SweepConfig::from_options(&o.sweep)?,
             config,
         })
     }

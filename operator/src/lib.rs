@@ -37,6 +37,7 @@ pub mod smoke;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
+pub mod tier3;
 pub mod traces;
 pub mod workload;
 

@@ -782,6 +782,20 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
         "sre-space operator started"
     );
+    // The Tier 3 sweep: this replica leads by now.
+    let sweep_task = settings.sweep.take().map(|cfg| {
+        let sweeper = crate::tier3::sweep::Sweeper {
+            client: client.clone(),
+            namespace: config.namespace.clone(),
+            github: shared.github.clone(),
+            clock: Arc::new(crate::clock::SystemClock),
+            config: cfg,
+            sink: None,
+            tick: Duration::from_secs(30),
+        };
+        let fence = leadership.clone();
+        tokio::spawn(async move { sweeper.run(&fence).await })
+    });
     let incident_ctx = incident_context(shared, config, outside, leadership);
     drive(
         incidents_controller,
@@ -797,6 +811,7 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         .chain(sources)
         .chain(notify_tasks)
         .chain(allowlist_task)
+        .chain(sweep_task)
     {
         task.abort();
     }

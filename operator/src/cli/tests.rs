@@ -475,3 +475,59 @@ fn docs_configuration_md_is_the_current_reference() {
         path.display()
     );
 }
+
+#[test]
+fn the_sweep_is_off_unless_scheduled_and_a_bad_setting_names_its_variable() {
+    assert!(settings(&[]).expect("fine").sweep.is_none());
+    let on = settings(&[
+        ("SRE_SPACE_SWEEP_SCHEDULE", "0 5 * * *"),
+        ("SRE_SPACE_SWEEP_TIME_ZONE", "Europe/Berlin"),
+        ("SRE_SPACE_SWEEP_WINDOW_HOURS", "48"),
+    ])
+    .expect("fine")
+    .sweep
+    .expect("scheduled");
+    assert_eq!(on.schedule.expression(), "0 5 * * *");
+    assert_eq!(on.schedule.zone_name(), "Europe/Berlin");
+    assert_eq!(on.thresholds.window_seconds, 48 * 3600);
+    assert_eq!(on.starting_deadline_seconds, 3600);
+    for (variable, value, says) in [
+        (
+            "SRE_SPACE_SWEEP_SCHEDULE",
+            "every day",
+            "SRE_SPACE_SWEEP_SCHEDULE",
+        ),
+        (
+            "SRE_SPACE_SWEEP_TIME_ZONE",
+            "Mars/Olympus",
+            "SRE_SPACE_SWEEP_TIME_ZONE",
+        ),
+        (
+            "SRE_SPACE_SWEEP_RECURRENCES",
+            "0",
+            "SRE_SPACE_SWEEP_RECURRENCES",
+        ),
+        (
+            "SRE_SPACE_SWEEP_WINDOW_HOURS",
+            "9000",
+            "SRE_SPACE_SWEEP_WINDOW_HOURS",
+        ),
+        (
+            "SRE_SPACE_SWEEP_STARTING_DEADLINE_SECONDS",
+            "-1",
+            "SRE_SPACE_SWEEP_STARTING_DEADLINE_SECONDS",
+        ),
+        (
+            "SRE_SPACE_SWEEP_MAX_SAME_FIX",
+            "many",
+            "SRE_SPACE_SWEEP_MAX_SAME_FIX",
+        ),
+    ] {
+        let mut vars = vec![(variable, value)];
+        if variable != "SRE_SPACE_SWEEP_SCHEDULE" {
+            vars.push(("SRE_SPACE_SWEEP_SCHEDULE", "0 5 * * *"));
+        }
+        let said = refusal(&["run"], &vars);
+        assert!(said.contains(says), "{variable}={value}: {said}");
+    }
+}

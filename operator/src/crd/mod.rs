@@ -9,11 +9,13 @@ mod incident;
 mod memory;
 mod notify;
 mod policy;
+mod sweep;
 
 pub use incident::*;
 pub use memory::*;
 pub use notify::*;
 pub use policy::*;
+pub use sweep::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

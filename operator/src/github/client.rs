@@ -167,6 +167,22 @@ impl GitHubApi for OctocrabApi {
         })
     }
 
+    fn update_issue_body<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Issue> {
+        Box::pin(async move {
+            let (o, r) = route(repo)?;
+            let body = serde_json::json!({ "body": body });
+            self.octo
+                .patch(format!("/repos/{o}/{r}/issues/{number}"), Some(&body))
+                .await
+                .map_err(classify)
+        })
+    }
+
     fn comments<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<Comment>> {
         Box::pin(async move {
             let (o, r) = route(repo)?;

@@ -178,9 +178,10 @@ impl InMemoryGitHub {
 
     /// The calls that change something.
     pub fn writes(&self) -> Vec<String> {
-        const WRITES: [&str; 8] = [
+        const WRITES: [&str; 9] = [
             "create_issue",
             "update_issue",
+            "update_issue_body",
             "comment",
             "create_branch",
             "write_file",
@@ -337,6 +338,19 @@ impl GitHubApi for InMemoryGitHub {
             i.title = title.into();
             i.state = state.into();
             i.labels = labels.to_vec();
+            Ok(issue(repo, i))
+        }))
+    }
+
+    fn update_issue_body<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Issue> {
+        Self::answer(self.call("update_issue_body", repo, |r| {
+            let i = issue_mut(r, number)?;
+            i.body = body.into();
             Ok(issue(repo, i))
         }))
     }

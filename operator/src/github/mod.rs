@@ -256,6 +256,13 @@ pub trait GitHubApi: Send + Sync {
         state: &'a str,
         labels: &'a [String],
     ) -> GitHubFuture<'a, Issue>;
+    /// Replaces the issue's body (its title, state and labels stay).
+    fn update_issue_body<'a>(
+        &'a self,
+        repo: &'a str,
+        number: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Issue>;
     /// The issue's comments, oldest first.
     fn comments<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<Comment>>;
     fn comment<'a>(
@@ -520,6 +527,17 @@ impl GitHub {
         self.api
             .update_issue(repo, number, title, state, labels)
             .await
+    }
+
+    /// Replaces the issue's body.
+    pub async fn update_issue_body(
+        &self,
+        repo: &str,
+        number: i64,
+        body: &str,
+    ) -> Result<Issue, GitHubError> {
+        self.guard(repo, None)?;
+        self.api.update_issue_body(repo, number, body).await
     }
 
     pub async fn comments(&self, repo: &str, number: i64) -> Result<Vec<Comment>, GitHubError> {

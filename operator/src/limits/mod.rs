@@ -63,6 +63,13 @@ pub const MAX_TALLY: i64 = 1_000_000;
 /// The longest time to mitigate IncidentMemory records: ten years.
 pub const MAX_RECORDED_SECONDS: i64 = 10 * 365 * 24 * 60 * 60;
 
+/// The longest sweep a policy's status records: a day, in milliseconds.
+pub const MAX_SWEEP_MILLIS: i64 = 86_400_000;
+/// Problems one sweep reports, and occurrences it counts, per policy.
+pub const MAX_SWEEP_FINDINGS: i64 = 10_000;
+/// The highest GitHub issue number a status records.
+pub const MAX_ISSUE_NUMBER: i64 = 1_000_000_000;
+
 /// The largest Alertmanager webhook body the receiver reads: 1 MiB.
 pub const MAX_ALERT_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Alerts in one webhook payload.
