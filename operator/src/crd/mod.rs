@@ -6,11 +6,13 @@
 
 pub mod bounds;
 mod incident;
+mod jules;
 mod memory;
 mod notify;
 mod policy;
 
 pub use incident::*;
+pub use jules::*;
 pub use memory::*;
 pub use notify::*;
 pub use policy::*;
