@@ -64,6 +64,10 @@ pub enum Command {
     /// runs): the metrics Service answers and a replica leads. Exits
     /// non-zero when a check fails.
     Smoke(SmokeOptions),
+    /// Print the verdict on a pull request (a Jules session's): its checks
+    /// green, red or pending, what it changes, and whether its incident's
+    /// problem recurred since. Exits 0 green, 1 red, 2 pending.
+    VerifyPr(crate::jules::verify::VerifyPrOptions),
     /// Print the configuration reference, docs/configuration.md.
     #[command(hide = true)]
     ConfigReference,
@@ -114,6 +118,8 @@ pub struct RunOptions {
     pub allowlist: AllowListOptions,
     #[command(flatten)]
     pub notify: crate::notify::NotifyOptions,
+    #[command(flatten)]
+    pub jules: crate::jules::JulesOptions,
     /// Test hook: with 1, the process aborts right after an action is
     /// recorded and before it is taken, to prove a restarted operator takes
     /// it once.
@@ -221,6 +227,8 @@ pub struct Settings {
     pub prometheus: Option<PrometheusClient>,
     pub allowlist: AllowListOptions,
     pub notify: crate::notify::NotifyOptions,
+    /// Jules sessions for escalated incidents; None without a key.
+    pub jules: Option<crate::jules::Jules>,
 }
 
 impl Settings {
@@ -251,6 +259,7 @@ impl Settings {
             prometheus: crate::prometheus::from_options(&o.prometheus)?,
             allowlist: o.allowlist,
             notify: o.notify,
+            jules: crate::jules::from_options(&o.jules)?,
             config,
         })
     }

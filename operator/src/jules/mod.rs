@@ -17,6 +17,7 @@ pub mod follow;
 #[cfg(test)]
 pub mod memory;
 pub mod verdict;
+pub mod verify;
 
 use std::future::Future;
 use std::path::PathBuf;
