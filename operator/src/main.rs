@@ -72,8 +72,16 @@ async fn run() -> Result<u8, Box<dyn std::error::Error>> {
         Command::Smoke(o) => smoke(o).await?,
         Command::ConfigReference => print!("{}", sre_space::cli::reference()),
         Command::VerifyPr(o) => {
-            let code = sre_space::jules::verify::run(&o, &mut std::io::stdout()).await?;
-            return Ok(u8::try_from(code).unwrap_or(2));
+            // No verdict is "unknown": 2, never the 1 of a red one.
+            return Ok(
+                match sre_space::jules::verify::run(&o, &mut std::io::stdout()).await {
+                    Ok(code) => u8::try_from(code).unwrap_or(2),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        2
+                    }
+                },
+            );
         }
     }
     Ok(0)

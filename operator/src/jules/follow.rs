@@ -282,10 +282,19 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Writes `status.jules` with a merge patch.
-struct KubeRecorder<'a> {
+/// Writes `status.jules` of one Incident with a merge patch.
+pub struct KubeRecorder<'a> {
     api: Api<Incident>,
     name: &'a str,
+}
+
+impl<'a> KubeRecorder<'a> {
+    pub fn new(client: kube::Client, namespace: &str, name: &'a str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name,
+        }
+    }
 }
 
 impl Recorder for KubeRecorder<'_> {
@@ -327,9 +336,8 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> crate::Res
     let Some(gh) = ctx.github.for_namespace(&ns).await else {
         return Ok(Action::await_change());
     };
-    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
     let name = incident.name_any();
-    let recorder = KubeRecorder { api, name: &name };
+    let recorder = KubeRecorder::new(ctx.client.clone(), &ns, &name);
     let now = ctx.clock.now();
     match step(
         &ctx.jules,

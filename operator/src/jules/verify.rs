@@ -3,12 +3,13 @@
 //! the operator's GitHub settings and, when a kubeconfig reaches a
 //! cluster, compares with the Incident that names the pull request (its
 //! `status.jules.pullRequest`) or whose fingerprint the pull request's body
-//! names. Exit code: 0 green, 1 red, 2 pending.
+//! names. Exit code: 0 green, 1 red, 2 pending or no verdict (an error).
 
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::ListParams;
+use kube::core::DeserializeGuard;
 
 use super::verdict::{self, Recurrence};
 use crate::crd::Incident;
@@ -47,11 +48,13 @@ pub fn incident_for<'a>(incidents: &'a [Incident], url: &str, body: &str) -> Opt
     })
 }
 
+/// The cluster's Incidents; those this version cannot read are left out.
 async fn cluster_incidents() -> Option<Vec<Incident>> {
     let list = async {
         let client = kube::Client::try_default().await.ok()?;
-        let api: Api<Incident> = Api::all(client);
-        api.list(&ListParams::default()).await.ok().map(|l| l.items)
+        let api: Api<DeserializeGuard<Incident>> = Api::all(client);
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        Some(items.into_iter().filter_map(|g| g.0.ok()).collect())
     };
     tokio::time::timeout(CLUSTER_TIMEOUT, list)
         .await
