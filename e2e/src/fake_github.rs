@@ -1,6 +1,7 @@
 //! A stateful stand-in for the parts of GitHub's REST API the operator uses
 //! (issues, comments, labels, git refs, contents, pull requests with their
-//! labels and requested reviewers), with
+//! labels, requested reviewers, changed files, conversation, and the check
+//! runs on their head commit), with
 //! GitHub's documented shapes and status codes. Tests seed repositories,
 //! inject failures (a 500, a rate-limited 403), act as a reviewer (merge or
 //! close a pull request), and read back every request received.
@@ -44,6 +45,12 @@ pub struct PullRec {
     pub reviewers: Vec<String>,
     /// Team slugs asked for a review.
     pub team_reviewers: Vec<String>,
+    /// The head commit.
+    pub head_sha: String,
+    /// (path, additions, deletions)
+    pub files: Vec<(String, u64, u64)>,
+    /// Its conversation (a pull request is an issue too), oldest first.
+    pub comments: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -57,6 +64,8 @@ struct Repo {
     next_number: i64,
     /// Users and team slugs that may be asked for a review; None: anyone.
     collaborators: Option<Vec<String>>,
+    /// commit sha → (name, status, conclusion) of its check runs
+    checks: BTreeMap<String, Vec<(String, String, Option<String>)>>,
 }
 
 #[derive(Default)]
@@ -119,6 +128,12 @@ impl FakeGitHub {
             )
             .route("/repos/{o}/{r}/pulls", get(list_pulls).post(create_pull))
             .route("/repos/{o}/{r}/pulls/{n}", get(get_pull))
+            .route("/repos/{o}/{r}/pulls/{n}/files", get(pull_files))
+            .route(
+                "/repos/{o}/{r}/issues/comments/{id}",
+                axum::routing::patch(update_comment),
+            )
+            .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
             .route(
                 "/repos/{o}/{r}/issues/{n}/labels",
                 axum::routing::post(add_labels),
@@ -236,6 +251,53 @@ impl FakeGitHub {
         }
     }
 
+    /// Someone else (a Jules session) opens a pull request from a new
+    /// branch off `main`, changing `files` (path, additions, deletions);
+    /// returns its number and head commit.
+    pub fn open_pull(
+        &self,
+        repo: &str,
+        branch: &str,
+        title: &str,
+        body: &str,
+        files: &[(&str, u64, u64)],
+    ) -> (i64, String) {
+        let mut inner = self.inner.lock().expect("lock");
+        inner.commits += 1;
+        let sha = sha_of(&format!("commit {}", inner.commits));
+        let r = inner.repos.entry(repo.into()).or_default();
+        r.refs.insert(branch.into(), sha.clone());
+        r.next_number += 1;
+        r.pulls.push(PullRec {
+            number: r.next_number,
+            title: title.into(),
+            body: body.into(),
+            head: branch.into(),
+            base: "main".into(),
+            state: "open".into(),
+            head_sha: sha.clone(),
+            files: files
+                .iter()
+                .map(|(p, a, d)| (p.to_string(), *a, *d))
+                .collect(),
+            ..PullRec::default()
+        });
+        (r.next_number, sha)
+    }
+
+    /// CI reports these check runs (name, status, conclusion) on commit
+    /// `sha`, replacing earlier ones.
+    pub fn set_checks(&self, repo: &str, sha: &str, runs: &[(&str, &str, Option<&str>)]) {
+        let mut inner = self.inner.lock().expect("lock");
+        let r = inner.repos.entry(repo.into()).or_default();
+        r.checks.insert(
+            sha.into(),
+            runs.iter()
+                .map(|(n, s, c)| (n.to_string(), s.to_string(), c.map(str::to_string)))
+                .collect(),
+        );
+    }
+
     /// A reviewer closes a pull request without merging.
     pub fn close(&self, repo: &str, number: i64) {
         let mut inner = self.inner.lock().expect("lock");
@@ -313,7 +375,7 @@ fn pull_json(o: &str, r: &str, p: &PullRec) -> serde_json::Value {
     serde_json::json!({
         "id": 2000 + p.number, "number": p.number, "title": p.title, "body": p.body, "state": p.state,
         "html_url": format!("https://github.test/{o}/{r}/pull/{}", p.number),
-        "head": { "ref": p.head, "label": format!("{o}:{}", p.head) }, "base": { "ref": p.base },
+        "head": { "ref": p.head, "sha": p.head_sha, "label": format!("{o}:{}", p.head) }, "base": { "ref": p.base },
         "merged": p.merged, "merged_at": if p.merged { serde_json::json!("2026-11-26T00:00:00Z") } else { serde_json::Value::Null },
         "auto_merge": null,
         "labels": p.labels.iter().map(|l| serde_json::json!({ "name": l })).collect::<Vec<_>>(),
@@ -422,20 +484,15 @@ async fn list_comments(
 ) -> Reply {
     let mut inner = f.inner.lock().expect("lock");
     let rp = repo(&mut inner, &o, &r)?;
-    let i = rp
-        .issues
-        .iter()
-        .find(|i| i.number == n)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
+    let comments = thread(rp, n)?;
     let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30);
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let out: Vec<_> = i
-        .comments
+    let out: Vec<_> = comments
         .iter()
         .enumerate()
         .skip((page - 1) * per_page)
         .take(per_page)
-        .map(|(k, c)| serde_json::json!({ "id": k as i64 + 1, "body": c, "user": { "login": "sre-space-bot" } }))
+        .map(|(k, c)| serde_json::json!({ "id": comment_id(n, k), "body": c, "user": { "login": "sre-space-bot" } }))
         .collect();
     Ok(Json(out).into_response())
 }
@@ -447,17 +504,100 @@ async fn create_comment(
 ) -> Reply {
     let mut inner = f.inner.lock().expect("lock");
     let rp = repo(&mut inner, &o, &r)?;
-    let i = rp
-        .issues
-        .iter_mut()
-        .find(|i| i.number == n)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
+    let comments = thread(rp, n)?;
     let body = b["body"]
         .as_str()
         .ok_or_else(|| error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: body"))?;
-    i.comments.push(body.into());
-    let json = serde_json::json!({ "id": i.comments.len(), "body": body });
+    comments.push(body.into());
+    let json = serde_json::json!({ "id": comment_id(n, comments.len() - 1), "body": body });
     Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+/// Comment ids are unique in a repository: the thread's number times
+/// 100000, plus the comment's place in it.
+fn comment_id(number: i64, index: usize) -> i64 {
+    number * 100_000 + index as i64 + 1
+}
+
+/// The conversation of an issue or a pull request.
+fn thread(rp: &mut Repo, n: i64) -> Result<&mut Vec<String>, Response> {
+    if let Some(k) = rp.pulls.iter().position(|p| p.number == n) {
+        return Ok(&mut rp.pulls[k].comments);
+    }
+    rp.issues
+        .iter_mut()
+        .find(|i| i.number == n)
+        .map(|i| &mut i.comments)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))
+}
+
+/// PATCH /repos/{o}/{r}/issues/comments/{id}: replaces a comment's body.
+async fn update_comment(
+    State(f): State<FakeGitHub>,
+    Path((o, r, id)): Path<(String, String, i64)>,
+    Json(b): Json<serde_json::Value>,
+) -> Reply {
+    let mut inner = f.inner.lock().expect("lock");
+    let rp = repo(&mut inner, &o, &r)?;
+    let body = b["body"]
+        .as_str()
+        .ok_or_else(|| error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: body"))?;
+    let comments = thread(rp, id / 100_000)?;
+    let slot = usize::try_from(id % 100_000 - 1)
+        .ok()
+        .and_then(|k| comments.get_mut(k))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
+    *slot = body.into();
+    Ok(Json(serde_json::json!({ "id": id, "body": body })).into_response())
+}
+
+/// GET /repos/{o}/{r}/pulls/{n}/files
+async fn pull_files(
+    State(f): State<FakeGitHub>,
+    Path((o, r, n)): Path<(String, String, i64)>,
+) -> Reply {
+    let mut inner = f.inner.lock().expect("lock");
+    let rp = repo(&mut inner, &o, &r)?;
+    let p = rp
+        .pulls
+        .iter()
+        .find(|p| p.number == n)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
+    let out: Vec<_> = p
+        .files
+        .iter()
+        .map(|(path, a, d)| {
+            serde_json::json!({
+                "sha": sha_of(path), "filename": path, "status": "modified",
+                "additions": a, "deletions": d, "changes": a + d,
+            })
+        })
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+/// GET /repos/{o}/{r}/commits/{sha}/check-runs
+async fn check_runs(
+    State(f): State<FakeGitHub>,
+    Path((o, r, sha)): Path<(String, String, String)>,
+) -> Reply {
+    let mut inner = f.inner.lock().expect("lock");
+    let rp = repo(&mut inner, &o, &r)?;
+    let runs: Vec<_> = rp
+        .checks
+        .get(&sha)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, status, conclusion))| {
+            serde_json::json!({
+                "id": k + 1, "head_sha": sha, "name": name, "status": status,
+                "conclusion": conclusion,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "total_count": runs.len(), "check_runs": runs })).into_response())
 }
 
 async fn get_ref(
@@ -611,6 +751,7 @@ async fn create_pull(
             "A pull request already exists",
         ));
     }
+    let head_sha = rp.refs.get(&head).cloned().unwrap_or_default();
     rp.next_number += 1;
     let p = PullRec {
         number: rp.next_number,
@@ -623,6 +764,9 @@ async fn create_pull(
         labels: vec![],
         reviewers: vec![],
         team_reviewers: vec![],
+        head_sha,
+        files: vec![],
+        comments: vec![],
     };
     let json = pull_json(&o, &r, &p);
     rp.pulls.push(p);

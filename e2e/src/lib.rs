@@ -4,6 +4,7 @@
 #[cfg(feature = "real-node")]
 pub mod demo;
 pub mod fake_github;
+pub mod fake_jules;
 pub mod fake_notify;
 pub mod fake_openai;
 pub mod gate;

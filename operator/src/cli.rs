@@ -64,6 +64,10 @@ pub enum Command {
     /// runs): the metrics Service answers and a replica leads. Exits
     /// non-zero when a check fails.
     Smoke(SmokeOptions),
+    /// Print the verdict on a pull request (a Jules session's): its checks
+    /// green, red or pending, what it changes, and whether its incident's
+    /// problem recurred since. Exits 0 green, 1 red, 2 pending.
+    VerifyPr(crate::jules::verify::VerifyPrOptions),
     /// Print the configuration reference, docs/configuration.md.
     #[command(hide = true)]
     ConfigReference,
@@ -116,6 +120,7 @@ pub struct RunOptions {
     pub notify: crate::notify::NotifyOptions,
     #[command(flatten)]
     pub sweep: crate::tier3::sweep::SweepOptions,
+    pub jules: crate::jules::JulesOptions,
     /// Test hook: with 1, the process aborts right after an action is
     /// recorded and before it is taken, to prove a restarted operator takes
     /// it once.
@@ -225,6 +230,8 @@ pub struct Settings {
     pub notify: crate::notify::NotifyOptions,
     /// The Tier 3 sweep; None when no schedule is set.
     pub sweep: Option<crate::tier3::sweep::SweepConfig>,
+    /// Jules sessions for escalated incidents; None without a key.
+    pub jules: Option<crate::jules::Jules>,
 }
 
 impl Settings {
@@ -256,6 +263,7 @@ impl Settings {
             allowlist: o.allowlist,
             notify: o.notify,
             sweep: crate::tier3::sweep::SweepConfig::from_options(&o.sweep)?,
+            jules: crate::jules::from_options(&o.jules)?,
             config,
         })
     }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fixer;
 pub mod github;
 pub mod incident;
+pub mod jules;
 pub mod kafka;
 pub mod lease;
 pub mod limits;

@@ -43,7 +43,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             // What to fix, as the error says it (not its debug form).
             eprintln!("error: {e}");
@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<u8, Box<dyn std::error::Error>> {
     // One TLS crypto provider for the Kubernetes and the model clients alike.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (logging, command) = sre_space::cli::parse();
@@ -71,8 +71,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Command::Capture(options) => capture(options).await?,
         Command::Smoke(o) => smoke(o).await?,
         Command::ConfigReference => print!("{}", sre_space::cli::reference()),
+        Command::VerifyPr(o) => {
+            // No verdict is "unknown": 2, never the 1 of a red one.
+            return Ok(
+                match sre_space::jules::verify::run(&o, &mut std::io::stdout()).await {
+                    Ok(code) => u8::try_from(code).unwrap_or(2),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        2
+                    }
+                },
+            );
+        }
     }
-    Ok(())
+    Ok(0)
 }
 
 async fn smoke(o: sre_space::cli::SmokeOptions) -> Result<(), Box<dyn std::error::Error>> {

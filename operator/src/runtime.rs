@@ -37,11 +37,12 @@ enum ControllerName {
     Report,
     Notify,
     Incident,
+    Jules,
 }
 
 impl ControllerName {
     #[cfg(test)]
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Policy,
         Self::Scout,
         Self::ScoutDeployment,
@@ -50,6 +51,7 @@ impl ControllerName {
         Self::Report,
         Self::Notify,
         Self::Incident,
+        Self::Jules,
     ];
 
     fn label(self) -> &'static str {
@@ -62,6 +64,7 @@ impl ControllerName {
             Self::Report => "report",
             Self::Notify => "notify",
             Self::Incident => "incident",
+            Self::Jules => "jules",
         }
     }
 
@@ -762,6 +765,24 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         reporter_ctx,
         crate::github::reporter::reconcile,
     ));
+    // Jules sessions for escalated incidents, only with a key.
+    let jules_task = settings.jules.take().map(|jules| {
+        let ctx = Arc::new(crate::jules::follow::Context {
+            client: client.clone(),
+            policies: shared.policies.clone(),
+            github: shared.github.clone(),
+            jules,
+            leadership: leadership.clone(),
+            clock: Arc::new(crate::clock::SystemClock),
+        });
+        tokio::spawn(drive(
+            Controller::new(config.api::<Incident>(&client), watcher::Config::default()),
+            ControllerName::Jules,
+            metrics.clone(),
+            ctx,
+            crate::jules::follow::reconcile,
+        ))
+    });
     let mut sources = crate::scout::spawn_sources(&scout_ctx, settings.kafka);
     if alerts.token_file.is_some() {
         sources.push(crate::scout::sources::alerts::spawn(
@@ -812,6 +833,7 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         .chain(notify_tasks)
         .chain(allowlist_task)
         .chain(sweep_task)
+        .chain(jules_task)
     {
         task.abort();
     }

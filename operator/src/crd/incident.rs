@@ -152,6 +152,10 @@ pub struct IncidentStatus {
     /// The incident's GitHub issue, and which of its comments are posted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubStatus>,
+    /// The Jules session working on an architectural fix, when a Jules API
+    /// key is configured and the incident escalated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jules: Option<super::JulesStatus>,
     /// The notifications delivered, so that none is sent twice (the latest
     /// 100).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -6,12 +6,14 @@
 
 pub mod bounds;
 mod incident;
+mod jules;
 mod memory;
 mod notify;
 mod policy;
 mod sweep;
 
 pub use incident::*;
+pub use jules::*;
 pub use memory::*;
 pub use notify::*;
 pub use policy::*;

@@ -9,8 +9,8 @@ use octocrab::Octocrab;
 use serde::Deserialize;
 
 use super::{
-    Comment, GitHubApi, GitHubAuth, GitHubConfig, GitHubError, GitHubFuture, Issue, PullRequest,
-    encode, encode_components,
+    CheckRun, Comment, GitHubApi, GitHubAuth, GitHubConfig, GitHubError, GitHubFuture, Issue,
+    PullFile, PullRequest, encode, encode_components,
 };
 use crate::allowlist::split_repository;
 use crate::{Error, Result};
@@ -61,6 +61,12 @@ struct GitRef {
 #[derive(Deserialize)]
 struct GitObject {
     sha: String,
+}
+
+#[derive(Deserialize)]
+struct CheckRuns {
+    #[serde(default)]
+    check_runs: Vec<CheckRun>,
 }
 
 #[derive(Deserialize)]
@@ -407,6 +413,52 @@ impl GitHubApi for OctocrabApi {
                 .await
                 .map_err(classify)?;
             Ok(())
+        })
+    }
+
+    fn pull_files<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<PullFile>> {
+        Box::pin(async move {
+            let (o, r) = route(repo)?;
+            let mut all = Vec::new();
+            for page in 1..=3 {
+                let route = format!("/repos/{o}/{r}/pulls/{number}/files?per_page=100&page={page}");
+                let batch: Vec<PullFile> =
+                    self.octo.get(route, None::<&()>).await.map_err(classify)?;
+                let done = batch.len() < 100;
+                all.extend(batch);
+                if done {
+                    break;
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    fn check_runs<'a>(&'a self, repo: &'a str, sha: &'a str) -> GitHubFuture<'a, Vec<CheckRun>> {
+        Box::pin(async move {
+            let (o, r) = route(repo)?;
+            let route = format!(
+                "/repos/{o}/{r}/commits/{}/check-runs?per_page=100",
+                encode(sha)
+            );
+            let runs: CheckRuns = self.octo.get(route, None::<&()>).await.map_err(classify)?;
+            Ok(runs.check_runs)
+        })
+    }
+
+    fn update_comment<'a>(
+        &'a self,
+        repo: &'a str,
+        id: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Comment> {
+        Box::pin(async move {
+            let (o, r) = route(repo)?;
+            let body = serde_json::json!({ "body": body });
+            self.octo
+                .patch(format!("/repos/{o}/{r}/issues/comments/{id}"), Some(&body))
+                .await
+                .map_err(classify)
         })
     }
 }

@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Comment, GitHub, GitHubApi, GitHubError, GitHubFuture, Issue, PullRequest};
+use super::{
+    CheckRun, Comment, GitHub, GitHubApi, GitHubError, GitHubFuture, Issue, PullFile, PullHead,
+    PullRequest,
+};
 use crate::allowlist::{Shared, Tenant, parse};
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,6 +39,13 @@ pub struct PullRec {
     pub reviewers: Vec<String>,
     /// Team slugs asked for a review.
     pub team_reviewers: Vec<String>,
+    /// The commit the head branch pointed at when the pull request was
+    /// opened.
+    pub head_sha: String,
+    /// What the pull request changes.
+    pub files: Vec<PullFile>,
+    /// Its conversation, oldest first (a pull request is an issue too).
+    pub comments: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,6 +60,8 @@ struct Repo {
     last_number: i64,
     /// Who may be asked for a review; None: anyone.
     collaborators: Option<Vec<String>>,
+    /// commit sha → its check runs
+    checks: BTreeMap<String, Vec<CheckRun>>,
 }
 
 impl Repo {
@@ -120,7 +132,31 @@ fn pull(repo: &str, p: &PullRec) -> PullRequest {
             .iter()
             .map(|name| super::Label { name: name.clone() })
             .collect(),
+        title: Some(p.title.clone()),
+        body: Some(p.body.clone()),
+        head: Some(PullHead {
+            sha: p.head_sha.clone(),
+            branch: p.head.clone(),
+        }),
     }
+}
+
+/// Comment ids are unique in a repository: the thread's number times this,
+/// plus the comment's place in it.
+const COMMENTS_PER_THREAD: i64 = 100_000;
+
+fn comment_id(number: i64, index: usize) -> i64 {
+    number
+        .saturating_mul(COMMENTS_PER_THREAD)
+        .saturating_add(i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1))
+}
+
+/// The conversation of an issue or a pull request.
+fn thread_mut(r: &mut Repo, number: i64) -> Result<&mut Vec<String>, GitHubError> {
+    if let Some(i) = r.pulls.iter().position(|p| p.number == number) {
+        return Ok(&mut r.pulls[i].comments);
+    }
+    Ok(&mut issue_mut(r, number)?.comments)
 }
 
 impl InMemoryGitHub {
@@ -178,7 +214,8 @@ impl InMemoryGitHub {
 
     /// The calls that change something.
     pub fn writes(&self) -> Vec<String> {
-        const WRITES: [&str; 9] = [
+        const WRITES: [&str; 10] = [
+            "update_comment",
             "create_issue",
             "update_issue",
             "update_issue_body",
@@ -252,6 +289,50 @@ impl InMemoryGitHub {
         {
             p.state = "closed".into();
         }
+    }
+
+    /// Someone else (a Jules session) opens a pull request from a new
+    /// branch `branch` off `main`, changing `files`; returns its number.
+    pub fn open_pull(
+        &self,
+        repo: &str,
+        branch: &str,
+        title: &str,
+        body: &str,
+        files: &[PullFile],
+    ) -> i64 {
+        let mut st = self.lock();
+        let r = st.repos.entry(repo.to_string()).or_default();
+        let tree = r.tree("main").cloned().unwrap_or_default();
+        let head_sha = r.commit(branch, tree);
+        r.last_number += 1;
+        r.pulls.push(PullRec {
+            number: r.last_number,
+            title: title.into(),
+            body: body.into(),
+            head: branch.into(),
+            base: "main".into(),
+            state: "open".into(),
+            head_sha,
+            files: files.to_vec(),
+            ..PullRec::default()
+        });
+        r.last_number
+    }
+
+    /// CI reports these check runs on commit `sha` (replacing earlier ones).
+    pub fn set_checks(&self, repo: &str, sha: &str, runs: &[(&str, &str, Option<&str>)]) {
+        let mut st = self.lock();
+        let r = st.repos.entry(repo.to_string()).or_default();
+        let runs = runs
+            .iter()
+            .map(|(name, status, conclusion)| CheckRun {
+                name: name.to_string(),
+                status: status.to_string(),
+                conclusion: conclusion.map(str::to_string),
+            })
+            .collect();
+        r.checks.insert(sha.to_string(), runs);
     }
 
     /// Logs the call, fails it when a failure is queued, else runs `f` on
@@ -357,12 +438,11 @@ impl GitHubApi for InMemoryGitHub {
 
     fn comments<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<Comment>> {
         Self::answer(self.call("comments", repo, |r| {
-            let i = issue_mut(r, number)?;
-            Ok(i.comments
+            Ok(thread_mut(r, number)?
                 .iter()
-                .zip(1..)
-                .map(|(b, id)| Comment {
-                    id,
+                .enumerate()
+                .map(|(i, b)| Comment {
+                    id: comment_id(number, i),
                     body: Some(b.clone()),
                 })
                 .collect())
@@ -376,10 +456,10 @@ impl GitHubApi for InMemoryGitHub {
         body: &'a str,
     ) -> GitHubFuture<'a, Comment> {
         Self::answer(self.call("comment", repo, |r| {
-            let i = issue_mut(r, number)?;
-            i.comments.push(body.into());
+            let thread = thread_mut(r, number)?;
+            thread.push(body.into());
             Ok(Comment {
-                id: i.comments.len() as i64,
+                id: comment_id(number, thread.len().saturating_sub(1)),
                 body: Some(body.into()),
             })
         }))
@@ -509,6 +589,9 @@ impl GitHubApi for InMemoryGitHub {
                 labels: vec![],
                 reviewers: vec![],
                 team_reviewers: vec![],
+                head_sha: r.branches.get(branch).cloned().unwrap_or_default(),
+                files: vec![],
+                comments: vec![],
             };
             let out = pull(repo, &p);
             r.pulls.push(p);
@@ -578,6 +661,49 @@ impl GitHubApi for InMemoryGitHub {
             }
             Ok(())
         }))
+    }
+
+    fn pull_files<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<PullFile>> {
+        Self::answer(self.pull_files_of(repo, number))
+    }
+
+    fn check_runs<'a>(&'a self, repo: &'a str, sha: &'a str) -> GitHubFuture<'a, Vec<CheckRun>> {
+        Self::answer(self.call("check_runs", repo, |r| {
+            Ok(r.checks.get(sha).cloned().unwrap_or_default())
+        }))
+    }
+
+    fn update_comment<'a>(
+        &'a self,
+        repo: &'a str,
+        id: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Comment> {
+        Self::answer(self.call("update_comment", repo, |r| {
+            let number = id / COMMENTS_PER_THREAD;
+            let index = usize::try_from((id % COMMENTS_PER_THREAD).saturating_sub(1))
+                .map_err(|_| not_found())?;
+            let slot = thread_mut(r, number)?
+                .get_mut(index)
+                .ok_or_else(not_found)?;
+            *slot = body.into();
+            Ok(Comment {
+                id,
+                body: Some(body.into()),
+            })
+        }))
+    }
+}
+
+impl InMemoryGitHub {
+    fn pull_files_of(&self, repo: &str, number: i64) -> Result<Vec<PullFile>, GitHubError> {
+        self.call("pull_files", repo, |r| {
+            r.pulls
+                .iter()
+                .find(|p| p.number == number)
+                .map(|p| p.files.clone())
+                .ok_or_else(not_found)
+        })
     }
 }
 

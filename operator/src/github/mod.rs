@@ -207,6 +207,43 @@ pub struct PullRequest {
     /// The labels on the pull request, as GitHub lists them.
     #[serde(default)]
     pub labels: Vec<Label>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The branch proposed and the commit it points at.
+    #[serde(default)]
+    pub head: Option<PullHead>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct PullHead {
+    pub sha: String,
+    #[serde(rename = "ref", default)]
+    pub branch: String,
+}
+
+/// One file a pull request changes, as `GET .../pulls/{n}/files` lists it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PullFile {
+    pub filename: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub additions: u64,
+    #[serde(default)]
+    pub deletions: u64,
+}
+
+/// One check run on a commit: `status` is `queued`, `in_progress` or
+/// `completed`; `conclusion` is set once completed (`success`, `failure`,
+/// `neutral`, `cancelled`, `skipped`, `timed_out`, `action_required`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CheckRun {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -331,6 +368,17 @@ pub trait GitHubApi: Send + Sync {
         users: &'a [String],
         teams: &'a [String],
     ) -> GitHubFuture<'a, ()>;
+    /// The files a pull request changes (at most 300, as GitHub lists them).
+    fn pull_files<'a>(&'a self, repo: &'a str, number: i64) -> GitHubFuture<'a, Vec<PullFile>>;
+    /// The check runs on a commit.
+    fn check_runs<'a>(&'a self, repo: &'a str, sha: &'a str) -> GitHubFuture<'a, Vec<CheckRun>>;
+    /// Replaces the text of an issue (or pull request) comment.
+    fn update_comment<'a>(
+        &'a self,
+        repo: &'a str,
+        id: i64,
+        body: &'a str,
+    ) -> GitHubFuture<'a, Comment>;
 }
 
 /// GitHub as the operator calls it. Every call passes through `guard`,
@@ -497,6 +545,11 @@ impl GitHub {
         Ok(())
     }
 
+    /// Whether this client may use `repo` at all (no call is made).
+    pub fn allowed(&self, repo: &str) -> Result<(), GitHubError> {
+        self.guard(repo, None)
+    }
+
     /// Open and closed issues labelled `sre-space`, newest first, one page.
     pub async fn issues(&self, repo: &str) -> Result<Vec<Issue>, GitHubError> {
         self.guard(repo, None)?;
@@ -658,6 +711,34 @@ impl GitHub {
         self.api
             .request_reviewers(repo, number, &reviewers.users, &reviewers.teams)
             .await
+    }
+
+    /// The files a pull request changes.
+    pub async fn pull_files(&self, repo: &str, number: i64) -> Result<Vec<PullFile>, GitHubError> {
+        self.guard(repo, None)?;
+        self.api.pull_files(repo, number).await
+    }
+
+    /// The check runs on a commit (40 hex digits).
+    pub async fn check_runs(&self, repo: &str, sha: &str) -> Result<Vec<CheckRun>, GitHubError> {
+        if sha.is_empty() || sha.len() > 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GitHubError::Forbidden(format!(
+                "{sha:?} is not a commit sha"
+            )));
+        }
+        self.guard(repo, None)?;
+        self.api.check_runs(repo, sha).await
+    }
+
+    /// Replaces the text of a comment.
+    pub async fn update_comment(
+        &self,
+        repo: &str,
+        id: i64,
+        body: &str,
+    ) -> Result<Comment, GitHubError> {
+        self.guard(repo, None)?;
+        self.api.update_comment(repo, id, body).await
     }
 
     /// The repository's CODEOWNERS on `branch`, from the first of the places
