@@ -31,6 +31,7 @@ impl IncidentUpdate {
     /// Plans the next step and records it; in Automatic mode, takes it.
     pub(super) async fn plan_next(&mut self, policy: &RemediationPolicy) -> Result<Action> {
         let memory = self.memory().await?;
+        let similar = self.similar(memory.as_ref()).await;
         let budget = self.budget();
         let measured_healthy = self.measured_healthy();
         let status = self.status().clone();
@@ -38,6 +39,7 @@ impl IncidentUpdate {
             policy,
             status: &status,
             memory: memory.as_ref(),
+            similar: &similar,
             budget: &budget,
             measured_healthy,
             now: self.now,

@@ -15,7 +15,8 @@ impl IncidentUpdate {
     pub(super) async fn diagnose(&mut self) -> Result<()> {
         let ns = self.ns();
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
-        let facts = brain::gather(
+        let similar = self.similar(memory.as_ref().map(|m| &m.spec)).await;
+        let mut facts = brain::gather(
             &self.ctx.client,
             &self.incident,
             memory.map(|m| m.spec),
@@ -23,6 +24,7 @@ impl IncidentUpdate {
             self.now,
         )
         .await?;
+        facts.similar = similar;
         if let Some(f) = &facts.traces {
             match &f.unavailable {
                 None => self.condition(

@@ -360,6 +360,7 @@ fn planned(
         policy: p,
         status,
         memory: None,
+        similar: &[],
         budget: b,
         measured_healthy: healthy,
         now: now(),
