@@ -265,6 +265,7 @@ fn readable_event(
             guardrails: Default::default(),
             github: None,
             notify: None,
+            runbooks: None,
         },
         status: None,
     };

@@ -9,6 +9,7 @@ pub mod eval;
 mod gather;
 pub mod postmortem;
 pub mod rollout;
+pub mod runbook;
 pub mod traces;
 
 pub use diagnose::diagnose;

@@ -24,6 +24,7 @@ fn policy(ladder: &[ActionType]) -> RemediationPolicySpec {
         guardrails: Guardrails::default(),
         github: None,
         notify: None,
+        runbooks: None,
     }
 }
 
