@@ -37,8 +37,8 @@ fn episode(incident: &Incident) -> String {
 
 /// The issue as it would be opened, for the Incident's status when the
 /// operator has no GitHub credentials.
-pub fn preview(incident: &Incident, extra_labels: &[String]) -> String {
-    let d = render::desired(incident, extra_labels, 1);
+pub fn preview(incident: &Incident, extra_labels: &[String], dashboard: Option<&str>) -> String {
+    let d = render::desired(incident, extra_labels, 1, dashboard);
     format!(
         "{}\n\nlabels: {}\n\n{}",
         d.title,
@@ -48,11 +48,13 @@ pub fn preview(incident: &Incident, extra_labels: &[String]) -> String {
 }
 
 /// Syncs the issue; returns the new link state and the first error, if any.
+/// `dashboard` is the dashboard's public address, for links.
 pub async fn sync(
     gh: &GitHub,
     repo: &str,
     incident: &Incident,
     extra_labels: &[String],
+    dashboard: Option<&str>,
 ) -> (GitHubStatus, Option<GitHubError>) {
     let mut st = incident
         .status
@@ -61,7 +63,7 @@ pub async fn sync(
         .unwrap_or_default();
     st.repository = repo.to_string();
     st.preview = None;
-    let result = apply(gh, repo, incident, extra_labels, &mut st).await;
+    let result = apply(gh, repo, incident, extra_labels, dashboard, &mut st).await;
     let excess = st.comments.len().saturating_sub(MAX_KEYS);
     st.comments.drain(..excess);
     (st, result.err())
@@ -72,10 +74,16 @@ async fn apply(
     repo: &str,
     incident: &Incident,
     extra_labels: &[String],
+    dashboard: Option<&str>,
     st: &mut GitHubStatus,
 ) -> Result<(), GitHubError> {
     let prefix = episode(incident);
-    let desired = render::desired(incident, extra_labels, posted_recurrences(st, &prefix));
+    let desired = render::desired(
+        incident,
+        extra_labels,
+        posted_recurrences(st, &prefix),
+        dashboard,
+    );
     let number = match st.issue_number {
         Some(n) => n,
         None => {
@@ -160,7 +168,7 @@ mod tests {
         let gh = github.serving(LIST, "shop");
 
         let open = testing::incident(Phase::Remediating, vec![]);
-        let (link, err) = sync(&gh, "acme/deploy", &open, &[]).await;
+        let (link, err) = sync(&gh, "acme/deploy", &open, &[], None).await;
         assert_eq!(err, None);
         let issues = github.issues("acme/deploy");
         assert_eq!(issues.len(), 1);
@@ -175,7 +183,7 @@ mod tests {
 
         // Resolved: the same issue is closed, nothing posted twice.
         let resolved = linked(testing::incident(Phase::Resolved, vec![]), &link);
-        let (link, err) = sync(&gh, "acme/deploy", &resolved, &[]).await;
+        let (link, err) = sync(&gh, "acme/deploy", &resolved, &[], None).await;
         assert_eq!(err, None);
         let issues = github.issues("acme/deploy");
         assert_eq!(issues.len(), 1, "one issue per incident");
@@ -186,7 +194,7 @@ mod tests {
         // In line already: a third sync writes nothing.
         let writes = github.writes().len();
         let resolved = linked(testing::incident(Phase::Resolved, vec![]), &link);
-        let (_, err) = sync(&gh, "acme/deploy", &resolved, &[]).await;
+        let (_, err) = sync(&gh, "acme/deploy", &resolved, &[], None).await;
         assert_eq!(err, None);
         assert_eq!(
             github.writes().len(),
@@ -198,7 +206,7 @@ mod tests {
         // is found again by its marker, and its comments are not repeated.
         let comments = issues[0].comments.len();
         let relinked = testing::incident(Phase::Resolved, vec![]);
-        let (again, err) = sync(&gh, "acme/deploy", &relinked, &[]).await;
+        let (again, err) = sync(&gh, "acme/deploy", &relinked, &[], None).await;
         assert_eq!(err, None);
         assert_eq!(again.issue_number, link.issue_number);
         let issues = github.issues("acme/deploy");
