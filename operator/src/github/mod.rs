@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(err.reason(), "RepositoryNotAllowed");
         assert!(err.to_string().contains("acme/deploy"), "{err}");
         let incident = testing::incident(Phase::Remediating, vec![]);
-        let (_, err) = sync::sync(&gh, "acme/deploy", &incident, &[], None).await;
+        let (_, err) = sync::sync(&gh, "acme/deploy", &incident, &[]).await;
         assert!(matches!(err, Some(GitHubError::NotAllowed(_))), "{err:?}");
         let target = GitOpsTarget {
             path: "values.yaml".into(),

@@ -51,7 +51,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let (github, error, wait) = match &ctx.github.for_namespace(&ns).await {
         None => {
             let dashboard = ctx.dashboard_public_url.as_deref();
-            let preview = sync::preview(&incident, &target.labels, dashboard);
+            let preview = sync::preview_linked(&incident, &target.labels, dashboard);
             let gh = GitHubStatus {
                 repository: target.repository.clone(),
                 preview: Some(preview),
@@ -62,7 +62,8 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         Some(gh) => {
             let dashboard = ctx.dashboard_public_url.as_deref();
             let (st, err) =
-                sync::sync(gh, &target.repository, &incident, &target.labels, dashboard).await;
+                sync::sync_linked(gh, &target.repository, &incident, &target.labels, dashboard)
+                    .await;
             let result = err.as_ref().map(|e| e.reason()).unwrap_or("Synced");
             let labels = crate::telemetry::CallLabels {
                 system: "github".into(),

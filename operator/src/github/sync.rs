@@ -37,7 +37,16 @@ fn episode(incident: &Incident) -> String {
 
 /// The issue as it would be opened, for the Incident's status when the
 /// operator has no GitHub credentials.
-pub fn preview(incident: &Incident, extra_labels: &[String], dashboard: Option<&str>) -> String {
+pub fn preview(incident: &Incident, extra_labels: &[String]) -> String {
+    preview_linked(incident, extra_labels, None)
+}
+
+/// As `preview`, with links to the dashboard at its public address.
+pub fn preview_linked(
+    incident: &Incident,
+    extra_labels: &[String],
+    dashboard: Option<&str>,
+) -> String {
     let d = render::desired(incident, extra_labels, 1, dashboard);
     format!(
         "{}\n\nlabels: {}\n\n{}",
@@ -48,8 +57,18 @@ pub fn preview(incident: &Incident, extra_labels: &[String], dashboard: Option<&
 }
 
 /// Syncs the issue; returns the new link state and the first error, if any.
-/// `dashboard` is the dashboard's public address, for links.
 pub async fn sync(
+    gh: &GitHub,
+    repo: &str,
+    incident: &Incident,
+    extra_labels: &[String],
+) -> (GitHubStatus, Option<GitHubError>) {
+    sync_linked(gh, repo, incident, extra_labels, None).await
+}
+
+/// As `sync`, with links to the dashboard at its public address
+/// (`dashboard`): the cited runbook's page.
+pub async fn sync_linked(
     gh: &GitHub,
     repo: &str,
     incident: &Incident,
@@ -168,7 +187,7 @@ mod tests {
         let gh = github.serving(LIST, "shop");
 
         let open = testing::incident(Phase::Remediating, vec![]);
-        let (link, err) = sync(&gh, "acme/deploy", &open, &[], None).await;
+        let (link, err) = sync(&gh, "acme/deploy", &open, &[]).await;
         assert_eq!(err, None);
         let issues = github.issues("acme/deploy");
         assert_eq!(issues.len(), 1);
@@ -183,7 +202,7 @@ mod tests {
 
         // Resolved: the same issue is closed, nothing posted twice.
         let resolved = linked(testing::incident(Phase::Resolved, vec![]), &link);
-        let (link, err) = sync(&gh, "acme/deploy", &resolved, &[], None).await;
+        let (link, err) = sync(&gh, "acme/deploy", &resolved, &[]).await;
         assert_eq!(err, None);
         let issues = github.issues("acme/deploy");
         assert_eq!(issues.len(), 1, "one issue per incident");
@@ -194,7 +213,7 @@ mod tests {
         // In line already: a third sync writes nothing.
         let writes = github.writes().len();
         let resolved = linked(testing::incident(Phase::Resolved, vec![]), &link);
-        let (_, err) = sync(&gh, "acme/deploy", &resolved, &[], None).await;
+        let (_, err) = sync(&gh, "acme/deploy", &resolved, &[]).await;
         assert_eq!(err, None);
         assert_eq!(
             github.writes().len(),
@@ -206,7 +225,7 @@ mod tests {
         // is found again by its marker, and its comments are not repeated.
         let comments = issues[0].comments.len();
         let relinked = testing::incident(Phase::Resolved, vec![]);
-        let (again, err) = sync(&gh, "acme/deploy", &relinked, &[], None).await;
+        let (again, err) = sync(&gh, "acme/deploy", &relinked, &[]).await;
         assert_eq!(err, None);
         assert_eq!(again.issue_number, link.issue_number);
         let issues = github.issues("acme/deploy");
