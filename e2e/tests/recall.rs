@@ -67,7 +67,7 @@ async fn workload_b_gets_the_fix_that_held_for_workload_a_and_its_runbook() -> R
             v["spec"]["guardrails"]["verificationWindowSeconds"] = 8.into();
             v["spec"]["guardrails"]["escalateAfterAttempts"] = 3.into();
             v["spec"]["actions"] = serde_json::json!([
-                { "type": "RolloutRestart" }, { "type": "Rollback" }, { "type": "Escalate" }
+                { "type": "RestartPod" }, { "type": "Rollback" }, { "type": "Escalate" }
             ]);
             v["spec"]["github"] = serde_json::json!({ "repository": REPO });
             v["spec"]["runbooks"] = serde_json::json!({ "configMap": "runbooks" });
@@ -83,7 +83,9 @@ async fn workload_b_gets_the_fix_that_held_for_workload_a_and_its_runbook() -> R
     env.push(("SRE_SPACE_DASHBOARD_PUBLIC_URL", "https://sre.example.com"));
     let _operator = s.operator(&env).await?;
 
-    // A: the ladder's order, learned the hard way.
+    // A: the ladder's order, learned the hard way. (Not RolloutRestart
+    // first: it makes a new revision of the broken template, and the
+    // rollback after it would return to that.)
     s.chaos("a").bad_rollout().await?;
     let a = wait_incident(
         &s.client,
@@ -98,7 +100,7 @@ async fn workload_b_gets_the_fix_that_held_for_workload_a_and_its_runbook() -> R
         taken(&a),
         [
             (
-                ActionType::RolloutRestart,
+                ActionType::RestartPod,
                 ActionState::Succeeded,
                 Some(Outcome::Ineffective)
             ),
@@ -163,7 +165,7 @@ async fn workload_b_gets_the_fix_that_held_for_workload_a_and_its_runbook() -> R
             .contains("Rollback cleared the same problem on Deployment/a 1 time(s)")
             && recall
                 .summary
-                .contains("RolloutRestart did not clear it on Deployment/a 1 time(s)"),
+                .contains("RestartPod did not clear it on Deployment/a 1 time(s)"),
         "{}",
         recall.summary
     );
