@@ -35,7 +35,7 @@ impl IncidentUpdate {
         let budget = self.budget();
         let measured_healthy = self.measured_healthy();
         let status = self.status().clone();
-        let decision = decide::plan(&decide::PlanInputs {
+        let inputs = decide::PlanInputs {
             policy,
             status: &status,
             memory: memory.as_ref(),
@@ -43,7 +43,8 @@ impl IncidentUpdate {
             budget: &budget,
             measured_healthy,
             now: self.now,
-        });
+        };
+        let decision = decide::plan(&inputs);
         match decision {
             PlanDecision::Planned(Plan::Escalate { reason, message }) => {
                 self.escalate(reason, message).await
@@ -67,6 +68,10 @@ impl IncidentUpdate {
             PlanDecision::Planned(Plan::Act(step)) => {
                 if let Some(wait) = self.unless_selected(policy).await? {
                     return Ok(wait);
+                }
+                if let Some(why) = decide::recalled_first(&inputs, step.type_) {
+                    self.event(EventType::Normal, "RecalledSimilarFix", why)
+                        .await;
                 }
                 self.record(policy, &step, &budget).await
             }

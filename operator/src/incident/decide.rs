@@ -11,8 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::approval::{ApprovalCheck, approval_for};
 use crate::conditions::{self, REMEDIATED};
 use crate::crd::{
-    ActionRecord, ActionState, ApprovalDecision, ConditionStatus, Incident, IncidentMemorySpec,
-    IncidentStatus, Mode, Phase, RemediationPolicy,
+    ActionRecord, ActionState, ActionType, ApprovalDecision, ConditionStatus, Incident,
+    IncidentMemorySpec, IncidentStatus, Mode, Phase, RemediationPolicy,
 };
 use crate::fixer::{self, Budget, Plan, WaitReason};
 use crate::memory::similar::Recalled;
@@ -244,6 +244,31 @@ pub fn plan(i: &PlanInputs) -> PlanDecision {
         };
     }
     PlanDecision::Planned(planned)
+}
+
+/// Why `step` goes first because of similar problems of other workloads:
+/// Some only when the ladder without them would have taken another step.
+pub fn recalled_first(i: &PlanInputs, step: ActionType) -> Option<String> {
+    let own = fixer::History::own(i.memory);
+    let category = fixer::planning_category_recalled(
+        &i.policy.spec,
+        i.status.diagnosis.as_ref(),
+        &i.status.actions,
+        fixer::History {
+            own: i.memory,
+            similar: i.similar,
+        },
+    );
+    let plain = fixer::next_step_recalled(&i.policy.spec, category, &i.status.actions, own)?;
+    if plain.type_ == step {
+        return None;
+    }
+    let why = fixer::recalled(i.similar, category, step)?;
+    Some(format!(
+        "{} goes before {}: {why}",
+        step.as_str(),
+        plain.type_.as_str()
+    ))
 }
 
 fn policy_not_ready(policy: &RemediationPolicy) -> bool {
