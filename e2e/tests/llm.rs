@@ -116,6 +116,7 @@ fn policy(ladder: &[ActionType]) -> RemediationPolicySpec {
         guardrails: Guardrails::default(),
         github: None,
         notify: None,
+        runbooks: None,
     }
 }
 

@@ -25,6 +25,9 @@ pub const TRACE_EVIDENCE: &str = "TraceEvidence";
 pub const MODEL_CONSULTED: &str = "ModelConsulted";
 /// Whether the incident's GitHub issue is in line with it.
 pub const GITHUB_SYNCED: &str = "GitHubSynced";
+/// Whether the policy's runbook for the incident is cited (set only when
+/// the policy names a runbook ConfigMap).
+pub const RUNBOOK: &str = "Runbook";
 // A RemediationPolicy's:
 /// The policy is valid and may act.
 pub const READY: &str = "Ready";

@@ -268,6 +268,7 @@ fn readable_event(
             guardrails: Default::default(),
             github: None,
             notify: None,
+            runbooks: None,
         },
         status: None,
     };
@@ -757,6 +758,7 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         github: shared.github.clone(),
         metrics: metrics.clone(),
         clock: Arc::new(crate::clock::SystemClock),
+        dashboard_public_url: config.dashboard_public_url.clone(),
     });
     let report_task = tokio::spawn(drive(
         Controller::new(config.api::<Incident>(&client), watcher::Config::default()),

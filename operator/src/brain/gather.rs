@@ -138,6 +138,7 @@ pub async fn gather(
             SignalKind::Metric => metric_category(client, incident).await,
             _ => None,
         },
+        similar: vec![],
     };
     // Redacted where it enters: every later use (diagnosis, prompt, status,
     // GitHub, a captured scenario) sees the redacted text only.

@@ -9,6 +9,7 @@ pub mod eval;
 mod gather;
 pub mod postmortem;
 pub mod rollout;
+pub mod runbook;
 pub mod traces;
 
 pub use diagnose::diagnose;
@@ -105,6 +106,10 @@ pub struct Facts {
     /// For a Metric incident: the category its trigger names, if any.
     #[serde(default)]
     pub metric_category: Option<Category>,
+    /// The same problem on other workloads of the namespace, and how each
+    /// action fared there (`memory::similar::recall`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub similar: Vec<crate::memory::similar::Recalled>,
 }
 
 /// The failing container: the one the signal names, or else the first

@@ -45,6 +45,7 @@ fn facts(signal: SignalKind) -> Facts {
         template: None,
         alert_category: None,
         metric_category: None,
+        similar: vec![],
     }
 }
 
@@ -450,4 +451,114 @@ fn an_alert_incident_cites_the_alert_and_takes_its_triggers_category() {
         "the lead hypothesis cites it: {:?}",
         d.hypotheses
     );
+}
+
+/// Deployment/a's crash loop after a rollout, where each action fared so.
+fn similar_on_a(actions: &[(ActionType, i32, i32)]) -> crate::memory::similar::Recalled {
+    crate::memory::similar::Recalled {
+        memory: "a-crashloopbackoff".into(),
+        target: WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "a".into(),
+        },
+        signal: SignalKind::CrashLoopBackOff,
+        score: 1.0,
+        shared: vec!["crashloopbackoff".into(), "container:app".into()],
+        categories: vec![Category::BadRollout],
+        actions: actions
+            .iter()
+            .map(|(t, e, i)| crate::crd::ActionTally {
+                type_: *t,
+                effective: *e,
+                ineffective: *i,
+                last_tried: None,
+            })
+            .collect(),
+    }
+}
+
+fn bad_rollout_facts() -> Facts {
+    let mut f = facts(SignalKind::CrashLoopBackOff);
+    f.rollout = Some(command_rollout());
+    f
+}
+
+fn rollback_hypothesis(d: &Diagnosis) -> &Hypothesis {
+    d.hypotheses
+        .iter()
+        .find(|h| h.proposed_action == Some(ActionType::Rollback))
+        .expect("a rollback hypothesis")
+}
+
+#[test]
+fn a_fix_that_held_on_another_workload_is_cited_and_raises_its_hypothesis() {
+    let alone = diagnose(&bad_rollout_facts(), now());
+    let mut f = bad_rollout_facts();
+    f.similar = vec![similar_on_a(&[
+        (ActionType::RolloutRestart, 0, 1),
+        (ActionType::Rollback, 2, 0),
+    ])];
+    let d = diagnose(&f, now());
+    let h = rollback_hypothesis(&d);
+    assert!(cited_kinds(&d, h).contains(&EvidenceKind::SimilarIncident));
+    let cited = d
+        .evidence
+        .iter()
+        .find(|e| e.kind == EvidenceKind::SimilarIncident)
+        .expect("similar evidence");
+    assert!(
+        cited
+            .summary
+            .contains("Rollback cleared the same problem on Deployment/a 2 time(s)"),
+        "{}",
+        cited.summary
+    );
+    assert!(cited.source.contains("incidentmemory/a-crashloopbackoff"));
+    assert!(h.confidence > rollback_hypothesis(&alone).confidence);
+}
+
+#[test]
+fn a_fix_that_failed_on_another_workload_is_cited_and_lowers_its_hypothesis() {
+    let alone = diagnose(&bad_rollout_facts(), now());
+    let mut f = bad_rollout_facts();
+    f.similar = vec![similar_on_a(&[(ActionType::Rollback, 0, 2)])];
+    let d = diagnose(&f, now());
+    let h = rollback_hypothesis(&d);
+    assert!(cited_kinds(&d, h).contains(&EvidenceKind::SimilarIncident));
+    assert!(h.confidence < rollback_hypothesis(&alone).confidence);
+}
+
+#[test]
+fn this_problems_own_history_outweighs_a_similar_one() {
+    let mut own = bad_rollout_facts();
+    own.memory = Some(crate::crd::IncidentMemorySpec {
+        fingerprint: "shop/Deployment/web/CrashLoopBackOff".into(),
+        target: own.target.clone(),
+        signal: SignalKind::CrashLoopBackOff,
+        occurrences: vec![crate::crd::OccurrenceRecord {
+            incident: "web-crashloopbackoff".into(),
+            detected_at: Time(now()),
+            category: Some(Category::BadRollout),
+            actions: vec![ActionType::Rollback],
+            outcome: Some(crate::crd::Outcome::Ineffective),
+            time_to_mitigate_seconds: None,
+        }],
+        actions: vec![crate::crd::ActionTally {
+            type_: ActionType::Rollback,
+            effective: 0,
+            ineffective: 1,
+            last_tried: None,
+        }],
+        keywords: vec![],
+    });
+    let only_own = diagnose(&own, now());
+    let mut both = own.clone();
+    both.similar = vec![similar_on_a(&[(ActionType::Rollback, 5, 0)])];
+    let d = diagnose(&both, now());
+    assert_eq!(
+        rollback_hypothesis(&d).confidence,
+        rollback_hypothesis(&only_own).confidence,
+        "the similar problem is cited, its weight is not added"
+    );
+    assert!(cited_kinds(&d, rollback_hypothesis(&d)).contains(&EvidenceKind::SimilarIncident));
 }

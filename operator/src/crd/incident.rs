@@ -309,6 +309,12 @@ pub enum EvidenceKind {
     /// A series from Prometheus: the query, the workload's value, the
     /// threshold and a link to the graph.
     Metric,
+    /// The same problem on another workload of the namespace, from its
+    /// IncidentMemory: which actions cleared it there and which did not.
+    SimilarIncident,
+    /// The runbook the policy's runbook ConfigMap holds for this workload
+    /// or category: where it is, and an excerpt.
+    Runbook,
 }
 
 /// An action planned or taken.

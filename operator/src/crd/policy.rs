@@ -61,6 +61,24 @@ pub struct RemediationPolicySpec {
     /// names of sinks the operator's administrator configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<super::NotifySpec>,
+    /// Where the team's runbooks are: the Brain cites the one for the
+    /// incident's workload or category in the diagnosis, the GitHub issue
+    /// and the dashboard link to it. See docs/runbooks.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbooks: Option<RunbookSource>,
+}
+
+/// A ConfigMap of markdown runbooks in the policy's namespace. Its keys are
+/// `workload.<name>.md` (one workload's runbook) and `category.<Category>.md`
+/// (for example `category.BadRollout.md`); a workload's runbook wins over its
+/// category's. Each runbook is read up to 16 KiB.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunbookSource {
+    /// The ConfigMap's name, in the policy's namespace.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("configMap must be a ConfigMap name"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
 }
 
 /// A GitHub repository for incident issues and GitOps pull requests.

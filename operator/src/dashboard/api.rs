@@ -857,7 +857,7 @@ impl Modify for Extras {
             ))
             .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
             .build();
-        let dashboard: [(&str, &str, &str, Vec<_>); 5] = [
+        let dashboard: [(&str, &str, &str, Vec<_>); 6] = [
             (
                 "/",
                 "The dashboard page",
@@ -881,6 +881,16 @@ impl Modify for Extras {
                 "An incident's memory and similar problems, as the dashboard shows them",
                 "application/json",
                 vec![path_param("namespace"), path_param("name")],
+            ),
+            (
+                "/runbooks/{namespace}/{config_map}/{key}",
+                "A policy's runbook: one key of the ConfigMap its spec.runbooks names",
+                "text/plain",
+                vec![
+                    path_param("namespace"),
+                    path_param("config_map"),
+                    path_param("key"),
+                ],
             ),
             (
                 "/events",

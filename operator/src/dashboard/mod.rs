@@ -218,6 +218,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Arc<Dashboard>>)> {
         ("/incidents/{namespace}/{name}", get(page)),
         ("/api/snapshot", get(snapshot)),
         ("/api/incidents/{namespace}/{name}/memory", get(memory)),
+        ("/runbooks/{namespace}/{config_map}/{key}", get(runbook)),
         ("/events", get(events)),
     ];
     routes.extend(api::routes());
@@ -370,6 +371,56 @@ async fn memory(
             (
                 StatusCode::BAD_GATEWAY,
                 format!("the Kubernetes API did not list the IncidentMemories: {e}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A runbook as plain text: only a runbook key (`workload.<name>.md`,
+/// `category.<Category>.md`) of a ConfigMap that a policy of the namespace
+/// names in `spec.runbooks`, so the dashboard serves no other ConfigMap.
+/// Inert: `text/plain`, no sniffing, a policy that runs nothing.
+async fn runbook(
+    State(d): State<Arc<Dashboard>>,
+    Path((namespace, config_map, key)): Path<(String, String, String)>,
+) -> Response {
+    let named = d.stores.policies.state().iter().any(|p| {
+        p.namespace().as_deref() == Some(namespace.as_str())
+            && p.spec
+                .runbooks
+                .as_ref()
+                .is_some_and(|r| r.config_map == config_map)
+    });
+    if !named || !crate::brain::runbook::is_runbook_key(&key) {
+        return (StatusCode::NOT_FOUND, "no such runbook\n").into_response();
+    }
+    match crate::brain::runbook::text(&d.stores.client, &namespace, &config_map, &key).await {
+        Ok(Some((mut text, cut))) => {
+            if cut {
+                text.push_str(&format!(
+                    "\n\n[cut: only the first {} KiB of this runbook are shown]\n",
+                    crate::brain::runbook::MAX_RUNBOOK_BYTES / 1024
+                ));
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; sandbox",
+                    ),
+                ],
+                text,
+            )
+                .into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such runbook\n").into_response(),
+        Err(e) => {
+            warn!(error = %e, %namespace, %config_map, "dashboard: reading a runbook failed");
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("the Kubernetes API did not return the runbook: {e}\n"),
             )
                 .into_response()
         }

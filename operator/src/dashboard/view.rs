@@ -16,6 +16,7 @@ use crate::crd::{
     ActionRecord, ActionState, ActionType, Category, ConditionStatus, Diagnosis, EvidenceKind,
     GitHubStatus, Incident, IncidentMemory, IncidentStatus, Outcome, Phase, SignalKind,
 };
+use crate::memory::similar;
 use crate::scout::measured::{Entry, Verdict};
 
 /// Everything the overview shows, pushed on every change.
@@ -688,49 +689,24 @@ pub fn memory(inc: &Incident, memories: &[IncidentMemory]) -> MemoryView {
     let own = memories
         .iter()
         .find(|m| m.spec.fingerprint == inc.spec.fingerprint);
-    let ours: Vec<&String> = own
-        .map(|m| m.spec.keywords.iter().collect())
-        .unwrap_or_default();
-    let mut similar: Vec<SimilarView> = memories
-        .iter()
-        .filter(|m| m.spec.fingerprint != inc.spec.fingerprint)
-        .filter_map(|m| {
-            let shared: Vec<String> = m
-                .spec
-                .keywords
-                .iter()
-                .filter(|k| ours.contains(k))
-                .cloned()
-                .collect();
-            let union = ours.len() + m.spec.keywords.len() - shared.len();
-            let score = if union == 0 {
-                0.0
-            } else {
-                shared.len() as f64 / union as f64
-            };
-            let same_signal = m.spec.signal == inc.spec.signal;
-            if shared.is_empty() && !(ours.is_empty() && same_signal) {
-                return None;
-            }
-            let status = m.status.clone().unwrap_or_default();
-            Some(SimilarView {
-                name: m.metadata.name.clone().unwrap_or_default(),
-                target: m.spec.target.to_string(),
-                signal: m.spec.signal,
-                score,
-                shared,
-                best_action: status.best_action,
-                total_occurrences: status.total_occurrences,
+    let ours: Vec<String> = own.map(|m| m.spec.keywords.clone()).unwrap_or_default();
+    let similar: Vec<SimilarView> =
+        similar::rank(&inc.spec.fingerprint, inc.spec.signal, &ours, memories)
+            .into_iter()
+            .take(SIMILAR)
+            .map(|m| {
+                let status = m.memory.status.clone().unwrap_or_default();
+                SimilarView {
+                    name: m.memory.metadata.name.clone().unwrap_or_default(),
+                    target: m.memory.spec.target.to_string(),
+                    signal: m.memory.spec.signal,
+                    score: m.score,
+                    shared: m.shared,
+                    best_action: status.best_action,
+                    total_occurrences: status.total_occurrences,
+                }
             })
-        })
-        .collect();
-    similar.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| b.total_occurrences.cmp(&a.total_occurrences))
-            .then_with(|| a.name.cmp(&b.name))
-    });
-    similar.truncate(SIMILAR);
+            .collect();
     MemoryView {
         own: own.map(memory_entry),
         similar,

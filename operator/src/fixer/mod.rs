@@ -18,6 +18,7 @@ use crate::crd::{
     ActionRecord, ActionState, ActionStep, ActionType, Category, Diagnosis, Guardrails,
     IncidentMemorySpec, Outcome, RemediationPolicySpec, WorkloadKind,
 };
+use crate::memory::similar::Recalled;
 use crate::{limits, memory};
 
 pub use crate::lease::{Fence, NotLeader, Unfenced};
@@ -288,6 +289,18 @@ pub fn planning_category(
     tried: &[ActionRecord],
     memory: Option<&IncidentMemorySpec>,
 ) -> Category {
+    planning_category_recalled(policy, diagnosis, tried, History::own(memory))
+}
+
+/// As `planning_category`, with the steps ranked as `next_step_recalled`
+/// ranks them, so the model's category is compared on the plan that would
+/// really be taken.
+pub fn planning_category_recalled(
+    policy: &RemediationPolicySpec,
+    diagnosis: Option<&Diagnosis>,
+    tried: &[ActionRecord],
+    history: History<'_>,
+) -> Category {
     let Some(d) = diagnosis else {
         return Category::Unknown;
     };
@@ -297,7 +310,7 @@ pub fn planning_category(
     }
     // No step left is Escalate: nothing is less invasive.
     let reach = |c: Category| {
-        next_step(policy, c, tried, memory)
+        next_step_recalled(policy, c, tried, history)
             .map(|s| invasiveness(s.type_))
             .unwrap_or(0)
     };
@@ -325,6 +338,22 @@ pub fn not_applicable<'a>(
         .collect()
 }
 
+/// What the ladder knows of the past: this problem's own history, and the
+/// similar problems of other workloads of the namespace
+/// (`memory::similar::recall`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct History<'a> {
+    pub own: Option<&'a IncidentMemorySpec>,
+    pub similar: &'a [Recalled],
+}
+
+impl<'a> History<'a> {
+    /// This problem's own history only.
+    pub fn own(own: Option<&'a IncidentMemorySpec>) -> Self {
+        Self { own, similar: &[] }
+    }
+}
+
 /// The next step on the ladder for this diagnosis: steps for other
 /// categories, steps that cannot help this category, steps already tried
 /// in this episode, and steps that only ever failed on this problem are
@@ -335,6 +364,32 @@ pub fn next_step<'a>(
     tried: &[ActionRecord],
     memory: Option<&IncidentMemorySpec>,
 ) -> Option<&'a ActionStep> {
+    next_step_recalled(policy, category, tried, History::own(memory))
+}
+
+/// The next step, ranked by this problem's history and then by what held
+/// on similar problems of other workloads. The rule:
+///
+/// 1. Only the policy's steps are candidates, filtered as `next_step` does
+///    (the step's `onCategories`, `can_help`, not yet tried in this
+///    episode, not proved ineffective on this very problem). Nothing a
+///    similar problem says brings back a step filtered out here.
+/// 2. A step that worked on this problem before goes first (own history
+///    outweighs everything else).
+/// 3. Else, the first step, in ladder order, that held on similar problems
+///    diagnosed as the same category (`memory::similar::held`: it cleared
+///    one at least once and did not fail more often than it worked) goes
+///    first. Escalate is never moved.
+/// 4. Else the ladder's order. A step that failed on similar problems is
+///    cited by the Brain but keeps its place: a different workload's
+///    failure is weaker evidence than this problem's own.
+pub fn next_step_recalled<'a>(
+    policy: &'a RemediationPolicySpec,
+    category: Category,
+    tried: &[ActionRecord],
+    history: History<'_>,
+) -> Option<&'a ActionStep> {
+    let memory = history.own;
     let eligible: Vec<&ActionStep> = policy
         .actions
         .iter()
@@ -343,11 +398,36 @@ pub fn next_step<'a>(
         .filter(|s| !tried.iter().any(|a| a.type_ == s.type_))
         .filter(|s| s.type_ == ActionType::Escalate || !memory::proved_ineffective(memory, s.type_))
         .collect();
-    eligible
-        .iter()
-        .find(|s| s.type_ != ActionType::Escalate && memory::proved_effective(memory, s.type_))
+    let movable = || eligible.iter().filter(|s| s.type_ != ActionType::Escalate);
+    movable()
+        .find(|s| memory::proved_effective(memory, s.type_))
+        .or_else(|| movable().find(|s| recalled(history.similar, category, s.type_).is_some()))
         .or(eligible.first())
         .copied()
+}
+
+/// Why the ladder would move `action` up for this category: "it held on a
+/// similar problem: Rollback cleared the same problem on deployment/a 2
+/// time(s)", or None when similar problems say nothing in its favour.
+pub fn recalled(similar: &[Recalled], category: Category, action: ActionType) -> Option<String> {
+    memory::similar::held(similar, category, action)?;
+    let on: Vec<String> = similar
+        .iter()
+        .filter(|r| r.of_category(category))
+        .filter_map(|r| {
+            let t = r.tally(action).filter(|t| t.effective > 0)?;
+            Some(format!(
+                "{} on {} {} time(s)",
+                action.as_str(),
+                r.target,
+                t.effective
+            ))
+        })
+        .collect();
+    Some(format!(
+        "it held on similar problems of other workloads: cleared {}",
+        on.join(", ")
+    ))
 }
 
 /// Decides what to do next for an incident whose last action (if any) has
@@ -360,7 +440,15 @@ pub fn plan(
     budget: &Budget,
     now: Timestamp,
 ) -> Plan {
-    plan_with_remedy(policy, category, None, actions, memory, budget, now)
+    plan_recalled(
+        policy,
+        category,
+        None,
+        actions,
+        History::own(memory),
+        budget,
+        now,
+    )
 }
 
 /// The escalation when the ladder has nothing left to take: the steps
@@ -419,6 +507,27 @@ pub fn plan_with_remedy(
     budget: &Budget,
     now: Timestamp,
 ) -> Plan {
+    plan_recalled(
+        policy,
+        category,
+        remedy,
+        actions,
+        History::own(memory),
+        budget,
+        now,
+    )
+}
+
+/// As `plan_with_remedy`, with the steps ranked by `next_step_recalled`.
+pub fn plan_recalled(
+    policy: &RemediationPolicySpec,
+    category: Category,
+    remedy: Option<&str>,
+    actions: &[ActionRecord],
+    history: History<'_>,
+    budget: &Budget,
+    now: Timestamp,
+) -> Plan {
     let g = &policy.guardrails;
     let failed: Vec<&ActionRecord> = actions
         .iter()
@@ -435,7 +544,7 @@ pub fn plan_with_remedy(
             ),
         };
     }
-    let Some(step) = next_step(policy, category, actions, memory) else {
+    let Some(step) = next_step_recalled(policy, category, actions, history) else {
         return ladder_escalation(policy, category, remedy, actions, false);
     };
     if step.type_ == ActionType::Escalate {
@@ -537,3 +646,6 @@ pub fn verification_deadline(g: &Guardrails, finished: Timestamp) -> Timestamp {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod recall_tests;

@@ -43,6 +43,7 @@ fn policy() -> RemediationPolicySpec {
         },
         github: None,
         notify: None,
+        runbooks: None,
     }
 }
 

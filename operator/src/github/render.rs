@@ -64,10 +64,12 @@ fn severity(signal: SignalKind) -> &'static str {
 
 /// Renders the issue of an incident. `posted` is how many recurrences were
 /// already reported, so a burst of them becomes one comment.
+/// `dashboard` is the dashboard's public address, for the runbook's link.
 pub fn desired(
     incident: &Incident,
     extra_labels: &[String],
     posted_recurrences: i64,
+    dashboard: Option<&str>,
 ) -> DesiredIssue {
     let status = incident.status.clone().unwrap_or_default();
     let state = if status.phase == Phase::Resolved {
@@ -80,7 +82,7 @@ pub fn desired(
         body: body(incident, &status),
         labels: labels(incident.spec.signal, &status, extra_labels),
         state,
-        comments: comments(incident, &status, posted_recurrences),
+        comments: comments(incident, &status, posted_recurrences, dashboard),
     }
 }
 
@@ -164,6 +166,7 @@ fn comments(
     incident: &Incident,
     status: &IncidentStatus,
     posted_recurrences: i64,
+    dashboard: Option<&str>,
 ) -> Vec<(String, String)> {
     let episode = status
         .detected_at
@@ -174,7 +177,12 @@ fn comments(
     let key = |k: &str| format!("{episode}/{k}");
     let mut comments = Vec::new();
     if let Some(d) = &status.diagnosis {
-        comments.push((key("diagnosis"), diagnosis_comment(d)));
+        let ns = incident.metadata.namespace.as_deref().unwrap_or("");
+        let mut c = diagnosis_comment(d);
+        if let Some(line) = runbook_line(d, ns, dashboard) {
+            c.push_str(&line);
+        }
+        comments.push((key("diagnosis"), c));
     }
     if let Some((to, c)) = recurrences_comment(status, posted_recurrences) {
         comments.push((key(&format!("seen/{to}")), c));
@@ -231,6 +239,31 @@ fn diagnosis_comment(d: &Diagnosis) -> String {
     evidence_list(&mut c, &d.evidence);
     c.push_str("\n</details>\n");
     c
+}
+
+/// "**Runbook**: ..." naming the runbook the diagnosis cites, linked to
+/// the dashboard's page of it when the dashboard's address is known, else
+/// with the `kubectl` command that prints it.
+fn runbook_line(d: &Diagnosis, namespace: &str, dashboard: Option<&str>) -> Option<String> {
+    use crate::brain::runbook;
+    let (config_map, key) = runbook::cited(d)?;
+    // Names the API server checked; anything else is not linked.
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    };
+    let what = format!("{} of ConfigMap {}", inline(key), inline(config_map));
+    let linkable = plain(namespace) && plain(config_map) && runbook::is_runbook_key(key);
+    Some(
+        match runbook::url(dashboard, namespace, config_map, key).filter(|_| linkable) {
+            Some(url) => format!("\n**Runbook**: [{what}]({url})\n"),
+            None => format!(
+                "\n**Runbook**: {what}; read it with {}\n",
+                inline(&runbook::kubectl_command(namespace, config_map, key))
+            ),
+        },
+    )
 }
 
 /// The occurrences not reported yet as one comment, with the last
@@ -473,7 +506,7 @@ mod tests {
     #[test]
     fn hostile_evidence_reaches_github_only_as_inert_code() {
         let i = incident();
-        let d = desired(&i, &[], 1);
+        let d = desired(&i, &[], 1, None);
         let marker = issue_marker(&i);
         let body = d
             .body
@@ -500,7 +533,7 @@ mod tests {
     #[test]
     fn a_forged_marker_in_one_issue_never_matches_another_incident() {
         let i = incident();
-        let body = desired(&i, &[], 1).body;
+        let body = desired(&i, &[], 1, None).body;
         let mut other = i.clone();
         other.metadata.name = Some("payments-oomkilled".into());
         other.spec.fingerprint = "f00d".into();
@@ -510,5 +543,47 @@ mod tests {
             &issue_marker(&other)
         ));
         assert!(!body.contains(&issue_marker(&other)), "{body}");
+    }
+
+    /// The incident with the runbook `key` of ConfigMap `runbooks` cited.
+    fn with_runbook(key: &str) -> Incident {
+        let mut i = incident();
+        let d = i
+            .status
+            .as_mut()
+            .and_then(|s| s.diagnosis.as_mut())
+            .expect("diagnosed");
+        let runbook = crate::brain::runbook::Runbook {
+            config_map: "runbooks".into(),
+            key: key.into(),
+            text: HOSTILE.into(),
+            cut: false,
+        };
+        crate::brain::runbook::cite(d, &runbook, Timestamp::UNIX_EPOCH);
+        i
+    }
+
+    #[test]
+    fn the_issue_links_the_runbook_to_the_dashboard_when_its_address_is_known() {
+        let i = with_runbook("category.CrashLoop.md");
+        let d = desired(&i, &[], 1, Some("https://sre.example.com"));
+        let diagnosis = &d.comments[0].1;
+        let link = "**Runbook**: [`category.CrashLoop.md` of ConfigMap `runbooks`](https://sre.example.com/runbooks/shop/runbooks/category.CrashLoop.md)";
+        assert!(diagnosis.contains(link), "{diagnosis}");
+        // Our link is the only live markdown: the runbook's text is inert.
+        assert_inert("diagnosis", &diagnosis.replace(link, ""));
+    }
+
+    #[test]
+    fn without_a_dashboard_the_issue_gives_the_command_that_prints_the_runbook() {
+        let i = with_runbook("workload.web.md");
+        let d = desired(&i, &[], 1, None);
+        let diagnosis = &d.comments[0].1;
+        assert!(
+            diagnosis.contains(
+                r"read it with `kubectl get configmap runbooks -n shop -o jsonpath='{.data.workload\.web\.md}'`"
+            ),
+            "{diagnosis}"
+        );
     }
 }

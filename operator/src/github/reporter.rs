@@ -24,6 +24,8 @@ pub struct Context {
     pub github: Access,
     pub metrics: Arc<crate::telemetry::Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// The dashboard's public address, for links in the issue.
+    pub dashboard_public_url: Option<String>,
 }
 
 /// Syncs one incident's issue.
@@ -48,7 +50,8 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let mut updated = (*incident).clone();
     let (github, error, wait) = match &ctx.github.for_namespace(&ns).await {
         None => {
-            let preview = sync::preview(&incident, &target.labels);
+            let dashboard = ctx.dashboard_public_url.as_deref();
+            let preview = sync::preview_linked(&incident, &target.labels, dashboard);
             let gh = GitHubStatus {
                 repository: target.repository.clone(),
                 preview: Some(preview),
@@ -57,7 +60,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             (gh, None, None)
         }
         Some(gh) => {
-            let (st, err) = sync::sync(gh, &target.repository, &incident, &target.labels).await;
+            let dashboard = ctx.dashboard_public_url.as_deref();
+            let (st, err) =
+                sync::sync_linked(gh, &target.repository, &incident, &target.labels, dashboard)
+                    .await;
             let result = err.as_ref().map(|e| e.reason()).unwrap_or("Synced");
             let labels = crate::telemetry::CallLabels {
                 system: "github".into(),

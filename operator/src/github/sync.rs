@@ -38,7 +38,16 @@ fn episode(incident: &Incident) -> String {
 /// The issue as it would be opened, for the Incident's status when the
 /// operator has no GitHub credentials.
 pub fn preview(incident: &Incident, extra_labels: &[String]) -> String {
-    let d = render::desired(incident, extra_labels, 1);
+    preview_linked(incident, extra_labels, None)
+}
+
+/// As `preview`, with links to the dashboard at its public address.
+pub fn preview_linked(
+    incident: &Incident,
+    extra_labels: &[String],
+    dashboard: Option<&str>,
+) -> String {
+    let d = render::desired(incident, extra_labels, 1, dashboard);
     format!(
         "{}\n\nlabels: {}\n\n{}",
         d.title,
@@ -54,6 +63,18 @@ pub async fn sync(
     incident: &Incident,
     extra_labels: &[String],
 ) -> (GitHubStatus, Option<GitHubError>) {
+    sync_linked(gh, repo, incident, extra_labels, None).await
+}
+
+/// As `sync`, with links to the dashboard at its public address
+/// (`dashboard`): the cited runbook's page.
+pub async fn sync_linked(
+    gh: &GitHub,
+    repo: &str,
+    incident: &Incident,
+    extra_labels: &[String],
+    dashboard: Option<&str>,
+) -> (GitHubStatus, Option<GitHubError>) {
     let mut st = incident
         .status
         .as_ref()
@@ -61,7 +82,7 @@ pub async fn sync(
         .unwrap_or_default();
     st.repository = repo.to_string();
     st.preview = None;
-    let result = apply(gh, repo, incident, extra_labels, &mut st).await;
+    let result = apply(gh, repo, incident, extra_labels, dashboard, &mut st).await;
     let excess = st.comments.len().saturating_sub(MAX_KEYS);
     st.comments.drain(..excess);
     (st, result.err())
@@ -72,10 +93,16 @@ async fn apply(
     repo: &str,
     incident: &Incident,
     extra_labels: &[String],
+    dashboard: Option<&str>,
     st: &mut GitHubStatus,
 ) -> Result<(), GitHubError> {
     let prefix = episode(incident);
-    let desired = render::desired(incident, extra_labels, posted_recurrences(st, &prefix));
+    let desired = render::desired(
+        incident,
+        extra_labels,
+        posted_recurrences(st, &prefix),
+        dashboard,
+    );
     let number = match st.issue_number {
         Some(n) => n,
         None => {

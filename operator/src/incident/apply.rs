@@ -31,17 +31,20 @@ impl IncidentUpdate {
     /// Plans the next step and records it; in Automatic mode, takes it.
     pub(super) async fn plan_next(&mut self, policy: &RemediationPolicy) -> Result<Action> {
         let memory = self.memory().await?;
+        let similar = self.similar(memory.as_ref()).await;
         let budget = self.budget();
         let measured_healthy = self.measured_healthy();
         let status = self.status().clone();
-        let decision = decide::plan(&decide::PlanInputs {
+        let inputs = decide::PlanInputs {
             policy,
             status: &status,
             memory: memory.as_ref(),
+            similar: &similar,
             budget: &budget,
             measured_healthy,
             now: self.now,
-        });
+        };
+        let decision = decide::plan(&inputs);
         match decision {
             PlanDecision::Planned(Plan::Escalate { reason, message }) => {
                 self.escalate(reason, message).await
@@ -65,6 +68,10 @@ impl IncidentUpdate {
             PlanDecision::Planned(Plan::Act(step)) => {
                 if let Some(wait) = self.unless_selected(policy).await? {
                     return Ok(wait);
+                }
+                if let Some(why) = decide::recalled_first(&inputs, step.type_) {
+                    self.event(EventType::Normal, "RecalledSimilarFix", why)
+                        .await;
                 }
                 self.record(policy, &step, &budget).await
             }

@@ -11,10 +11,11 @@ use k8s_openapi::jiff::Timestamp;
 use super::approval::{ApprovalCheck, approval_for};
 use crate::conditions::{self, REMEDIATED};
 use crate::crd::{
-    ActionRecord, ActionState, ApprovalDecision, ConditionStatus, Incident, IncidentMemorySpec,
-    IncidentStatus, Mode, Phase, RemediationPolicy,
+    ActionRecord, ActionState, ActionType, ApprovalDecision, ConditionStatus, Incident,
+    IncidentMemorySpec, IncidentStatus, Mode, Phase, RemediationPolicy,
 };
 use crate::fixer::{self, Budget, Plan, WaitReason};
+use crate::memory::similar::Recalled;
 use crate::scout::Signal;
 
 /// How often a verifying incident looks at its workload.
@@ -196,6 +197,8 @@ pub struct PlanInputs<'a> {
     pub policy: &'a RemediationPolicy,
     pub status: &'a IncidentStatus,
     pub memory: Option<&'a IncidentMemorySpec>,
+    /// The same problem on other workloads of the namespace.
+    pub similar: &'a [Recalled],
     pub budget: &'a Budget,
     /// For a signal the operator measures itself: whether it reads healthy
     /// now. Always false for a pod signal.
@@ -205,18 +208,22 @@ pub struct PlanInputs<'a> {
 
 /// Plans the next step within the guardrails.
 pub fn plan(i: &PlanInputs) -> PlanDecision {
-    let category = fixer::planning_category(
+    let history = fixer::History {
+        own: i.memory,
+        similar: i.similar,
+    };
+    let category = fixer::planning_category_recalled(
         &i.policy.spec,
         i.status.diagnosis.as_ref(),
         &i.status.actions,
-        i.memory,
+        history,
     );
-    let planned = fixer::plan_with_remedy(
+    let planned = fixer::plan_recalled(
         &i.policy.spec,
         category,
         i.status.diagnosis.as_ref().map(|d| d.root_cause.as_str()),
         &i.status.actions,
-        i.memory,
+        history,
         i.budget,
         i.now,
     );
@@ -237,6 +244,31 @@ pub fn plan(i: &PlanInputs) -> PlanDecision {
         };
     }
     PlanDecision::Planned(planned)
+}
+
+/// Why `step` goes first because of similar problems of other workloads:
+/// Some only when the ladder without them would have taken another step.
+pub fn recalled_first(i: &PlanInputs, step: ActionType) -> Option<String> {
+    let own = fixer::History::own(i.memory);
+    let category = fixer::planning_category_recalled(
+        &i.policy.spec,
+        i.status.diagnosis.as_ref(),
+        &i.status.actions,
+        fixer::History {
+            own: i.memory,
+            similar: i.similar,
+        },
+    );
+    let plain = fixer::next_step_recalled(&i.policy.spec, category, &i.status.actions, own)?;
+    if plain.type_ == step {
+        return None;
+    }
+    let why = fixer::recalled(i.similar, category, step)?;
+    Some(format!(
+        "{} goes before {}: {why}",
+        step.as_str(),
+        plain.type_.as_str()
+    ))
 }
 
 fn policy_not_ready(policy: &RemediationPolicy) -> bool {

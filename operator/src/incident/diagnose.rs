@@ -7,15 +7,16 @@ use tracing::{info, warn};
 
 use super::update::IncidentUpdate;
 use crate::brain::{self, advisor};
-use crate::conditions::{DIAGNOSED, MODEL_CONSULTED, TRACE_EVIDENCE};
-use crate::crd::{ConditionStatus, Phase};
+use crate::conditions::{DIAGNOSED, MODEL_CONSULTED, RUNBOOK, TRACE_EVIDENCE};
+use crate::crd::{ConditionStatus, Diagnosis, Phase};
 use crate::{Result, memory};
 
 impl IncidentUpdate {
     pub(super) async fn diagnose(&mut self) -> Result<()> {
         let ns = self.ns();
         let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
-        let facts = brain::gather(
+        let similar = self.similar(memory.as_ref().map(|m| &m.spec)).await;
+        let mut facts = brain::gather(
             &self.ctx.client,
             &self.incident,
             memory.map(|m| m.spec),
@@ -23,6 +24,7 @@ impl IncidentUpdate {
             self.now,
         )
         .await?;
+        facts.similar = similar;
         if let Some(f) = &facts.traces {
             match &f.unavailable {
                 None => self.condition(
@@ -43,6 +45,7 @@ impl IncidentUpdate {
             }
         }
         let mut d = brain::diagnose(&facts, self.now);
+        self.cite_runbook(&mut d).await;
         if let Some((model, config)) = &self.ctx.model {
             let name = self.incident.name_any();
             let signal = self.incident.spec.signal.as_str();
@@ -115,5 +118,32 @@ impl IncidentUpdate {
         info!(incident = %self.incident.name_any(), %note, "diagnosed");
         self.event(EventType::Normal, "Diagnosed", note).await;
         Ok(())
+    }
+
+    /// Cites the policy's runbook for this workload or the diagnosis's
+    /// category, before the model reads the evidence; says in the `Runbook`
+    /// condition what was found. A missing ConfigMap or key fails nothing.
+    async fn cite_runbook(&mut self, d: &mut Diagnosis) {
+        let Some(source) = self.policy().and_then(|p| p.spec.runbooks.clone()) else {
+            return;
+        };
+        let lookup = brain::runbook::find(
+            &self.ctx.client,
+            &self.ns(),
+            &source.config_map,
+            &self.incident.spec.target,
+            d.category,
+        )
+        .await;
+        if let brain::runbook::Lookup::Found(r) = &lookup {
+            brain::runbook::cite(d, r, self.now);
+        }
+        let (found, reason, message) = lookup.condition();
+        let status = if found {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.condition(RUNBOOK, status, reason, message);
     }
 }

@@ -1,17 +1,21 @@
 //! What a decision reads besides the incident: its policy, its memory, the
 //! budget the guardrails count, and what the workload shows since the last
-//! step. Stores are read for all but the memory, which is one GET.
+//! step. Stores are read for all but the memory, which is one GET, and the
+//! similar problems of the namespace, one LIST.
 
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
+use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use tracing::warn;
 
 use super::update::IncidentUpdate;
 use crate::Result;
-use crate::crd::{ActionType, IncidentMemorySpec, RemediationPolicy};
+use crate::crd::{ActionType, IncidentMemory, IncidentMemorySpec, RemediationPolicy};
 use crate::fixer::{self, Budget};
+use crate::memory::similar::{self, Recalled};
 use crate::scout::Signal;
 
 impl IncidentUpdate {
@@ -28,6 +32,23 @@ impl IncidentUpdate {
         Ok(crate::memory::load(&self.ctx.client, &self.ns(), &name)
             .await?
             .map(|m| m.spec))
+    }
+
+    /// The same problem on other workloads of the incident's namespace: one
+    /// LIST of that namespace's IncidentMemories (one page, bounded),
+    /// compared by `memory::similar::recall`. A failed LIST recalls
+    /// nothing: the ladder's own order stands.
+    pub(super) async fn similar(&self, own: Option<&IncidentMemorySpec>) -> Vec<Recalled> {
+        let ns = self.ns();
+        let api: Api<IncidentMemory> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let lp = ListParams::default().limit(similar::MAX_CANDIDATES as u32);
+        match api.list(&lp).await {
+            Ok(list) => similar::recall(&self.incident, own, &list.items),
+            Err(e) => {
+                warn!(error = %e, namespace = %ns, "listing IncidentMemories failed; no similar problems are recalled");
+                vec![]
+            }
+        }
     }
 
     /// What the guardrails count for this incident now.

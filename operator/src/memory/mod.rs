@@ -17,6 +17,8 @@ use crate::{FIELD_MANAGER, Result};
 
 /// Occurrences kept per problem; older ones are dropped.
 pub const MAX_OCCURRENCES: usize = 50;
+
+pub mod similar;
 const MAX_KEYWORDS: usize = 64;
 
 /// Whether an action has only ever failed on this problem.
@@ -193,14 +195,14 @@ fn add_keywords(keywords: &mut Vec<String>, incident: &Incident, status: &Incide
             keywords.push(k);
         }
     };
-    add(incident.spec.signal.as_str().to_lowercase());
+    add(similar::signal_term(incident.spec.signal));
     if let Some(d) = &status.diagnosis {
-        add(format!("{:?}", d.category).to_lowercase());
+        add(similar::category_term(d.category));
     }
     if let Some(s) = &status.last_signal {
-        add(s.reason.to_lowercase());
+        add(similar::reason_term(&s.reason));
         if let Some(c) = &s.container {
-            add(format!("container:{c}"));
+            add(similar::container_term(c));
         }
     }
     let excess = keywords.len().saturating_sub(MAX_KEYWORDS);

@@ -465,6 +465,7 @@ mod tests {
             guardrails: Guardrails::default(),
             github: None,
             notify: None,
+            runbooks: None,
         }
     }
 

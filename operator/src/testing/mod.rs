@@ -130,6 +130,7 @@ pub fn policy(mode: Mode) -> RemediationPolicy {
             guardrails: Guardrails::default(),
             github: None,
             notify: None,
+            runbooks: None,
         },
     );
     p.metadata.namespace = Some("shop".into());

@@ -38,6 +38,9 @@ pub(super) struct Cited {
     rollout: Option<String>,
     traces: Option<String>,
     pub(super) history: Option<String>,
+    /// One per similar problem of another workload, in `facts.similar`'s
+    /// order.
+    pub(super) similar: Vec<String>,
     log: Option<String>,
     /// The line of the container's log that explains its exit.
     pub(super) log_line: Option<String>,
@@ -110,6 +113,7 @@ pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
         log.add(EvidenceKind::Trace, source, summary, None)
     });
     let history = history(&mut log, facts);
+    let similar = similar(&mut log, facts);
     let (log_id, log_line) = logs(&mut log, facts);
     let workload = workload(&mut log, facts);
     let storage = storage(&mut log, facts);
@@ -122,6 +126,7 @@ pub(super) fn collect(facts: &Facts) -> (Vec<Evidence>, Cited) {
         rollout,
         traces,
         history,
+        similar,
         log: log_id,
         log_line,
         workload,
@@ -585,6 +590,22 @@ fn history(log: &mut EvidenceLog, facts: &Facts) -> Option<String> {
         ),
         None,
     ))
+}
+
+/// What happened to the same problem on other workloads of the namespace.
+fn similar(log: &mut EvidenceLog, facts: &Facts) -> Vec<String> {
+    facts
+        .similar
+        .iter()
+        .map(|r| {
+            log.add(
+                EvidenceKind::SimilarIncident,
+                format!("incidentmemory/{} ({})", r.memory, r.target),
+                r.sentence(),
+                None,
+            )
+        })
+        .collect()
 }
 
 /// The trace evidence: (source, summary).

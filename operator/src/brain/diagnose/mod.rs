@@ -15,6 +15,7 @@ mod memory;
 mod metric;
 mod node;
 mod probes;
+mod recall;
 mod scheduling;
 mod service;
 mod stalled;
@@ -61,6 +62,7 @@ pub fn diagnose(facts: &Facts, now: Timestamp) -> Diagnosis {
         SignalKind::Metric => metric::rules(&case),
     };
     history::weigh(&mut hypotheses, facts, case.cited.history.as_ref());
+    recall::weigh(&mut hypotheses, facts, &case.cited.similar);
     // Stable: of equally likely hypotheses, the one a family proposes first
     // leads.
     hypotheses.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));

@@ -58,6 +58,7 @@ fn facts(signal: SignalKind, message: &str) -> Facts {
         template: None,
         alert_category: None,
         metric_category: None,
+        similar: vec![],
     }
 }
 

@@ -70,6 +70,15 @@
     return el('a', { href: l.url, target: '_blank', rel: 'noopener noreferrer' }, l.label);
   }
 
+  // A cited runbook (source configmap/<name>/<key>) opens as plain text on
+  // this server.
+  function runbookLink(ns, source) {
+    const m = /^configmap\/([^/]+)\/([^/]+)$/.exec(source || '');
+    if (!m) return null;
+    const path = '/runbooks/' + [ns, m[1], m[2]].map(encodeURIComponent).join('/');
+    return el('a', { href: url(path), target: '_blank', rel: 'noopener noreferrer' }, 'runbook');
+  }
+
   function age(since) {
     if (!since) return '';
     const s = Math.max(0, Math.floor((Date.now() - Date.parse(since)) / 1000));
@@ -271,7 +280,8 @@
       el('h3', {}, 'Evidence'),
       table(['Id', 'Kind', 'Source', 'Fact', 'Traces'], d.evidence.map((e) =>
         el('tr', {}, el('td', { class: 'mono' }, e.id), el('td', {}, e.kind), el('td', { class: 'mono' }, e.source),
-          el('td', {}, e.summary), el('td', { class: 'links' }, e.traces.map(link)))), 'None.'))
+          el('td', {}, e.summary), el('td', { class: 'links' }, e.traces.map(link),
+            e.kind === 'Runbook' ? runbookLink(i.namespace, e.source) : null))), 'None.'))
       : section('Diagnosis', el('p', { class: 'empty' }, 'Not diagnosed yet.'));
     const actions = section('Actions', table(
       ['Action', 'State', 'Outcome', 'Target', 'Change', 'Recorded', 'Finished', 'Detail'],

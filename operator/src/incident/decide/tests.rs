@@ -360,6 +360,7 @@ fn planned(
         policy: p,
         status,
         memory: None,
+        similar: &[],
         budget: b,
         measured_healthy: healthy,
         now: now(),
@@ -584,4 +585,67 @@ fn a_pull_request_is_followed_until_merged_or_closed() {
     assert_eq!(pull_outcome(true, "closed"), PullOutcome::Merged);
     assert_eq!(pull_outcome(false, "closed"), PullOutcome::Closed);
     assert_eq!(pull_outcome(false, "open"), PullOutcome::Open);
+}
+
+#[test]
+fn a_step_that_held_on_another_workload_is_planned_first_and_the_reason_given() {
+    let mut p = policy(Mode::Automatic);
+    p.spec.actions.insert(
+        1,
+        crate::crd::ActionStep {
+            type_: ActionType::RolloutRestart,
+            on_categories: vec![],
+            max_replicas: None,
+            memory: None,
+        },
+    );
+    let status = incident(Phase::Diagnosing, vec![])
+        .status
+        .unwrap_or_default();
+    let similar = vec![crate::memory::similar::Recalled {
+        memory: "api-oomkilled".into(),
+        target: crate::crd::WorkloadRef {
+            kind: crate::crd::WorkloadKind::Deployment,
+            name: "api".into(),
+        },
+        signal: crate::crd::SignalKind::OOMKilled,
+        score: 0.67,
+        shared: vec!["oomkilled".into()],
+        categories: vec![crate::crd::Category::OutOfMemory],
+        actions: vec![crate::crd::ActionTally {
+            type_: ActionType::RolloutRestart,
+            effective: 2,
+            ineffective: 0,
+            last_tried: None,
+        }],
+    }];
+    let b = budget();
+    let inputs = |similar| PlanInputs {
+        policy: &p,
+        status: &status,
+        memory: None,
+        similar,
+        budget: &b,
+        measured_healthy: false,
+        now: now(),
+    };
+    let recalled = inputs(&similar);
+    match plan(&recalled) {
+        PlanDecision::Planned(Plan::Act(step)) => {
+            assert_eq!(step.type_, ActionType::RolloutRestart)
+        }
+        other => panic!("{other:?}"),
+    }
+    let why = recalled_first(&recalled, ActionType::RolloutRestart).unwrap_or_default();
+    assert!(
+        why.starts_with("RolloutRestart goes before RestartPod")
+            && why.contains("RolloutRestart on Deployment/api 2 time(s)"),
+        "{why}"
+    );
+    let alone = inputs(&[]);
+    match plan(&alone) {
+        PlanDecision::Planned(Plan::Act(step)) => assert_eq!(step.type_, ActionType::RestartPod),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(recalled_first(&alone, ActionType::RestartPod), None);
 }
