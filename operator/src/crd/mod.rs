@@ -5,11 +5,13 @@
 //! comment because it becomes the `kubectl explain` text.
 
 pub mod bounds;
+mod detector;
 mod incident;
 mod memory;
 mod notify;
 mod policy;
 
+pub use detector::*;
 pub use incident::*;
 pub use memory::*;
 pub use notify::*;

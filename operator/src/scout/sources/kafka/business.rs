@@ -417,6 +417,7 @@ mod tests {
             min_ratio: 0.2,
             min_events,
             window_seconds: window,
+            detector: None,
         }
     }
 
@@ -632,6 +633,7 @@ mod tests {
             window_seconds: 30,
             baseline_seconds: 300,
             min_baseline_events,
+            detector: None,
         }
     }
 

@@ -508,6 +508,7 @@ mod tests {
             min_ratio: 0.2,
             min_events: 20,
             window_seconds: 10,
+            detector: None,
         });
         vec![Judged {
             subject: Subject {
@@ -609,6 +610,7 @@ mod tests {
             window_seconds: 30,
             baseline_seconds: 300,
             min_baseline_events: 50,
+            detector: None,
         });
         j.push(Judged {
             subject: Subject {
