@@ -85,7 +85,8 @@ pub struct Window {
 }
 
 impl Window {
-    fn whole(&self) -> bool {
+    /// Every second of the span was seen whole.
+    pub fn whole(&self) -> bool {
         self.incomplete == 0 && self.unobserved == 0
     }
 }
