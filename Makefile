@@ -6,7 +6,7 @@ CLUSTER := e2e/cluster/cluster.sh
 NODE ?= $(or $(SRE_SPACE_NODE),kwok)
 export SRE_SPACE_NODE := $(NODE)
 
-.PHONY: bench bench-conversion build chart-docs cluster-down cluster-status cluster-up crds demo demo-images deps docker-images e2e-test fmt images lint signals-down signals-status signals-up test unit-test
+.PHONY: bench bench-conversion bench-detect build chart-docs cluster-down cluster-status cluster-up crds demo demo-images deps docker-images e2e-test fmt images lint signals-down signals-status signals-up test unit-test
 
 # The images `make images` builds: $(IMAGE_REPO)/operator and
 # $(IMAGE_REPO)/chaos, tagged with the chart's appVersion (what the chart
@@ -30,6 +30,10 @@ unit-test:
 ## BENCH_NODES, BENCH_PODS, BENCH_FAULTS set the scale (default 50, 5000, 40)
 bench: deps
 	@e2e/bench.sh
+
+## bench-detect: the fixed-window rules and the sequential change detector side by side on seeded synthetic traffic (no cluster; BENCH_DAYS, BENCH_SEED, BENCH_SETTLE)
+bench-detect:
+	cargo run -q -p sre-space-detect --bin bench-detect -- --days $(or $(BENCH_DAYS),1500) --seed $(or $(BENCH_SEED),2026) --settle $(or $(BENCH_SETTLE),3)
 
 ## bench-conversion: fault to Incident and to recovered conversion on the demo business (real node)
 bench-conversion: deps

@@ -13,6 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY operator operator
 COPY chaos chaos
+COPY detect detect
 COPY demo-apps demo-apps
 COPY e2e/Cargo.toml e2e/Cargo.toml
 COPY e2e/src e2e/src

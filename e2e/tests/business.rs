@@ -438,6 +438,75 @@ async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_sequential_detector_purchases_stopping_opens_the_incident_within_seconds()
+-> Result<()> {
+    let _broker = BROKER.read().await;
+    let s = Scenario::builder("e2e-sequential").start().await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    // 10 quotes a second, 30% bought: 3 purchases a second.
+    let traffic = Traffic::start(&quotes, &purchases, 10, 300, None)?;
+    s.deploy_each(&["policy-service"]).await?;
+    let mut trigger = conversion_trigger(&quotes, &purchases, 20, 10);
+    // A short memory, so that the baseline is learned within the test.
+    trigger["conversion"]["detector"] =
+        serde_json::json!({"type": "Sequential", "falseAlarmsPerDay": 1, "halfLifeSeconds": 20});
+    s.dry_run_policy(serde_json::json!([trigger]), 40).await?;
+    let op = s.kafka_operator(&bootstrap()).await?;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    // The baseline is learned (a half-life, then judged): nothing opens.
+    s.no_incident_for(Duration::from_secs(45), &traffic, &op)
+        .await?;
+
+    traffic.purchases(0);
+    let fault = Instant::now();
+    let name = conversion_incident();
+    let inc = s.wait_opened(&name, &op).await?;
+    let detected = fault.elapsed();
+    println!(
+        "fault to incident with the sequential detector: {:.1} s (3 purchases/s before the fault)",
+        detected.as_secs_f64()
+    );
+    let said = inc
+        .status
+        .clone()
+        .unwrap_or_default()
+        .last_signal
+        .map(|s| s.message)
+        .unwrap_or_default();
+    assert!(
+        said.starts_with("sequential detector (")
+            && said.contains(&format!("{purchases} per {quotes}: a drop"))
+            && said.contains("evidence since second"),
+        "the incident says which rule judged and its evidence: {said}"
+    );
+    assert!(
+        detected < Duration::from_secs(15),
+        "a full stop at 3/s is evidence within a few seconds: {detected:?}"
+    );
+
+    // Purchases return: the evidence clears and the incident resolves.
+    traffic.purchases(300);
+    wait_incident(
+        &s.client,
+        s.name(),
+        &name,
+        Duration::from_secs(120),
+        "Resolved",
+        |i| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Resolved)
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", op.output()))?;
+
+    traffic.finish().await?;
+    s.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_few_quotes_open_nothing_however_low_the_conversion() -> Result<()> {
     let _broker = BROKER.read().await;
     let s = Scenario::builder("e2e-few-events").start().await?;

@@ -5,6 +5,7 @@
 //! comment because it becomes the `kubectl explain` text.
 
 pub mod bounds;
+mod detector;
 mod incident;
 mod jules;
 mod memory;
@@ -12,6 +13,7 @@ mod notify;
 mod policy;
 mod sweep;
 
+pub use detector::*;
 pub use incident::*;
 pub use jules::*;
 pub use memory::*;

@@ -392,6 +392,10 @@ pub struct ConversionTrigger {
     #[serde(default = "ConversionTrigger::default_window_seconds")]
     #[schemars(range(min = 1, max = crate::limits::MAX_WINDOW_SECONDS))]
     pub window_seconds: i64,
+    /// How the counts are judged: this window (the default), or the
+    /// sequential change detector (docs/detection.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<super::Detector>,
 }
 
 impl ConversionTrigger {
@@ -428,6 +432,10 @@ pub struct EventRateTrigger {
     #[serde(default = "EventRateTrigger::default_min_baseline_events")]
     #[schemars(range(min = 1, max = crate::limits::MAX_EVENTS))]
     pub min_baseline_events: i64,
+    /// How the counts are judged: these windows (the default), or the
+    /// sequential change detector (docs/detection.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<super::Detector>,
 }
 
 impl EventRateTrigger {

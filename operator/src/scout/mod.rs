@@ -2,6 +2,7 @@
 //! Incidents, one per problem (namespace, workload, signal kind). A repeat of
 //! a problem updates its incident; the Scout never decides what to do.
 
+pub mod detect;
 pub mod measured;
 mod offline;
 pub mod signals;

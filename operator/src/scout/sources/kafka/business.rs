@@ -85,7 +85,8 @@ pub struct Window {
 }
 
 impl Window {
-    fn whole(&self) -> bool {
+    /// Every second of the span was seen whole.
+    pub fn whole(&self) -> bool {
         self.incomplete == 0 && self.unobserved == 0
     }
 }
@@ -417,6 +418,7 @@ mod tests {
             min_ratio: 0.2,
             min_events,
             window_seconds: window,
+            detector: None,
         }
     }
 
@@ -632,6 +634,7 @@ mod tests {
             window_seconds: 30,
             baseline_seconds: 300,
             min_baseline_events,
+            detector: None,
         }
     }
 

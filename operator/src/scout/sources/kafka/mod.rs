@@ -9,6 +9,7 @@
 //! batch or one round of judgements, never across an await.
 
 pub mod business;
+mod sequential;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -332,6 +333,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut writer = condition_writer();
     let mut rounds: u32 = 0;
+    let mut detectors = sequential::Detectors::default();
     loop {
         tick.tick().await;
         rounds = rounds.wrapping_add(1);
@@ -348,7 +350,7 @@ async fn run(ctx: Arc<Context>, config: KafkaConfig) {
         let policies = ctx.policies.state();
         let judged = kafka_triggers(policies.iter().map(|p| p.as_ref()));
         shared.want(wanted_topics(&judged));
-        let readings = judge(&judged, &shared.counts(), ctx.clock.now());
+        let readings = detectors.judge(&judged, &shared.counts(), ctx.clock.now());
         for reading in readings {
             let subject = reading.subject.clone();
             if let Err(e) = crate::scout::report(&ctx, reading).await {
@@ -508,6 +510,7 @@ mod tests {
             min_ratio: 0.2,
             min_events: 20,
             window_seconds: 10,
+            detector: None,
         });
         vec![Judged {
             subject: Subject {
@@ -609,6 +612,7 @@ mod tests {
             window_seconds: 30,
             baseline_seconds: 300,
             min_baseline_events: 50,
+            detector: None,
         });
         j.push(Judged {
             subject: Subject {

@@ -1,0 +1,625 @@
+//! A one-sided CUSUM for a drop of per-second counts, against a baseline
+//! learned from the signal itself.
+//!
+//! Each second brings `observed` events and an exposure: one second for a
+//! rate, the denominator's events for a ratio. Under the baseline the count
+//! is Poisson with mean `baseline × exposure`; after a drop of fraction `d`,
+//! with mean `(1 - d) × baseline × exposure`. For a ratio this is the
+//! Poisson form of the binomial conditional on the denominator count (each
+//! start completes independently with probability `p`), which is accurate
+//! for the small ratios conversions have and still defined when a second
+//! holds more completions than starts (a purchase lands in the second
+//! after its quote). The log-likelihood ratio of one second is
+//! `observed × ln(1 - d) + d × expected`, and the CUSUM
+//! `S = max(0, S + llr)` alarms when `S ≥ h`.
+//!
+//! `h` comes from the false-alarm rate the policy states: for a CUSUM of
+//! log-likelihood ratios the in-control average run length is at least
+//! `e^h` (Lorden 1971, the Wald bound), so `h = ln(86400 / falseAlarmsPerDay)`
+//! gives at most that many false alarms a day while the model holds. Two
+//! charts run side by side: one for the policy's drop size and one for a
+//! near stop (90%), which detects a full stop in a few seconds where the
+//! smaller drop's chart would need many more; each gets half the
+//! false-alarm budget (`h = ln(2 × 86400 / rate)`), so together they keep
+//! the stated rate.
+
+use crate::DAY_SECONDS;
+
+/// The drop size of the second chart, run when the policy's is smaller.
+pub const NEAR_STOP: f64 = 0.9;
+
+/// A detector firing for this many half-lives in a row forgets its
+/// baseline and learns the new level (saying Learning meanwhile).
+pub const RELEARN_HALF_LIVES: f64 = 4.0;
+
+/// How a [`Sequential`] detector judges, from the policy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    /// The smallest drop worth an alarm, as a fraction of the baseline
+    /// (0.5: the signal halved). Clamped to 0.05..=0.95.
+    pub min_drop_fraction: f64,
+    /// The in-control false alarms a day the threshold allows. Clamped to
+    /// 0.01..=1000.
+    pub false_alarms_per_day: f64,
+    /// The baseline's memory: an event this many seconds old weighs half as
+    /// much as a new one. Clamped to 10..=86400.
+    pub half_life_seconds: f64,
+    /// No judgement until the baseline holds at least this many events
+    /// (decayed), so that it is known to within about `1/√K`.
+    pub min_baseline_events: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            min_drop_fraction: 0.5,
+            false_alarms_per_day: 1.0,
+            half_life_seconds: 300.0,
+            min_baseline_events: 20.0,
+        }
+    }
+}
+
+impl Settings {
+    fn clamped(self) -> Self {
+        let finite = |v: f64, lo: f64, hi: f64, default: f64| {
+            if v.is_finite() {
+                v.clamp(lo, hi)
+            } else {
+                default
+            }
+        };
+        Self {
+            min_drop_fraction: finite(self.min_drop_fraction, 0.05, 0.95, 0.5),
+            false_alarms_per_day: finite(self.false_alarms_per_day, 0.01, 1000.0, 1.0),
+            half_life_seconds: finite(self.half_life_seconds, 10.0, DAY_SECONDS, 300.0),
+            min_baseline_events: finite(self.min_baseline_events, 1.0, 1e9, 20.0),
+        }
+    }
+}
+
+/// The alarm threshold of each of `charts` CUSUM charts updated once a
+/// second, so that together they raise at most `false_alarms_per_day`
+/// false alarms a day: `ln(charts × 86400 / rate)`.
+pub fn threshold_for(false_alarms_per_day: f64, charts: usize) -> f64 {
+    let rate = if false_alarms_per_day.is_finite() {
+        false_alarms_per_day.clamp(0.01, 1000.0)
+    } else {
+        1.0
+    };
+    (charts.max(1) as f64 * DAY_SECONDS / rate).ln()
+}
+
+/// What the detector concluded from one second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The baseline holds fewer events than the floor, or has been learned
+    /// for less than a half-life: no judgement.
+    Learning,
+    /// No evidence of a drop of the stated size.
+    Healthy,
+    /// A drop: the evidence crossed the threshold and has not yet gone
+    /// back to zero.
+    Firing,
+}
+
+/// One second's judgement and the evidence behind it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evidence {
+    /// The judgement.
+    pub state: State,
+    /// The second judged.
+    pub second: i64,
+    /// The baseline: events per unit of exposure (per second, or per
+    /// denominator event).
+    pub baseline: f64,
+    /// The (decayed) events the baseline rests on.
+    pub baseline_events: f64,
+    /// The events the baseline expected this second.
+    pub expected: f64,
+    /// The events counted this second.
+    pub observed: u64,
+    /// The CUSUM statistic nearest its threshold (the larger of the two
+    /// charts'), in nats.
+    pub statistic: f64,
+    /// The threshold, in nats.
+    pub threshold: f64,
+    /// The estimated first second of the drop: when the chart that alarms
+    /// (or leads) last left zero.
+    pub change_second: Option<i64>,
+    /// The size of the drop the leading chart tests for.
+    pub drop_fraction: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Chart {
+    drop: f64,
+    /// ln(1 - drop), the log-likelihood ratio of one event.
+    per_event: f64,
+    sum: f64,
+    since: Option<i64>,
+}
+
+impl Chart {
+    fn new(drop: f64) -> Self {
+        Self {
+            drop,
+            per_event: (1.0 - drop).ln(),
+            sum: 0.0,
+            since: None,
+        }
+    }
+}
+
+/// The detector's state for one signal: a few numbers, whatever the
+/// traffic.
+#[derive(Clone, Debug)]
+pub struct Sequential {
+    settings: Settings,
+    threshold: f64,
+    /// Per-second decay of the baseline's sums.
+    decay: f64,
+    /// Decayed sums of events and exposure: baseline = events / exposure.
+    events: f64,
+    exposure: f64,
+    charts: [Chart; 2],
+    used: usize,
+    /// What arrived while a chart was above zero, held back from the
+    /// baseline until the excursion ends without an alarm.
+    pending_events: f64,
+    pending_exposure: f64,
+    pending_seconds: f64,
+    /// Seconds fed so far, up to a half-life: a baseline younger than
+    /// that rests on too few seconds, however many events they held.
+    warm: f64,
+    firing: bool,
+    /// Seconds firing in a row.
+    firing_for: f64,
+}
+
+impl Sequential {
+    /// A detector that has seen nothing.
+    pub fn new(settings: Settings) -> Self {
+        let settings = settings.clamped();
+        let d = settings.min_drop_fraction;
+        let used = if d < NEAR_STOP { 2 } else { 1 };
+        Self {
+            settings,
+            threshold: threshold_for(settings.false_alarms_per_day, used),
+            decay: 0.5_f64.powf(1.0 / settings.half_life_seconds),
+            events: 0.0,
+            exposure: 0.0,
+            charts: [Chart::new(d), Chart::new(NEAR_STOP)],
+            used,
+            pending_events: 0.0,
+            pending_exposure: 0.0,
+            pending_seconds: 0.0,
+            warm: 0.0,
+            firing: false,
+            firing_for: 0.0,
+        }
+    }
+
+    /// The settings in force (after clamping).
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// The alarm threshold, in nats.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Whether the detector is firing now.
+    pub fn firing(&self) -> bool {
+        self.firing
+    }
+
+    /// The learned baseline (events per unit of exposure), if any.
+    pub fn baseline(&self) -> Option<f64> {
+        (self.exposure > 0.0).then(|| self.events / self.exposure)
+    }
+
+    fn learn(&mut self, events: f64, exposure: f64, seconds: f64) {
+        // `seconds` equal seconds of `events / seconds` each, folded in at once.
+        if seconds <= 0.0 {
+            return;
+        }
+        let keep = self.decay.powf(seconds);
+        let weight = if seconds <= 1.0 {
+            1.0
+        } else {
+            (1.0 - keep) / (1.0 - self.decay) / seconds
+        };
+        self.events = self.events * keep + events * weight;
+        self.exposure = self.exposure * keep + exposure * weight;
+    }
+
+    fn commit_pending(&mut self) {
+        let (e, x, n) = (
+            self.pending_events,
+            self.pending_exposure,
+            self.pending_seconds,
+        );
+        self.learn(e, x, n);
+        self.drop_pending();
+    }
+
+    fn drop_pending(&mut self) {
+        self.pending_events = 0.0;
+        self.pending_exposure = 0.0;
+        self.pending_seconds = 0.0;
+    }
+
+    /// Judges second `second`, in which `observed` events were counted
+    /// against `exposure` (1 for a rate; the denominator's events for a
+    /// ratio). Seconds the consumer did not see whole are not fed at all.
+    pub fn observe(&mut self, second: i64, observed: u64, exposure: f64) -> Evidence {
+        let exposure = if exposure.is_finite() {
+            exposure.max(0.0)
+        } else {
+            0.0
+        };
+        let x = observed as f64;
+        let baseline = self.baseline().unwrap_or(0.0);
+        let expected = baseline * exposure;
+        let young = self.warm < self.settings.half_life_seconds;
+        self.warm = (self.warm + 1.0).min(self.settings.half_life_seconds);
+        if young || self.events < self.settings.min_baseline_events || baseline <= 0.0 {
+            // Too little to judge: learn everything, remember no evidence.
+            self.commit_pending();
+            self.learn(x, exposure, 1.0);
+            for c in &mut self.charts {
+                c.sum = 0.0;
+                c.since = None;
+            }
+            self.firing = false;
+            return self.evidence(State::Learning, second, baseline, expected, observed);
+        }
+        for c in self.charts.iter_mut().take(self.used) {
+            let llr = x * c.per_event + c.drop * expected;
+            c.sum = (c.sum + llr).max(0.0);
+            if c.sum <= 0.0 {
+                c.since = None;
+            } else if c.since.is_none() {
+                c.since = Some(second);
+            }
+        }
+        let over = self.charts[..self.used]
+            .iter()
+            .any(|c| c.sum >= self.threshold);
+        let above = self.charts[..self.used].iter().any(|c| c.sum > 0.0);
+        if self.firing {
+            self.firing_for += 1.0;
+            if self.firing_for >= RELEARN_HALF_LIVES * self.settings.half_life_seconds {
+                // A drop that lasts this long is the new level: forget the
+                // old baseline and learn again, rather than fire forever
+                // against a level that will not come back.
+                *self = Self::new(self.settings);
+                self.learn(x, exposure, 1.0);
+                return self.evidence(State::Learning, second, baseline, expected, observed);
+            }
+            if above {
+                // Capped, so that the evidence clears soon after the signal
+                // returns rather than after paying back a long outage.
+                for c in &mut self.charts {
+                    c.sum = c.sum.min(self.threshold);
+                }
+            } else {
+                self.firing = false;
+            }
+        } else if over {
+            self.firing = true;
+            self.firing_for = 0.0;
+            self.drop_pending();
+        } else {
+            // Learn, but hold back what arrives while evidence of a drop
+            // builds up; a burst counts for at most one standard deviation
+            // (plus one event) above the baseline, which biases it down by
+            // a few percent for Poisson counts: fewer false alarms, and a
+            // drop looks a little smaller than it is.
+            let capped = x.min(expected + expected.sqrt() + 1.0);
+            self.pending_events += capped;
+            self.pending_exposure += exposure;
+            self.pending_seconds += 1.0;
+            // An excursion that ends without an alarm was noise, and one
+            // that lasts a half-life without crossing is not a drop of the
+            // stated size (which crosses in a few dozen seconds): learn it.
+            if !above || self.pending_seconds >= self.settings.half_life_seconds {
+                self.commit_pending();
+            }
+        }
+        let state = if self.firing {
+            State::Firing
+        } else {
+            State::Healthy
+        };
+        self.evidence(state, second, baseline, expected, observed)
+    }
+
+    fn evidence(
+        &self,
+        state: State,
+        second: i64,
+        baseline: f64,
+        expected: f64,
+        observed: u64,
+    ) -> Evidence {
+        // The chart nearest its threshold leads; ties go to the policy's.
+        let lead = self.charts[..self.used]
+            .iter()
+            .fold(None::<&Chart>, |best, c| match best {
+                Some(b) if b.sum >= c.sum => Some(b),
+                _ => Some(c),
+            });
+        Evidence {
+            state,
+            second,
+            baseline,
+            baseline_events: self.events,
+            expected,
+            observed,
+            statistic: lead.map_or(0.0, |c| c.sum),
+            threshold: self.threshold,
+            change_second: lead.and_then(|c| c.since),
+            drop_fraction: lead.map_or(self.settings.min_drop_fraction, |c| c.drop),
+        }
+    }
+}
+
+impl crate::Rule for Sequential {
+    fn observe(&mut self, second: i64, numerator: u64, denominator: u64) -> crate::Verdict {
+        // A rule over a ratio is built with `Ratio`; this is the rate form.
+        let _ = denominator;
+        verdict(Sequential::observe(self, second, numerator, 1.0).state)
+    }
+}
+
+/// A [`Sequential`] detector judging numerator events per denominator event.
+#[derive(Clone, Debug)]
+pub struct Ratio(pub Sequential);
+
+impl crate::Rule for Ratio {
+    fn observe(&mut self, second: i64, numerator: u64, denominator: u64) -> crate::Verdict {
+        verdict(self.0.observe(second, numerator, denominator as f64).state)
+    }
+}
+
+fn verdict(state: State) -> crate::Verdict {
+    match state {
+        State::Learning => crate::Verdict::Unknown,
+        State::Healthy => crate::Verdict::Healthy,
+        State::Firing => crate::Verdict::Firing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::Rng;
+
+    fn rate(settings: Settings) -> Sequential {
+        Sequential::new(settings)
+    }
+
+    /// Feeds `seconds` of Poisson traffic at `per_second`, from `from`;
+    /// returns the seconds at which an alarm was raised.
+    fn feed(
+        d: &mut Sequential,
+        rng: &mut Rng,
+        from: i64,
+        seconds: i64,
+        per_second: f64,
+    ) -> Vec<i64> {
+        let mut raised = Vec::new();
+        for s in from..from + seconds {
+            let was = d.firing();
+            let e = d.observe(s, rng.poisson(per_second), 1.0);
+            if e.state == State::Firing && !was {
+                raised.push(s);
+            }
+        }
+        raised
+    }
+
+    /// A detector that has learned half an hour of 4 events a second
+    /// (seeded once, so every trial starts from the same state).
+    fn warmed() -> Sequential {
+        let mut rng = Rng::new(1);
+        let mut d = rate(Settings::default());
+        let raised = feed(&mut d, &mut rng, 0, 1800, 4.0);
+        assert!(
+            raised.is_empty(),
+            "false alarm while warming up: {raised:?}"
+        );
+        d
+    }
+
+    #[test]
+    fn a_full_stop_at_four_a_second_alarms_within_five_seconds() {
+        let mut delays = Vec::new();
+        for seed in 0..50 {
+            let mut rng = Rng::new(seed);
+            let mut d = warmed();
+            let raised = feed(&mut d, &mut rng, 1800, 60, 0.0);
+            let first = raised.first().copied().expect("a full stop alarms");
+            delays.push(first + 1 - 1800);
+        }
+        delays.sort_unstable();
+        assert!(delays[delays.len() / 2] <= 5, "{delays:?}");
+        assert!(delays.iter().all(|&d| d <= 5), "{delays:?}");
+    }
+
+    #[test]
+    fn a_halving_at_four_a_second_alarms_within_about_twenty_seconds() {
+        let mut delays = Vec::new();
+        for seed in 0..50 {
+            let mut rng = Rng::new(seed);
+            let mut d = warmed();
+            let raised = feed(&mut d, &mut rng, 1800, 120, 2.0);
+            let first = raised.first().copied().expect("a halving alarms");
+            delays.push(first + 1 - 1800);
+        }
+        delays.sort_unstable();
+        // No detector with one false alarm a day can average much less than
+        // ln(86400) / KL(Poisson 2 ‖ Poisson 4) = 11.4 / 0.61 ≈ 18.5 s
+        // (Lorden's bound); this one, with half the budget, ≈ 20 s.
+        assert!(delays[delays.len() / 2] <= 22, "{delays:?}");
+    }
+
+    #[test]
+    fn steady_poisson_traffic_raises_no_more_false_alarms_than_the_policy_states() {
+        // Twenty simulated days at 4 events a second, one false alarm a day
+        // allowed.
+        let mut rng = Rng::new(20);
+        let mut d = rate(Settings::default());
+        let days = 20;
+        let raised = feed(&mut d, &mut rng, 0, days * 86_400, 4.0);
+        assert!(
+            raised.len() as i64 <= days,
+            "{} false alarms in {days} days: {raised:?}",
+            raised.len()
+        );
+    }
+
+    #[test]
+    fn a_higher_stated_false_alarm_rate_alarms_more_often_and_stays_within_it() {
+        let mut rng = Rng::new(7);
+        let mut d = rate(Settings {
+            false_alarms_per_day: 200.0,
+            ..Settings::default()
+        });
+        let days = 2;
+        let raised = feed(&mut d, &mut rng, 0, days * 86_400, 4.0);
+        assert!(!raised.is_empty(), "a loose threshold does alarm on noise");
+        assert!(raised.len() as i64 <= 200 * days, "{}", raised.len());
+    }
+
+    #[test]
+    fn a_low_traffic_baseline_says_learning_with_the_events_it_holds() {
+        let mut rng = Rng::new(3);
+        let mut d = rate(Settings::default());
+        // 0.01 a second: a 300 s half-life holds about 4 events, fewer
+        // than the 20 it needs.
+        let mut last = None;
+        for s in 0..3600 {
+            last = Some(d.observe(s, rng.poisson(0.01), 1.0));
+        }
+        let e = last.expect("fed");
+        assert_eq!(e.state, State::Learning);
+        assert!(e.baseline_events < 20.0, "{e:?}");
+        // Even a total stop says nothing about so little.
+        for s in 3600..3700 {
+            assert_eq!(d.observe(s, 0, 1.0).state, State::Learning);
+        }
+    }
+
+    #[test]
+    fn a_burst_above_the_baseline_never_alarms() {
+        // The same noise with and without a minute at four times the usual
+        // rate (a Poisson draw of mean up to 30 takes one uniform, so the
+        // two runs see the same randomness afterwards): the burst adds no
+        // alarm, during it or after it.
+        for seed in 0..20 {
+            let run = |burst: f64| {
+                let mut rng = Rng::new(seed);
+                let mut d = warmed();
+                let mut raised = feed(&mut d, &mut rng, 1800, 60, burst);
+                raised.extend(feed(&mut d, &mut rng, 1860, 1800, 4.0));
+                raised
+            };
+            let (quiet, bursty) = (run(4.0), run(16.0));
+            assert!(
+                bursty.iter().all(|s| quiet.contains(s)),
+                "seed {seed}: {bursty:?} with the burst, {quiet:?} without"
+            );
+        }
+    }
+
+    #[test]
+    fn the_baseline_is_not_dragged_down_by_the_drop_it_is_detecting() {
+        let mut rng = Rng::new(11);
+        let mut d = warmed();
+        let before = d.baseline().expect("learned");
+        // Half the traffic for a quarter of an hour: it keeps firing,
+        // against the old baseline.
+        let raised = feed(&mut d, &mut rng, 1800, 900, 2.0);
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert!(d.firing());
+        let during = d.baseline().expect("learned");
+        assert!((during - before).abs() < 1e-9, "{before} → {during}");
+        // The signal returns: the alarm clears within a minute.
+        let mut cleared = None;
+        for s in 2700..2760 {
+            if d.observe(s, rng.poisson(4.0), 1.0).state == State::Healthy {
+                cleared = Some(s - 2700);
+                break;
+            }
+        }
+        assert!(cleared.is_some_and(|c| c < 60), "{cleared:?}");
+    }
+
+    #[test]
+    fn the_change_second_is_where_the_evidence_began() {
+        let mut d = warmed();
+        let mut fired = None;
+        for s in 1800..1900 {
+            let e = d.observe(s, 0, 1.0);
+            if e.state == State::Firing {
+                fired = Some(e);
+                break;
+            }
+        }
+        let e = fired.expect("fires");
+        let change = e.change_second.expect("a change second");
+        assert!((1799..=1800).contains(&change), "{e:?}");
+        assert!(e.statistic >= e.threshold, "{e:?}");
+    }
+
+    #[test]
+    fn a_ratio_judges_completions_per_start_whatever_the_starts_do() {
+        // Quotes swing between 5 and 40 a second; one in five is bought.
+        let mut rng = Rng::new(9);
+        let mut d = Sequential::new(Settings::default());
+        let mut raised = 0;
+        for s in 0..86_400 {
+            let quotes = rng.poisson(if (s / 600) % 2 == 0 { 5.0 } else { 40.0 });
+            let bought = rng.binomial(quotes, 0.2);
+            let was = d.firing();
+            if d.observe(s, bought, quotes as f64).state == State::Firing && !was {
+                raised += 1;
+            }
+        }
+        assert!(
+            raised <= 1,
+            "{raised} false alarms in a day of swinging traffic"
+        );
+        // Purchases stop while quotes go on: fires within seconds.
+        let mut delay = None;
+        for s in 86_400..86_500 {
+            let quotes = rng.poisson(20.0);
+            if d.observe(s, 0, quotes as f64).state == State::Firing {
+                delay = Some(s + 1 - 86_400);
+                break;
+            }
+        }
+        assert!(delay.is_some_and(|d| d <= 5), "{delay:?}");
+    }
+
+    #[test]
+    fn the_threshold_follows_the_stated_rate() {
+        assert!((threshold_for(1.0, 1) - 86_400f64.ln()).abs() < 1e-12);
+        assert!(threshold_for(0.1, 2) > threshold_for(1.0, 2));
+        assert!(threshold_for(f64::NAN, 2).is_finite());
+        let d = Sequential::new(Settings {
+            false_alarms_per_day: 1e12,
+            min_drop_fraction: 2.0,
+            half_life_seconds: -1.0,
+            min_baseline_events: f64::INFINITY,
+        });
+        assert_eq!(d.settings().false_alarms_per_day, 1000.0);
+        assert_eq!(d.settings().min_drop_fraction, 0.95);
+        assert_eq!(d.settings().half_life_seconds, 10.0);
+        assert_eq!(d.settings().min_baseline_events, 20.0);
+    }
+}
