@@ -51,6 +51,7 @@ fn oom(t: Timestamp) -> OccurrenceRecord {
         actions: vec![ActionType::RaiseMemoryLimit, ActionType::RolloutRestart],
         outcome: Some(Outcome::Effective),
         time_to_mitigate_seconds: Some(600),
+        summary: None,
     }
 }
 

@@ -120,6 +120,7 @@ pub struct RunOptions {
     pub notify: crate::notify::NotifyOptions,
     #[command(flatten)]
     pub sweep: crate::tier3::sweep::SweepOptions,
+    #[command(flatten)]
     pub jules: crate::jules::JulesOptions,
     /// Test hook: with 1, the process aborts right after an action is
     /// recorded and before it is taken, to prove a restarted operator takes

@@ -542,6 +542,7 @@ fn this_problems_own_history_outweighs_a_similar_one() {
             actions: vec![ActionType::Rollback],
             outcome: Some(crate::crd::Outcome::Ineffective),
             time_to_mitigate_seconds: None,
+            summary: None,
         }],
         actions: vec![crate::crd::ActionTally {
             type_: ActionType::Rollback,

@@ -176,7 +176,7 @@ fn session_segment(id: &str) -> Result<&str, JulesError> {
     Ok(id)
 }
 
-fn page<'a>(token: Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+fn page(token: Option<&str>) -> Vec<(&'static str, &str)> {
     let mut q = vec![("pageSize", PAGE_SIZE)];
     if let Some(t) = token {
         q.push(("pageToken", t));

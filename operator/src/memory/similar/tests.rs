@@ -24,6 +24,7 @@ fn memory(namespace: &str, workload: &str, keywords: &[&str]) -> IncidentMemory 
                 actions: vec![ActionType::RaiseMemoryLimit],
                 outcome: Some(Outcome::Effective),
                 time_to_mitigate_seconds: Some(90),
+                summary: None,
             }],
             actions: vec![ActionTally {
                 type_: ActionType::RaiseMemoryLimit,

@@ -28,6 +28,7 @@ pub fn occurrence(
             Outcome::Ineffective
         }),
         time_to_mitigate_seconds: ttm,
+        summary: None,
     }
 }
 
