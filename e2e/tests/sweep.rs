@@ -164,6 +164,7 @@ fn sweeper(
                 v.push(h);
             }
         })),
+        jules: None,
         tick: Duration::from_millis(50),
     })
 }
@@ -360,6 +361,93 @@ async fn a_missed_sweep_runs_once_at_start_within_the_deadline_and_is_recorded_a
     let status = sweep_status(&client, &ns.name).await?;
     assert_eq!(status.last_schedule_time, Some(Time(yesterday)), "not run");
     assert!(handed.lock().expect("lock").is_empty(), "nothing handed on");
+
+    ns.cleanup().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_a_jules_key_a_finding_starts_one_session_that_its_latest_incident_follows()
+-> Result<()> {
+    use sre_space::jules::Jules;
+    use sre_space::jules::client::{JulesClient, Key};
+    use sre_space_e2e::fake_jules::{self, FakeJules};
+
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "sweep-jules").await?;
+    let (fake, url) = FakeGitHub::start().await;
+    fake.seed(REPO, &[]);
+    policy(&client, &ns.name, Some(REPO)).await?;
+    let five = at("2026-12-03T05:00:00Z");
+    let history: Vec<_> = [27i64, 26, 25, 24]
+        .iter()
+        .map(|h| oom(shift(five, -h * 3600)))
+        .collect();
+    create_memory(&client, &ns.name, history).await?;
+    create_incident(&client, &ns.name, shift(five, -24 * 3600)).await?;
+
+    let (jules_fake, jules_url) = FakeJules::start().await;
+    jules_fake.sources(&[REPO], 0);
+    let clock = Arc::new(ManualClock::at(five));
+    let mut sweeper = sweeper(
+        &client,
+        &ns.name,
+        &url,
+        clock.clone(),
+        Arc::new(Mutex::new(Vec::new())),
+    )?;
+    sweeper.jules = Some(Jules::new(
+        Arc::new(JulesClient::new(
+            &jules_url,
+            Key::Fixed(fake_jules::KEY.into()),
+        )?),
+        "main".into(),
+    ));
+    sweeper.run_once(five, &Unfenced).await?;
+    clock.advance(24 * 3600);
+    sweeper.run_once(shift(five, 24 * 3600), &Unfenced).await?;
+
+    // One session over both runs, on the policy's repository, the brief as
+    // its prompt (redacted), the plan waiting for a person.
+    let created = jules_fake.created();
+    assert_eq!(created.len(), 1, "one session for two runs: {created:?}");
+    assert_eq!(created[0]["requirePlanApproval"], true);
+    assert_eq!(created[0]["automationMode"], "AUTO_CREATE_PR");
+    assert_eq!(
+        created[0]["sourceContext"]["source"],
+        format!("sources/github/{REPO}")
+    );
+    let prompt = created[0]["prompt"].as_str().unwrap_or_default();
+    assert!(
+        prompt.contains("Recurring") && prompt.contains("memory leak"),
+        "the brief is the prompt: {prompt}"
+    );
+    assert!(!prompt.contains("hunter2"), "redacted: {prompt}");
+
+    // The jules-fix issue names the session once; the finding records it.
+    let issues = fake.issues(REPO);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let naming: Vec<_> = issues[0]
+        .comments
+        .iter()
+        .filter(|c| c.contains("### Jules session"))
+        .collect();
+    assert_eq!(naming.len(), 1, "{:?}", issues[0].comments);
+    assert!(naming[0].contains(MEMORY), "{}", naming[0]);
+    let status = sweep_status(&client, &ns.name).await?;
+    let session = status.findings[0].jules_session.clone().unwrap_or_default();
+    assert!(!session.is_empty(), "{status:?}");
+
+    // The latest Incident follows it, where the Jules follower takes over.
+    let js = Api::<Incident>::namespaced(client.clone(), &ns.name)
+        .get(MEMORY)
+        .await?
+        .status
+        .and_then(|s| s.jules)
+        .context("status.jules on the latest incident")?;
+    assert!(js.session.starts_with("sessions/"), "{js:?}");
+    assert_eq!(js.url.as_deref(), Some(session.as_str()));
 
     ns.cleanup().await?;
     Ok(())

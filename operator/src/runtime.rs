@@ -767,7 +767,9 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         reporter_ctx,
         crate::github::reporter::reconcile,
     ));
-    // Jules sessions for escalated incidents, only with a key.
+    // Jules sessions for escalated incidents and sweep findings, only with
+    // a key.
+    let sweep_jules = settings.jules.clone();
     let jules_task = settings.jules.take().map(|jules| {
         let ctx = Arc::new(crate::jules::follow::Context {
             client: client.clone(),
@@ -814,6 +816,7 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
             clock: Arc::new(crate::clock::SystemClock),
             config: cfg,
             sink: None,
+            jules: sweep_jules,
             tick: Duration::from_secs(30),
         };
         let fence = leadership.clone();

@@ -63,8 +63,14 @@ pub struct SweepFinding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = crate::limits::MAX_ISSUE_NUMBER))]
     pub issue_number: Option<i64>,
+    /// The Jules session working on it (its URL, else its name), when a
+    /// Jules key is configured; the latest Incident's `status.jules`
+    /// follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 500))]
+    pub jules_session: Option<String>,
     /// Why there is no issue (no repository, GitHub off, not allowed, a
-    /// GitHub error).
+    /// GitHub error), or why no Jules session started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 500))]
     pub reason: Option<String>,

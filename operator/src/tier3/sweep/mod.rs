@@ -10,6 +10,7 @@ pub mod brief;
 pub mod findings;
 pub mod publish;
 pub mod schedule;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -184,6 +185,9 @@ pub struct Sweeper {
     pub clock: Arc<dyn Clock>,
     pub config: SweepConfig,
     pub sink: Option<FindingSink>,
+    /// Jules, when a key is configured: each finding with an issue starts
+    /// (or finds again) one session on the policy's repository.
+    pub jules: Option<crate::jules::Jules>,
     /// How often the scheduler looks at the clock while it waits.
     pub tick: Duration,
 }
@@ -427,10 +431,14 @@ impl Sweeper {
             occurrences: i32::try_from(f.history.len()).unwrap_or(i32::MAX),
             ..SweepFinding::default()
         };
+        let gh = match (policy, target) {
+            (Some(_), Some(_)) => self.github.for_namespace(&f.namespace).await,
+            _ => None,
+        };
         let outcome: std::result::Result<publish::Published, String> = match (policy, target) {
             (None, _) => Err("no RemediationPolicy covers this workload".into()),
             (Some(_), None) => Err("the policy names no GitHub repository".into()),
-            (Some(_), Some(t)) => match self.github.for_namespace(&f.namespace).await {
+            (Some(_), Some(t)) => match &gh {
                 None => Err("GitHub is not configured".into()),
                 Some(gh) => {
                     let marker = brief::marker(&f);
@@ -443,7 +451,7 @@ impl Sweeper {
                         known,
                         run: scheduled.as_second(),
                     };
-                    publish::publish(&gh, &desired, fence)
+                    publish::publish(gh, &desired, fence)
                         .await
                         .map_err(|e| format!("{}: {e}", e.reason()))
                 }
@@ -453,6 +461,33 @@ impl Sweeper {
             Ok(p) => {
                 entry.issue_number = Some(p.number);
                 entry.issue_url = Some(p.url.chars().take(500).collect());
+                if let (Some(jules), Some(gh), Some(t)) = (&self.jules, &gh, target) {
+                    let started = session::start(
+                        &session::Start {
+                            client: &self.client,
+                            jules,
+                            gh,
+                            repository: &t.repository,
+                            issue: p.number,
+                            title: &title,
+                            brief: &body,
+                            finding: &f,
+                            latest,
+                            now: self.clock.now(),
+                        },
+                        fence,
+                    )
+                    .await;
+                    match started {
+                        Ok(s) => entry.jules_session = Some(s.chars().take(500).collect()),
+                        Err(e) => {
+                            warn!(memory = %f.memory, error = %e, "no Jules session for the sweep finding");
+                            let why = format!("no Jules session: {e}");
+                            entry.reason =
+                                Some(crate::redact::text(&why).chars().take(500).collect());
+                        }
+                    }
+                }
             }
             Err(reason) => {
                 warn!(memory = %f.memory, namespace = %f.namespace, %reason, "sweep finding without an issue");

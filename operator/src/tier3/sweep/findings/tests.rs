@@ -163,11 +163,7 @@ fn same_fix_is_one_action_applied_more_than_m_times() {
     );
     let found = findings(&[memory("web", restarts(4))], &t, at_hour(100));
     assert_eq!(rules(&found), vec![vec![Rule::SameFix]]);
-    assert!(
-        found[0].rules[0]
-            .1
-            .contains("RestartPod 4 times")
-    );
+    assert!(found[0].rules[0].1.contains("RestartPod 4 times"));
     // Escalate is not a fix.
     let escalations: Vec<_> = (0..5)
         .map(|i| occurrence(i * 24, Category::CrashLoop, &[ActionType::Escalate], None))
