@@ -4,7 +4,9 @@
 //! starts exactly one session, its state and URL land on the Incident and
 //! the GitHub issue, the pull request it opens gets one verdict comment
 //! that follows its checks, and `sre-space verify-pr` prints the same
-//! verdict. Without a key, the running operator never calls Jules.
+//! verdict.
+
+#![cfg(feature = "cluster")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -482,3 +482,35 @@ pub fn clip(text: &str, max: usize) -> String {
     }
     text[..end].to_string()
 }
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    fn options(key: Option<&str>, branch: &str) -> JulesOptions {
+        JulesOptions {
+            jules_api_key_file: key.map(PathBuf::from),
+            jules_url: DEFAULT_URL.into(),
+            jules_starting_branch: branch.into(),
+        }
+    }
+
+    #[test]
+    fn without_a_key_there_is_no_jules_at_all() {
+        assert!(matches!(from_options(&options(None, "main")), Ok(None)));
+        assert!(matches!(from_options(&options(Some(""), "main")), Ok(None)));
+        // Not even a bad branch is looked at: nothing changes without a key.
+        assert!(matches!(from_options(&options(None, "../x")), Ok(None)));
+    }
+
+    #[test]
+    fn a_key_file_turns_it_on_and_a_bad_branch_names_its_variable() {
+        let on = from_options(&options(Some("/run/secrets/jules/api-key"), "main"));
+        assert!(matches!(on, Ok(Some(_))), "{on:?}");
+        let bad = from_options(&options(Some("/run/secrets/jules/api-key"), "a..b"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(bad.contains("SRE_SPACE_JULES_STARTING_BRANCH"), "{bad}");
+    }
+}
