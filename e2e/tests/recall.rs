@@ -96,6 +96,27 @@ async fn workload_b_gets_the_fix_that_held_for_workload_a_and_its_runbook() -> R
         |i| i.status.as_ref().is_some_and(|s| s.resolved_at.is_some()),
     )
     .await?;
+    // Mitigated when the rollback had completed and the crash loop was
+    // over, before the verification window let it resolve.
+    let (mitigated, resolved, rolled_back) = a
+        .status
+        .as_ref()
+        .map(|s| {
+            (
+                s.mitigated_at.clone(),
+                s.resolved_at.clone(),
+                s.actions.last().and_then(|x| x.finished_at.clone()),
+            )
+        })
+        .unwrap_or_default();
+    let (Some(mitigated), Some(resolved), Some(rolled_back)) = (mitigated, resolved, rolled_back)
+    else {
+        anyhow::bail!("A has mitigatedAt, resolvedAt and a finished rollback: {a:?}");
+    };
+    assert!(
+        rolled_back.0 <= mitigated.0 && mitigated.0 < resolved.0,
+        "the rollback {rolled_back:?}, mitigated {mitigated:?}, resolved {resolved:?}"
+    );
     assert_eq!(
         taken(&a),
         [

@@ -161,7 +161,7 @@ impl Default for Metrics {
         );
         registry.register(
             "time_to_mitigate_seconds",
-            "From detection to resolution",
+            "From detection to mitigation (status.mitigatedAt) of resolved incidents",
             time_to_mitigate.clone(),
         );
         registry.register(

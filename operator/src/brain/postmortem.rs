@@ -227,6 +227,13 @@ fn timeline(out: &mut String, status: &IncidentStatus, now: Timestamp) {
             inline(&a.detail)
         );
     }
+    if let Some(m) = &status.mitigated_at {
+        let _ = writeln!(
+            out,
+            "- {} mitigated: the last action had completed and the signal was clear",
+            time(Some(m))
+        );
+    }
     match status.phase {
         Phase::Resolved => {
             let _ = writeln!(

@@ -146,6 +146,13 @@ pub struct IncidentStatus {
     /// Why the incident was escalated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation_reason: Option<String>,
+    /// When the problem was mitigated: the first look, after the last
+    /// action completed, at which the signal was clear (within the 2 s the
+    /// verification polls at). It comes before Resolved, which waits out
+    /// the verification window; cleared again if the signal returns within
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitigated_at: Option<Time>,
     /// When the incident was resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Time>,

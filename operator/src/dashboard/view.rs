@@ -562,6 +562,13 @@ fn timeline(inc: &Incident, status: &IncidentStatus) -> Vec<TimelineEntry> {
             );
         }
     }
+    if let Some(t) = &status.mitigated_at {
+        at(
+            t,
+            "Mitigated".into(),
+            "the last action had completed and the signal was clear".into(),
+        );
+    }
     if let Some(t) = &status.resolved_at {
         at(t, "Resolved".into(), String::new());
     }

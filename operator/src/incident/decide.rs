@@ -180,6 +180,27 @@ pub fn verdict(
     }
 }
 
+/// `status.mitigatedAt` after a look at the last action: kept once set
+/// while the verdict is Watching or Effective; set at the first look after
+/// the action finished at which no signal fired (never before the action
+/// finished); cleared when the action proved ineffective, since the next
+/// step's mitigation is the one that counts.
+pub fn mitigated_at(
+    known: Option<Timestamp>,
+    verdict: &Verdict,
+    finished: Option<Timestamp>,
+    clear: bool,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    match verdict {
+        Verdict::Ineffective { .. } => None,
+        Verdict::NotFinished => known,
+        Verdict::Watching { .. } | Verdict::Effective => {
+            known.or_else(|| clear.then(|| finished.map_or(now, |f| f.max(now))))
+        }
+    }
+}
+
 /// What planning the next step decided.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PlanDecision {

@@ -221,3 +221,25 @@ async fn a_pending_record_replayed_after_a_restart_is_taken_once() {
     let evictions = api.writes().iter().filter(|w| w.path == EVICTION).count();
     assert_eq!(evictions, 1, "a taken step is not taken again");
 }
+
+#[tokio::test]
+async fn a_clear_look_after_the_action_records_mitigated_at_before_resolved() {
+    let api = FakeApi::default();
+    let done =
+        crate::testing::finished(record(1, ActionType::RestartPod, ActionState::Succeeded), 5);
+    let i = incident(Phase::Verifying, vec![done]);
+    let ctx = context(&api, Some(policy(Mode::Automatic)), &i);
+    reconcile(Arc::new(i), ctx.clone())
+        .await
+        .expect("the reconcile");
+    let after = stored(&api);
+    let status = after.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, Phase::Verifying, "the window still runs");
+    assert_eq!(
+        status.mitigated_at.map(|t| t.0),
+        Some(now()),
+        "mitigated at the first clear look: {lines:?}",
+        lines = lines(&api)
+    );
+    assert_eq!(status.resolved_at, None);
+}

@@ -201,8 +201,16 @@ impl IncidentUpdate {
         }
         self.status().phase = Phase::Resolved;
         self.status().resolved_at = Some(Time(self.now));
-        if let Some(started) = self.status().detected_at.clone() {
-            let seconds = self.now.duration_since(started.0).as_secs_f64();
+        if self.status().mitigated_at.is_none() {
+            // Resolved without a look at the clear signal (another
+            // incident's action cleared it): mitigated now.
+            self.status().mitigated_at = Some(Time(self.now));
+        }
+        if let (Some(started), Some(mitigated)) = (
+            self.status().detected_at.clone(),
+            self.status().mitigated_at.clone(),
+        ) {
+            let seconds = mitigated.0.duration_since(started.0).as_secs_f64();
             self.ctx.metrics.time_to_mitigate.observe(seconds.max(0.0));
         }
         let window = self
@@ -250,7 +258,17 @@ impl IncidentUpdate {
         let signals = since
             .map(|since| self.signals_since(policy, since, last.type_))
             .unwrap_or_default();
-        match decide::verdict(policy, last, &signals, self.now) {
+        let verdict = decide::verdict(policy, last, &signals, self.now);
+        let mitigated = decide::mitigated_at(
+            self.status().mitigated_at.as_ref().map(|t| t.0),
+            &verdict,
+            since,
+            signals.is_empty(),
+            self.now,
+        );
+        let newly_mitigated = mitigated.is_some() && self.status().mitigated_at.is_none();
+        self.status().mitigated_at = mitigated.map(Time);
+        match verdict {
             Verdict::NotFinished => Ok(Action::await_change()),
             Verdict::Ineffective { message } => {
                 if let Some(a) = self.last_action() {
@@ -269,7 +287,7 @@ impl IncidentUpdate {
             }
             Verdict::Effective => self.resolve().await,
             Verdict::Watching { next_look } => {
-                if self.status().phase != Phase::Verifying {
+                if self.status().phase != Phase::Verifying || newly_mitigated {
                     self.status().phase = Phase::Verifying;
                     self.save().await?;
                 }
@@ -295,6 +313,7 @@ impl IncidentUpdate {
         s.diagnosis = None;
         s.post_mortem = None;
         s.resolved_at = None;
+        s.mitigated_at = None;
         s.escalation_reason = None;
         s.conditions.retain(|c| c.type_ == DETECTED);
         if let Recurrence::Escalate { .. } = recurrence {

@@ -140,8 +140,9 @@ fn occurrence(
         time_to_mitigate_seconds: resolved
             .then(|| {
                 status
-                    .resolved_at
+                    .mitigated_at
                     .as_ref()
+                    .or(status.resolved_at.as_ref())
                     .map(|r| r.0.duration_since(detected_at.0).as_secs())
             })
             .flatten(),

@@ -649,3 +649,51 @@ fn a_step_that_held_on_another_workload_is_planned_first_and_the_reason_given() 
     }
     assert_eq!(recalled_first(&alone, ActionType::RestartPod), None);
 }
+
+#[test]
+fn mitigated_at_is_the_first_clear_look_after_the_action_and_cleared_when_it_failed() {
+    let finished = now();
+    let later = at(3).0;
+    let watching = Verdict::Watching {
+        next_look: std::time::Duration::from_secs(2),
+    };
+    // The signal still fires: not mitigated yet.
+    assert_eq!(
+        mitigated_at(None, &watching, Some(finished), false, later),
+        None
+    );
+    // The first clear look sets it, never before the action finished.
+    assert_eq!(
+        mitigated_at(None, &watching, Some(finished), true, later),
+        Some(later)
+    );
+    let early = at(-5).0;
+    assert_eq!(
+        mitigated_at(None, &watching, Some(finished), true, early),
+        Some(finished)
+    );
+    // Kept while the window runs and when it ends well.
+    let much_later = at(300).0;
+    assert_eq!(
+        mitigated_at(Some(later), &watching, Some(finished), true, much_later),
+        Some(later)
+    );
+    assert_eq!(
+        mitigated_at(
+            Some(later),
+            &Verdict::Effective,
+            Some(finished),
+            true,
+            much_later
+        ),
+        Some(later)
+    );
+    // The signal came back: that mitigation did not count.
+    let failed = Verdict::Ineffective {
+        message: "RestartPod did not clear the signal".into(),
+    };
+    assert_eq!(
+        mitigated_at(Some(later), &failed, Some(finished), false, much_later),
+        None
+    );
+}
