@@ -93,10 +93,20 @@ async fn valid_policy_round_trips_and_shows_its_columns() -> Result<()> {
     assert_eq!(
         header,
         [
-            "NAME", "MODE", "MATCHED", "READY", "REASON", "COOLDOWN", "AGE"
+            "NAME", "MODE", "MATCHED", "READY", "REASON", "COOLDOWN", "LAST", "SWEEP", "SWEEP",
+            "FINDINGS", "AGE"
         ]
     );
     assert!(wide.contains("Automatic"), "{wide}");
+    // The sweep's columns, empty unless a sweep runs, only in the wide view.
+    let narrow = kubectl_output(&["get", "rp", "-n", &ns.name])?;
+    let header: Vec<&str> = narrow
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "MODE", "MATCHED", "READY", "AGE"]);
     ns.cleanup().await
 }
 

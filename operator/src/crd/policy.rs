@@ -24,8 +24,8 @@ use super::{ActionType, Category, Condition, SignalKind, WorkloadRef};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Cooldown","type":"integer","priority":1,"jsonPath":".spec.guardrails.cooldownSeconds"}"#,
-    printcolumn = r#"{"name":"Last Sweep","type":"date","jsonPath":".status.sweep.lastRunTime"}"#,
-    printcolumn = r#"{"name":"Sweep Findings","type":"integer","jsonPath":".status.sweep.findingCount"}"#,
+    printcolumn = r#"{"name":"Last Sweep","type":"date","priority":1,"jsonPath":".status.sweep.lastRunTime"}"#,
+    printcolumn = r#"{"name":"Sweep Findings","type":"integer","priority":1,"jsonPath":".status.sweep.findingCount"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
