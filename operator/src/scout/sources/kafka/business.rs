@@ -12,15 +12,15 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::{ConversionTrigger, EventRateTrigger};
 use crate::scout::measured::{Reading, Subject, Verdict};
 
-/// Every window ends this many seconds before now. An event is counted in
-/// the second of its creation, but it reaches the broker and then the
-/// consumer a little later (producer batching, the fetch wait, a lag probe
-/// that confirms the second only once it has passed): judging the newest
-/// seconds would read them before their events are in, and a conversion
-/// would dip for no reason. Three seconds cover the producer's linger, the
-/// consumer's fetch wait and the one-second lag probe with room to spare;
-/// they add three seconds to every detection.
-pub const SETTLE_SECONDS: i64 = 3;
+/// Every window ends at the topics' watermark: the first second the lag
+/// probe has not vouched for yet on every partition of every topic the
+/// trigger reads (`Counts::watermark`). A probe vouches for the log as it
+/// was at the previous probe, so the watermark trails now by one to two
+/// seconds. When it trails further (the consumer
+/// stopped confirming: a lost broker, a lag), the window is not held back
+/// more than this: it ends this many seconds before now, and the seconds
+/// not vouched for make the reading Unknown, never a dip.
+pub const MAX_WATERMARK_LAG_SECONDS: i64 = 3;
 
 /// What is known of one second of one topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,12 @@ impl Series {
         while self.last() < second {
             self.slots.push_back((0, Seen::Unconfirmed));
         }
+    }
+
+    /// What is known of `second`, if it is kept.
+    fn seen(&self, second: i64) -> Option<Seen> {
+        let i = usize::try_from(second.checked_sub(self.first)?).ok()?;
+        self.slots.get(i).map(|(_, seen)| *seen)
     }
 
     fn prune(&mut self, now: i64) {
@@ -125,14 +131,24 @@ impl Counts {
     /// Counts one event of `topic` created at `created_ms` and received at
     /// `received_ms` (both Unix milliseconds). A creation time later than
     /// the receipt (a producer's clock ahead of ours) is taken as the
-    /// receipt; events older than the kept seconds, or from before the topic
-    /// was followed, are not counted.
+    /// receipt. An event for a second the probe has already vouched for
+    /// complete (a producer's clock behind ours, a long batch) counts in
+    /// the second of its receipt instead: a second once judged never
+    /// changes, so no producer's clock can make a dip in it after the fact.
+    /// Such an event was added to the log after the probe's time (else it
+    /// would have been read before the probe vouched), so its receipt is in
+    /// a second not vouched for yet. An event stamped before the topic was
+    /// followed counts likewise at its receipt; one received before that is
+    /// not counted.
     pub fn add(&mut self, topic: &str, created_ms: Option<i64>, received_ms: i64) {
         let Some(series) = self.topics.get_mut(topic) else {
             return;
         };
         let at = created_ms.unwrap_or(received_ms).min(received_ms);
-        let second = at.div_euclid(1000);
+        let mut second = at.div_euclid(1000);
+        if second < series.first || series.seen(second) == Some(Seen::Complete) {
+            second = received_ms.div_euclid(1000);
+        }
         if second < series.first {
             return;
         }
@@ -160,6 +176,19 @@ impl Counts {
                 slot.1 = Seen::Complete;
             }
         }
+    }
+
+    /// The first second of `topic` not yet settled: every earlier one is
+    /// either vouched for by the probe or known to be incomplete. None when
+    /// the topic is not followed.
+    pub fn watermark(&self, topic: &str) -> Option<i64> {
+        let series = self.topics.get(topic)?;
+        let unsettled = series
+            .slots
+            .iter()
+            .position(|(_, seen)| *seen == Seen::Unconfirmed)
+            .unwrap_or(series.slots.len());
+        Some(series.first + unsettled as i64)
     }
 
     /// The consumer could not vouch for `topic` at `at_ms` (disconnected, or
@@ -221,12 +250,12 @@ impl Counts {
 
 /// How many seconds of a topic a ConversionRate trigger needs kept.
 pub fn conversion_seconds(t: &ConversionTrigger) -> i64 {
-    window(t.window_seconds) + SETTLE_SECONDS + 1
+    window(t.window_seconds) + MAX_WATERMARK_LAG_SECONDS + 1
 }
 
 /// How many seconds of a topic an EventRateDrop trigger needs kept.
 pub fn event_rate_seconds(t: &EventRateTrigger) -> i64 {
-    window(t.window_seconds) + baseline(t.baseline_seconds) + SETTLE_SECONDS + 1
+    window(t.window_seconds) + baseline(t.baseline_seconds) + MAX_WATERMARK_LAG_SECONDS + 1
 }
 
 /// A window within the schema's bounds, which a CRD installed by an older
@@ -268,10 +297,32 @@ fn reading(subject: Subject, verdict: Verdict, summary: String, at: Timestamp) -
     }
 }
 
-/// The seconds judged at `now`: `window` seconds ending [`SETTLE_SECONDS`]
-/// before the current second.
-fn judged(now: Timestamp, window: i64) -> (i64, i64) {
-    let end = now.as_second() - SETTLE_SECONDS;
+/// Where the seconds judged at `now` end (exclusive): the lowest
+/// watermark of `topics`, never past the current second and never more
+/// than [`MAX_WATERMARK_LAG_SECONDS`] before it.
+pub fn judged_end<'a>(
+    counts: &Counts,
+    topics: impl IntoIterator<Item = &'a str>,
+    now: Timestamp,
+) -> i64 {
+    let now = now.as_second();
+    let mark = topics
+        .into_iter()
+        .map(|t| counts.watermark(t).unwrap_or(i64::MIN))
+        .min()
+        .unwrap_or(now);
+    mark.clamp(now - MAX_WATERMARK_LAG_SECONDS, now)
+}
+
+/// The seconds judged at `now`: `window` seconds ending at
+/// [`judged_end`].
+fn judged<'a>(
+    counts: &Counts,
+    topics: impl IntoIterator<Item = &'a str>,
+    now: Timestamp,
+    window: i64,
+) -> (i64, i64) {
+    let end = judged_end(counts, topics, now);
     (end - window, end)
 }
 
@@ -285,7 +336,8 @@ pub fn evaluate_conversion(
     now: Timestamp,
 ) -> Reading {
     let w = window(t.window_seconds);
-    let (start, end) = judged(now, w);
+    let topics = [t.numerator_topic.as_str(), t.denominator_topic.as_str()];
+    let (start, end) = judged(counts, topics, now, w);
     let num = counts.window(&t.numerator_topic, start, end);
     let den = counts.window(&t.denominator_topic, start, end);
     if let Some(why) = unmeasurable(
@@ -340,7 +392,7 @@ pub fn evaluate_event_rate(
     now: Timestamp,
 ) -> Reading {
     let (w, b) = (window(t.window_seconds), baseline(t.baseline_seconds));
-    let (start, end) = judged(now, w);
+    let (start, end) = judged(counts, [t.topic.as_str()], now, w);
     let base_start = start - b;
     let recent = counts.window(&t.topic, start, end);
     let base = counts.window(&t.topic, base_start, start);
@@ -453,9 +505,10 @@ mod tests {
     #[test]
     fn ratio_counts_events_exactly_at_the_windows_first_and_last_seconds_and_none_outside() {
         let now = 1_000;
-        let (start, end) = judged(at(now), 10);
-        assert_eq!((start, end), (987, 997));
         let mut c = followed(900, 100);
+        // The probe will vouch for every second before 999 (the last one
+        // not yet): the window is the ten seconds before it.
+        let (start, end) = (989, 999);
         // Just outside on both sides: must not count.
         events(&mut c, QUOTES, start - 1, 50);
         events(&mut c, PURCHASES, start - 1, 50);
@@ -468,7 +521,8 @@ mod tests {
         events(&mut c, PURCHASES, end - 1, 2);
         // An event in the last millisecond of the last second counts too.
         c.add(QUOTES, Some(end * 1000 - 1), end * 1000 + 20);
-        confirm_all(&mut c, now);
+        confirm_all(&mut c, now - 2);
+        assert_eq!(judged(&c, [QUOTES, PURCHASES], at(now), 10), (start, end));
         let r = evaluate_conversion(
             subject(SignalKind::ConversionRate),
             &conversion(20, 10),
@@ -520,8 +574,9 @@ mod tests {
             }
         }
         // 0.3 falls below 0.2 once four of the ten seconds judged have no
-        // purchase: four seconds, plus the settling time.
-        assert_eq!(fired_after, Some(4 + SETTLE_SECONDS));
+        // purchase: four seconds, with no wait beyond the watermark (here
+        // each second is vouched for as it ends).
+        assert_eq!(fired_after, Some(4));
     }
 
     #[test]
@@ -592,7 +647,8 @@ mod tests {
             events(&mut c, QUOTES, second, 10);
         }
         confirm_all(&mut c, 1009);
-        let r = evaluate_conversion(subject(SignalKind::ConversionRate), &t, &c, at(1005));
+        // The window 994..1004 starts a second before the topic was followed.
+        let r = evaluate_conversion(subject(SignalKind::ConversionRate), &t, &c, at(1004));
         assert_eq!(r.verdict, Verdict::Unknown);
         assert!(r.summary.contains("not measurable yet"), "{}", r.summary);
         // Followed long enough: zero purchases of 100 quotes fire.
@@ -614,17 +670,99 @@ mod tests {
     }
 
     #[test]
-    fn late_events_land_in_their_own_second_and_future_stamps_in_the_receipt_second() {
+    fn late_events_land_in_their_own_second_unless_it_was_vouched_for_then_in_their_receipts() {
         let mut c = followed(900, 100);
         c.add(QUOTES, Some(950_200), 953_000);
         c.add(QUOTES, Some(990_000), 953_000);
         c.add(QUOTES, None, 954_999);
-        // Older than the topic's following: dropped.
+        // Stamped before the topic was followed: at its receipt; received
+        // before that: dropped.
         c.add(QUOTES, Some(899_999), 953_000);
+        c.add(QUOTES, Some(899_000), 899_500);
         assert_eq!(c.window(QUOTES, 950, 951).events, 1);
-        assert_eq!(c.window(QUOTES, 953, 954).events, 1);
+        assert_eq!(c.window(QUOTES, 953, 954).events, 2);
         assert_eq!(c.window(QUOTES, 954, 955).events, 1);
-        assert_eq!(c.window(QUOTES, 0, 2000).events, 3);
+        // The probe vouches for every second before 956; an event stamped
+        // 951 arrives at 957.2: 951 stays as it was judged.
+        c.confirm(QUOTES, 956_000);
+        c.add(QUOTES, Some(951_500), 957_200);
+        assert_eq!(c.window(QUOTES, 951, 952).events, 0);
+        assert_eq!(c.window(QUOTES, 957, 958).events, 1);
+        assert_eq!(c.window(QUOTES, 0, 2000).events, 5);
+    }
+
+    /// Ten events a second from each of two producers, one of them with a
+    /// clock `skew_ms` behind ours, reaching the consumer `transit_ms` after
+    /// they were sent; probed every second like the Kafka source (a probe
+    /// vouches for the log as it was at the previous probe) and judged
+    /// every second. Returns, for each judged window, its quotes when
+    /// judged, its quotes at the end, and how far its end trailed now.
+    fn judged_under_skew(skew_ms: i64, transit_ms: i64) -> Vec<(u64, u64, i64)> {
+        let t = conversion(1, 10);
+        let mut c = followed(1_000, 200);
+        let mut previous_probe = None;
+        let mut judged = Vec::new();
+        for ms in (1_000_000..1_120_000).step_by(50) {
+            if ms % 100 == 0 {
+                // One event from each producer every 100 ms, received
+                // `transit_ms` later.
+                for stamp in [ms, ms - skew_ms] {
+                    for topic in [QUOTES, PURCHASES] {
+                        c.add(topic, Some(stamp), ms + transit_ms);
+                    }
+                }
+            }
+            if ms % 1000 == 500 {
+                if let Some(p) = previous_probe {
+                    for topic in [QUOTES, PURCHASES] {
+                        c.confirm(topic, p);
+                    }
+                }
+                // The log's end now: events still in transit are not in it.
+                previous_probe = Some(ms - transit_ms);
+                let now = at(ms / 1000);
+                let end = judged_end(&c, [QUOTES, PURCHASES], now);
+                let r = evaluate_conversion(subject(SignalKind::ConversionRate), &t, &c, now);
+                if r.verdict != Verdict::Unknown {
+                    judged.push((end, c.window(QUOTES, end - 10, end).events, ms / 1000 - end));
+                }
+            }
+        }
+        judged
+            .into_iter()
+            .map(|(end, then, lag)| (then, c.window(QUOTES, end - 10, end).events, lag))
+            .collect()
+    }
+
+    #[test]
+    fn a_judged_second_never_changes_whatever_a_producers_clock_says() {
+        for (skew_ms, transit_ms) in [
+            (0, 20),
+            (180, 20),
+            (900, 20),
+            (2_500, 20),
+            (6_000, 20),
+            (0, 700),
+        ] {
+            let windows = judged_under_skew(skew_ms, transit_ms);
+            let case = format!("skew {skew_ms} ms, transit {transit_ms} ms");
+            assert!(windows.len() > 100, "{case}: judged {}", windows.len());
+            for (then, after, _) in &windows {
+                assert_eq!(then, after, "{case}: a judged window changed later");
+            }
+            // A skewed producer's events move by at most its skew: steady
+            // traffic (200 quotes in 10 s) stays within one second's worth
+            // of one producer (10 events) of steady.
+            let (low, high) = windows
+                .iter()
+                .fold((u64::MAX, 0), |(l, h), (n, _, _)| (l.min(*n), h.max(*n)));
+            assert!(
+                (190..=210).contains(&low) && (190..=210).contains(&high),
+                "{case}: windows of {low} to {high} quotes"
+            );
+            let lag = windows.iter().map(|(_, _, l)| *l).max().unwrap_or(i64::MAX);
+            assert!(lag <= 2, "{case}: the window trailed now by {lag} s");
+        }
     }
 
     fn event_rate(min_baseline_events: i64) -> EventRateTrigger {
@@ -643,7 +781,9 @@ mod tests {
         let t = event_rate(50);
         let keep = event_rate_seconds(&t);
         let now = 2_000;
-        let (start, _) = judged(at(now), 30);
+        // Every second before now is vouched for (below): the window is
+        // the 30 s before now.
+        let start = now - 30;
         let mut c = Counts::default();
         c.follow(&BTreeMap::from([(QUOTES.into(), keep)]), now - keep);
         // A baseline of 1 event a second, then a window at 0.2 a second.
@@ -681,7 +821,7 @@ mod tests {
     fn event_rate_is_healthy_at_its_usual_rate_and_unknown_when_the_consumer_missed_the_baseline() {
         let t = event_rate(50);
         let now = 2_000;
-        let (start, _) = judged(at(now), 30);
+        let start = now - 30;
         let mut c = Counts::default();
         c.follow(
             &BTreeMap::from([(QUOTES.into(), event_rate_seconds(&t))]),

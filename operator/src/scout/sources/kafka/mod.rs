@@ -629,11 +629,11 @@ mod tests {
             BTreeMap::from([
                 (
                     "policy_purchased".to_string(),
-                    10 + business::SETTLE_SECONDS + 1
+                    10 + business::MAX_WATERMARK_LAG_SECONDS + 1
                 ),
                 (
                     "quote_requested".to_string(),
-                    330 + business::SETTLE_SECONDS + 1
+                    330 + business::MAX_WATERMARK_LAG_SECONDS + 1
                 ),
             ])
         );

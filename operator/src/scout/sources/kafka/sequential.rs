@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use k8s_openapi::jiff::Timestamp;
 
 use super::Judged;
-use super::business::{Counts, SETTLE_SECONDS};
+use super::business::{Counts, judged_end};
 use crate::crd::SignalKind;
 use crate::scout::detect::{self, Evidence, Sequential, Settings, State};
 use crate::scout::measured::{Reading, Subject, Verdict};
@@ -97,7 +97,11 @@ impl Detectors {
         counts: &Counts,
         now: Timestamp,
     ) -> Reading {
-        let end = now.as_second().saturating_sub(SETTLE_SECONDS);
+        let end = judged_end(
+            counts,
+            [Some(sig.counted), sig.per].into_iter().flatten(),
+            now,
+        );
         let tracked = self
             .by_subject
             .entry(j.subject.clone())
@@ -283,7 +287,11 @@ mod tests {
         }
         let (after, r) = fired.expect("fires");
         // A few seconds of evidence, plus the settling time.
-        assert!(after <= 4 + SETTLE_SECONDS, "{after} s: {}", r.summary);
+        assert!(
+            after <= 4 + super::super::business::MAX_WATERMARK_LAG_SECONDS,
+            "{after} s: {}",
+            r.summary
+        );
         assert!(
             r.summary.starts_with(
                 "sequential detector (90% drop): policy_purchased per quote_requested: a drop; 0 observed against"
@@ -319,14 +327,24 @@ mod tests {
         steady(&mut c, &mut d, &j, 900);
         // The broker is away for ten seconds: nothing is counted, and the
         // probe cannot vouch for those seconds.
+        let mut unknown = 0;
         for s in 900..910 {
             for t in [QUOTES, PURCHASES] {
                 c.mark_incomplete(t, s * 1000 + 500);
             }
             let r = d.judge(&j, &c, at(s + 1)).remove(0);
             assert_ne!(r.verdict, Verdict::Firing, "{}", r.summary);
+            // The watermark passes a missed second at once: the gap is
+            // reported while it lasts.
+            if r.verdict == Verdict::Unknown {
+                assert!(
+                    r.summary.contains("disconnected or lagging"),
+                    "{}",
+                    r.summary
+                );
+                unknown += 1;
+            }
         }
-        let mut unknown = 0;
         for s in 910..960 {
             second(&mut c, s, 20, [3, 5, 4, 4, 2, 6][(s % 6) as usize]);
             let r = d.judge(&j, &c, at(s + 1)).remove(0);
