@@ -16,7 +16,10 @@
 //! `h` comes from the false-alarm rate the policy states: for a CUSUM of
 //! log-likelihood ratios the in-control average run length is at least
 //! `e^h` (Lorden 1971, the Wald bound), so `h = ln(86400 / falseAlarmsPerDay)`
-//! gives at most that many false alarms a day while the model holds. Two
+//! gives at most that many false alarms a day while the model holds. A
+//! detector fed one observation every `step` seconds (a Metric trigger's
+//! evaluations) takes `h = ln(86400 / step / falseAlarmsPerDay)`: its run
+//! length counts observations, not seconds. Two
 //! charts run side by side: one for the policy's drop size and one for a
 //! near stop (90%), which detects a full stop in a few seconds where the
 //! smaller drop's chart would need many more; each gets half the
@@ -47,6 +50,10 @@ pub struct Settings {
     /// No judgement until the baseline holds at least this many events
     /// (decayed), so that it is known to within about `1/√K`.
     pub min_baseline_events: f64,
+    /// The seconds each observation covers: 1 for the business triggers'
+    /// per-second counts, the evaluation interval for a Metric trigger.
+    /// Clamped to 1..=3600.
+    pub step_seconds: f64,
 }
 
 impl Default for Settings {
@@ -56,6 +63,7 @@ impl Default for Settings {
             false_alarms_per_day: 1.0,
             half_life_seconds: 300.0,
             min_baseline_events: 20.0,
+            step_seconds: 1.0,
         }
     }
 }
@@ -74,6 +82,7 @@ impl Settings {
             false_alarms_per_day: finite(self.false_alarms_per_day, 0.01, 1000.0, 1.0),
             half_life_seconds: finite(self.half_life_seconds, 10.0, DAY_SECONDS, 300.0),
             min_baseline_events: finite(self.min_baseline_events, 1.0, 1e9, 20.0),
+            step_seconds: finite(self.step_seconds, 1.0, 3600.0, 1.0),
         }
     }
 }
@@ -82,12 +91,27 @@ impl Settings {
 /// second, so that together they raise at most `false_alarms_per_day`
 /// false alarms a day: `ln(charts × 86400 / rate)`.
 pub fn threshold_for(false_alarms_per_day: f64, charts: usize) -> f64 {
+    threshold_for_steps(false_alarms_per_day, charts, 1.0)
+}
+
+/// The CUSUM threshold, in nats, for a detector that observes once every
+/// `step_seconds`: its in-control run length counts observations, so a day
+/// holds `86400 / step_seconds` of them. Never below a nat, however coarse
+/// the step or loose the rate.
+pub fn threshold_for_steps(false_alarms_per_day: f64, charts: usize, step_seconds: f64) -> f64 {
     let rate = if false_alarms_per_day.is_finite() {
         false_alarms_per_day.clamp(0.01, 1000.0)
     } else {
         1.0
     };
-    (charts.max(1) as f64 * DAY_SECONDS / rate).ln()
+    let step = if step_seconds.is_finite() {
+        step_seconds.clamp(1.0, 3600.0)
+    } else {
+        1.0
+    };
+    (charts.max(1) as f64 * DAY_SECONDS / step / rate)
+        .ln()
+        .max(1.0)
 }
 
 /// What the detector concluded from one second.
@@ -185,7 +209,11 @@ impl Sequential {
         let used = if d < NEAR_STOP { 2 } else { 1 };
         Self {
             settings,
-            threshold: threshold_for(settings.false_alarms_per_day, used),
+            threshold: threshold_for_steps(
+                settings.false_alarms_per_day,
+                used,
+                settings.step_seconds,
+            ),
             decay: 0.5_f64.powf(1.0 / settings.half_life_seconds),
             events: 0.0,
             exposure: 0.0,
@@ -251,10 +279,13 @@ impl Sequential {
         self.pending_seconds = 0.0;
     }
 
-    /// Judges second `second`, in which `observed` events were counted
-    /// against `exposure` (1 for a rate; the denominator's events for a
-    /// ratio). Seconds the consumer did not see whole are not fed at all.
+    /// Judges the step that ends at second `second` (one second, or
+    /// `step_seconds`), in which `observed` events were counted against
+    /// `exposure` (the step's seconds for a rate; the denominator's events
+    /// for a ratio). Steps the consumer did not see whole are not fed at
+    /// all.
     pub fn observe(&mut self, second: i64, observed: u64, exposure: f64) -> Evidence {
+        let step = self.settings.step_seconds;
         let exposure = if exposure.is_finite() {
             exposure.max(0.0)
         } else {
@@ -264,11 +295,11 @@ impl Sequential {
         let baseline = self.baseline().unwrap_or(0.0);
         let expected = baseline * exposure;
         let young = self.warm < self.settings.half_life_seconds;
-        self.warm = (self.warm + 1.0).min(self.settings.half_life_seconds);
+        self.warm = (self.warm + step).min(self.settings.half_life_seconds);
         if young || self.events < self.settings.min_baseline_events || baseline <= 0.0 {
             // Too little to judge: learn everything, remember no evidence.
             self.commit_pending();
-            self.learn(x, exposure, 1.0);
+            self.learn(x, exposure, step);
             for c in &mut self.charts {
                 c.sum = 0.0;
                 c.since = None;
@@ -290,13 +321,13 @@ impl Sequential {
             .any(|c| c.sum >= self.threshold);
         let above = self.charts[..self.used].iter().any(|c| c.sum > 0.0);
         if self.firing {
-            self.firing_for += 1.0;
+            self.firing_for += step;
             if self.firing_for >= RELEARN_HALF_LIVES * self.settings.half_life_seconds {
                 // A drop that lasts this long is the new level: forget the
                 // old baseline and learn again, rather than fire forever
                 // against a level that will not come back.
                 *self = Self::new(self.settings);
-                self.learn(x, exposure, 1.0);
+                self.learn(x, exposure, step);
                 return self.evidence(State::Learning, second, baseline, expected, observed);
             }
             if above {
@@ -321,7 +352,7 @@ impl Sequential {
             let capped = x.min(expected + expected.sqrt() + 1.0);
             self.pending_events += capped;
             self.pending_exposure += exposure;
-            self.pending_seconds += 1.0;
+            self.pending_seconds += step;
             // An excursion that ends without an alarm was noise, and one
             // that lasts a half-life without crossing is not a drop of the
             // stated size (which crosses in a few dozen seconds): learn it.
@@ -606,6 +637,74 @@ mod tests {
         assert!(delay.is_some_and(|d| d <= 5), "{delay:?}");
     }
 
+    /// A detector observing every 30 s, fed `steps` evaluations of Poisson
+    /// traffic at `per_second`; returns the evaluations that raised.
+    fn feed_steps(
+        d: &mut Sequential,
+        rng: &mut Rng,
+        from: i64,
+        steps: i64,
+        per_second: f64,
+    ) -> Vec<i64> {
+        let mut raised = Vec::new();
+        for i in from..from + steps {
+            let was = d.firing();
+            let e = d.observe(i * 30, rng.poisson(per_second * 30.0), 30.0);
+            if e.state == State::Firing && !was {
+                raised.push(i);
+            }
+        }
+        raised
+    }
+
+    fn stepped() -> Sequential {
+        rate(Settings {
+            step_seconds: 30.0,
+            ..Settings::default()
+        })
+    }
+
+    #[test]
+    fn a_detector_stepping_every_thirty_seconds_counts_its_run_length_in_steps() {
+        let d = stepped();
+        // Two charts, one false alarm a day: 2 × 2880 evaluations a day.
+        assert!((d.threshold() - (2.0 * 2880.0f64).ln()).abs() < 1e-9);
+        assert!(d.threshold() < Sequential::new(Settings::default()).threshold());
+        // However coarse the step or loose the rate, the threshold stays a nat.
+        assert_eq!(threshold_for_steps(1000.0, 1, 3600.0), 1.0);
+    }
+
+    #[test]
+    fn a_stepped_detector_sees_a_stop_or_a_halving_at_its_next_evaluation() {
+        for (level, drop) in [(0.0, "a stop"), (2.0, "a halving")] {
+            for seed in 0..20 {
+                let mut rng = Rng::new(seed);
+                let mut d = stepped();
+                // An hour of 4 a second, learned.
+                let warm = feed_steps(&mut d, &mut rng, 0, 120, 4.0);
+                assert!(warm.is_empty(), "seed {seed}: {warm:?}");
+                let raised = feed_steps(&mut d, &mut rng, 120, 4, level);
+                assert!(
+                    raised.first().is_some_and(|&i| i <= 121),
+                    "seed {seed}: {drop} raised at {raised:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stepped_detector_keeps_its_stated_false_alarm_rate() {
+        let mut rng = Rng::new(5);
+        let mut d = stepped();
+        let days = 30;
+        let raised = feed_steps(&mut d, &mut rng, 0, days * 2880, 4.0);
+        assert!(
+            raised.len() as i64 <= days,
+            "{} false alarms in {days} days: {raised:?}",
+            raised.len()
+        );
+    }
+
     #[test]
     fn the_threshold_follows_the_stated_rate() {
         assert!((threshold_for(1.0, 1) - 86_400f64.ln()).abs() < 1e-12);
@@ -616,10 +715,12 @@ mod tests {
             min_drop_fraction: 2.0,
             half_life_seconds: -1.0,
             min_baseline_events: f64::INFINITY,
+            step_seconds: 0.0,
         });
         assert_eq!(d.settings().false_alarms_per_day, 1000.0);
         assert_eq!(d.settings().min_drop_fraction, 0.95);
         assert_eq!(d.settings().half_life_seconds, 10.0);
         assert_eq!(d.settings().min_baseline_events, 20.0);
+        assert_eq!(d.settings().step_seconds, 1.0);
     }
 }

@@ -5,7 +5,8 @@
 //! Deployment, and a policy's Metric trigger on that gauge opens an
 //! Incident, restarts the Deployment, and resolves when the gauge goes
 //! back. The same gauge, labelled with another namespace, stays high all
-//! along and never counts.
+//! along and never counts. A counter of orders, judged by the sequential
+//! detector, opens an Incident seconds after it stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,6 +244,175 @@ async fn a_gauge_above_its_threshold_opens_an_incident_restarts_the_deployment_a
         Some(Phase::Resolved),
         "resolved while the other namespace's series stays at 500"
     );
+    drop(operator);
+    ns.cleanup().await?;
+    Ok(())
+}
+
+/// A counter the test drives at a rate it sets, served as Prometheus's text
+/// format: a business event count such as orders.
+#[derive(Clone)]
+struct Counter {
+    name: String,
+    count: Arc<AtomicU64>,
+    per_tick: Arc<AtomicU64>,
+}
+
+impl Counter {
+    /// Starts counting `per_second` events a second (in tenths of a second).
+    fn start(name: &str, per_second: u64) -> Self {
+        let c = Self {
+            name: name.into(),
+            count: Arc::new(AtomicU64::new(0)),
+            per_tick: Arc::new(AtomicU64::new(per_second / 10)),
+        };
+        let (count, per_tick) = (c.count.clone(), c.per_tick.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                count.fetch_add(per_tick.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+        });
+        c
+    }
+
+    fn stop(&self) {
+        self.per_tick.store(0, Ordering::SeqCst);
+    }
+
+    async fn serve(&self) -> String {
+        let counter = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let c = counter.clone();
+                async move {
+                    let v = c.count.load(Ordering::SeqCst);
+                    format!("# TYPE {0} counter\n{0} {v}\n", c.name)
+                }
+            }),
+        );
+        serve_on_loopback(app).await.to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_metric_trigger_opens_an_incident_seconds_after_an_event_rate_stops()
+-> Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-metric-seq").await?;
+    let ns_name = ns.name.clone();
+    let run = unique().replace('-', "_");
+    let metric = format!("sre_space_e2e_orders_total_{run}");
+
+    Api::<Deployment>::namespaced(client.clone(), &ns_name)
+        .create(&PostParams::default(), &deployment("orders", 1, "64Mi"))
+        .await?;
+    wait_ready(&client, &ns_name, "orders", 1, LONG).await?;
+
+    // 40 orders a second.
+    let orders = Counter::start(&metric, 40);
+    let addr = orders.serve().await;
+    let _targets = ScrapeTargets::register(
+        &format!("e2e-metric-seq-{run}"),
+        &[(&addr, &ns_name, "orders")],
+    )?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let query = format!("sum by (namespace, deployment) (rate({metric}[5s]))");
+    wait_until(LONG, "Prometheus has the order rate", || async {
+        Ok(value_of(&http, &query).await?.is_some_and(|v| v > 20.0))
+    })
+    .await?;
+
+    let trigger = |comparison: &str| {
+        serde_json::json!([{
+            "type": "Metric",
+            "metric": {
+                "query": query,
+                "comparison": comparison,
+                // A floor that could not fire within this test.
+                "threshold": 0.5,
+                "forSeconds": 900,
+                "intervalSeconds": 5,
+                "workloadLabel": "deployment",
+                "detector": { "type": "Sequential", "falseAlarmsPerDay": 1, "halfLifeSeconds": 20 },
+            }
+        }])
+    };
+    // The detector watches for drops: a rise is refused by the API server,
+    // with the field to fix.
+    let refused = create_policy(&client, &ns_name, |p| {
+        p["metadata"]["name"] = "rises".into();
+        p["spec"]["triggers"] = trigger("GreaterThan");
+    })
+    .await;
+    let said = format!("{:#}", refused.err().context("a rise is refused")?);
+    assert!(
+        said.contains("the Sequential detector watches for drops"),
+        "{said}"
+    );
+
+    create_policy(&client, &ns_name, |p| {
+        p["metadata"]["name"] = "orders".into();
+        p["spec"]["mode"] = "DryRun".into();
+        p["spec"]["triggers"] = trigger("LessThan");
+    })
+    .await?;
+    let operator =
+        Operator::start(&ns_name, &[("SRE_SPACE_PROMETHEUS_URL", &prometheus())]).await?;
+
+    // A minute of steady orders: learned, and nothing opened.
+    let name = incident_of("orders", SignalKind::Metric);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns_name);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        incidents.get_opt(&name).await?.is_none(),
+        "steady traffic opened an incident; operator log:\n{}",
+        operator.output()
+    );
+
+    // Orders stop: the detector fires within a few evaluations, long before
+    // the floor's 900 s.
+    let stopped = std::time::Instant::now();
+    orders.stop();
+    wait_until(
+        Duration::from_secs(60),
+        "an incident for the stopped orders",
+        || async { Ok(incidents.get_opt(&name).await?.is_some()) },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.output()))?;
+    let after = stopped.elapsed();
+    let opened = wait_incident(
+        &client,
+        &ns_name,
+        &name,
+        LONG,
+        "the incident's signal",
+        |i: &Incident| i.status.as_ref().is_some_and(|s| s.last_signal.is_some()),
+    )
+    .await?;
+    println!(
+        "orders stopped → incident: {:.1} s (5 s rate range, 5 s evaluations)",
+        after.as_secs_f64()
+    );
+    assert!(after < Duration::from_secs(30), "{after:?}");
+    let signal = opened
+        .status
+        .and_then(|s| s.last_signal)
+        .context("the signal")?;
+    for cited in ["sequential detector (50% drop)", ": a drop;", &metric] {
+        assert!(
+            signal.message.contains(cited),
+            "{cited} in {}",
+            signal.message
+        );
+    }
     drop(operator);
     ns.cleanup().await?;
     Ok(())

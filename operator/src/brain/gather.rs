@@ -872,6 +872,7 @@ mod tests {
                 namespace_label: "namespace".into(),
                 workload_label: workload.is_none().then(|| "deployment".into()),
                 category,
+                detector: None,
             });
             t
         };

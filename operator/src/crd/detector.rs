@@ -1,6 +1,7 @@
 //! How a business trigger (ConversionRate, EventRateDrop) judges its
-//! per-second counts: the fixed window, or the sequential change detector
-//! of `sre-space-detect` (docs/detection.md).
+//! per-second counts, and a Metric trigger its rate: the fixed window (or
+//! threshold), or the sequential change detector of `sre-space-detect`
+//! (docs/detection.md).
 
 use kube::KubeSchema;
 use schemars::JsonSchema;

@@ -531,6 +531,7 @@ pub struct AlertTrigger {
 /// may read any namespace's series, but an incident opens only here.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.detector) || self.detector.type != 'Sequential' || self.comparison == 'LessThan' || self.comparison == 'LessOrEqual'").message("the Sequential detector watches for drops: set comparison to LessThan or LessOrEqual"))]
 pub struct MetricTrigger {
     /// An instant PromQL query, e.g.
     /// `sum by (namespace, deployment) (rate(http_errors_total[1m]))`. Its
@@ -570,6 +571,17 @@ pub struct MetricTrigger {
     /// steps without `onCategories` run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<Category>,
+    /// How the series are judged. Without it (or with `FixedWindow`), by
+    /// `threshold` and `forSeconds` alone. With `Sequential`, each value is
+    /// also read as a per-second event rate (write the query as
+    /// `sum by (...) (rate(counter[I]))` with `I` the interval, so that
+    /// evaluations do not overlap) and a series fires as soon as the
+    /// evidence of a drop of `minDropFraction` from its learned baseline
+    /// crosses the threshold that `falseAlarmsPerDay` sets; `threshold`
+    /// stays as a floor. Drops only: the comparison must be LessThan or
+    /// LessOrEqual (docs/detection.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<super::Detector>,
 }
 
 impl AlertTrigger {

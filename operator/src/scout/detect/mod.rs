@@ -1,5 +1,5 @@
-//! The sequential change detector for business triggers, as a policy
-//! configures it. The statistics live in the `sre-space-detect` crate
+//! The sequential change detector for business triggers and Metric
+//! triggers, as a policy configures it. The statistics live in the `sre-space-detect` crate
 //! (pure, no I/O, no clock); this module turns a trigger's `detector`
 //! into the detector's settings, and one second's evidence into the words
 //! a reading's summary carries.
@@ -9,11 +9,13 @@
 //! when [`sequential`] says the trigger selects it, feed it each confirmed
 //! second (`observe(second, purchases, quotes as f64)` for a ratio,
 //! `observe(second, events, 1.0)` for a rate), and summarise with
-//! [`summary`].
+//! [`summary`]. The Metric source keeps one per (trigger, workload), built
+//! with [`metric_settings`], and feeds it each evaluation as one step of
+//! the trigger's interval.
 
 pub use sre_space_detect::{Evidence, Sequential, Settings, State};
 
-use crate::crd::{ConversionTrigger, Detector, DetectorType, EventRateTrigger};
+use crate::crd::{ConversionTrigger, Detector, DetectorType, EventRateTrigger, MetricTrigger};
 
 /// The detector a trigger selects, when it selects the sequential one.
 pub fn sequential(detector: Option<&Detector>) -> Option<&Detector> {
@@ -28,6 +30,22 @@ fn settings(d: &Detector, min_drop_fraction: f64, min_baseline_events: i64) -> S
             .half_life_seconds
             .clamp(10, crate::limits::MAX_BASELINE_SECONDS) as f64,
         min_baseline_events: min_baseline_events.max(1) as f64,
+        step_seconds: 1.0,
+    }
+}
+
+/// The events a Metric trigger's baseline must hold before it is judged.
+pub const METRIC_MIN_BASELINE_EVENTS: i64 = 20;
+
+/// A Metric trigger's detector settings: each evaluation is one step of
+/// `intervalSeconds`, its value a per-second rate; a drop of half unless
+/// the policy says otherwise.
+pub fn metric_settings(t: &MetricTrigger, d: &Detector) -> Settings {
+    Settings {
+        step_seconds: t
+            .interval_seconds
+            .clamp(5, crate::limits::MAX_WINDOW_SECONDS) as f64,
+        ..settings(d, 0.5, METRIC_MIN_BASELINE_EVENTS)
     }
 }
 

@@ -5,7 +5,9 @@
 //! Deployment the policy covers. A series across the threshold for the
 //! trigger's `forSeconds` fires; Prometheus away, a refused query or a NaN
 //! is Unknown, which neither opens nor clears an incident, and the policy
-//! says so in its `MetricsAvailable` condition.
+//! says so in its `MetricsAvailable` condition. A trigger that selects the
+//! Sequential detector also reads each value as a per-second rate and fires
+//! on the detector's evidence of a drop; its threshold stays as a floor.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -25,6 +27,7 @@ use crate::crd::{
 use crate::limits::MAX_METRIC_SERIES;
 use crate::prometheus::{MetricError, MetricStore, Sample};
 use crate::scout::Context;
+use crate::scout::detect::{self, Evidence, Sequential, State};
 use crate::scout::measured::{Reading, Subject, Verdict};
 
 /// How often the loop looks for triggers that are due.
@@ -224,6 +227,9 @@ impl Availability {
 pub struct Tracker {
     across_since: HashMap<(TriggerKey, String), Timestamp>,
     latest: BTreeMap<(TriggerKey, String), Judged>,
+    /// The sequential detectors of the triggers that select one, with the
+    /// settings they were built with (a policy edit builds them afresh).
+    detectors: HashMap<(TriggerKey, String), (detect::Settings, Sequential)>,
 }
 
 impl Tracker {
@@ -231,6 +237,35 @@ impl Tracker {
     pub fn retain(&mut self, mut keep: impl FnMut(&TriggerKey) -> bool) {
         self.across_since.retain(|(k, _), _| keep(k));
         self.latest.retain(|(k, _), _| keep(k));
+        self.detectors.retain(|(k, _), _| keep(k));
+    }
+
+    /// Feeds one evaluation's value to the slot's sequential detector, when
+    /// the trigger selects one: the value is a per-second rate over the
+    /// trigger's interval, so one step holds `value × interval` events.
+    fn sequential(
+        &mut self,
+        w: &Watched,
+        slot: &(TriggerKey, String),
+        value: f64,
+        now: Timestamp,
+    ) -> Option<Evidence> {
+        let d = detect::sequential(w.settings.detector.as_ref())?;
+        let settings = detect::metric_settings(&w.settings, d);
+        let entry = self
+            .detectors
+            .entry(slot.clone())
+            .or_insert_with(|| (settings, Sequential::new(settings)));
+        if entry.0 != settings {
+            *entry = (settings, Sequential::new(settings));
+        }
+        let step = settings.step_seconds;
+        // A negative or non-finite rate is no count: not fed.
+        if !value.is_finite() || value < 0.0 {
+            return None;
+        }
+        let events = (value * step).round().min(u64::MAX as f64) as u64;
+        Some(entry.1.observe(now.as_second(), events, step))
     }
 
     /// Judges one evaluation of a trigger: `found` is the sorted result, or
@@ -259,6 +294,14 @@ impl Tracker {
         for name in &workloads {
             let target = format!("Deployment/{name}");
             let slot = (w.key.clone(), name.clone());
+            let observed = match &found {
+                Ok(sorted) => match sorted.workloads.get(name) {
+                    Some(Observed::Across(v)) | Some(Observed::Within(Some(v))) => Some(*v),
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            let evidence = observed.and_then(|v| self.sequential(w, &slot, v, now));
             let (verdict, summary, value) = match &found {
                 Err(why) => (
                     Verdict::Unknown,
@@ -313,6 +356,22 @@ impl Tracker {
                         (Verdict::Healthy, format!("{target}: {said}; {query}"), v)
                     }
                 },
+            };
+            // The detector adds its alarm; the threshold's verdict stands
+            // as a floor.
+            let (verdict, summary) = match evidence {
+                Some(e) if verdict != Verdict::Firing && e.state == State::Firing => (
+                    Verdict::Firing,
+                    format!(
+                        "{target}: {}; {query}{graph}",
+                        detect::summary("the rate", &e)
+                    ),
+                ),
+                Some(e) => (
+                    verdict,
+                    format!("{summary}; {}", detect::summary("the rate", &e)),
+                ),
+                _ => (verdict, summary),
             };
             self.latest.insert(
                 slot,

@@ -15,6 +15,7 @@ fn settings(for_seconds: i64) -> MetricTrigger {
         namespace_label: "namespace".into(),
         workload_label: Some("deployment".into()),
         category: None,
+        detector: None,
     }
 }
 
@@ -330,5 +331,147 @@ fn evaluations_are_spread_over_a_tenth_of_the_interval() {
     assert!(
         next_delay(&old, 1) >= Duration::from_secs(5),
         "an older CRD's 0"
+    );
+}
+
+/// An order-rate trigger: a floor of 0.05 a second held for five minutes,
+/// with or without the sequential detector.
+fn order_rate(detector: Option<crate::crd::Detector>) -> MetricTrigger {
+    MetricTrigger {
+        query: "sum by (namespace, deployment) (rate(orders_total[30s]))".into(),
+        comparison: Comparison::LessThan,
+        threshold: 0.05,
+        for_seconds: 300,
+        detector,
+        ..settings(0)
+    }
+}
+
+fn sequential() -> crate::crd::Detector {
+    crate::crd::Detector {
+        kind: crate::crd::DetectorType::Sequential,
+        ..crate::crd::Detector::default()
+    }
+}
+
+/// Evaluates `w` every 30 s from step `from` for `steps` steps at `rate`
+/// orders a second; returns the verdicts.
+async fn orders(
+    p: &FakePrometheus,
+    tracker: &mut Tracker,
+    board: &Board,
+    w: &Watched,
+    from: i64,
+    steps: i64,
+    rate: f64,
+) -> Vec<Reading> {
+    p.answer(&w.settings.query, [web(rate)]);
+    let mut out = Vec::new();
+    for i in from..from + steps {
+        let (mut readings, _) = round(p, tracker, board, w, i * 30).await;
+        out.append(&mut readings);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_sequential_metric_trigger_fires_on_a_halved_rate_at_its_next_evaluation() {
+    let (p, board, mut tracker) = (
+        FakePrometheus::default(),
+        Board::default(),
+        Tracker::default(),
+    );
+    let w = watched(order_rate(Some(sequential())), None);
+    // An hour at 4 orders a second: learned, never firing.
+    let learned = orders(&p, &mut tracker, &board, &w, 0, 120, 4.0).await;
+    assert!(learned.iter().all(|r| r.verdict == Verdict::Healthy));
+    let last = learned.last().expect("judged");
+    assert!(
+        last.summary
+            .contains("sequential detector (50% drop): the rate: no drop"),
+        "{}",
+        last.summary
+    );
+    // Halved: far above the floor, yet a drop, at the next evaluation.
+    let readings = orders(&p, &mut tracker, &board, &w, 120, 1, 2.0).await;
+    assert_eq!(
+        readings[0].verdict,
+        Verdict::Firing,
+        "{}",
+        readings[0].summary
+    );
+    let signal = board
+        .firing("shop", "web", SignalKind::Metric)
+        .expect("the drop fires");
+    for cited in ["Deployment/web", ": a drop; 60 observed", "orders_total"] {
+        assert!(
+            signal.message.contains(cited),
+            "{cited} in {}",
+            signal.message
+        );
+    }
+    // Back to 4 a second: the alarm clears within a few evaluations.
+    let back = orders(&p, &mut tracker, &board, &w, 121, 4, 4.0).await;
+    assert_eq!(
+        back.last().map(|r| r.verdict),
+        Some(Verdict::Healthy),
+        "{back:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_detector_a_halved_rate_above_the_floor_is_healthy() {
+    let (p, board, mut tracker) = (
+        FakePrometheus::default(),
+        Board::default(),
+        Tracker::default(),
+    );
+    let w = watched(order_rate(None), None);
+    orders(&p, &mut tracker, &board, &w, 0, 120, 4.0).await;
+    let readings = orders(&p, &mut tracker, &board, &w, 120, 10, 2.0).await;
+    assert!(readings.iter().all(|r| r.verdict == Verdict::Healthy));
+    // The floor still fires, after its forSeconds, with or without it.
+    let readings = orders(&p, &mut tracker, &board, &w, 130, 11, 0.0).await;
+    assert_eq!(readings.last().map(|r| r.verdict), Some(Verdict::Firing));
+}
+
+#[tokio::test]
+async fn a_sequential_metric_trigger_learns_before_it_judges_and_relearns_when_edited() {
+    let (p, board, mut tracker) = (
+        FakePrometheus::default(),
+        Board::default(),
+        Tracker::default(),
+    );
+    let w = watched(order_rate(Some(sequential())), None);
+    // A stop before the baseline is learned is not judged by the detector
+    // (the floor alone would need five minutes).
+    orders(&p, &mut tracker, &board, &w, 0, 2, 4.0).await;
+    let readings = orders(&p, &mut tracker, &board, &w, 2, 1, 0.0).await;
+    assert_ne!(
+        readings[0].verdict,
+        Verdict::Firing,
+        "{}",
+        readings[0].summary
+    );
+    assert!(
+        readings[0].summary.contains("not judged yet"),
+        "{}",
+        readings[0].summary
+    );
+    // Learned, then the policy asks for fewer false alarms: a new detector,
+    // learning again.
+    orders(&p, &mut tracker, &board, &w, 3, 120, 4.0).await;
+    let stricter = watched(
+        order_rate(Some(crate::crd::Detector {
+            false_alarms_per_day: 0.1,
+            ..sequential()
+        })),
+        None,
+    );
+    let readings = orders(&p, &mut tracker, &board, &stricter, 123, 1, 4.0).await;
+    assert!(
+        readings[0].summary.contains("not judged yet"),
+        "{}",
+        readings[0].summary
     );
 }
