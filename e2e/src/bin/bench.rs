@@ -10,11 +10,17 @@
 //! - resident memory after the initial sync, beside a plain reflector that
 //!   stores full Pods;
 //! - no-op reconcile throughput: the Scout's first pass over every pod;
-//! - start-up to ready.
+//! - start-up to ready;
+//! - fault to the first mitigating API call on the rules path: an OOM kill
+//!   under an Automatic policy → the Deployment's memory limit raised (its
+//!   spec written, generation 2), beside the bare watcher seeing the same
+//!   fault.
 //!
 //! Scale: `BENCH_NODES` kwok nodes (default 1000), `BENCH_PODS` pods
-//! (default 10000, in Deployments of 100) and `BENCH_FAULTS` OOM kills, one
-//! per Deployment, 250 ms apart (default 100).
+//! (default 10000, in Deployments of 50) and `BENCH_FAULTS` OOM kills, one
+//! per Deployment, 250 ms apart (default 100), on the half of the
+//! Deployments a DryRun policy watches; as many again on the other half,
+//! which an Automatic policy remedies.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -111,6 +117,9 @@ async fn start_operator(namespace: &str, port: u16) -> Result<(std::process::Chi
     Ok((operator, launched.elapsed()))
 }
 
+/// The pod label that puts a Deployment in the watched or the remedied half.
+const GROUP: &str = "sre.space/bench-group";
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -137,21 +146,34 @@ async fn main() -> Result<()> {
         }))?;
         let _ = node_api.create(&PostParams::default(), &node).await;
     }
+    // Two halves: one watched in DryRun (detection), one remedied
+    // (mitigation), so that the actions' rollouts never slow the detection
+    // measured on the other half.
     create_policy(&client, &ns.name, |v| {
+        v["metadata"]["name"] = "bench-watch".into();
+        v["spec"]["selector"] = serde_json::json!({ "matchLabels": { GROUP: "watch" } });
         v["spec"]["mode"] = "DryRun".into();
         v["spec"]["triggers"] = serde_json::json!([{ "type": "OOMKilled" }]);
     })
     .await?;
-    let per = 100usize;
+    create_policy(&client, &ns.name, |v| {
+        v["metadata"]["name"] = "bench-act".into();
+        v["spec"]["selector"] = serde_json::json!({ "matchLabels": { GROUP: "act" } });
+        v["spec"]["triggers"] = serde_json::json!([{ "type": "OOMKilled" }]);
+        v["spec"]["guardrails"]["maxActionsPerHour"] = 1000.into();
+    })
+    .await?;
+    let per = 50usize;
+    let count = pods_wanted.div_ceil(per);
+    let halves = count / 2;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    for d in 0..pods_wanted.div_ceil(per) {
+    for d in 0..count {
         let replicas = per.min(pods_wanted - d * per) as i32;
-        deployments
-            .create(
-                &PostParams::default(),
-                &deployment(&format!("b-{d}"), replicas, "64Mi"),
-            )
-            .await?;
+        let group = if d < halves { "watch" } else { "act" };
+        let mut object = serde_json::to_value(deployment(&format!("b-{d}"), replicas, "64Mi"))?;
+        object["spec"]["template"]["metadata"]["labels"][GROUP] = group.into();
+        let object: Deployment = serde_json::from_value(object)?;
+        deployments.create(&PostParams::default(), &object).await?;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let started = Instant::now();
@@ -292,21 +314,46 @@ async fn main() -> Result<()> {
             async {}
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut injected = BTreeMap::new();
-    for f in 0..faults.min(pods_wanted.div_ceil(per)) {
-        let name = format!("b-{f}");
-        let target = Target {
-            client: client.clone(),
-            namespace: ns.name.clone(),
-            deployment: name.clone(),
-            dry_run: false,
-        };
-        injected.insert(name, Instant::now());
-        target.oom().await?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // The first write to each Deployment's spec (generation 2): for the
+    // remedied half, the operator's raised memory limit.
+    let seen_mitigated: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    {
+        let seen = seen_mitigated.clone();
+        let stream = watcher(deployments.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(stream.for_each(move |d| {
+            if let Ok(d) = d
+                && d.metadata.generation.unwrap_or(1) > 1
+                && let Ok(mut s) = seen.lock()
+            {
+                s.entry(d.name_any()).or_insert_with(Instant::now);
+            }
+            async {}
+        }));
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let inject = |range: std::ops::Range<usize>| {
+        let (client, namespace) = (client.clone(), ns.name.clone());
+        async move {
+            let mut injected = BTreeMap::new();
+            for f in range {
+                let name = format!("b-{f}");
+                let target = Target {
+                    client: client.clone(),
+                    namespace: namespace.clone(),
+                    deployment: name.clone(),
+                    dry_run: false,
+                };
+                injected.insert(name, Instant::now());
+                target.oom().await?;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            anyhow::Ok(injected)
+        }
+    };
+    let injected = inject(0..faults.min(halves)).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let remedied = inject(halves..halves + faults.min(count - halves)).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let (mut bare_lat, mut op_lat, mut write_lat) = (vec![], vec![], vec![]);
     let snapshot =
         |m: &Arc<Mutex<BTreeMap<String, Instant>>>| m.lock().map(|s| s.clone()).unwrap_or_default();
@@ -323,6 +370,15 @@ async fn main() -> Result<()> {
         }
     }
     let measured = op_lat.len();
+    let (mut act_bare, mut act_lat) = (vec![], vec![]);
+    let (sb, sm) = (snapshot(&seen_bare), snapshot(&seen_mitigated));
+    for (name, t0) in &remedied {
+        if let (Some(b), Some(m)) = (sb.get(name), sm.get(name)) {
+            act_bare.push(b.duration_since(*t0));
+            act_lat.push(m.duration_since(*t0));
+        }
+    }
+    let (acted, missed) = (act_lat.len(), remedied.len() - act_lat.len());
     let _ = operator.kill();
     let _ = bare.kill();
 
@@ -368,6 +424,24 @@ async fn main() -> Result<()> {
         ms(o99),
         ms(w99),
         signed(o99, w99)
+    );
+    let (ab50, ab99, a50, a99) = (
+        pct(&mut act_bare, 0.5),
+        pct(&mut act_bare, 0.99),
+        pct(&mut act_lat, 0.5),
+        pct(&mut act_lat, 0.99),
+    );
+    println!(
+        "| fault → first mitigating API call p50 ({acted} faults, {missed} not acted on in 10 s) | {} | bare watcher sees the fault {} | {} | ≤ 1 s |",
+        ms(a50),
+        ms(ab50),
+        signed(a50, ab50)
+    );
+    println!(
+        "| fault → first mitigating API call p99 | {} | bare watcher sees the fault {} | {} | |",
+        ms(a99),
+        ms(ab99),
+        signed(a99, ab99)
     );
     println!(
         "| resident memory after sync | {} MiB | full-Pod reflector {} MiB | {:.2}× | ≤ 0.6× |",
