@@ -19,8 +19,11 @@
 //! Scale: `BENCH_NODES` kwok nodes (default 1000), `BENCH_PODS` pods
 //! (default 10000, in Deployments of 50) and `BENCH_FAULTS` OOM kills, one
 //! per Deployment, 250 ms apart (default 100), on the half of the
-//! Deployments a DryRun policy watches; as many again on the other half,
-//! which an Automatic policy remedies.
+//! Deployments a DryRun policy watches; then `BENCH_ACTIONS` (default 20,
+//! the operator's circuit breaker: 20 actions in 10 minutes) on the other
+//! half, which an Automatic policy remedies with its default guardrails
+//! but for `maxActionsPerHour`, `BENCH_ACTION_GAP_MS` apart (default 250:
+//! each raise starts a rollout, so later faults meet a busier API server).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -123,10 +126,11 @@ const GROUP: &str = "sre.space/bench-group";
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (nodes, pods_wanted, faults) = (
+    let (nodes, pods_wanted, faults, actions) = (
         env("BENCH_NODES", 1000),
         env("BENCH_PODS", 10000),
         env("BENCH_FAULTS", 100),
+        env("BENCH_ACTIONS", 20),
     );
     let client = sre_space_e2e::client().await?;
     install_crds(&client).await?;
@@ -331,7 +335,7 @@ async fn main() -> Result<()> {
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let inject = |range: std::ops::Range<usize>| {
+    let inject = |range: std::ops::Range<usize>, gap: Duration| {
         let (client, namespace) = (client.clone(), ns.name.clone());
         async move {
             let mut injected = BTreeMap::new();
@@ -345,14 +349,15 @@ async fn main() -> Result<()> {
                 };
                 injected.insert(name, Instant::now());
                 target.oom().await?;
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(gap).await;
             }
             anyhow::Ok(injected)
         }
     };
-    let injected = inject(0..faults.min(halves)).await?;
+    let injected = inject(0..faults.min(halves), Duration::from_millis(250)).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let remedied = inject(halves..halves + faults.min(count - halves)).await?;
+    let gap = Duration::from_millis(env("BENCH_ACTION_GAP_MS", 250) as u64);
+    let remedied = inject(halves..halves + actions.min(count - halves), gap).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (mut bare_lat, mut op_lat, mut write_lat) = (vec![], vec![], vec![]);
     let snapshot =
@@ -432,7 +437,8 @@ async fn main() -> Result<()> {
         pct(&mut act_lat, 0.99),
     );
     println!(
-        "| fault → first mitigating API call p50 ({acted} faults, {missed} not acted on in 10 s) | {} | bare watcher sees the fault {} | {} | ≤ 1 s |",
+        "| fault → first mitigating API call p50 ({acted} faults {} ms apart, {missed} not acted on in 10 s) | {} | bare watcher sees the fault {} | {} | ≤ 1 s |",
+        gap.as_millis(),
         ms(a50),
         ms(ab50),
         signed(a50, ab50)
