@@ -17,7 +17,9 @@ pub mod sequential;
 pub mod traffic;
 
 pub use fixed::{FixedConversion, FixedEventRate};
-pub use sequential::{Evidence, Sequential, Settings, State, threshold_for, threshold_for_steps};
+pub use sequential::{
+    Evidence, Measure, Sequential, Settings, State, threshold_for, threshold_for_steps,
+};
 
 /// Seconds in a day: the unit of the false-alarm rate a policy states.
 pub const DAY_SECONDS: f64 = 86_400.0;

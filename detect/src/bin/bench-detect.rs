@@ -21,12 +21,12 @@ fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     }
 }
 
-fn sequential(drop: f64, false_alarms_per_day: f64) -> Sequential {
-    Sequential::new(Settings {
+fn settings(drop: f64, false_alarms_per_day: f64) -> Settings {
+    Settings {
         min_drop_fraction: drop,
         false_alarms_per_day,
         ..Settings::default()
-    })
+    }
 }
 
 fn main() -> Result<(), String> {
@@ -45,15 +45,15 @@ fn main() -> Result<(), String> {
         ),
         Contender::new(
             "ConversionRate Sequential (minDropFraction 0.5, falseAlarmsPerDay 1)",
-            Box::new(Ratio(sequential(0.5, 1.0))),
+            Box::new(Ratio::new(settings(0.5, 1.0))),
         ),
         Contender::new(
             "ConversionRate Sequential (minDropFraction 0.25, falseAlarmsPerDay 1)",
-            Box::new(Ratio(sequential(0.25, 1.0))),
+            Box::new(Ratio::new(settings(0.25, 1.0))),
         ),
         Contender::new(
             "ConversionRate Sequential (minDropFraction 0.5, falseAlarmsPerDay 10)",
-            Box::new(Ratio(sequential(0.5, 10.0))),
+            Box::new(Ratio::new(settings(0.5, 10.0))),
         ),
         Contender::new(
             "EventRateDrop FixedWindow (10 s vs 300 s, minFraction 0.5)",
@@ -61,7 +61,7 @@ fn main() -> Result<(), String> {
         ),
         Contender::new(
             "EventRateDrop Sequential (minDropFraction 0.5, falseAlarmsPerDay 1)",
-            Box::new(sequential(0.5, 1.0)),
+            Box::new(Sequential::new(settings(0.5, 1.0))),
         ),
     ];
     let started = Instant::now();

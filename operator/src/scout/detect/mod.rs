@@ -13,7 +13,7 @@
 //! with [`metric_settings`], and feeds it each evaluation as one step of
 //! the trigger's interval.
 
-pub use sre_space_detect::{Evidence, Sequential, Settings, State};
+pub use sre_space_detect::{Evidence, Measure, Sequential, Settings, State};
 
 use crate::crd::{ConversionTrigger, Detector, DetectorType, EventRateTrigger, MetricTrigger};
 
@@ -24,6 +24,7 @@ pub fn sequential(detector: Option<&Detector>) -> Option<&Detector> {
 
 fn settings(d: &Detector, min_drop_fraction: f64, min_baseline_events: i64) -> Settings {
     Settings {
+        measure: Measure::Rate,
         min_drop_fraction: d.min_drop_fraction.unwrap_or(min_drop_fraction),
         false_alarms_per_day: d.false_alarms_per_day,
         half_life_seconds: d
@@ -49,11 +50,15 @@ pub fn metric_settings(t: &MetricTrigger, d: &Detector) -> Settings {
     }
 }
 
-/// A ConversionRate trigger's detector settings: a drop of half the
-/// conversion unless the policy says otherwise, and no judgement until the
-/// baseline holds `minEvents` completions.
+/// A ConversionRate trigger's detector settings: completions per start
+/// (binomial given the starts), a drop of half the conversion unless the
+/// policy says otherwise, and no judgement until the baseline holds
+/// `minEvents` completions.
 pub fn conversion_settings(t: &ConversionTrigger, d: &Detector) -> Settings {
-    settings(d, 0.5, t.min_events)
+    Settings {
+        measure: Measure::Ratio,
+        ..settings(d, 0.5, t.min_events)
+    }
 }
 
 /// An EventRateDrop trigger's detector settings: the drop that takes the
