@@ -52,6 +52,10 @@ fn main() -> Result<(), String> {
             Box::new(Ratio::new(settings(0.25, 1.0))),
         ),
         Contender::new(
+            "ConversionRate Sequential (minDropFraction 0.5, falseAlarmsPerDay 5)",
+            Box::new(Ratio::new(settings(0.5, 5.0))),
+        ),
+        Contender::new(
             "ConversionRate Sequential (minDropFraction 0.5, falseAlarmsPerDay 10)",
             Box::new(Ratio::new(settings(0.5, 10.0))),
         ),
