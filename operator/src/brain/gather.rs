@@ -57,11 +57,29 @@ pub async fn gather(
     let pod_name = observation.as_ref().and_then(|o| o.pod.clone());
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let mut pod = match &pod_name {
-        Some(name) => pods.get_opt(name).await?,
-        None => None,
-    };
-    let workload = workload_facts(client, &ns, &target).await;
+    // The reads run side by side in two rounds: what needs no pod, then
+    // what the pod names. One after another they took ten round trips to
+    // the API server before the first mitigating call.
+    let (pod, workload, template, traces, alert_category, metric_category) = tokio::join!(
+        async {
+            match &pod_name {
+                Some(name) => pods.get_opt(name).await,
+                None => Ok(None),
+            }
+        },
+        workload_facts(client, &ns, &target),
+        pod_template(client, &ns, &target),
+        gather_traces(client, incident, traces, now),
+        alert_category(client, incident),
+        async {
+            match incident.spec.signal {
+                SignalKind::Metric => metric_category(client, incident).await,
+                _ => None,
+            }
+        },
+    );
+    let mut pod = pod?;
+    let template = template?;
     // A Job's signal may name no pod: its newest failed pod holds the exit
     // code and the logs.
     if pod.is_none() {
@@ -75,44 +93,57 @@ pub async fn gather(
         }
     }
     let pod_name = pod_name.or_else(|| pod.as_ref().and_then(|p| p.metadata.name.clone()));
-    let events = match &pod_name {
-        Some(name) => pod_events(client, &ns, name).await?,
-        None => vec![],
-    };
-    let logs = match (&pod, incident.spec.signal) {
-        (Some(p), s) if reads_logs(s) => {
-            let container = observation
-                .as_ref()
-                .and_then(|o| o.container.clone())
-                .or_else(|| super::failing_container(p));
-            match container {
-                Some(c) => container_logs(&pods, p, &c).await,
-                None => vec![],
-            }
-        }
-        _ => vec![],
-    };
-    let (claims, claim_events, storage_classes) = match &pod {
-        Some(p) => storage(client, &ns, p).await,
-        None => (vec![], vec![], None),
-    };
-    let node = match (&pod, incident.spec.signal) {
-        (Some(p), SignalKind::NodeFailure) => node_facts(client, p).await,
-        _ => None,
-    };
-    let template = pod_template(client, &ns, &target).await?;
     let resources = memory_settings(template.as_ref());
 
     let mut owner_chain = Vec::new();
     if let Some(p) = &pod_name {
         owner_chain.push(format!("Pod/{p}"));
     }
-    let mut rollout = None;
-    if target.kind == WorkloadKind::Deployment {
-        rollout = deployment_lineage(client, &ns, &target, pod.as_ref(), &mut owner_chain).await?;
-    } else {
-        owner_chain.push(target.to_string());
-    }
+    let (events, logs, (claims, claim_events, storage_classes), node, rollout) = tokio::join!(
+        async {
+            match &pod_name {
+                Some(name) => pod_events(client, &ns, name).await,
+                None => Ok(vec![]),
+            }
+        },
+        async {
+            match (&pod, incident.spec.signal) {
+                (Some(p), s) if reads_logs(s) => {
+                    let container = observation
+                        .as_ref()
+                        .and_then(|o| o.container.clone())
+                        .or_else(|| super::failing_container(p));
+                    match container {
+                        Some(c) => container_logs(&pods, p, &c).await,
+                        None => vec![],
+                    }
+                }
+                _ => vec![],
+            }
+        },
+        async {
+            match &pod {
+                Some(p) => storage(client, &ns, p).await,
+                None => (vec![], vec![], None),
+            }
+        },
+        async {
+            match (&pod, incident.spec.signal) {
+                (Some(p), SignalKind::NodeFailure) => node_facts(client, p).await,
+                _ => None,
+            }
+        },
+        async {
+            if target.kind == WorkloadKind::Deployment {
+                deployment_lineage(client, &ns, &target, pod.as_ref()).await
+            } else {
+                Ok((None, vec![target.to_string()]))
+            }
+        },
+    );
+    let events = events?;
+    let (rollout, chain) = rollout?;
+    owner_chain.extend(chain);
 
     let mut facts = Facts {
         namespace: ns,
@@ -125,7 +156,7 @@ pub async fn gather(
         rollout,
         resources,
         memory,
-        traces: gather_traces(client, incident, traces, now).await,
+        traces,
         logs,
         workload,
         claims,
@@ -133,11 +164,8 @@ pub async fn gather(
         storage_classes,
         node,
         template,
-        alert_category: alert_category(client, incident).await,
-        metric_category: match incident.spec.signal {
-            SignalKind::Metric => metric_category(client, incident).await,
-            _ => None,
-        },
+        alert_category,
+        metric_category,
         similar: vec![],
     };
     // Redacted where it enters: every later use (diagnosis, prompt, status,
@@ -573,37 +601,48 @@ fn memory_settings(template: Option<&PodTemplateSpec>) -> Vec<ContainerResources
 /// For a Deployment: extends the owner chain by the failing pod's
 /// ReplicaSet and the Deployment (while it exists), and returns its latest
 /// rollout.
+/// The Deployment's latest rollout and the owner chain above the pod
+/// (its ReplicaSet, then the Deployment while it exists). Only the
+/// ReplicaSets its selector matches are read, not every one in the
+/// namespace.
 async fn deployment_lineage(
     client: &Client,
     ns: &str,
     target: &WorkloadRef,
     pod: Option<&Pod>,
-    owner_chain: &mut Vec<String>,
-) -> Result<Option<Rollout>> {
+) -> Result<(Option<Rollout>, Vec<String>)> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(&target.name)
+        .await?;
+    let selector = deployment
+        .as_ref()
+        .and_then(|d| kube::core::Selector::try_from(d.spec.selector.clone()).ok())
+        .filter(|s| !s.selects_all());
+    let params = match &selector {
+        Some(s) => ListParams::default().labels_from(s),
+        None => ListParams::default(),
+    };
     let all = Api::<ReplicaSet>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
+        .list(&params)
         .await?;
     let owned = replicasets_of(&target.name, all.items);
     let pod_hash = pod.and_then(|p| p.metadata.labels.as_ref()?.get(TEMPLATE_HASH).cloned());
+    let mut chain = Vec::new();
     if let Some(rs) = owned
         .iter()
         .find(|rs| pod_hash.is_some() && template_hash(rs) == pod_hash)
     {
-        owner_chain.push(format!(
+        chain.push(format!(
             "ReplicaSet/{}",
             rs.metadata.name.clone().unwrap_or_default()
         ));
     }
     let rollout = latest_rollout(&owned, pod_hash.as_ref());
     // The Deployment itself must still exist for the chain to end there.
-    if Api::<Deployment>::namespaced(client.clone(), ns)
-        .get_opt(&target.name)
-        .await?
-        .is_some()
-    {
-        owner_chain.push(target.to_string());
+    if deployment.is_some() {
+        chain.push(target.to_string());
     }
-    Ok(rollout)
+    Ok((rollout, chain))
 }
 
 fn template_hash(rs: &ReplicaSet) -> Option<String> {
