@@ -37,6 +37,9 @@ const MAX_NEIGHBOURS: usize = 4;
 pub const LOG_LINES: usize = 50;
 /// ... and at most this many bytes of them.
 pub const LOG_BYTES: usize = 16 * 1024;
+/// A log read that takes longer is given up: the diagnosis goes on
+/// without it.
+const LOG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The incident window starts this long before the first signal ...
 const LEAD_IN: SignedDuration = SignedDuration::from_mins(1);
 /// ... and spans at most this long, however old the incident.
@@ -236,8 +239,10 @@ async fn container_logs(pods: &Api<Pod>, pod: &Pod, container: &str) -> Vec<Cont
     let Some(name) = pod.metadata.name.as_deref() else {
         return vec![];
     };
-    let mut out = Vec::new();
-    for previous in [true, false] {
+    // The previous container's log and the current one's, side by side;
+    // each bounded in time, for a kubelet that does not answer (a failing
+    // node) must not hold back the diagnosis, and so the remedy.
+    let read = |previous: bool| async move {
         let params = LogParams {
             container: Some(container.to_string()),
             previous,
@@ -245,27 +250,33 @@ async fn container_logs(pods: &Api<Pod>, pod: &Pod, container: &str) -> Vec<Cont
             limit_bytes: Some(LOG_BYTES as i64),
             ..LogParams::default()
         };
-        match pods.logs(name, &params).await {
-            // What the kubelet answers, as the log's text, when the
-            // container's log is gone (the container was removed): not the
-            // program's words.
-            Ok(text) if is_log_unavailable(&text) => {
-                debug!(pod = name, container, previous, answer = %text.trim(), "no log kept")
+        let text = match tokio::time::timeout(LOG_READ_TIMEOUT, pods.logs(name, &params)).await {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => {
+                debug!(error = %e, pod = name, container, previous, "no log read");
+                return None;
             }
-            Ok(text) => {
-                let lines = bound_log(&text);
-                if !lines.is_empty() {
-                    out.push(ContainerLog {
-                        container: container.to_string(),
-                        previous,
-                        lines,
-                    });
-                }
+            Err(_) => {
+                debug!(pod = name, container, previous, timeout = ?LOG_READ_TIMEOUT, "no log read in time");
+                return None;
             }
-            Err(e) => debug!(error = %e, pod = name, container, previous, "no log read"),
+        };
+        // What the kubelet answers, as the log's text, when the
+        // container's log is gone (the container was removed): not the
+        // program's words.
+        if is_log_unavailable(&text) {
+            debug!(pod = name, container, previous, answer = %text.trim(), "no log kept");
+            return None;
         }
-    }
-    out
+        let lines = bound_log(&text);
+        (!lines.is_empty()).then(|| ContainerLog {
+            container: container.to_string(),
+            previous,
+            lines,
+        })
+    };
+    let (previous, current) = tokio::join!(read(true), read(false));
+    previous.into_iter().chain(current).collect()
 }
 
 /// The last `LOG_LINES` lines of a log, at most `LOG_BYTES` of them, each
@@ -1170,6 +1181,64 @@ mod tests {
         }))
         .expect("a pod");
         assert_eq!(claim_names(&pod), vec!["data-db-0", "db-0-scratch"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kubelet_that_does_not_answer_holds_the_diagnosis_for_the_log_timeout_only() {
+        use crate::testing::api::FakeApi;
+        let api = FakeApi::default();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web-1", "namespace": "shop" },
+            "spec": { "containers": [{ "name": "web", "image": "registry.local/web:1" }] },
+            "status": { "phase": "Running", "containerStatuses": [{ "name": "web",
+                "image": "registry.local/web:1", "imageID": "", "ready": false, "restartCount": 3,
+                "lastState": { "terminated": { "exitCode": 137, "reason": "OOMKilled" } },
+                "state": { "waiting": { "reason": "CrashLoopBackOff" } } }] },
+        }))
+        .expect("a pod");
+        api.insert(&pod);
+        api.stall("GET", "/log");
+        let mut incident = crate::testing::incident(crate::crd::Phase::Diagnosing, vec![]);
+        incident.metadata.namespace = Some("shop".into());
+        incident.spec.signal = SignalKind::CrashLoopBackOff;
+        if let Some(o) = incident
+            .status
+            .as_mut()
+            .and_then(|s| s.last_signal.as_mut())
+        {
+            o.pod = Some("web-1".into());
+            o.container = Some("web".into());
+        }
+        let started = tokio::time::Instant::now();
+        let facts = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            gather(
+                &api.client(),
+                &incident,
+                None,
+                None,
+                at("2026-12-02T07:00:00Z"),
+            ),
+        )
+        .await
+        .expect("the facts within a minute, whatever the kubelet does")
+        .expect("facts");
+        let waited = started.elapsed();
+        assert!(
+            waited <= LOG_READ_TIMEOUT + std::time::Duration::from_millis(100),
+            "{waited:?}"
+        );
+        assert!(facts.logs.is_empty());
+        assert_eq!(
+            facts.pod.as_ref().and_then(|p| p.metadata.name.as_deref()),
+            Some("web-1")
+        );
+        let logs = api
+            .seen()
+            .iter()
+            .filter(|s| s.path.ends_with("/log"))
+            .count();
+        assert_eq!(logs, 2, "the previous and the current container's log");
     }
 
     #[tokio::test]

@@ -36,6 +36,8 @@ struct State {
     version: u64,
     /// Answers that override the store: (method, path suffix) → status.
     refusals: Vec<(String, String, u16)>,
+    /// Requests never answered: (method, path suffix).
+    stalls: Vec<(String, String)>,
 }
 
 /// The fake server. Cheap to clone; all clones share one store.
@@ -52,6 +54,8 @@ impl FakeApi {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let me = self.clone();
         tokio::spawn(async move {
+            // Kept, unanswered, for as long as the fake lives.
+            let mut unanswered = Vec::new();
             while let Some((request, respond)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
@@ -62,6 +66,13 @@ impl FakeApi {
                     query: parts.uri.query().unwrap_or_default().to_string(),
                     body,
                 };
+                if me.stalled(&seen) {
+                    if let Ok(mut s) = me.0.lock() {
+                        s.seen.push(seen);
+                    }
+                    unanswered.push(respond);
+                    continue;
+                }
                 let (code, answer) = me.answer(seen);
                 let response = Response::builder()
                     .status(code)
@@ -109,6 +120,22 @@ impl FakeApi {
         if let Ok(mut s) = self.0.lock() {
             s.refusals.push((method.into(), suffix.into(), code));
         }
+    }
+
+    /// Never answers `method` on paths ending in `suffix` from now on: a
+    /// server, or a kubelet behind it, that does not answer.
+    pub fn stall(&self, method: &str, suffix: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.stalls.push((method.into(), suffix.into()));
+        }
+    }
+
+    fn stalled(&self, seen: &Seen) -> bool {
+        self.0.lock().is_ok_and(|s| {
+            s.stalls
+                .iter()
+                .any(|(m, suffix)| *m == seen.method && seen.path.ends_with(suffix.as_str()))
+        })
     }
 
     /// Every request so far.
