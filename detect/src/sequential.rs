@@ -198,6 +198,14 @@ struct Level {
 }
 
 impl Level {
+    fn new(half_life_seconds: f64) -> Self {
+        Self {
+            decay: 0.5_f64.powf(1.0 / half_life_seconds),
+            events: 0.0,
+            exposure: 0.0,
+        }
+    }
+
     fn level(&self) -> Option<f64> {
         (self.exposure > 0.0).then(|| self.events / self.exposure)
     }
@@ -241,11 +249,8 @@ impl Chart {
 pub struct Sequential {
     settings: Settings,
     threshold: f64,
-    /// Per-second decay of the baseline's sums.
-    decay: f64,
     /// Decayed sums of events and exposure: the level = events / exposure.
-    events: f64,
-    exposure: f64,
+    slow: Level,
     /// The same sums with half the half-life, for the trend.
     fast: Level,
     charts: [Chart; 2],
@@ -283,14 +288,8 @@ impl Sequential {
                 used,
                 settings.step_seconds,
             ),
-            decay: 0.5_f64.powf(1.0 / settings.half_life_seconds),
-            fast: Level {
-                decay: 0.5_f64.powf(2.0 / settings.half_life_seconds),
-                events: 0.0,
-                exposure: 0.0,
-            },
-            events: 0.0,
-            exposure: 0.0,
+            slow: Level::new(settings.half_life_seconds),
+            fast: Level::new(settings.half_life_seconds / 2.0),
             charts: [Chart::new(d), Chart::new(NEAR_STOP)],
             used,
             rise: Chart::new(-BURST_RISE),
@@ -321,10 +320,7 @@ impl Sequential {
 
     /// The learned baseline (events per unit of exposure), if any.
     pub fn baseline(&self) -> Option<f64> {
-        if self.exposure <= 0.0 {
-            return None;
-        }
-        let slow = self.events / self.exposure;
+        let slow = self.slow.level()?;
         // An exponentially weighted level trails a trend by the slope times
         // its mean age, and one with half the half-life by half as much:
         // `slow - 2 × (slow - fast)` is where the trend is now. Only a
@@ -337,7 +333,7 @@ impl Sequential {
         let Some(fast) = self.fast.level() else {
             return Some(slow);
         };
-        let noise = slow / (6.0 * self.events.max(1.0)).sqrt();
+        let noise = slow / (6.0 * self.slow.events.max(1.0)).sqrt();
         let lag = (slow - fast - noise).max(0.0);
         Some((slow - 2.0 * lag).max(slow / 2.0))
     }
@@ -347,14 +343,7 @@ impl Sequential {
         if seconds <= 0.0 {
             return;
         }
-        let keep = self.decay.powf(seconds);
-        let weight = if seconds <= 1.0 {
-            1.0
-        } else {
-            (1.0 - keep) / (1.0 - self.decay) / seconds
-        };
-        self.events = self.events * keep + events * weight;
-        self.exposure = self.exposure * keep + exposure * weight;
+        self.slow.learn(events, exposure, seconds);
         self.fast.learn(events, exposure, seconds);
     }
 
@@ -391,7 +380,7 @@ impl Sequential {
         let expected = baseline * exposure;
         let young = self.warm < self.settings.half_life_seconds;
         self.warm = (self.warm + step).min(self.settings.half_life_seconds);
-        if young || self.events < self.settings.min_baseline_events || baseline <= 0.0 {
+        if young || self.slow.events < self.settings.min_baseline_events || baseline <= 0.0 {
             // Too little to judge: learn everything, remember no evidence.
             self.commit_pending();
             self.learn(x, exposure, step);
@@ -517,7 +506,7 @@ impl Sequential {
             state,
             second,
             baseline,
-            baseline_events: self.events,
+            baseline_events: self.slow.events,
             expected,
             observed,
             statistic: lead.map_or(0.0, |c| c.sum),
