@@ -105,7 +105,12 @@ async fn start_operator(namespace: &str, port: u16) -> Result<(std::process::Chi
     let operator = Command::new(operator_bin())
         .env("SRE_SPACE_WATCH_NAMESPACE", namespace)
         .env("SRE_SPACE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info,kube=warn")
+        // BENCH_OPERATOR_LOG: e.g. `info,kube=warn,kube_client=debug` logs
+        // each API request the operator starts, inside its reconcile's span.
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;

@@ -30,8 +30,7 @@ const ISSUE_WAIT: k8s_openapi::jiff::SignedDuration =
 impl IncidentUpdate {
     /// Plans the next step and records it; in Automatic mode, takes it.
     pub(super) async fn plan_next(&mut self, policy: &RemediationPolicy) -> Result<Action> {
-        let memory = self.memory().await?;
-        let similar = self.similar(memory.as_ref()).await;
+        let super::load::Recall { memory, similar } = self.recall().await?;
         let budget = self.budget();
         let measured_healthy = self.measured_healthy();
         let status = self.status().clone();
@@ -66,14 +65,19 @@ impl IncidentUpdate {
                 Ok(Action::requeue(Duration::from_secs(30)))
             }
             PlanDecision::Planned(Plan::Act(step)) => {
-                if let Some(wait) = self.unless_selected(policy).await? {
-                    return Ok(wait);
+                // Both read the workload: side by side.
+                let (refusal, prepared) = tokio::join!(
+                    self.selection_refusal(policy),
+                    actions::prepare(&self.ctx.client, &self.incident, &step)
+                );
+                if let Some(why) = refusal? {
+                    return self.not_selected(why).await;
                 }
                 if let Some(why) = decide::recalled_first(&inputs, step.type_) {
                     self.event(EventType::Normal, "RecalledSimilarFix", why)
                         .await;
                 }
-                self.record(policy, &step, &budget).await
+                self.record(policy, &step, &budget, prepared?).await
             }
         }
     }
@@ -117,8 +121,8 @@ impl IncidentUpdate {
         policy: &RemediationPolicy,
         step: &ActionStep,
         budget: &Budget,
+        prepared: actions::Prepared,
     ) -> Result<Action> {
-        let prepared = actions::prepare(&self.ctx.client, &self.incident, step).await?;
         let id = approval::next_action_id(self.status(), step.type_);
         let state = decide::record_as(prepared.impossible.is_some(), policy.spec.mode);
         if state == ActionState::Pending && !self.claim_and_reserve(step, budget, &id) {

@@ -6,25 +6,30 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::update::IncidentUpdate;
+use crate::Result;
 use crate::brain::{self, advisor};
 use crate::conditions::{DIAGNOSED, MODEL_CONSULTED, RUNBOOK, TRACE_EVIDENCE};
 use crate::crd::{ConditionStatus, Diagnosis, Phase};
-use crate::{Result, memory};
 
 impl IncidentUpdate {
     pub(super) async fn diagnose(&mut self) -> Result<()> {
         let ns = self.ns();
-        let memory = memory::load(&self.ctx.client, &ns, &self.incident.name_any()).await?;
-        let similar = self.similar(memory.as_ref().map(|m| &m.spec)).await;
-        let mut facts = brain::gather(
-            &self.ctx.client,
-            &self.incident,
-            memory.map(|m| m.spec),
-            self.ctx.traces.as_deref(),
-            self.now,
-        )
-        .await?;
-        facts.similar = similar;
+        // The memory is read beside the evidence, not before it: the plan
+        // that follows in this reconcile uses it too.
+        let (recall, facts) = tokio::join!(
+            self.read_recall(),
+            brain::gather(
+                &self.ctx.client,
+                &self.incident,
+                None,
+                self.ctx.traces.as_deref(),
+                self.now,
+            )
+        );
+        let (recall, mut facts) = (recall?, facts?);
+        facts.memory = recall.memory.clone();
+        facts.similar = recall.similar.clone();
+        self.recalled = Some(recall);
         if let Some(f) = &facts.traces {
             match &f.unavailable {
                 None => self.condition(

@@ -18,6 +18,15 @@ use crate::fixer::{self, Budget};
 use crate::memory::similar::{self, Recalled};
 use crate::scout::Signal;
 
+/// What the operator remembers when it diagnoses and plans an incident.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Recall {
+    /// This problem's own history.
+    pub memory: Option<IncidentMemorySpec>,
+    /// The same problem fixed on other workloads.
+    pub similar: Vec<Recalled>,
+}
+
 impl IncidentUpdate {
     /// The incident's policy, from the store.
     pub(super) fn policy(&self) -> Option<Arc<RemediationPolicy>> {
@@ -26,29 +35,40 @@ impl IncidentUpdate {
             .get(&ObjectRef::new(&self.incident.spec.policy).within(&self.ns()))
     }
 
-    /// What worked and what did not on this problem before.
-    pub(super) async fn memory(&self) -> Result<Option<IncidentMemorySpec>> {
-        let name = self.incident.name_any();
-        Ok(crate::memory::load(&self.ctx.client, &self.ns(), &name)
-            .await?
-            .map(|m| m.spec))
+    /// What was learned before, read once a reconcile: the diagnosis and
+    /// the plan that follows it share it.
+    pub(super) async fn recall(&mut self) -> Result<Recall> {
+        if let Some(r) = &self.recalled {
+            return Ok(r.clone());
+        }
+        let r = self.read_recall().await?;
+        self.recalled = Some(r.clone());
+        Ok(r)
     }
 
-    /// The same problem on other workloads of the incident's namespace: one
-    /// LIST of that namespace's IncidentMemories (one page, bounded),
-    /// compared by `memory::similar::recall`. A failed LIST recalls
+    /// This problem's memory, what worked and what did not (one GET), and
+    /// the same problem on other workloads of the namespace (one LIST of its
+    /// IncidentMemories, one page, bounded, compared by
+    /// `memory::similar::recall`), side by side. A failed LIST recalls
     /// nothing: the ladder's own order stands.
-    pub(super) async fn similar(&self, own: Option<&IncidentMemorySpec>) -> Vec<Recalled> {
+    pub(super) async fn read_recall(&self) -> Result<Recall> {
         let ns = self.ns();
         let api: Api<IncidentMemory> = Api::namespaced(self.ctx.client.clone(), &ns);
         let lp = ListParams::default().limit(similar::MAX_CANDIDATES as u32);
-        match api.list(&lp).await {
-            Ok(list) => similar::recall(&self.incident, own, &list.items),
+        let name = self.incident.name_any();
+        let (memory, list) = tokio::join!(
+            crate::memory::load(&self.ctx.client, &ns, &name),
+            api.list(&lp)
+        );
+        let memory = memory?.map(|m| m.spec);
+        let similar = match list {
+            Ok(list) => similar::recall(&self.incident, memory.as_ref(), &list.items),
             Err(e) => {
                 warn!(error = %e, namespace = %ns, "listing IncidentMemories failed; no similar problems are recalled");
                 vec![]
             }
-        }
+        };
+        Ok(Recall { memory, similar })
     }
 
     /// What the guardrails count for this incident now.

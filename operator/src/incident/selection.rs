@@ -24,19 +24,34 @@ impl IncidentUpdate {
         &mut self,
         policy: &RemediationPolicy,
     ) -> Result<Option<Action>> {
+        match self.selection_refusal(policy).await? {
+            None => Ok(None),
+            Some(why) => self.not_selected(why).await.map(Some),
+        }
+    }
+
+    /// Why the policy no longer selects the target, read from the
+    /// workload's template and its pods; None when it still does.
+    pub(super) async fn selection_refusal(
+        &self,
+        policy: &RemediationPolicy,
+    ) -> Result<Option<String>> {
         let ns = self.ns();
-        let target = self.incident.spec.target.clone();
-        let template = crate::workload::pod_template(&self.ctx.client, &ns, &target).await?;
-        let pods = self.ctx.workloads.pods_of(&ns, &target);
+        let target = &self.incident.spec.target;
+        let template = crate::workload::pod_template(&self.ctx.client, &ns, target).await?;
+        let pods = self.ctx.workloads.pods_of(&ns, target);
         let labels = template
             .as_ref()
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.as_ref())
             .into_iter()
             .chain(pods.iter().filter_map(|p| p.metadata.labels.as_ref()));
-        let Err(why) = crate::policy::selects_target(policy, &target, labels) else {
-            return Ok(None);
-        };
+        Ok(crate::policy::selects_target(policy, target, labels).err())
+    }
+
+    /// Says that the policy no longer selects the target, once per reason,
+    /// and looks again later.
+    pub(super) async fn not_selected(&mut self, why: String) -> Result<Action> {
         let before = conditions::get(&self.status().conditions, "Remediated")
             .map(|c| (c.reason.clone(), c.message.clone()));
         if before.as_ref().map(|(r, m)| (r.as_str(), m.as_str()))
@@ -53,6 +68,6 @@ impl IncidentUpdate {
             self.event(EventType::Warning, "TargetNotSelected", why)
                 .await;
         }
-        Ok(Some(Action::requeue(RECHECK)))
+        Ok(Action::requeue(RECHECK))
     }
 }

@@ -243,3 +243,36 @@ async fn a_clear_look_after_the_action_records_mitigated_at_before_resolved() {
     );
     assert_eq!(status.resolved_at, None);
 }
+
+#[tokio::test]
+async fn a_reconcile_that_diagnoses_then_acts_reads_the_memory_once() {
+    let api = FakeApi::default();
+    let mut i = incident(Phase::Detected, vec![]);
+    if let Some(s) = i.status.as_mut() {
+        s.diagnosis = None;
+    }
+    let ctx = context(&api, Some(policy(Mode::Automatic)), &i);
+    reconcile(Arc::new(i), ctx).await.expect("the reconcile");
+    assert_eq!(
+        api.event_reasons().first().map(String::as_str),
+        Some("Diagnosed")
+    );
+    assert!(
+        lines(&api).contains(&format!("POST {EVICTION}")),
+        "{:?}",
+        lines(&api)
+    );
+    let memories = "/apis/sre.space/v1alpha1/namespaces/shop/incidentmemories";
+    let mut reads: Vec<String> = api
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.starts_with(memories))
+        .map(|s| s.path.clone())
+        .collect();
+    reads.sort();
+    assert_eq!(
+        reads,
+        [memories.to_string(), format!("{memories}/web-oomkilled")],
+        "the incident's memory and the namespace's, once each, for the diagnosis and the plan"
+    );
+}

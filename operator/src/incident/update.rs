@@ -31,12 +31,19 @@ pub(super) struct IncidentUpdate {
     pub(super) ctx: Arc<Context>,
     pub(super) incident: Incident,
     pub(super) now: Timestamp,
+    /// What was learned before, once read in this reconcile.
+    pub(super) recalled: Option<super::load::Recall>,
 }
 
 impl IncidentUpdate {
     pub(super) fn new(ctx: Arc<Context>, incident: Incident) -> Self {
         let now = ctx.clock.now();
-        Self { ctx, incident, now }
+        Self {
+            ctx,
+            incident,
+            now,
+            recalled: None,
+        }
     }
 
     pub(super) fn status(&mut self) -> &mut IncidentStatus {

@@ -38,6 +38,8 @@ struct State {
     refusals: Vec<(String, String, u16)>,
     /// Requests never answered: (method, path suffix).
     stalls: Vec<(String, String)>,
+    /// Collections whose consistent lists are never answered (path suffix).
+    lagging: Vec<String>,
 }
 
 /// The fake server. Cheap to clone; all clones share one store.
@@ -130,11 +132,27 @@ impl FakeApi {
         }
     }
 
+    /// Never answers a consistent list of collections ending in `suffix`
+    /// from now on: an API server whose watch cache of that resource never
+    /// catches up with etcd. A list served from the cache as it is
+    /// (`resourceVersion=0`) is answered.
+    pub fn lag_cache(&self, suffix: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.lagging.push(suffix.into());
+        }
+    }
+
     fn stalled(&self, seen: &Seen) -> bool {
+        let from_cache = seen.query.split('&').any(|p| p == "resourceVersion=0");
         self.0.lock().is_ok_and(|s| {
             s.stalls
                 .iter()
                 .any(|(m, suffix)| *m == seen.method && seen.path.ends_with(suffix.as_str()))
+                || (seen.method == "GET"
+                    && !from_cache
+                    && s.lagging
+                        .iter()
+                        .any(|suffix| seen.path.ends_with(suffix.as_str())))
         })
     }
 
