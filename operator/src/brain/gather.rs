@@ -63,11 +63,19 @@ pub async fn gather(
     // The reads run side by side in two rounds: what needs no pod, then
     // what the pod names. One after another they took ten round trips to
     // the API server before the first mitigating call.
-    let (pod, workload, template, traces, alert_category, metric_category) = tokio::join!(
+    // The signal's pod is known already: its events are read in the first
+    // round, the slowest read under load.
+    let (pod, signal_pod_events, workload, template, traces, alert_category, metric_category) = tokio::join!(
         async {
             match &pod_name {
                 Some(name) => pods.get_opt(name).await,
                 None => Ok(None),
+            }
+        },
+        async {
+            match &pod_name {
+                Some(name) => Some(pod_events(client, &ns, name).await),
+                None => None,
             }
         },
         workload_facts(client, &ns, &target),
@@ -104,9 +112,10 @@ pub async fn gather(
     }
     let (events, logs, (claims, claim_events, storage_classes), node, rollout) = tokio::join!(
         async {
-            match &pod_name {
-                Some(name) => pod_events(client, &ns, name).await,
-                None => Ok(vec![]),
+            match (signal_pod_events, &pod_name) {
+                (Some(read), _) => read,
+                (None, Some(name)) => pod_events(client, &ns, name).await,
+                (None, None) => Ok(vec![]),
             }
         },
         async {
@@ -352,17 +361,26 @@ async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Opti
                     .flatten()
                     .map(|c| condition(c.type_, c.status, c.reason, c.message))
                     .collect();
-                // The refusals of the pods are events of its ReplicaSets.
-                let all = Api::<ReplicaSet>::namespaced(c.clone(), ns)
-                    .list(&selected)
-                    .await?;
-                names.extend(
-                    replicasets_of(name, all.items)
-                        .into_iter()
-                        .take(2)
-                        .filter_map(|rs| rs.metadata.name)
-                        .map(|n| ("ReplicaSet", n)),
-                );
+                // The refusals of the pods are events of its ReplicaSets,
+                // read beside the Deployment's own.
+                let (own, replicasets) =
+                    tokio::join!(warning_events_of(client, ns, "Deployment", name), async {
+                        let all = Api::<ReplicaSet>::namespaced(c.clone(), ns)
+                            .list(&selected)
+                            .await?;
+                        let read = replicasets_of(name, all.items)
+                            .into_iter()
+                            .take(2)
+                            .filter_map(|rs| rs.metadata.name)
+                            .map(|n| async move {
+                                warning_events_of(client, ns, "ReplicaSet", &n).await
+                            });
+                        futures::future::try_join_all(read).await
+                    });
+                w.events.extend(own?);
+                w.events.extend(replicasets?.into_iter().flatten());
+                // All read: nothing left for the other kinds' loop below.
+                names.clear();
             }
             WorkloadKind::StatefulSet => {
                 let Some(s) = Api::<StatefulSet>::namespaced(c.clone(), ns)
