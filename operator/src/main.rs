@@ -156,6 +156,7 @@ async fn capture(o: CaptureOptions) -> Result<(), Box<dyn std::error::Error>> {
         traces
             .as_ref()
             .map(|t| t as &dyn sre_space::traces::TraceStore),
+        None,
         SystemClock.now(),
     )
     .await?;

@@ -525,6 +525,7 @@ fn incident_context(
     config: Config,
     outside: Outside,
     leadership: lease::Leadership,
+    events: crate::brain::events::EventIndex,
 ) -> Arc<crate::incident::Context> {
     Arc::new(crate::incident::Context {
         client: s.client,
@@ -539,6 +540,7 @@ fn incident_context(
         leadership,
         board: s.board,
         traces: outside.traces,
+        events: Some(events),
         publisher: s.publisher,
         ledger: crate::fixer::ledger::ActionLedger::default(),
         claims: crate::fixer::claims::WorkloadClaims::default(),
@@ -822,7 +824,12 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         let fence = leadership.clone();
         tokio::spawn(async move { sweeper.run(&fence).await })
     });
-    let incident_ctx = incident_context(shared, config, outside, leadership);
+    // The events the rules read, kept rather than listed by each diagnosis.
+    let (events, watch_events) = crate::brain::events::EventIndex::watch(
+        config.api::<k8s_openapi::api::core::v1::Event>(&client),
+    );
+    let events_task = tokio::spawn(watch_events);
+    let incident_ctx = incident_context(shared, config, outside, leadership, events);
     drive(
         incidents_controller,
         ControllerName::Incident,
@@ -831,7 +838,7 @@ pub async fn run(client: Client, mut settings: Settings) -> Result<()> {
         crate::incident::reconcile,
     )
     .await;
-    for task in [scout_task, policy_task, rs_task, report_task]
+    for task in [scout_task, policy_task, rs_task, report_task, events_task]
         .into_iter()
         .chain(workload_tasks)
         .chain(sources)

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, LogParams};
 use kube::{Api, Client};
 
+use super::events::EventIndex;
 use super::traces::{Symptom, TraceFindings, analyze};
 use super::{
     ContainerLog, ContainerResources, Facts, NodeFacts, ObjectCondition, Rollout, WorkloadFacts,
@@ -46,14 +47,17 @@ const LEAD_IN: SignedDuration = SignedDuration::from_mins(1);
 const MAX_WINDOW: SignedDuration = SignedDuration::from_hours(1);
 
 /// Gathers the facts about an incident. `traces` is the trace store, when
-/// one is configured; the incident window ends at `now`.
+/// one is configured; `index`, the events the operator keeps, when it
+/// watches them; the incident window ends at `now`.
 pub async fn gather(
     client: &Client,
     incident: &Incident,
     memory: Option<IncidentMemorySpec>,
     traces: Option<&dyn TraceStore>,
+    index: Option<&EventIndex>,
     now: Timestamp,
 ) -> Result<Facts> {
+    let events = Events { client, index };
     let ns = incident.metadata.namespace.clone().unwrap_or_default();
     let target = incident.spec.target.clone();
     let observation = incident.status.as_ref().and_then(|s| s.last_signal.clone());
@@ -74,11 +78,11 @@ pub async fn gather(
         },
         async {
             match &pod_name {
-                Some(name) => Some(pod_events(client, &ns, name).await),
+                Some(name) => Some(events.of_pod(&ns, name).await),
                 None => None,
             }
         },
-        workload_facts(client, &ns, &target),
+        workload_facts(client, events, &ns, &target),
         pod_template(client, &ns, &target),
         gather_traces(client, incident, traces, now),
         alert_category(client, incident),
@@ -114,7 +118,7 @@ pub async fn gather(
         async {
             match (signal_pod_events, &pod_name) {
                 (Some(read), _) => read,
-                (None, Some(name)) => pod_events(client, &ns, name).await,
+                (None, Some(name)) => events.of_pod(&ns, name).await,
                 (None, None) => Ok(vec![]),
             }
         },
@@ -135,7 +139,7 @@ pub async fn gather(
         },
         async {
             match &pod {
-                Some(p) => storage(client, &ns, p).await,
+                Some(p) => storage(client, events, &ns, p).await,
                 None => (vec![], vec![], None),
             }
         },
@@ -196,19 +200,56 @@ fn events_matching(selector: &str) -> ListParams {
     ListParams::default().match_any().fields(selector)
 }
 
-/// The events about a pod, oldest first.
-async fn pod_events(client: &Client, ns: &str, pod: &str) -> Result<Vec<Event>> {
-    let mut events = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&events_matching(&format!("involvedObject.name={pod}")))
-        .await?
-        .items;
-    events.sort_by_key(|e| {
-        e.last_timestamp
-            .as_ref()
-            .or(e.first_timestamp.as_ref())
-            .map(|t| t.0)
-    });
-    Ok(events)
+/// Where a diagnosis reads events: the index the operator keeps, once it
+/// has listed, else the API server (its watch cache). Either way, only the
+/// events a rule reads (`events::kept`).
+#[derive(Clone, Copy)]
+struct Events<'a> {
+    client: &'a Client,
+    index: Option<&'a EventIndex>,
+}
+
+impl Events<'_> {
+    /// The kept events about a pod, oldest first.
+    async fn of_pod(self, ns: &str, pod: &str) -> std::result::Result<Vec<Event>, kube::Error> {
+        self.read(ns, None, pod, format!("involvedObject.name={pod}"))
+            .await
+    }
+
+    /// The warning events about one object, oldest first.
+    async fn warnings_of(
+        self,
+        ns: &str,
+        kind: &str,
+        name: &str,
+    ) -> std::result::Result<Vec<Event>, kube::Error> {
+        let selector =
+            format!("involvedObject.kind={kind},involvedObject.name={name},type=Warning");
+        let mut events = self.read(ns, Some(kind), name, selector).await?;
+        events.retain(|e| e.type_.as_deref() == Some("Warning"));
+        Ok(events)
+    }
+
+    async fn read(
+        self,
+        ns: &str,
+        kind: Option<&str>,
+        name: &str,
+        selector: String,
+    ) -> std::result::Result<Vec<Event>, kube::Error> {
+        if let Some(found) = self.index.and_then(|i| i.about(ns, kind, name)) {
+            return Ok(found);
+        }
+        let mut events: Vec<Event> = Api::<Event>::namespaced(self.client.clone(), ns)
+            .list(&events_matching(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(super::events::kept)
+            .collect();
+        events.sort_by_key(event_time);
+        Ok(events)
+    }
 }
 
 /// The signals whose container ran and may have said why it stopped.
@@ -337,7 +378,12 @@ fn job_facts(w: &mut WorkloadFacts, j: Job) {
 
 /// The conditions and warning events of the workload, and of the
 /// ReplicaSets a Deployment made; None where it cannot be read.
-async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Option<WorkloadFacts> {
+async fn workload_facts(
+    client: &Client,
+    events: Events<'_>,
+    ns: &str,
+    target: &WorkloadRef,
+) -> Option<WorkloadFacts> {
     let c = client.clone();
     let name = target.name.as_str();
     let read = async {
@@ -364,7 +410,7 @@ async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Opti
                 // The refusals of the pods are events of its ReplicaSets,
                 // read beside the Deployment's own.
                 let (own, replicasets) =
-                    tokio::join!(warning_events_of(client, ns, "Deployment", name), async {
+                    tokio::join!(events.warnings_of(ns, "Deployment", name), async {
                         let all = Api::<ReplicaSet>::namespaced(c.clone(), ns)
                             .list(&selected)
                             .await?;
@@ -372,9 +418,7 @@ async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Opti
                             .into_iter()
                             .take(2)
                             .filter_map(|rs| rs.metadata.name)
-                            .map(|n| async move {
-                                warning_events_of(client, ns, "ReplicaSet", &n).await
-                            });
+                            .map(|n| async move { events.warnings_of(ns, "ReplicaSet", &n).await });
                         futures::future::try_join_all(read).await
                     });
                 w.events.extend(own?);
@@ -457,7 +501,7 @@ async fn workload_facts(client: &Client, ns: &str, target: &WorkloadRef) -> Opti
         }
         let read = names
             .iter()
-            .map(|(kind, n)| warning_events_of(client, ns, kind, n));
+            .map(|(kind, n)| events.warnings_of(ns, kind, n));
         for events in futures::future::try_join_all(read).await? {
             w.events.extend(events);
         }
@@ -489,29 +533,12 @@ fn condition(
     }
 }
 
-fn event_time(e: &Event) -> Option<Timestamp> {
+pub(super) fn event_time(e: &Event) -> Option<Timestamp> {
     e.last_timestamp
         .as_ref()
         .or(e.first_timestamp.as_ref())
         .map(|t| t.0)
         .or(e.event_time.as_ref().map(|t| t.0))
-}
-
-/// The warning events about one object, oldest first.
-async fn warning_events_of(
-    client: &Client,
-    ns: &str,
-    kind: &str,
-    name: &str,
-) -> std::result::Result<Vec<Event>, kube::Error> {
-    let mut events = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&events_matching(&format!(
-            "involvedObject.kind={kind},involvedObject.name={name},type=Warning"
-        )))
-        .await?
-        .items;
-    events.sort_by_key(event_time);
-    Ok(events)
 }
 
 /// The names of the claims a pod's volumes use (an ephemeral volume's
@@ -539,6 +566,7 @@ pub fn claim_names(pod: &Pod) -> Vec<String> {
 /// Best effort: what cannot be read is left out.
 async fn storage(
     client: &Client,
+    source: Events<'_>,
     ns: &str,
     pod: &Pod,
 ) -> (
@@ -558,7 +586,7 @@ async fn storage(
                 let phase = c.status.as_ref().and_then(|s| s.phase.as_deref());
                 if phase != Some("Bound") {
                     unbound = true;
-                    match warning_events_of(client, ns, "PersistentVolumeClaim", n).await {
+                    match source.warnings_of(ns, "PersistentVolumeClaim", n).await {
                         Ok(e) => events.extend(e),
                         Err(e) => {
                             debug!(error = %e, claim = n, "the claim's events are not readable")
@@ -1253,6 +1281,7 @@ mod tests {
                 &incident,
                 None,
                 None,
+                None,
                 at("2026-12-02T07:00:00Z"),
             ),
         )
@@ -1277,10 +1306,9 @@ mod tests {
         assert_eq!(logs, 2, "the previous and the current container's log");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn events_are_read_even_while_the_api_servers_event_cache_lags() {
-        use crate::testing::api::FakeApi;
-        let api = FakeApi::default();
+    /// Deployment `web` of shop, its pod web-1 just OOM-killed, a BackOff
+    /// warning about the pod, and the incident about it.
+    fn oom_killed_web(api: &crate::testing::api::FakeApi) -> (Incident, Event) {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "web-1", "namespace": "shop",
                 "labels": { "app": "web", "pod-template-hash": "5d4f" },
@@ -1309,10 +1337,6 @@ mod tests {
             "message": "Back-off restarting failed container web",
         }))
         .expect("an event");
-        api.insert(&event);
-        // Thousands of events a second (a rollout at scale) and the cache
-        // of events never catches up: a consistent list would wait for it.
-        api.lag_cache("/events");
         let mut incident = crate::testing::incident(crate::crd::Phase::Diagnosing, vec![]);
         incident.metadata.namespace = Some("shop".into());
         incident.spec.signal = SignalKind::OOMKilled;
@@ -1328,11 +1352,31 @@ mod tests {
             o.pod = Some("web-1".into());
             o.container = Some("web".into());
         }
+        (incident, event)
+    }
+
+    fn has_backoff(facts: &Facts) -> bool {
+        facts
+            .events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("BackOff"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_read_even_while_the_api_servers_event_cache_lags() {
+        use crate::testing::api::FakeApi;
+        let api = FakeApi::default();
+        let (incident, event) = oom_killed_web(&api);
+        api.insert(&event);
+        // Thousands of events a second (a rollout at scale) and the cache
+        // of events never catches up: a consistent list would wait for it.
+        api.lag_cache("/events");
         let facts = tokio::time::timeout(
             std::time::Duration::from_secs(60),
             gather(
                 &api.client(),
                 &incident,
+                None,
                 None,
                 None,
                 at("2026-12-02T07:00:00Z"),
@@ -1341,14 +1385,7 @@ mod tests {
         .await
         .expect("the facts within a minute, however far the event cache lags")
         .expect("facts");
-        assert!(
-            facts
-                .events
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("BackOff")),
-            "{:?}",
-            facts.events
-        );
+        assert!(has_backoff(&facts), "{:?}", facts.events);
         let event_reads = api
             .seen()
             .iter()
@@ -1356,6 +1393,35 @@ mod tests {
             .count();
         // The pod's events, and the warnings of the Deployment.
         assert!(event_reads >= 2, "{event_reads}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_operators_event_index_a_diagnosis_lists_no_events() {
+        use crate::testing::api::FakeApi;
+        let api = FakeApi::default();
+        let (incident, event) = oom_killed_web(&api);
+        // The API server would not answer a list of events at all.
+        api.stall("GET", "/events");
+        let index = EventIndex::of(vec![event]);
+        let facts = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            gather(
+                &api.client(),
+                &incident,
+                None,
+                None,
+                Some(&index),
+                at("2026-12-02T07:00:00Z"),
+            ),
+        )
+        .await
+        .expect("the facts without listing events")
+        .expect("facts");
+        assert!(has_backoff(&facts), "{:?}", facts.events);
+        assert!(
+            !api.seen().iter().any(|s| s.path.ends_with("/events")),
+            "no list of events"
+        );
     }
 
     #[tokio::test]
@@ -1413,7 +1479,7 @@ mod tests {
             o.message = "Job nightly-report-29412345 failed: BackoffLimitExceeded".into();
         }
         let now = at("2026-12-02T07:00:00Z");
-        let facts = gather(&api.client(), &incident, None, None, now)
+        let facts = gather(&api.client(), &incident, None, None, None, now)
             .await
             .expect("facts");
         let w = facts.workload.as_ref().expect("the Job's status");

@@ -6,6 +6,7 @@
 pub mod advisor;
 mod diagnose;
 pub mod eval;
+pub mod events;
 mod gather;
 pub mod postmortem;
 pub mod rollout;

@@ -23,6 +23,7 @@ impl IncidentUpdate {
                 &self.incident,
                 None,
                 self.ctx.traces.as_deref(),
+                self.ctx.events.as_ref(),
                 self.now,
             )
         );

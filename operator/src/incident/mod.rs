@@ -52,6 +52,8 @@ pub struct Context {
     pub board: Board,
     /// Where traces are read from, when a trace store is configured.
     pub traces: Option<Arc<dyn crate::traces::TraceStore>>,
+    /// The events the rules read, when the operator watches them.
+    pub events: Option<crate::brain::events::EventIndex>,
     pub publisher: Publisher,
     /// Actions this process took.
     pub ledger: ActionLedger,

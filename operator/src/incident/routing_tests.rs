@@ -77,6 +77,7 @@ fn context(
         leadership: crate::lease::Leadership::sole(),
         board: crate::scout::measured::Board::default(),
         traces: None,
+        events: None,
         publisher: crate::publish::Publisher::new(client, "test".into()),
         ledger: Default::default(),
         claims: Default::default(),

@@ -48,6 +48,7 @@ fn context(api: &FakeApi, policy: Option<RemediationPolicy>, incident: &Incident
         leadership: crate::lease::Leadership::sole(),
         board: crate::scout::measured::Board::default(),
         traces: None,
+        events: None,
         publisher: crate::publish::Publisher::new(client, "test".into()),
         ledger: Default::default(),
         claims: Default::default(),
