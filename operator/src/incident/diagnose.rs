@@ -1,8 +1,8 @@
 //! The diagnosis of an incident: the Brain's rules on the evidence, and the
 //! language model's proposal when one is configured.
 
-use kube::ResourceExt;
 use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::update::IncidentUpdate;
@@ -12,7 +12,11 @@ use crate::conditions::{DIAGNOSED, MODEL_CONSULTED, RUNBOOK, TRACE_EVIDENCE};
 use crate::crd::{ConditionStatus, Diagnosis, Phase};
 
 impl IncidentUpdate {
-    pub(super) async fn diagnose(&mut self) -> Result<()> {
+    /// Diagnoses the incident; what it returns publishes the `Diagnosed`
+    /// event.
+    pub(super) async fn diagnose(
+        &mut self,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
         let ns = self.ns();
         // The memory is read beside the evidence, not before it: the plan
         // that follows in this reconcile uses it too.
@@ -122,8 +126,16 @@ impl IncidentUpdate {
         self.status().diagnosis = Some(d);
         self.status().phase = Phase::Diagnosing;
         info!(incident = %self.incident.name_any(), %note, "diagnosed");
-        self.event(EventType::Normal, "Diagnosed", note).await;
-        Ok(())
+        // Published while the plan reads the workload, not before it: the
+        // remedy does not wait on the event, which still lands first (its
+        // request is sent before the plan's first read).
+        let publisher = self.ctx.publisher.clone();
+        let about = self.incident.object_ref(&());
+        Ok(async move {
+            publisher
+                .note(&about, EventType::Normal, "Diagnosed", note)
+                .await
+        })
     }
 
     /// Cites the policy's runbook for this workload or the diagnosis's

@@ -77,7 +77,9 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         (Decision::PolicyNotFound, _) | (_, None) => update.policy_not_found().await,
         (decision, Some(policy)) => {
             if decision.needs_diagnosis() && update.status().diagnosis.is_none() {
-                update.diagnose().await?;
+                let announce = update.diagnose().await?;
+                let (_, next) = tokio::join!(announce, apply(update, decision, &policy, &incident));
+                return next;
             }
             apply(update, decision, &policy, &incident).await
         }

@@ -277,3 +277,27 @@ async fn a_reconcile_that_diagnoses_then_acts_reads_the_memory_once() {
         "the incident's memory and the namespace's, once each, for the diagnosis and the plan"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_remedy_does_not_wait_for_the_diagnosed_event() {
+    let api = FakeApi::default();
+    let mut i = incident(Phase::Detected, vec![]);
+    if let Some(s) = i.status.as_mut() {
+        s.diagnosis = None;
+    }
+    let ctx = context(&api, Some(policy(Mode::Automatic)), &i);
+    // The API server takes events in but never answers.
+    api.stall("POST", "/events");
+    let running = tokio::spawn(reconcile(Arc::new(i), ctx));
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let seen: Vec<String> = api.seen().iter().map(|s| s.line()).collect();
+    let announced = seen
+        .iter()
+        .position(|l| l.starts_with("POST") && l.ends_with("/events"));
+    let evicted = seen.iter().position(|l| *l == format!("POST {EVICTION}"));
+    assert!(
+        matches!((announced, evicted), (Some(a), Some(e)) if a < e),
+        "the event is sent first, and the eviction does not wait for its answer: {seen:?}"
+    );
+    running.abort();
+}
