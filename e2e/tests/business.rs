@@ -74,12 +74,15 @@ impl Traffic {
         purchase_per_mille: u32,
         random_seed: Option<u64>,
     ) -> Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("message.timeout.ms", "10000")
-            .set("linger.ms", "5")
-            .create()
-            .context("creating the producer")?;
+        let connect = || -> Result<FutureProducer> {
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap())
+                .set("message.timeout.ms", "10000")
+                .set("linger.ms", "5")
+                .create()
+                .context("creating the producer")
+        };
+        let mut producer = connect()?;
         let rate = Arc::new(AtomicU32::new(quotes_per_second));
         let share = Arc::new(AtomicU32::new(purchase_per_mille));
         let stop = Arc::new(AtomicBool::new(false));
@@ -110,6 +113,14 @@ impl Traffic {
                     .map_err(|(e, _)| e)
                     .with_context(|| format!("producing to {q}"));
                 if sent.is_err() && lenient2.load(Ordering::Relaxed) {
+                    // A producer that failed while the broker was away
+                    // may send nothing once it is back: in a run where no
+                    // incident opened, the topics' log end stayed where
+                    // the outage began. A new one starts from what the
+                    // broker says now.
+                    if let Ok(fresh) = connect() {
+                        producer = fresh;
+                    }
                     tokio::time::sleep(pause).await;
                     continue;
                 }

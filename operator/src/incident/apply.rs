@@ -195,8 +195,17 @@ impl IncidentUpdate {
             }
             _ => {
                 // Write-ahead: the intent is stored before anything changes.
+                // Who manages the field is read meanwhile.
                 self.status().phase = Phase::Remediating;
-                if let Err(e) = self.save().await {
+                let router = self.router();
+                let record = self.status().actions.last().cloned();
+                let (saved, routed) = tokio::join!(self.save(), async {
+                    match &record {
+                        Some(r) => Some(router.route(policy, r).await),
+                        None => None,
+                    }
+                });
+                if let Err(e) = saved {
                     self.release_claim();
                     return Err(e);
                 }
@@ -204,7 +213,12 @@ impl IncidentUpdate {
                     warn!(incident = %self.incident.name_any(), action = %id, "test hook: aborting after recording the action");
                     std::process::abort();
                 }
-                self.execute_pending(policy).await
+                match (record, routed) {
+                    (Some(record), Some(routed)) => {
+                        self.execute_routed(policy, record, routed?).await
+                    }
+                    _ => Ok(Action::await_change()),
+                }
             }
         }
     }
@@ -352,6 +366,20 @@ impl IncidentUpdate {
 
     /// Takes the recorded Pending action.
     pub(super) async fn execute_pending(&mut self, policy: &RemediationPolicy) -> Result<Action> {
+        let Some(record) = self.status().actions.last().cloned() else {
+            return Ok(Action::await_change());
+        };
+        let routed = self.router().route(policy, &record).await?;
+        self.execute_routed(policy, record, routed).await
+    }
+
+    /// Takes the recorded Pending action `record` the way it was routed.
+    async fn execute_routed(
+        &mut self,
+        policy: &RemediationPolicy,
+        record: ActionRecord,
+        routed: Routed,
+    ) -> Result<Action> {
         // Fencing: a replica that may have been deposed does not act; the
         // recorded action waits for the leader.
         if !self.ctx.leadership.is_held() {
@@ -359,12 +387,9 @@ impl IncidentUpdate {
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
         let policy_key = format!("{}/{}", self.ns(), policy.name_any());
-        let Some(record) = self.status().actions.last().cloned() else {
-            return Ok(Action::await_change());
-        };
         // A GitOps controller would revert a patch: the change goes to Git,
         // or is not made.
-        match self.route_action(policy, &record).await? {
+        match routed {
             Routed::Patch => {}
             Routed::Propose {
                 repo,

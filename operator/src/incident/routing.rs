@@ -4,10 +4,11 @@
 
 use crate::crd::{
     ActionRecord, ActionType, GitHubTarget, GitOpsTarget, RemediationPolicy, WorkloadKind,
+    WorkloadRef,
 };
 use crate::fixer::gitops::Change;
 use crate::fixer::route::{self, Route};
-use crate::workload::managed;
+use crate::workload::managed::{self, DetectionOptions};
 
 use super::update::IncidentUpdate;
 
@@ -28,17 +29,37 @@ pub(super) enum Routed {
     NotTaken(String),
 }
 
+/// What routing reads, apart from the incident it came from: so that it
+/// can read while the incident's status is written.
+pub(super) struct Router {
+    client: kube::Client,
+    ns: String,
+    target: WorkloadRef,
+    detection: DetectionOptions,
+}
+
 impl IncidentUpdate {
-    pub(super) async fn route_action(
+    pub(super) fn router(&self) -> Router {
+        Router {
+            client: self.ctx.client.clone(),
+            ns: self.ns(),
+            target: self.incident.spec.target.clone(),
+            detection: self.ctx.config.gitops_detection.clone(),
+        }
+    }
+}
+
+impl Router {
+    pub(super) async fn route(
         &self,
         policy: &RemediationPolicy,
         record: &ActionRecord,
     ) -> crate::Result<Routed> {
         let repo = policy.spec.github.as_ref();
         let gitops = repo.and_then(|g| g.gitops.as_ref());
-        let target = &self.incident.spec.target;
-        let ns = self.ns();
-        let client = &self.ctx.client;
+        let target = &self.target;
+        let ns = self.ns.clone();
+        let client = &self.client;
         // A rollback, as Git sees it, puts the previous image back.
         let rollback = match (record.type_, target.kind) {
             (ActionType::Rollback, WorkloadKind::Deployment) => {
@@ -55,7 +76,7 @@ impl IncidentUpdate {
         };
         let managed = managed::workload_meta(client, &ns, target)
             .await?
-            .and_then(|meta| managed::managed_by(&meta, &field, &self.ctx.config.gitops_detection));
+            .and_then(|meta| managed::managed_by(&meta, &field, &self.detection));
         Ok(
             match (
                 route::route(record.type_, target, managed.as_ref(), gitops),
