@@ -127,8 +127,8 @@ impl IncidentUpdate {
         self.status().phase = Phase::Diagnosing;
         info!(incident = %self.incident.name_any(), %note, "diagnosed");
         // Published while the plan reads the workload, not before it: the
-        // remedy does not wait on the event, which still lands first (its
-        // request is sent before the plan's first read).
+        // remedy does not wait for the event's answer, and the event is
+        // still sent first (before the plan's first read).
         let publisher = self.ctx.publisher.clone();
         let about = self.incident.object_ref(&());
         Ok(async move {
