@@ -68,7 +68,8 @@ pub async fn gather(
     // what the pod names. One after another they took ten round trips to
     // the API server before the first mitigating call.
     // The signal's pod is known already: its events are read in the first
-    // round, the slowest read under load.
+    // round (a list, the slowest read under load, until the operator's
+    // event watches have listed).
     let (pod, signal_pod_events, workload, template, traces, alert_category, metric_category) = tokio::join!(
         async {
             match &pod_name {
