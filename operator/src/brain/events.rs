@@ -129,9 +129,9 @@ mod tests {
         .expect("an event")
     }
 
-    #[test]
-    fn warnings_and_probe_kills_are_kept_a_healthy_lifes_events_are_not() {
-        let kept_names: Vec<String> = [
+    /// A warning and a probe kill about pod web-1 of shop.
+    fn backoff_and_probe_kill() -> [Event; 2] {
+        [
             event(
                 "a",
                 "Warning",
@@ -144,24 +144,31 @@ mod tests {
                 "Killing",
                 "Container web failed liveness probe, will be restarted",
             ),
-            event("c", "Normal", "Killing", "Stopping container web"),
-            event(
-                "d",
-                "Normal",
-                "Scheduled",
-                "Successfully assigned shop/web-1 to node-1",
-            ),
-            event(
-                "e",
-                "Warning",
-                "Unhealthy",
-                "Liveness probe failed: HTTP probe failed",
-            ),
         ]
-        .iter()
-        .filter(|e| kept(e))
-        .filter_map(|e| e.metadata.name.clone())
-        .collect();
+    }
+
+    #[test]
+    fn warnings_and_probe_kills_are_kept_a_healthy_lifes_events_are_not() {
+        let kept_names: Vec<String> = backoff_and_probe_kill()
+            .into_iter()
+            .chain([
+                event("c", "Normal", "Killing", "Stopping container web"),
+                event(
+                    "d",
+                    "Normal",
+                    "Scheduled",
+                    "Successfully assigned shop/web-1 to node-1",
+                ),
+                event(
+                    "e",
+                    "Warning",
+                    "Unhealthy",
+                    "Liveness probe failed: HTTP probe failed",
+                ),
+            ])
+            .filter(kept)
+            .filter_map(|e| e.metadata.name.clone())
+            .collect();
         assert_eq!(kept_names, ["a", "b", "e"]);
     }
 
@@ -171,22 +178,9 @@ mod tests {
         other_ns.metadata.namespace = Some("other".into());
         let mut other_kind = event("y", "Warning", "FailedCreate", "quota");
         other_kind.involved_object.kind = Some("ReplicaSet".into());
-        let index = EventIndex::of(vec![
-            event(
-                "a",
-                "Warning",
-                "BackOff",
-                "Back-off restarting failed container web",
-            ),
-            event(
-                "b",
-                "Normal",
-                "Killing",
-                "Container web failed liveness probe, will be restarted",
-            ),
-            other_ns,
-            other_kind,
-        ]);
+        let mut events = backoff_and_probe_kill().to_vec();
+        events.extend([other_ns, other_kind]);
+        let index = EventIndex::of(events);
         let names = |found: Option<Vec<Event>>| -> Vec<String> {
             let mut n: Vec<String> = found
                 .expect("listed")

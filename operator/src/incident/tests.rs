@@ -245,13 +245,19 @@ async fn a_clear_look_after_the_action_records_mitigated_at_before_resolved() {
     assert_eq!(status.resolved_at, None);
 }
 
-#[tokio::test]
-async fn a_reconcile_that_diagnoses_then_acts_reads_the_memory_once() {
-    let api = FakeApi::default();
+/// An incident just detected: nothing diagnosed yet.
+fn undiagnosed() -> Incident {
     let mut i = incident(Phase::Detected, vec![]);
     if let Some(s) = i.status.as_mut() {
         s.diagnosis = None;
     }
+    i
+}
+
+#[tokio::test]
+async fn a_reconcile_that_diagnoses_then_acts_reads_the_memory_once() {
+    let api = FakeApi::default();
+    let i = undiagnosed();
     let ctx = context(&api, Some(policy(Mode::Automatic)), &i);
     reconcile(Arc::new(i), ctx).await.expect("the reconcile");
     assert_eq!(
@@ -281,10 +287,7 @@ async fn a_reconcile_that_diagnoses_then_acts_reads_the_memory_once() {
 #[tokio::test(start_paused = true)]
 async fn the_remedy_does_not_wait_for_the_diagnosed_event() {
     let api = FakeApi::default();
-    let mut i = incident(Phase::Detected, vec![]);
-    if let Some(s) = i.status.as_mut() {
-        s.diagnosis = None;
-    }
+    let i = undiagnosed();
     let ctx = context(&api, Some(policy(Mode::Automatic)), &i);
     // The API server takes events in but never answers.
     api.stall("POST", "/events");
