@@ -1275,20 +1275,13 @@ mod tests {
             o.container = Some("web".into());
         }
         let started = tokio::time::Instant::now();
-        let facts = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            gather(
-                &api.client(),
-                &incident,
-                None,
-                None,
-                None,
-                at("2026-12-02T07:00:00Z"),
-            ),
+        let facts = within_a_minute(
+            &api,
+            &incident,
+            None,
+            "the facts within a minute, whatever the kubelet does",
         )
-        .await
-        .expect("the facts within a minute, whatever the kubelet does")
-        .expect("facts");
+        .await;
         let waited = started.elapsed();
         assert!(
             waited <= LOG_READ_TIMEOUT + std::time::Duration::from_millis(100),
@@ -1305,6 +1298,29 @@ mod tests {
             .filter(|s| s.path.ends_with("/log"))
             .count();
         assert_eq!(logs, 2, "the previous and the current container's log");
+    }
+
+    /// The facts of `incident`, which must come within a minute (`why`).
+    async fn within_a_minute(
+        api: &crate::testing::api::FakeApi,
+        incident: &Incident,
+        index: Option<&EventIndex>,
+        why: &str,
+    ) -> Facts {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            gather(
+                &api.client(),
+                incident,
+                None,
+                None,
+                index,
+                at("2026-12-02T07:00:00Z"),
+            ),
+        )
+        .await
+        .expect(why)
+        .expect("facts")
     }
 
     /// Deployment `web` of shop, its pod web-1 just OOM-killed, a BackOff
@@ -1372,20 +1388,13 @@ mod tests {
         // Thousands of events a second (a rollout at scale) and the cache
         // of events never catches up: a consistent list would wait for it.
         api.lag_cache("/events");
-        let facts = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            gather(
-                &api.client(),
-                &incident,
-                None,
-                None,
-                None,
-                at("2026-12-02T07:00:00Z"),
-            ),
+        let facts = within_a_minute(
+            &api,
+            &incident,
+            None,
+            "the facts within a minute, however far the event cache lags",
         )
-        .await
-        .expect("the facts within a minute, however far the event cache lags")
-        .expect("facts");
+        .await;
         assert!(has_backoff(&facts), "{:?}", facts.events);
         let event_reads = api
             .seen()
@@ -1404,20 +1413,13 @@ mod tests {
         // The API server would not answer a list of events at all.
         api.stall("GET", "/events");
         let index = EventIndex::of(vec![event]);
-        let facts = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            gather(
-                &api.client(),
-                &incident,
-                None,
-                None,
-                Some(&index),
-                at("2026-12-02T07:00:00Z"),
-            ),
+        let facts = within_a_minute(
+            &api,
+            &incident,
+            Some(&index),
+            "the facts without listing events",
         )
-        .await
-        .expect("the facts without listing events")
-        .expect("facts");
+        .await;
         assert!(has_backoff(&facts), "{:?}", facts.events);
         assert!(
             !api.seen().iter().any(|s| s.path.ends_with("/events")),
