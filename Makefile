@@ -33,7 +33,7 @@ bench: deps
 
 ## bench-detect: the fixed-window rules and the sequential change detector side by side on seeded synthetic traffic (no cluster; BENCH_DAYS, BENCH_SEED, BENCH_SETTLE)
 bench-detect:
-	cargo run -q -p sre-space-detect --bin bench-detect -- --days $(or $(BENCH_DAYS),1500) --seed $(or $(BENCH_SEED),2026) --settle $(or $(BENCH_SETTLE),3)
+	cargo run -q -p sre-space-detect --bin bench-detect -- --days $(or $(BENCH_DAYS),1500) --seed $(or $(BENCH_SEED),2026) --settle $(or $(BENCH_SETTLE),2)
 
 ## bench-conversion: fault to Incident and to recovered conversion on the demo business (real node)
 bench-conversion: deps

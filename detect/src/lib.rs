@@ -11,6 +11,7 @@
 //! optimised in the dev profile (the benchmark replays thousands of
 //! simulated days a minute) without slowing the operator's build.
 
+pub mod calibrate;
 pub mod fixed;
 pub mod replay;
 pub mod sequential;
@@ -18,7 +19,7 @@ pub mod traffic;
 
 pub use fixed::{FixedConversion, FixedEventRate};
 pub use sequential::{
-    Evidence, Measure, Sequential, Settings, State, threshold_for, threshold_for_steps,
+    Evidence, Measure, Sequential, Settings, State, Threshold, threshold_for, threshold_for_steps,
 };
 
 /// Seconds in a day: the unit of the false-alarm rate a policy states.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use sre_space_detect::replay::{self, AFTER_DROP_SECONDS, Contender, EPISODE_GAP_SECONDS, Run};
 use sre_space_detect::sequential::Ratio;
 use sre_space_detect::traffic::Traffic;
-use sre_space_detect::{FixedConversion, FixedEventRate, Sequential, Settings};
+use sre_space_detect::{FixedConversion, FixedEventRate, Sequential, Settings, Threshold};
 
 fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
@@ -29,13 +29,21 @@ fn settings(drop: f64, false_alarms_per_day: f64) -> Settings {
     }
 }
 
+/// The same detector with the Wald bound's threshold, for comparison.
+fn bound(drop: f64, false_alarms_per_day: f64) -> Settings {
+    Settings {
+        threshold: Threshold::WaldBound,
+        ..settings(drop, false_alarms_per_day)
+    }
+}
+
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let run = Run {
         seed: arg(&args, "--seed", 2026)?,
         days: arg(&args, "--days", 1500)?.max(1),
         traffic: Traffic::default(),
-        settle_seconds: arg(&args, "--settle", 3)?.min(60) as i64,
+        settle_seconds: arg(&args, "--settle", 2)?.min(60) as i64,
     };
     let t = run.traffic;
     let mut rows = vec![
@@ -48,6 +56,14 @@ fn main() -> Result<(), String> {
             Box::new(Ratio::new(settings(0.5, 1.0))),
         ),
         Contender::new(
+            "ConversionRate Sequential, Wald bound (minDropFraction 0.5, falseAlarmsPerDay 1)",
+            Box::new(Ratio::new(bound(0.5, 1.0))),
+        ),
+        Contender::new(
+            "ConversionRate Sequential, Wald bound (minDropFraction 0.5, falseAlarmsPerDay 5)",
+            Box::new(Ratio::new(bound(0.5, 5.0))),
+        ),
+        Contender::new(
             "ConversionRate Sequential (minDropFraction 0.25, falseAlarmsPerDay 1)",
             Box::new(Ratio::new(settings(0.25, 1.0))),
         ),
@@ -56,16 +72,16 @@ fn main() -> Result<(), String> {
             Box::new(Ratio::new(settings(0.5, 5.0))),
         ),
         Contender::new(
-            "ConversionRate Sequential (minDropFraction 0.5, falseAlarmsPerDay 10)",
-            Box::new(Ratio::new(settings(0.5, 10.0))),
-        ),
-        Contender::new(
             "EventRateDrop FixedWindow (10 s vs 300 s, minFraction 0.5)",
             Box::new(FixedEventRate::new(0.5, 50, 10, 300)),
         ),
         Contender::new(
             "EventRateDrop Sequential (minDropFraction 0.5, falseAlarmsPerDay 1)",
             Box::new(Sequential::new(settings(0.5, 1.0))),
+        ),
+        Contender::new(
+            "EventRateDrop Sequential, Wald bound (minDropFraction 0.5, falseAlarmsPerDay 1)",
+            Box::new(Sequential::new(bound(0.5, 1.0))),
         ),
     ];
     let started = Instant::now();

@@ -31,9 +31,12 @@ pub struct Detector {
     /// `FixedWindow` (the default) or `Sequential`.
     #[serde(default, rename = "type")]
     pub kind: DetectorType,
-    /// Sequential: the false alarms a day the threshold allows on steady
-    /// traffic (an upper bound: the measured rate is lower). Fewer false
-    /// alarms mean a higher threshold and slower detection. Defaults to 1.
+    /// Sequential: the false alarms a day the threshold is calibrated to:
+    /// what the detector's model (independent arrivals) predicts at the
+    /// traffic level where it alarms on noise soonest, so steady traffic
+    /// raises at most about this many. Bursty or batched arrivals can raise
+    /// more: state less there. Fewer false alarms mean a higher threshold
+    /// and slower detection. Defaults to 1.
     #[serde(default = "Detector::default_false_alarms_per_day")]
     #[schemars(range(min = 0.01, max = 1000.0))]
     pub false_alarms_per_day: f64,

@@ -13,7 +13,7 @@
 //! with [`metric_settings`], and feeds it each evaluation as one step of
 //! the trigger's interval.
 
-pub use sre_space_detect::{Evidence, Measure, Sequential, Settings, State};
+pub use sre_space_detect::{Evidence, Measure, Sequential, Settings, State, Threshold};
 
 use crate::crd::{ConversionTrigger, Detector, DetectorType, EventRateTrigger, MetricTrigger};
 
@@ -32,6 +32,7 @@ fn settings(d: &Detector, min_drop_fraction: f64, min_baseline_events: i64) -> S
             .clamp(10, crate::limits::MAX_BASELINE_SECONDS) as f64,
         min_baseline_events: min_baseline_events.max(1) as f64,
         step_seconds: 1.0,
+        threshold: Threshold::Calibrated,
     }
 }
 
@@ -167,7 +168,7 @@ mod tests {
         let e = last.expect("fed");
         assert_eq!(
             summary("quote_requested rate", &e),
-            "sequential detector (50% drop): quote_requested rate: no drop; 4 observed against 4.00 expected (baseline 4.000), CUSUM 0.0 of threshold 12.1"
+            "sequential detector (50% drop): quote_requested rate: no drop; 4 observed against 4.00 expected (baseline 4.000), CUSUM 0.0 of threshold 10.2"
         );
         let fired = (600..700)
             .map(|s| det.observe(s, 0, 1.0))
