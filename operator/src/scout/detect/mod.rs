@@ -98,8 +98,18 @@ pub fn summary(what: &str, e: &Evidence) -> String {
                 .change_second
                 .map(|s| format!(", evidence since second {s}"))
                 .unwrap_or_default();
+            // Counts more variable than the model weigh less: say so, so
+            // that a slow alarm on a batching producer explains itself.
+            let spread = if e.dispersion > 1.0 {
+                format!(
+                    ", counts {:.1}x as variable as independent arrivals",
+                    e.dispersion
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "{rule}: {verdict}; {} observed against {:.2} expected (baseline {:.3}), CUSUM {:.1} of threshold {:.1}{since}",
+                "{rule}: {verdict}; {} observed against {:.2} expected (baseline {:.3}), CUSUM {:.1} of threshold {:.1}{spread}{since}",
                 e.observed, e.expected, e.baseline, e.statistic, e.threshold
             )
         }
@@ -177,5 +187,30 @@ mod tests {
         let text = summary("quote_requested rate", &fired);
         assert!(text.contains(": a drop; 0 observed"), "{text}");
         assert!(text.contains("evidence since second 600"), "{text}");
+        assert!(!text.contains("as variable"), "{text}");
+    }
+
+    #[test]
+    fn the_summary_says_when_the_counts_vary_more_than_independent_arrivals() {
+        let mut det = Sequential::new(event_rate_settings(
+            &trigger(),
+            &Detector {
+                kind: DetectorType::Sequential,
+                ..Detector::default()
+            },
+        ));
+        // 4 a second on average, sent 8 at a time every other second:
+        // four times the variance of independent arrivals.
+        let mut last = None;
+        for s in 0..1200 {
+            last = Some(det.observe(s, if s % 2 == 0 { 8 } else { 0 }, 1.0));
+        }
+        let e = last.expect("fed");
+        assert_eq!(e.state, State::Healthy);
+        let text = summary("quote_requested rate", &e);
+        assert!(
+            text.contains("counts 3.") && text.contains("x as variable as independent arrivals"),
+            "{text}"
+        );
     }
 }
