@@ -448,6 +448,42 @@ async fn purchases_stopping_opens_one_conversion_incident_that_resolves_when_the
     s.cleanup().await
 }
 
+/// The conversion story judged by the sequential detector, up to the
+/// fault: the policy-service deployed, a dry-run policy whose ConversionRate
+/// trigger selects `detector`, the operator consuming, and `learn` of
+/// traffic during which nothing opens.
+async fn sequential_story(
+    s: &Scenario,
+    traffic: &Traffic,
+    detector: serde_json::Value,
+    learn: Duration,
+) -> Result<Operator> {
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    s.deploy_each(&["policy-service"]).await?;
+    let mut trigger = conversion_trigger(&quotes, &purchases, 20, 10);
+    trigger["conversion"]["detector"] = detector;
+    s.dry_run_policy(serde_json::json!([trigger]), 40).await?;
+    let op = s.kafka_operator(&bootstrap()).await?;
+    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
+        .await?;
+    s.no_incident_for(learn, traffic, &op).await?;
+    Ok(op)
+}
+
+/// Waits for the conversion incident to open; how long after `fault` it
+/// did, and what its last signal said.
+async fn opened_since(s: &Scenario, op: &Operator, fault: Instant) -> Result<(Duration, String)> {
+    let inc = s.wait_opened(&conversion_incident(), op).await?;
+    let detected = fault.elapsed();
+    let said = inc
+        .status
+        .unwrap_or_default()
+        .last_signal
+        .map(|s| s.message)
+        .unwrap_or_default();
+    Ok((detected, said))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_sequential_detector_purchases_stopping_opens_the_incident_within_seconds()
 -> Result<()> {
@@ -456,35 +492,24 @@ async fn with_the_sequential_detector_purchases_stopping_opens_the_incident_with
     let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
     // 10 quotes a second, 30% bought: 3 purchases a second.
     let traffic = Traffic::start(&quotes, &purchases, 10, 300, None)?;
-    s.deploy_each(&["policy-service"]).await?;
-    let mut trigger = conversion_trigger(&quotes, &purchases, 20, 10);
-    // A short memory, so that the baseline is learned within the test.
-    trigger["conversion"]["detector"] =
-        serde_json::json!({"type": "Sequential", "falseAlarmsPerDay": 1, "halfLifeSeconds": 20});
-    s.dry_run_policy(serde_json::json!([trigger]), 40).await?;
-    let op = s.kafka_operator(&bootstrap()).await?;
-    s.wait_kafka(ConditionStatus::True, "Consuming", &op)
-        .await?;
-    // The baseline is learned (a half-life, then judged): nothing opens.
-    s.no_incident_for(Duration::from_secs(45), &traffic, &op)
-        .await?;
+    // A short memory, so that the baseline is learned within the test: a
+    // half-life, then judged, and nothing opens.
+    let op = sequential_story(
+        &s,
+        &traffic,
+        serde_json::json!({"type": "Sequential", "falseAlarmsPerDay": 1, "halfLifeSeconds": 20}),
+        Duration::from_secs(45),
+    )
+    .await?;
 
     traffic.purchases(0);
     let fault = Instant::now();
+    let (detected, said) = opened_since(&s, &op, fault).await?;
     let name = conversion_incident();
-    let inc = s.wait_opened(&name, &op).await?;
-    let detected = fault.elapsed();
     println!(
         "fault to incident with the sequential detector: {:.1} s (3 purchases/s before the fault)",
         detected.as_secs_f64()
     );
-    let said = inc
-        .status
-        .clone()
-        .unwrap_or_default()
-        .last_signal
-        .map(|s| s.message)
-        .unwrap_or_default();
     assert!(
         said.starts_with("sequential detector (")
             && said.contains(&format!("{purchases} per {quotes}: a drop"))
@@ -512,6 +537,63 @@ async fn with_the_sequential_detector_purchases_stopping_opens_the_incident_with
     )
     .await
     .with_context(|| format!("operator log:\n{}", op.output()))?;
+
+    traffic.finish().await?;
+    s.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_sequential_detector_purchases_halving_opens_the_incident_within_seconds()
+-> Result<()> {
+    let _broker = BROKER.read().await;
+    let s = Scenario::builder("e2e-sequential-half").start().await?;
+    let (quotes, purchases) = (s.topic("quote_requested"), s.topic("policy_purchased"));
+    // 40 quotes a second asked for (the producer awaits each send, so
+    // about 29 arrive), each bought with probability 0.2 (seeded draws):
+    // about 6 purchases a second, judged in the binomial form. At 20 asked
+    // for (17 arriving, 3.4 purchases a second) a baseline learned for 75 s
+    // is noisy enough that one halving in a hundred takes 49 s or more
+    // (400 offline runs: p50 16 s, p95 36 s, slowest 72 s); at this rate,
+    // p50 9 s, p99 25 s, slowest 36 s.
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    println!("purchase draws seeded with {seed}");
+    let traffic = Traffic::start(&quotes, &purchases, 40, 200, Some(seed))?;
+    // A minute's memory, so that the baseline is learned within the test
+    // and rests on a few hundred purchases: a half-life of learning, then
+    // a quarter of a minute judged, and nothing opens on the draws' noise.
+    let op = sequential_story(
+        &s,
+        &traffic,
+        serde_json::json!({
+            "type": "Sequential",
+            "falseAlarmsPerDay": 1,
+            "minDropFraction": 0.5,
+            "halfLifeSeconds": 60
+        }),
+        Duration::from_secs(75),
+    )
+    .await?;
+
+    traffic.purchases(100);
+    let (detected, said) = opened_since(&s, &op, Instant::now()).await?;
+    println!(
+        "fault to incident with the sequential detector, purchases halved: {:.1} s",
+        detected.as_secs_f64()
+    );
+    println!("the incident's signal: {said}");
+    // The halving is the policy's chart's to see: the near-stop chart
+    // tests for 90%, which a halving is evidence against.
+    assert!(
+        said.starts_with("sequential detector (50% drop)")
+            && said.contains(&format!("{purchases} per {quotes}: a drop")),
+        "the incident says which chart judged and its evidence: {said}"
+    );
+    // One live drop is one draw of the distribution above, plus the
+    // watermark's second or two and the Incident's write.
+    assert!(
+        detected < Duration::from_secs(45),
+        "a halving at 6 purchases/s is evidence within seconds: {detected:?}"
+    );
 
     traffic.finish().await?;
     s.cleanup().await
