@@ -889,3 +889,60 @@ async fn a_broker_away_for_a_minute_opens_no_incident_and_detection_resumes_afte
     traffic.finish().await?;
     s.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_services_producer_publishes_again_once_the_broker_is_back() -> Result<()> {
+    use sre_space_demo::events::Events;
+    use sre_space_demo::telemetry::TraceContext;
+
+    let _broker = BROKER.write().await;
+    let s = Scenario::builder("e2e-demo-producer").start().await?;
+    let topic = s.topic("quote_requested");
+    // The demo services' own producer (idempotent, acks=all), as
+    // quote-service makes it.
+    let events = Events::connect(&bootstrap(), "e2e-demo-producer")?;
+    let trace = TraceContext {
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        span_id: "00f067aa0ba902b7".into(),
+        sampled: true,
+    };
+    let event = serde_json::json!({ "quoteId": "q-0", "product": "home" });
+    events
+        .publish(&topic, "q-0", &event, &trace)
+        .await
+        .context("publishing with the broker up")?;
+
+    let outage = Instant::now();
+    tokio::task::spawn_blocking(|| signals("kafka-stop")).await??;
+    // Two sends time out (an idempotent producer whose messages time out
+    // must move to a new epoch, not stop), as a service's would.
+    for n in 1..3 {
+        let failed = events
+            .publish(&topic, &format!("q-{n}"), &event, &trace)
+            .await;
+        assert!(
+            failed.is_err(),
+            "a publish with no broker fails: {failed:?}"
+        );
+    }
+    tokio::task::spawn_blocking(|| signals("kafka-start")).await??;
+    let back = Instant::now();
+    println!("broker back after {:.0} s", outage.elapsed().as_secs_f64());
+    // The same producer publishes again: a service must not need a
+    // restart after its broker's.
+    let mut last = None;
+    while back.elapsed() < Duration::from_secs(60) {
+        match events.publish(&topic, "q-again", &event, &trace).await {
+            Ok(()) => {
+                println!(
+                    "published again {:.1} s after the broker's return",
+                    back.elapsed().as_secs_f64()
+                );
+                return s.cleanup().await;
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the producer did not publish within 60 s of the broker's return: {last:?}")
+}
