@@ -166,23 +166,22 @@ fn solve(a: &mut [f64], b: &mut [f64], n: usize) {
 /// needs many empty steps in a row); above a few hundred its steps are
 /// nearly Gaussian and, with larger steps, overshoot more.
 fn levels() -> impl Iterator<Item = f64> {
-    (0..=42)
-        .map(|i| 0.25 * 2f64.powf(i as f64 / 4.0))
-        .filter(|l| *l <= 256.0)
+    (0..=40).map(|i| 0.25 * 2f64.powf(i as f64 / 4.0))
 }
 
 /// The completion ratios a binomial chart is calibrated over (the form is
 /// used below 0.3; the Poisson form is its limit as the ratio goes to 0).
 const RATIOS: [f64; 4] = [0.05, 0.1, 0.2, 0.3];
 
-/// The form a chart judges in, for calibration.
+/// What a chart is calibrated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Form {
-    /// Rates, and ratios of 0.3 and above (whose binomial counts vary less
-    /// than the Poisson ones the form assumes).
+    /// Rates, judged in the Poisson form.
     Poisson,
-    /// Ratios below 0.3, judged in the binomial form; calibrated over both
-    /// forms, as a ratio can cross from one to the other.
+    /// Ratios: judged in the binomial form below 0.3 and in the Poisson
+    /// form above (where the binomial counts vary less than the Poisson
+    /// ones the form assumes), so calibrated over both, as a ratio can
+    /// cross from one to the other.
     Binomial,
 }
 
@@ -232,8 +231,8 @@ pub fn threshold_for_run_length(form: Form, drop: f64, steps: f64) -> f64 {
 /// Calibrations remembered at most, per process.
 const MEMO_ENTRIES: usize = 256;
 
-/// `ln ARL₀ - h` at each level, on a coarse grid: how many nats the run
-/// length exceeds the Wald bound by. A run length too long to compute
+/// `ln ARL₀ - h` on a grid of `grid` points: how many nats the run length
+/// exceeds the Wald bound by. A run length too long to compute
 /// (a level at which the chart practically never alarms) is infinite.
 fn excess(case: &[(f64, f64)], h: f64, grid: usize) -> f64 {
     let l = run_length_with(case, h, grid);
